@@ -1,0 +1,1 @@
+"""The pure domain: no I/O, no imports of other rrm layers. Everything else wraps these functions."""

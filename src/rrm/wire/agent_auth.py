@@ -1,0 +1,109 @@
+"""Runtime identity on the wire: the agent signs short-lived EdDSA JWTs with a key only it holds.
+
+The control plane stores the public half only, so nothing in its database lets anyone act as a runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+AUDIENCE = "rrm-agent-api"
+ALGORITHM = "EdDSA"
+MAX_LIFETIME_SECONDS = 600
+
+
+class AgentTokenError(Exception):
+    """The token is malformed, expired, not signed by the runtime's key, or lives too long."""
+
+
+@dataclass(frozen=True)
+class AgentClaims:
+    runtime_id: str
+    key_id: str
+    expires_at: float
+
+
+def generate_private_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_private_key(pem: bytes) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("the agent key must be an Ed25519 private key")
+    return key
+
+
+def public_key_pem(key: Ed25519PrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def load_public_key(pem: str) -> Ed25519PublicKey:
+    """Parse an agent's public key; raises ValueError for anything but an Ed25519 PEM."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except Exception as exc:
+        raise ValueError(f"public_key: not a PEM public key ({exc})") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("public_key: must be an Ed25519 key")
+    return key
+
+
+def key_id(public_pem: str) -> str:
+    """A stable short name for a public key: sha256 of its DER form."""
+    der = load_public_key(public_pem).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()[:24]
+
+
+def sign_agent_token(
+    key: Ed25519PrivateKey, runtime_id: str, kid: str, lifetime: float = 300, now: float | None = None
+) -> str:
+    issued = time.time() if now is None else now
+    claims = {"sub": runtime_id, "aud": AUDIENCE, "iat": int(issued), "exp": int(issued + lifetime)}
+    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
+
+
+def unverified_key_id(token: str) -> str:
+    """The `kid` header, to look the public key up before verifying."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError as exc:
+        raise AgentTokenError(f"malformed token: {exc}") from exc
+    if not isinstance(kid, str) or not kid:
+        raise AgentTokenError("token has no kid header")
+    return kid
+
+
+def verify_agent_token(token: str, public_key: Ed25519PublicKey, kid: str) -> AgentClaims:
+    try:
+        claims = jwt.decode(
+            token,
+            public_key,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            options={"require": ["sub", "exp", "iat", "aud"]},
+            leeway=30,
+        )
+    except jwt.PyJWTError as exc:
+        raise AgentTokenError(str(exc)) from exc
+    if claims["exp"] - claims["iat"] > MAX_LIFETIME_SECONDS:
+        raise AgentTokenError(f"token lifetime exceeds {MAX_LIFETIME_SECONDS} s")
+    return AgentClaims(runtime_id=str(claims["sub"]), key_id=kid, expires_at=float(claims["exp"]))

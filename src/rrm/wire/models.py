@@ -1,0 +1,108 @@
+"""Pydantic models of the agent API (`/agent/v1/...`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RuntimeKind = Literal["selfhosted", "kubernetes", "kyma-managed", "kyma-standalone", "cloudfoundry"]
+RUNTIME_KINDS: tuple[str, ...] = ("selfhosted", "kubernetes", "kyma-managed", "kyma-standalone", "cloudfoundry")
+
+
+class PairRequest(BaseModel):
+    """First contact: a single-use pairing token plus the public half of the agent's own key pair."""
+
+    token: str = Field(min_length=1)
+    public_key: str = Field(description="PEM-encoded Ed25519 public key made by the agent")
+    agent_version: str = ""
+
+
+class PairResponse(BaseModel):
+    runtime_id: str
+    runtime_name: str
+    kind: RuntimeKind
+    key_id: str
+
+
+class RotateRequest(BaseModel):
+    """Sent signed with the current key; the new key replaces it at once."""
+
+    public_key: str
+
+
+class RotateResponse(BaseModel):
+    key_id: str
+
+
+class DeliveredSecret(BaseModel):
+    """A secret's values, delivered only to runtimes whose placed components reference it."""
+
+    name: str
+    revision: int
+    data: dict[str, str]
+
+
+class DesiredState(BaseModel):
+    """Everything a runtime should run. Runtimes with the same placement receive byte-identical bodies.
+
+    `hash` is `rrm.core.hashing.state_hash(components, secrets)`; the agent recomputes it to verify.
+    `components` are complete Dapr manifests (apiVersion, kind, metadata, spec, auth?, scopes?).
+    """
+
+    hash: str
+    components: list[dict[str, Any]]
+    secrets: list[DeliveredSecret] = []
+
+
+class ResourceResult(BaseModel):
+    kind: str = "Component"
+    name: str
+    state: Literal["applied", "failed", "pending"]
+    message: str = ""
+    revision: int | None = None
+
+
+class LoadedComponent(BaseModel):
+    name: str
+    type: str
+    version: str = ""
+
+
+class SidecarReport(BaseModel):
+    """What daprd's `/v1.0/metadata` says it really loaded."""
+
+    reachable: bool
+    app_id: str | None = None
+    runtime_version: str | None = None
+    components: list[LoadedComponent] = []
+    error: str = ""
+
+
+class ReloadResult(BaseModel):
+    command: str
+    exit_code: int
+    output: str = ""
+
+
+class DriftRecord(BaseModel):
+    """An object the agent manages that was changed outside rrm and put back."""
+
+    resource: str
+    change: Literal["modified", "deleted", "created"]
+    detected_at: datetime
+
+
+class StatusReport(BaseModel):
+    """`PUT /agent/v1/status`: the applied state, per-resource results, the sidecar's view; also the heartbeat."""
+
+    applied_hash: str | None = None
+    resources: list[ResourceResult] = []
+    sidecar: SidecarReport | None = None
+    reload: ReloadResult | None = None
+    drift: list[DriftRecord] = []
+    agent_version: str = ""
+    target: str = ""
+    heartbeat_interval: float = Field(default=15.0, gt=0, le=3600)
+    message: str = ""
