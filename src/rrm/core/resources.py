@@ -57,7 +57,9 @@ def delivered_manifest(component: StoredComponent) -> dict[str, Any]:
     manifest = copy.deepcopy(dict(component.manifest))
     metadata = dict(manifest.get("metadata") or {})
     annotations = {
-        k: v for k, v in (metadata.get("annotations") or {}).items() if not k.startswith(RRM_ANNOTATION_PREFIX)
+        k: v
+        for k, v in (metadata.get("annotations") or {}).items()
+        if not k.startswith(RRM_ANNOTATION_PREFIX)
     }
     annotations[REVISION_ANNOTATION] = str(component.revision)
     labels = dict(metadata.get("labels") or {})

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 RuntimeKind = Literal["selfhosted", "kubernetes", "kyma-managed", "kyma-standalone", "cloudfoundry"]
-RUNTIME_KINDS: tuple[str, ...] = ("selfhosted", "kubernetes", "kyma-managed", "kyma-standalone", "cloudfoundry")
+RUNTIME_KINDS: tuple[str, ...] = RuntimeKind.__args__  # type: ignore[attr-defined]
 
 
 class PairRequest(BaseModel):
@@ -95,7 +95,7 @@ class DriftRecord(BaseModel):
 
 
 class StatusReport(BaseModel):
-    """`PUT /agent/v1/status`: the applied state, per-resource results, the sidecar's view; also the heartbeat."""
+    """`PUT /agent/v1/status`: applied state, per-resource results, the sidecar's view; also the heartbeat."""
 
     applied_hash: str | None = None
     resources: list[ResourceResult] = []

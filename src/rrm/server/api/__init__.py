@@ -1,0 +1,1 @@
+"""HTTP routes: `admin` (operators), `agent` (runtimes), `ops` (probes and metrics)."""

@@ -1,0 +1,463 @@
+"""The admin API used by the CLI and the dashboard. Writers commit, then catch the fleet up, so the next
+read already shows the write (and the long-polls of the runtimes concerned are woken)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from rrm.core.labels import validate_labels
+from rrm.core.names import dns1123_label_error
+from rrm.core.resources import secret_refs
+from rrm.core.selectors import SelectorError, parse_selector
+from rrm.server.apply import Conflict, InvalidInput, Problem, apply_documents, revalidate_for_rollback
+from rrm.server.auth import PAIRING_TOKEN_PREFIX, ROLE_ADMIN, bearer, new_token, token_hash
+from rrm.server.metrics import ADMIN_WRITES
+from rrm.server.state import ServerState, server_state, utcnow
+from rrm.server.views import runtime_conditions, runtime_detail, runtime_view
+from rrm.store import repositories as repo
+from rrm.store.tables import Runtime
+from rrm.wire import RUNTIME_KINDS
+
+T = TypeVar("T")
+MAX_TOKEN_TTL = 30 * 24 * 3600
+
+
+def reader(request: Request, state: ServerState = Depends(server_state)) -> str:
+    role = state.admin_auth.role(bearer(request))
+    if role is None:
+        raise HTTPException(401, "invalid admin token", headers={"WWW-Authenticate": "Bearer"})
+    return role
+
+
+def writer(role: str = Depends(reader)) -> str:
+    if role != ROLE_ADMIN:
+        raise HTTPException(403, "this token may only read")
+    return role
+
+
+router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(reader)])
+
+
+async def _write(state: ServerState, work: Callable[[Session], T]) -> T:
+    """Run `work` in one write transaction off the event loop, then bring the fleet's memory up to date."""
+
+    def run() -> T:
+        with state.db.write() as session:
+            return work(session)
+
+    try:
+        result = await asyncio.to_thread(run)
+    except InvalidInput as exc:
+        raise HTTPException(422, [p.as_dict() for p in exc.problems]) from exc
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+    await state.fleet.catch_up()
+    return result
+
+
+async def _read(state: ServerState, work: Callable[[Session], T]) -> T:
+    def run() -> T:
+        with state.db.read() as session:
+            return work(session)
+
+    return await asyncio.to_thread(run)
+
+
+def _invalid(field: str, message: str, kind: str = "Runtime", name: str = "") -> InvalidInput:
+    return InvalidInput([Problem(None, kind, name, field, message)])
+
+
+def _runtime_or_404(session: Session, name: str) -> Runtime:
+    row = repo.runtime_by_name(session, name)
+    if row is None:
+        raise HTTPException(404, f"runtime {name!r} not found")
+    return row
+
+
+# runtimes ---------------------------------------------------------------------------------------------
+
+
+class RegisterRuntime(BaseModel):
+    name: str
+    kind: str
+    labels: dict[str, str] = {}
+    token_ttl_seconds: int = Field(3600, ge=1, le=MAX_TOKEN_TTL)
+
+
+class IssueToken(BaseModel):
+    ttl_seconds: int = Field(3600, ge=1, le=MAX_TOKEN_TTL)
+
+
+class LabelChange(BaseModel):
+    set: dict[str, str] = {}
+    remove: list[str] = []
+
+
+def _issue_token(session: Session, row: Runtime, ttl: int) -> dict[str, Any]:
+    now = utcnow()
+    token = new_token(PAIRING_TOKEN_PREFIX)
+    expires = now + timedelta(seconds=ttl)
+    repo.add_pairing_token(session, row.id, token_hash(token), expires, now)
+    repo.record_event(
+        session, "PairingTokenIssued", f"runtime/{row.name}", f"expires {expires.isoformat()}", now
+    )
+    return {"pairing_token": token, "expires_at": expires.isoformat()}
+
+
+def _views(state: ServerState, session: Session, rows: list[Runtime]) -> list[dict[str, Any]]:
+    now = utcnow()
+    statuses = repo.statuses(session)
+    views = []
+    for row in rows:
+        status = statuses.get(row.id)
+        conditions = runtime_conditions(state.fleet, row.id, status, now, state.settings.heartbeat_grace)
+        views.append(runtime_view(state.fleet, row, status, conditions, state.tracker))
+    return views
+
+
+@router.get("/runtimes")
+async def list_runtimes(
+    selector: str | None = None, state: ServerState = Depends(server_state)
+) -> list[dict[str, Any]]:
+    try:
+        parsed = parse_selector(selector) if selector else None
+    except SelectorError as exc:
+        raise HTTPException(422, [Problem(None, "", "", "selector", str(exc)).as_dict()]) from exc
+
+    def work(session: Session) -> list[dict[str, Any]]:
+        rows = [r for r in repo.all_runtimes(session) if parsed is None or parsed.matches(r.labels)]
+        return _views(state, session, rows)
+
+    return await _read(state, work)
+
+
+@router.post("/runtimes", status_code=201, dependencies=[Depends(writer)])
+async def register_runtime(
+    body: RegisterRuntime, state: ServerState = Depends(server_state)
+) -> dict[str, Any]:
+    problems = []
+    if (error := dns1123_label_error(body.name)) is not None:
+        problems.append(Problem(None, "Runtime", body.name, "name", error))
+    if body.kind not in RUNTIME_KINDS:
+        problems.append(
+            Problem(None, "Runtime", body.name, "kind", f"must be one of {', '.join(RUNTIME_KINDS)}")
+        )
+    problems += [Problem(None, "Runtime", body.name, f, m) for f, m in validate_labels(body.labels)]
+    if problems:
+        raise HTTPException(422, [p.as_dict() for p in problems])
+
+    def work(session: Session) -> tuple[Runtime, dict[str, Any]]:
+        if repo.runtime_by_name(session, body.name) is not None:
+            raise Conflict(f"runtime {body.name!r} already exists")
+        now = utcnow()
+        import uuid
+
+        row = Runtime(
+            id=str(uuid.uuid4()),
+            name=body.name,
+            kind=body.kind,
+            labels=body.labels,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        session.flush()
+        token = _issue_token(session, row, body.token_ttl_seconds)
+        repo.record_change(session, repo.ENTITY_RUNTIME, row.id, now)
+        repo.record_event(session, "RuntimeRegistered", f"runtime/{row.name}", f"kind {row.kind}", now)
+        return row, token
+
+    row, token = await _write(state, work)
+    ADMIN_WRITES.labels("runtime", "created").inc()
+    view = await _read(state, lambda s: _views(state, s, [row])[0])
+    return {"runtime": view, **token}
+
+
+@router.get("/runtimes/{name}")
+async def get_runtime(name: str, state: ServerState = Depends(server_state)) -> dict[str, Any]:
+    def work(session: Session) -> dict[str, Any]:
+        row = _runtime_or_404(session, name)
+        detail = runtime_detail(
+            _views(state, session, [row])[0], state.fleet, repo.status_of(session, row.id)
+        )
+        detail["events"] = [
+            {"id": e.id, "time": e.time.isoformat(), "type": e.type, "message": e.message}
+            for e in repo.recent_events(session, f"runtime/{name}", 20)
+        ]
+        return detail
+
+    return await _read(state, work)
+
+
+@router.delete("/runtimes/{name}", status_code=204, dependencies=[Depends(writer)])
+async def delete_runtime(name: str, state: ServerState = Depends(server_state)) -> Response:
+    def work(session: Session) -> None:
+        row = _runtime_or_404(session, name)
+        now = utcnow()
+        session.delete(row)
+        repo.record_change(session, repo.ENTITY_RUNTIME, row.id, now)
+        repo.record_event(session, "RuntimeDeleted", f"runtime/{name}", "deleted", now)
+        state.fleet.forget_keys(row.id)
+
+    await _write(state, work)
+    ADMIN_WRITES.labels("runtime", "deleted").inc()
+    return Response(status_code=204)
+
+
+@router.patch("/runtimes/{name}/labels", dependencies=[Depends(writer)])
+async def label_runtime(
+    name: str, body: LabelChange, state: ServerState = Depends(server_state)
+) -> dict[str, Any]:
+    problems = validate_labels(body.set)
+    if problems:
+        raise HTTPException(422, [Problem(None, "Runtime", name, f, m).as_dict() for f, m in problems])
+
+    def work(session: Session) -> Runtime:
+        row = _runtime_or_404(session, name)
+        labels = {k: v for k, v in row.labels.items() if k not in body.remove}
+        labels.update(body.set)
+        if labels != row.labels:
+            now = utcnow()
+            row.labels, row.updated_at = labels, now
+            repo.record_change(session, repo.ENTITY_RUNTIME, row.id, now)
+            repo.record_event(
+                session,
+                "RuntimeLabelled",
+                f"runtime/{name}",
+                ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels",
+                now,
+            )
+        return row
+
+    row = await _write(state, work)
+    return await _read(state, lambda s: _views(state, s, [row])[0])
+
+
+@router.post("/runtimes/{name}/token", status_code=201, dependencies=[Depends(writer)])
+async def issue_token(
+    name: str, body: IssueToken, state: ServerState = Depends(server_state)
+) -> dict[str, Any]:
+    return await _write(state, lambda s: _issue_token(s, _runtime_or_404(s, name), body.ttl_seconds))
+
+
+@router.post("/runtimes/{name}/revoke", dependencies=[Depends(writer)])
+async def revoke_runtime(name: str, state: ServerState = Depends(server_state)) -> dict[str, Any]:
+    def work(session: Session) -> Runtime:
+        row = _runtime_or_404(session, name)
+        now = utcnow()
+        repo.delete_runtime_keys(session, row.id)
+        repo.delete_pairing_tokens(session, row.id)
+        repo.record_change(session, repo.ENTITY_RUNTIME, row.id, now)
+        repo.record_event(session, "RuntimeRevoked", f"runtime/{name}", "credentials revoked", now)
+        return row
+
+    row = await _write(state, work)
+    state.fleet.forget_keys(row.id)
+    ADMIN_WRITES.labels("runtime", "revoked").inc()
+    return await _read(state, lambda s: _views(state, s, [row])[0])
+
+
+# resources --------------------------------------------------------------------------------------------
+
+
+class ApplyRequest(BaseModel):
+    documents: list[Any]
+    dry_run: bool = False
+    strict: bool = False
+
+
+@router.post("/apply", dependencies=[Depends(writer)])
+async def apply(body: ApplyRequest, state: ServerState = Depends(server_state)) -> Any:
+    def work(session: Session) -> Any:
+        outcome = apply_documents(session, state.box, body.documents, dry_run=body.dry_run, now=utcnow())
+        if body.strict and outcome.warnings:
+            raise InvalidInput(outcome.warnings)
+        if body.dry_run:
+            session.rollback()
+        return outcome
+
+    outcome = await _write(state, work)
+    for result in outcome.results:
+        if result["action"] != "unchanged" and not body.dry_run:
+            ADMIN_WRITES.labels(result["kind"].lower(), result["action"]).inc()
+    return {"results": outcome.results, "warnings": [w.as_dict() for w in outcome.warnings]}
+
+
+def _ready_runtime_ids(state: ServerState, session: Session) -> set[str]:
+    now = utcnow()
+    statuses = repo.statuses(session)
+    ready = set()
+    for runtime_id in state.fleet.runtimes:
+        conditions = runtime_conditions(
+            state.fleet, runtime_id, statuses.get(runtime_id), now, state.settings.heartbeat_grace
+        )
+        if conditions[2].status == "True":
+            ready.add(runtime_id)
+    return ready
+
+
+@router.get("/components")
+async def list_components(state: ServerState = Depends(server_state)) -> list[dict[str, Any]]:
+    from rrm.server.views import component_view
+
+    def work(session: Session) -> list[dict[str, Any]]:
+        ready = _ready_runtime_ids(state, session)
+        rows = {c.name: c for c in repo.all_components(session)}
+        views = []
+        for name in sorted(state.fleet.components):
+            view = component_view(state.fleet, name, ready)
+            view.pop("runtimes")
+            view["updated_at"] = rows[name].updated_at.isoformat() if name in rows else None
+            views.append(view)
+        return views
+
+    return await _read(state, work)
+
+
+@router.get("/components/{name}")
+async def get_component(name: str, state: ServerState = Depends(server_state)) -> dict[str, Any]:
+    from rrm.server.views import component_view
+
+    if name not in state.fleet.components:
+        raise HTTPException(404, f"component {name!r} not found")
+
+    def work(session: Session) -> dict[str, Any]:
+        view = component_view(state.fleet, name, _ready_runtime_ids(state, session))
+        view["manifest"] = state.fleet.components[name].manifest
+        return view
+
+    return await _read(state, work)
+
+
+@router.get("/components/{name}/history")
+async def component_history(name: str, state: ServerState = Depends(server_state)) -> list[dict[str, Any]]:
+    def work(session: Session) -> list[dict[str, Any]]:
+        rows = repo.component_history(session, name)
+        if not rows:
+            raise HTTPException(404, f"component {name!r} has no history")
+        return [
+            {
+                "revision": r.revision,
+                "created_at": r.created_at.isoformat(),
+                "action": r.action,
+                "manifest": r.manifest,
+            }
+            for r in rows
+        ]
+
+    return await _read(state, work)
+
+
+class Rollback(BaseModel):
+    revision: int = Field(ge=1)
+
+
+@router.post("/components/{name}/rollback", dependencies=[Depends(writer)])
+async def rollback_component(
+    name: str, body: Rollback, state: ServerState = Depends(server_state)
+) -> dict[str, Any]:
+    def work(session: Session) -> dict[str, Any]:
+        old = repo.component_revision(session, name, body.revision)
+        if old is None or old.manifest is None:
+            raise HTTPException(404, f"component {name!r} has no revision {body.revision} with content")
+        revalidate_for_rollback(session, old.manifest)
+        now = utcnow()
+        revision = repo.write_component_revision(session, name, old.manifest, "rollback", now)
+        repo.record_event(
+            session,
+            "ComponentRolledBack",
+            f"component/{name}",
+            f"revision {revision} restores revision {body.revision}",
+            now,
+        )
+        return {"name": name, "revision": revision, "restored": body.revision}
+
+    result = await _write(state, work)
+    ADMIN_WRITES.labels("component", "rollback").inc()
+    return result
+
+
+@router.delete("/components/{name}", status_code=204, dependencies=[Depends(writer)])
+async def delete_component(name: str, state: ServerState = Depends(server_state)) -> Response:
+    def work(session: Session) -> None:
+        if repo.component(session, name) is None:
+            raise HTTPException(404, f"component {name!r} not found")
+        now = utcnow()
+        revision = repo.write_component_revision(session, name, None, "deleted", now)
+        repo.record_event(session, "ComponentDeleted", f"component/{name}", f"revision {revision}", now)
+
+    await _write(state, work)
+    ADMIN_WRITES.labels("component", "deleted").inc()
+    return Response(status_code=204)
+
+
+@router.get("/secrets")
+async def list_secrets(state: ServerState = Depends(server_state)) -> list[dict[str, Any]]:
+    def work(session: Session) -> list[dict[str, Any]]:
+        users: dict[str, list[str]] = {}
+        for c in repo.all_components(session):
+            for secret in secret_refs(c.manifest):
+                users.setdefault(secret, []).append(c.name)
+        return [
+            {
+                "name": s.name,
+                "keys": s.keys,
+                "revision": s.revision,
+                "used_by": sorted(users.get(s.name, [])),
+                "updated_at": s.updated_at.isoformat(),
+            }
+            for s in repo.all_secrets(session)
+        ]
+
+    return await _read(state, work)
+
+
+@router.delete("/secrets/{name}", status_code=204, dependencies=[Depends(writer)])
+async def delete_secret(name: str, state: ServerState = Depends(server_state)) -> Response:
+    def work(session: Session) -> None:
+        if repo.secret(session, name) is None:
+            raise HTTPException(404, f"secret {name!r} not found")
+        users = sorted(c.name for c in repo.all_components(session) if name in secret_refs(c.manifest))
+        if users:
+            raise Conflict(f"secret {name!r} is still referenced by component(s): {', '.join(users)}")
+        now = utcnow()
+        repo.delete_secret(session, name, now)
+        repo.record_event(session, "SecretDeleted", f"secret/{name}", "deleted", now)
+
+    await _write(state, work)
+    ADMIN_WRITES.labels("secret", "deleted").inc()
+    return Response(status_code=204)
+
+
+@router.get("/events")
+async def list_events(
+    after: int = 0,
+    limit: int = Query(100, ge=1, le=1000),
+    subject: str | None = None,
+    state: ServerState = Depends(server_state),
+) -> list[dict[str, Any]]:
+    def work(session: Session) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": e.id,
+                "time": e.time.isoformat(),
+                "type": e.type,
+                "subject": e.subject,
+                "message": e.message,
+            }
+            for e in repo.events_after(session, after, limit, subject)
+        ]
+
+    return await _read(state, work)
+
+
+def unprocessable(problems: list[Problem]) -> JSONResponse:
+    return JSONResponse({"detail": [p.as_dict() for p in problems]}, status_code=422)

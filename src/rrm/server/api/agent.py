@@ -1,0 +1,129 @@
+"""The agent API. The runtime is always the one whose key signed the request; no path names a runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+
+from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, token_hash
+from rrm.server.fleet import RuntimeEntry
+from rrm.server.metrics import DESIRED_STATE_RESPONSES, STATUS_REPORTS
+from rrm.server.state import ServerState, server_state, utcnow
+from rrm.store import repositories as repo
+from rrm.wire import PairRequest, PairResponse, RotateRequest, RotateResponse, StatusReport
+from rrm.wire.agent_auth import key_id, load_public_key
+
+log = logging.getLogger("rrm.server.agent_api")
+router = APIRouter(prefix="/agent/v1", tags=["agent"])
+
+
+async def calling_runtime(request: Request, state: ServerState = Depends(server_state)) -> RuntimeEntry:
+    return await state.agent_auth.runtime(bearer(request))
+
+
+@router.post("/pair", status_code=201, response_model=PairResponse)
+async def pair(body: PairRequest, state: ServerState = Depends(server_state)) -> PairResponse:
+    try:
+        load_public_key(body.public_key)
+        kid = key_id(body.public_key)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if not body.token.startswith(PAIRING_TOKEN_PREFIX):
+        raise HTTPException(401, "invalid pairing token")
+
+    def write() -> tuple[str, str, str] | None:
+        now = utcnow()
+        with state.db.write() as session:
+            runtime_id = repo.consume_pairing_token(session, token_hash(body.token), now)
+            if runtime_id is None:
+                return None
+            row = repo.runtime_by_id(session, runtime_id)
+            if row is None:
+                return None
+            repo.replace_runtime_key(session, runtime_id, kid, body.public_key, now)
+            repo.record_change(session, repo.ENTITY_RUNTIME, runtime_id, now)
+            repo.record_event(
+                session,
+                "RuntimePaired",
+                f"runtime/{row.name}",
+                f"agent {body.agent_version or '?'} paired, key {kid}",
+                now,
+            )
+            return row.id, row.name, row.kind
+
+    paired = await asyncio.to_thread(write)
+    if paired is None:
+        raise HTTPException(401, "pairing token unknown, already used or expired")
+    runtime_id, name, kind = paired
+    state.fleet.set_key(runtime_id, kid, body.public_key)
+    await state.fleet.catch_up()
+    log.info("runtime %s paired (key %s)", name, kid)
+    return PairResponse(runtime_id=runtime_id, runtime_name=name, kind=kind, key_id=kid)  # type: ignore[arg-type]
+
+
+@router.get(
+    "/desired-state", responses={200: {"description": "DesiredState"}, 304: {"description": "unchanged"}}
+)
+async def desired_state(
+    request: Request,
+    wait: float = Query(0, ge=0, description="seconds to hold the request while nothing changes"),
+    runtime: RuntimeEntry = Depends(calling_runtime),
+    state: ServerState = Depends(server_state),
+) -> Response:
+    etag = request.headers.get("if-none-match")
+    delivery = await state.fleet.wait_for_change(runtime.id, etag, min(wait, state.settings.max_wait_seconds))
+    if delivery is None:
+        DESIRED_STATE_RESPONSES.labels("304").inc()
+        return Response(status_code=304, headers={"ETag": etag or ""})
+    DESIRED_STATE_RESPONSES.labels("200").inc()
+    return Response(content=delivery.body, media_type="application/json", headers={"ETag": delivery.etag})
+
+
+@router.put("/status", status_code=204)
+async def report_status(
+    body: StatusReport,
+    runtime: RuntimeEntry = Depends(calling_runtime),
+    state: ServerState = Depends(server_state),
+) -> Response:
+    report = body.model_dump(mode="json")
+
+    def write() -> None:
+        with state.db.write() as session:
+            repo.save_status(
+                session,
+                runtime.id,
+                body.applied_hash,
+                report,
+                body.agent_version,
+                body.heartbeat_interval,
+                utcnow(),
+            )
+
+    await asyncio.to_thread(write)
+    STATUS_REPORTS.inc()
+    return Response(status_code=204)
+
+
+@router.post("/rotate", response_model=RotateResponse)
+async def rotate(
+    body: RotateRequest,
+    runtime: RuntimeEntry = Depends(calling_runtime),
+    state: ServerState = Depends(server_state),
+) -> RotateResponse:
+    try:
+        kid = key_id(body.public_key)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+    def write() -> None:
+        now = utcnow()
+        with state.db.write() as session:
+            repo.replace_runtime_key(session, runtime.id, kid, body.public_key, now)
+            repo.record_change(session, repo.ENTITY_RUNTIME, runtime.id, now)
+            repo.record_event(session, "RuntimeKeyRotated", f"runtime/{runtime.name}", f"new key {kid}", now)
+
+    await asyncio.to_thread(write)
+    state.fleet.set_key(runtime.id, kid, body.public_key)
+    return RotateResponse(key_id=kid)

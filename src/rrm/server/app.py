@@ -1,0 +1,123 @@
+"""Assembles one control-plane process: database, migrations, keys, the fleet view, routes, tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+import rrm
+from rrm.server.api import admin, agent, ops
+from rrm.server.auth import ADMIN_TOKEN_PREFIX, ROLE_ADMIN, AdminAuth, AgentAuth, new_token, token_hash
+from rrm.server.fleet import Fleet
+from rrm.server.housekeeping import run_housekeeping
+from rrm.server.secretbox import SecretBox, load_or_create_key, write_private_file
+from rrm.server.settings import ServerSettings
+from rrm.server.state import ServerState, utcnow
+from rrm.store import Database
+from rrm.store import repositories as repo
+
+log = logging.getLogger("rrm.server")
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+def ensure_admin_token(db: Database, settings: ServerSettings) -> dict[str, str]:
+    """On first start, create an admin token, keep only its hash, and hand it over in a 0600 file."""
+    with db.write() as session:
+        roles = repo.admin_token_hashes(session)
+        if not roles:
+            token = new_token(ADMIN_TOKEN_PREFIX)
+            repo.add_admin_token(session, token_hash(token), ROLE_ADMIN, "created on first start", utcnow())
+            path = settings.data_dir / ADMIN_TOKEN_FILE
+            write_private_file(path, token.encode() + b"\n")
+            log.info("created the first admin token in %s", path)
+            roles = {token_hash(token): ROLE_ADMIN}
+    return roles
+
+
+def build_state(settings: ServerSettings) -> ServerState:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    box = SecretBox(load_or_create_key(settings.data_dir))
+    fleet = Fleet(db, box)
+    return ServerState(
+        settings=settings,
+        db=db,
+        box=box,
+        fleet=fleet,
+        admin_auth=AdminAuth(ensure_admin_token(db, settings)),
+        agent_auth=AgentAuth(fleet),
+    )
+
+
+def create_app(state: ServerState) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await state.fleet.load()
+        tasks = [
+            asyncio.create_task(state.fleet.follow(state.settings.feed_poll_seconds)),
+            asyncio.create_task(run_housekeeping(state)),
+        ]
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            state.fleet.close()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            state.db.dispose()
+
+    app = FastAPI(title="rrm control plane", version=rrm.__version__, lifespan=lifespan)
+    app.state.rrm = state
+    app.include_router(ops.router)
+    app.include_router(admin.router)
+    app.include_router(agent.router)
+    return app
+
+
+def serve(settings: ServerSettings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    state = build_state(settings)
+    log.info(
+        "rrm %s control plane on http://%s:%d, data in %s, database %s",
+        rrm.__version__,
+        settings.host,
+        settings.port,
+        settings.data_dir,
+        state.db.url.split("@")[-1],
+    )
+    config = uvicorn.Config(
+        create_app(state),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+        access_log=os.environ.get("RRM_ACCESS_LOG") == "1",
+    )
+    _Server(config, state).run()
+
+
+class _Server(uvicorn.Server):
+    """Answers held long-polls (304) as soon as shutdown starts, instead of waiting out their timeouts."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self._state = state
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        self._state.fleet.close()
+        await super().shutdown(sockets)

@@ -1,0 +1,20 @@
+"""Prometheus metrics of the control plane, on one registry served at `/metrics`."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+LONGPOLLS_WAITING = Gauge("rrm_longpolls_waiting", "Agent long-polls held open", registry=REGISTRY)
+FEED_CATCH_UP_SECONDS = Histogram(
+    "rrm_feed_catch_up_seconds", "Time to apply committed changes to memory", registry=REGISTRY
+)
+DESIRED_STATE_RESPONSES = Counter(
+    "rrm_desired_state_responses", "Desired-state answers by HTTP status", ["status"], registry=REGISTRY
+)
+STATUS_REPORTS = Counter("rrm_status_reports", "Status reports received from agents", registry=REGISTRY)
+ADMIN_WRITES = Counter(
+    "rrm_admin_writes", "Resources created, updated or deleted", ["kind", "action"], registry=REGISTRY
+)
+RUNTIMES = Gauge(
+    "rrm_runtimes", "Runtimes by condition and status", ["condition", "status"], registry=REGISTRY
+)

@@ -1,0 +1,28 @@
+"""How a control-plane process is configured."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("RRM_DATA_DIR") or Path.home() / ".local" / "share" / "rrm")
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    log_level: str = "info"
+    heartbeat_grace: float = 3.0
+    max_wait_seconds: float = 300.0
+    feed_poll_seconds: float = 1.0
+    pairing_ttl_seconds: int = 3600
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'rrm.db'}"

@@ -1,0 +1,36 @@
+"""The objects one control-plane process shares between its routes and background tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from fastapi import Request
+
+from rrm.server.auth import AdminAuth, AgentAuth
+from rrm.server.fleet import Fleet
+from rrm.server.secretbox import SecretBox
+from rrm.server.settings import ServerSettings
+from rrm.server.views import ConditionTracker
+from rrm.store import Database
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    db: Database
+    box: SecretBox
+    fleet: Fleet
+    admin_auth: AdminAuth
+    agent_auth: AgentAuth
+    tracker: ConditionTracker = field(default_factory=ConditionTracker)
+    ready: bool = False
+
+
+def server_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.rrm
+    return state
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

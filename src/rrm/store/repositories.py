@@ -1,0 +1,250 @@
+"""Queries and writes, each on a caller's session so a whole request stays one transaction.
+
+Every write that changes what a runtime should run also appends to the change feed (`record_change`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from rrm.store.tables import (
+    AdminToken,
+    Change,
+    Component,
+    ComponentRevision,
+    Event,
+    PairingToken,
+    Runtime,
+    RuntimeKey,
+    RuntimeStatus,
+    Secret,
+)
+
+ENTITY_RUNTIME = "runtime"
+ENTITY_COMPONENT = "component"
+ENTITY_SECRET = "secret"
+
+
+# change feed and events -------------------------------------------------------------------------------
+
+
+def record_change(session: Session, entity: str, name: str, now: datetime) -> None:
+    session.add(Change(entity=entity, name=name, created_at=now))
+
+
+def changes_after(session: Session, seq: int, limit: int = 10_000) -> Sequence[Change]:
+    return session.scalars(select(Change).where(Change.seq > seq).order_by(Change.seq).limit(limit)).all()
+
+
+def last_change_seq(session: Session) -> int:
+    return session.scalar(select(func.max(Change.seq))) or 0
+
+
+def record_event(session: Session, type_: str, subject: str, message: str, now: datetime) -> None:
+    session.add(Event(time=now, type=type_, subject=subject, message=message))
+
+
+def events_after(session: Session, after: int, limit: int, subject: str | None = None) -> Sequence[Event]:
+    query = select(Event).where(Event.id > after)
+    if subject is not None:
+        query = query.where(Event.subject == subject)
+    return session.scalars(query.order_by(Event.id).limit(limit)).all()
+
+
+def recent_events(session: Session, subject: str, limit: int) -> list[Event]:
+    query = select(Event).where(Event.subject == subject).order_by(Event.id.desc()).limit(limit)
+    return list(reversed(session.scalars(query).all()))
+
+
+# admin tokens -----------------------------------------------------------------------------------------
+
+
+def admin_token_hashes(session: Session) -> dict[str, str]:
+    return {t.token_hash: t.role for t in session.scalars(select(AdminToken))}
+
+
+def add_admin_token(session: Session, token_hash: str, role: str, description: str, now: datetime) -> None:
+    session.add(AdminToken(token_hash=token_hash, role=role, description=description, created_at=now))
+
+
+# runtimes ---------------------------------------------------------------------------------------------
+
+
+def runtime_by_name(session: Session, name: str) -> Runtime | None:
+    return session.scalar(select(Runtime).where(Runtime.name == name))
+
+
+def runtime_by_id(session: Session, runtime_id: str) -> Runtime | None:
+    return session.get(Runtime, runtime_id)
+
+
+def all_runtimes(session: Session) -> Sequence[Runtime]:
+    return session.scalars(select(Runtime).order_by(Runtime.name)).all()
+
+
+def statuses(session: Session) -> dict[str, RuntimeStatus]:
+    return {s.runtime_id: s for s in session.scalars(select(RuntimeStatus))}
+
+
+def status_of(session: Session, runtime_id: str) -> RuntimeStatus | None:
+    return session.get(RuntimeStatus, runtime_id)
+
+
+def save_status(
+    session: Session,
+    runtime_id: str,
+    applied_hash: str | None,
+    report: dict[str, Any],
+    agent_version: str,
+    heartbeat_interval: float,
+    now: datetime,
+) -> None:
+    row = session.get(RuntimeStatus, runtime_id)
+    if row is None:
+        row = RuntimeStatus(runtime_id=runtime_id)
+        session.add(row)
+    row.applied_hash = applied_hash
+    row.report = report
+    row.agent_version = agent_version
+    row.heartbeat_interval = heartbeat_interval
+    row.last_seen = now
+
+
+# pairing and keys -------------------------------------------------------------------------------------
+
+
+def add_pairing_token(
+    session: Session, runtime_id: str, token_hash: str, expires_at: datetime, now: datetime
+) -> None:
+    session.add(
+        PairingToken(token_hash=token_hash, runtime_id=runtime_id, expires_at=expires_at, created_at=now)
+    )
+
+
+def consume_pairing_token(session: Session, token_hash: str, now: datetime) -> str | None:
+    """Marks the token used and returns its runtime id; None when unknown, used or expired.
+
+    One conditional UPDATE, so two requests racing with the same token cannot both win.
+    """
+    result = session.execute(
+        update(PairingToken)
+        .where(
+            PairingToken.token_hash == token_hash,
+            PairingToken.used_at.is_(None),
+            PairingToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(PairingToken.runtime_id)
+    )
+    return result.scalar_one_or_none()
+
+
+def replace_runtime_key(
+    session: Session, runtime_id: str, key_id: str, public_key: str, now: datetime
+) -> None:
+    session.execute(delete(RuntimeKey).where(RuntimeKey.runtime_id == runtime_id))
+    session.add(RuntimeKey(key_id=key_id, runtime_id=runtime_id, public_key=public_key, created_at=now))
+
+
+def delete_runtime_keys(session: Session, runtime_id: str) -> None:
+    session.execute(delete(RuntimeKey).where(RuntimeKey.runtime_id == runtime_id))
+
+
+def delete_pairing_tokens(session: Session, runtime_id: str) -> None:
+    session.execute(delete(PairingToken).where(PairingToken.runtime_id == runtime_id))
+
+
+def keys_of(session: Session, runtime_id: str) -> Sequence[RuntimeKey]:
+    return session.scalars(select(RuntimeKey).where(RuntimeKey.runtime_id == runtime_id)).all()
+
+
+def all_keys(session: Session) -> Sequence[RuntimeKey]:
+    return session.scalars(select(RuntimeKey)).all()
+
+
+# components -------------------------------------------------------------------------------------------
+
+
+def all_components(session: Session) -> Sequence[Component]:
+    return session.scalars(select(Component).order_by(Component.name)).all()
+
+
+def component(session: Session, name: str) -> Component | None:
+    return session.get(Component, name)
+
+
+def latest_revision(session: Session, name: str) -> int:
+    """Highest revision ever used for the name, deleted ones included, so numbers never repeat."""
+    return (
+        session.scalar(select(func.max(ComponentRevision.revision)).where(ComponentRevision.name == name))
+        or 0
+    )
+
+
+def component_history(session: Session, name: str) -> Sequence[ComponentRevision]:
+    query = select(ComponentRevision).where(ComponentRevision.name == name)
+    return session.scalars(query.order_by(ComponentRevision.revision.desc())).all()
+
+
+def component_revision(session: Session, name: str, revision: int) -> ComponentRevision | None:
+    return session.get(ComponentRevision, (name, revision))
+
+
+def write_component_revision(
+    session: Session, name: str, manifest: dict[str, Any] | None, action: str, now: datetime
+) -> int:
+    """Appends a revision and points the live row at it (or removes the live row on delete)."""
+    revision = latest_revision(session, name) + 1
+    session.add(
+        ComponentRevision(name=name, revision=revision, action=action, manifest=manifest, created_at=now)
+    )
+    row = session.get(Component, name)
+    if manifest is None:
+        if row is not None:
+            session.delete(row)
+    elif row is None:
+        session.add(Component(name=name, revision=revision, manifest=manifest, updated_at=now))
+    else:
+        row.revision, row.manifest, row.updated_at = revision, manifest, now
+    record_change(session, ENTITY_COMPONENT, name, now)
+    return revision
+
+
+# secrets ----------------------------------------------------------------------------------------------
+
+
+def all_secrets(session: Session) -> Sequence[Secret]:
+    return session.scalars(select(Secret).order_by(Secret.name)).all()
+
+
+def secret(session: Session, name: str) -> Secret | None:
+    return session.get(Secret, name)
+
+
+def write_secret(session: Session, name: str, keys: list[str], ciphertext: bytes, now: datetime) -> int:
+    """Revisions count every write and delete of the name, so a re-created secret never reuses one."""
+    revision = 1 + (
+        session.scalar(
+            select(func.count())
+            .select_from(Change)
+            .where(Change.entity == ENTITY_SECRET, Change.name == name)
+        )
+        or 0
+    )
+    row = session.get(Secret, name)
+    if row is None:
+        session.add(Secret(name=name, revision=revision, keys=keys, ciphertext=ciphertext, updated_at=now))
+    else:
+        row.revision, row.keys, row.ciphertext, row.updated_at = revision, keys, ciphertext, now
+    record_change(session, ENTITY_SECRET, name, now)
+    return revision
+
+
+def delete_secret(session: Session, name: str, now: datetime) -> None:
+    session.execute(delete(Secret).where(Secret.name == name))
+    record_change(session, ENTITY_SECRET, name, now)
