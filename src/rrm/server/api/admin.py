@@ -4,6 +4,7 @@ read already shows the write (and the long-polls of the runtimes concerned are w
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ from rrm.server.apply import Conflict, InvalidInput, Problem, apply_documents, r
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, ROLE_ADMIN, bearer, new_token, token_hash
 from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.state import ServerState, server_state, utcnow
-from rrm.server.views import runtime_conditions, runtime_detail, runtime_view
+from rrm.server.views import component_view, runtime_conditions, runtime_detail, runtime_view
 from rrm.store import repositories as repo
 from rrm.store.tables import Runtime
 from rrm.wire import RUNTIME_KINDS
@@ -158,7 +159,6 @@ async def register_runtime(
         if repo.runtime_by_name(session, body.name) is not None:
             raise Conflict(f"runtime {body.name!r} already exists")
         now = utcnow()
-        import uuid
 
         row = Runtime(
             id=str(uuid.uuid4()),
@@ -306,7 +306,6 @@ def _ready_runtime_ids(state: ServerState, session: Session) -> set[str]:
 
 @router.get("/components")
 async def list_components(state: ServerState = Depends(server_state)) -> list[dict[str, Any]]:
-    from rrm.server.views import component_view
 
     def work(session: Session) -> list[dict[str, Any]]:
         ready = _ready_runtime_ids(state, session)
@@ -324,13 +323,14 @@ async def list_components(state: ServerState = Depends(server_state)) -> list[di
 
 @router.get("/components/{name}")
 async def get_component(name: str, state: ServerState = Depends(server_state)) -> dict[str, Any]:
-    from rrm.server.views import component_view
 
     if name not in state.fleet.components:
         raise HTTPException(404, f"component {name!r} not found")
 
     def work(session: Session) -> dict[str, Any]:
         view = component_view(state.fleet, name, _ready_runtime_ids(state, session))
+        row = repo.component(session, name)
+        view["updated_at"] = row.updated_at.isoformat() if row else None
         view["manifest"] = state.fleet.components[name].manifest
         return view
 

@@ -1,0 +1,5 @@
+"""`python -m rrm` is the `rrm` command."""
+
+from rrm.cli.main import main
+
+main()

@@ -1,0 +1,158 @@
+"""Commands that change the control plane: runtimes and their labels, apply, delete, rollback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import typer
+
+from rrm.cli.arguments import parse_duration, parse_label_changes, parse_labels
+from rrm.cli.client import format_field_error
+from rrm.cli.common import EXIT_USAGE, admin_api, fail
+from rrm.cli.manifests import ManifestError, read_documents
+
+DEFAULT_TOKEN_TTL = "1h"
+
+runtime_app = typer.Typer(help="Register runtimes and manage their pairing.", no_args_is_help=True)
+label_app = typer.Typer(help="Set (k=v) or remove (k-) labels.", no_args_is_help=True)
+delete_app = typer.Typer(help="Delete a runtime, component or secret.", no_args_is_help=True)
+rollback_app = typer.Typer(help="Restore an earlier revision as a new one.", no_args_is_help=True)
+
+TTL_OPTION = typer.Option(DEFAULT_TOKEN_TTL, "--ttl", help="pairing token lifetime: 3600, 30m, 1h, 7d")
+
+
+def agent_command(url: str, name: str, kind: str, token: str) -> str:
+    """What to run on the runtime's host so its agent pairs with this control plane."""
+    if kind == "selfhosted":
+        return (
+            f"rrm agent --director {url} --token {token} --state-dir ./rrm-agent-{name}"
+            " --target selfhosted --resources-path ./components"
+        )
+    return f"--director {url} --token {token}"
+
+
+def result_line(result: Mapping[str, Any]) -> str:
+    """`component/logging created (revision 1)`."""
+    revision = f" (revision {result['revision']})" if result.get("revision") is not None else ""
+    return f"{result['kind'].lower()}/{result['name']} {result['action']}{revision}"
+
+
+def _print_pairing(url: str, name: str, kind: str, pairing: Mapping[str, Any]) -> None:
+    typer.echo(f"pairing token:  {pairing['pairing_token']}")
+    typer.echo(f"expires at:     {pairing['expires_at']}")
+    typer.echo("")
+    if kind == "selfhosted":
+        typer.echo("Run the agent on the runtime's host:")
+    else:
+        typer.echo(f"Give the {kind} agent:")
+    typer.echo(f"  {agent_command(url, name, kind, pairing['pairing_token'])}")
+
+
+@runtime_app.command("register")
+def register_runtime(
+    ctx: typer.Context,
+    name: str,
+    kind: str = typer.Option(
+        ..., "--kind", help="selfhosted, kubernetes, kyma-managed, kyma-standalone, cloudfoundry"
+    ),
+    label: list[str] = typer.Option([], "--label", "-l", help="k=v, repeatable"),
+    ttl: str = TTL_OPTION,
+) -> None:
+    """Register a runtime and print the single-use pairing token for its agent."""
+    labels = parse_labels(label)
+    ttl_seconds = parse_duration(ttl)
+    with admin_api(ctx) as api:
+        answer = api.register_runtime(name, kind, labels, ttl_seconds)
+        runtime = answer["runtime"]
+        typer.echo(f"runtime/{runtime['name']} registered")
+        typer.echo(f"runtime id:     {runtime['id']}")
+        _print_pairing(api.url, runtime["name"], runtime.get("kind", kind), answer)
+
+
+@runtime_app.command("token")
+def new_token(ctx: typer.Context, name: str, ttl: str = TTL_OPTION) -> None:
+    """Issue a new pairing token (for a new agent, or after revoking)."""
+    ttl_seconds = parse_duration(ttl)
+    with admin_api(ctx) as api:
+        runtime = api.get_runtime(name)
+        pairing = api.new_pairing_token(name, ttl_seconds)
+        _print_pairing(api.url, name, runtime.get("kind", ""), pairing)
+
+
+@runtime_app.command("revoke")
+def revoke_runtime(ctx: typer.Context, name: str) -> None:
+    """Remove the runtime's credentials; its agent is refused until paired again."""
+    with admin_api(ctx) as api:
+        api.revoke_runtime(name)
+        typer.echo(f"runtime/{name} revoked; issue a new token with `rrm runtime token {name}`")
+
+
+@label_app.command("runtime")
+def label_runtime(
+    ctx: typer.Context, name: str, changes: list[str] = typer.Argument(..., help="k=v or k-")
+) -> None:
+    """Change a runtime's labels; placement follows at once."""
+    set_labels, remove = parse_label_changes(changes)
+    with admin_api(ctx) as api:
+        runtime = api.update_labels(name, set_labels, remove)
+        labels = ",".join(f"{k}={v}" for k, v in sorted((runtime.get("labels") or {}).items())) or "none"
+        typer.echo(f"runtime/{name} labeled: {labels}")
+
+
+@delete_app.command("runtime")
+def delete_runtime(ctx: typer.Context, name: str) -> None:
+    with admin_api(ctx) as api:
+        api.delete_runtime(name)
+        typer.echo(f"runtime/{name} deleted")
+
+
+@delete_app.command("component")
+def delete_component(ctx: typer.Context, name: str) -> None:
+    with admin_api(ctx) as api:
+        api.delete_component(name)
+        typer.echo(f"component/{name} deleted")
+
+
+@delete_app.command("secret")
+def delete_secret(ctx: typer.Context, name: str) -> None:
+    with admin_api(ctx) as api:
+        api.delete_secret(name)
+        typer.echo(f"secret/{name} deleted")
+
+
+def apply(
+    ctx: typer.Context,
+    filenames: list[str] = typer.Option(
+        ..., "--filename", "-f", help="file, directory or - for stdin; repeatable"
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate and report, store nothing"),
+    strict: bool = typer.Option(False, "--strict", help="treat warnings as errors"),
+) -> None:
+    """Create or update components and secrets from YAML manifests, all in one transaction."""
+    try:
+        documents = read_documents(filenames, sys.stdin)
+    except ManifestError as exc:
+        fail(str(exc), EXIT_USAGE)
+    with admin_api(ctx) as api:
+        answer = api.apply(documents, dry_run=dry_run, strict=strict)
+    for result in answer.get("results") or []:
+        typer.echo(result_line(result) + (" (dry run)" if dry_run else ""))
+    for warning in answer.get("warnings") or []:
+        typer.echo(f"warning: {format_field_error(warning)}", err=True)
+
+
+@rollback_app.command("component")
+def rollback_component(
+    ctx: typer.Context,
+    name: str,
+    to_revision: int = typer.Option(
+        ..., "--to-revision", min=1, help="the revision whose content to restore"
+    ),
+) -> None:
+    """Store revision N's content as a new revision."""
+    with admin_api(ctx) as api:
+        answer = api.rollback_component(name, to_revision)
+    restored = f"revision {to_revision}'s content"
+    typer.echo(f"component/{name} rolled back to {restored} (new revision {answer['revision']})")
