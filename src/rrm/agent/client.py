@@ -1,0 +1,159 @@
+"""The loader: talks to the directors' agent API (`/agent/v1`), failing over on connection errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from rrm.agent.verify import state_is_authentic
+from rrm.wire import DesiredState, PairRequest, PairResponse, RotateRequest, RotateResponse, StatusReport
+
+log = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+MAX_WAIT_SECONDS = 300.0
+TIMEOUT_MARGIN_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+class DirectorError(Exception):
+    """A call failed; whatever the agent applied stays in place and the call is retried later."""
+
+
+class DirectorUnavailable(DirectorError):
+    """No director answered, or the one that did failed (5xx)."""
+
+
+class Unauthorized(DirectorError):
+    """401: the runtime is unknown or revoked, or the pairing token is unknown, used or expired."""
+
+
+class UnexpectedResponse(DirectorError):
+    """An answer the contract does not allow: wrong status, malformed body, or a state that fails its hash."""
+
+
+class DirectorClient:
+    """Async client of `/agent/v1`. `bearer` (set after pairing) returns the JWT for authenticated calls."""
+
+    def __init__(
+        self,
+        director_urls: list[str],
+        bearer: Callable[[], str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not director_urls:
+            raise ValueError("at least one director URL is needed")
+        self._urls = [url.rstrip("/") for url in director_urls]
+        self._active = 0
+        self.bearer = bearer
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+        )
+
+    @property
+    def active_url(self) -> str:
+        return self._urls[self._active]
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def fetch_desired(self, etag: str | None, wait: float) -> DesiredState | None:
+        """The desired state, or None when it is still `etag` (304) after at most `wait` seconds."""
+        wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
+        headers = {"If-None-Match": f'"{etag}"'} if etag else {}
+        response = await self._send(
+            "GET",
+            "/agent/v1/desired-state",
+            params={"wait": f"{wait:g}"},
+            headers=headers,
+            timeout=httpx.Timeout(wait + TIMEOUT_MARGIN_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+        )
+        if response.status_code == 304:
+            return None
+        _expect(response, 200)
+        state = _parse(DesiredState, response)
+        if not state_is_authentic(state):
+            raise UnexpectedResponse(f"desired state {state.hash[:12]} does not match its content; ignored")
+        return state
+
+    async def report_status(self, report: StatusReport) -> None:
+        response = await self._send("PUT", "/agent/v1/status", json=report.model_dump(mode="json"))
+        _expect(response, 200, 204)
+
+    async def pair(self, request: PairRequest) -> PairResponse:
+        response = await self._send(
+            "POST", "/agent/v1/pair", json=request.model_dump(mode="json"), authenticated=False
+        )
+        _expect(response, 200, 201)
+        return _parse(PairResponse, response)
+
+    async def rotate(self, request: RotateRequest) -> RotateResponse:
+        response = await self._send("POST", "/agent/v1/rotate", json=request.model_dump(mode="json"))
+        _expect(response, 200)
+        return _parse(RotateResponse, response)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        authenticated: bool = True,
+        headers: dict[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Try the directors in order from the last one that answered; stick to whichever answers now."""
+        headers = dict(headers or {})
+        if authenticated:
+            if self.bearer is None:
+                raise Unauthorized("no runtime identity to sign the request with")
+            headers["Authorization"] = f"Bearer {self.bearer()}"
+        failures: list[str] = []
+        for offset in range(len(self._urls)):
+            index = (self._active + offset) % len(self._urls)
+            url = self._urls[index] + path
+            try:
+                response = await self._http.request(
+                    method, url, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs
+                )
+            except httpx.TransportError as exc:
+                failures.append(f"{self._urls[index]}: {type(exc).__name__}: {exc}")
+                continue
+            if index != self._active:
+                log.info("event=director-switched url=%s", self._urls[index])
+                self._active = index
+            if response.status_code == 401:
+                raise Unauthorized(f"{method} {path}: 401 {_detail(response)}")
+            if response.status_code >= 500:
+                raise DirectorUnavailable(f"{method} {path}: {response.status_code} {_detail(response)}")
+            return response
+        raise DirectorUnavailable("no director reachable: " + "; ".join(failures))
+
+
+def _expect(response: httpx.Response, *statuses: int) -> None:
+    if response.status_code not in statuses:
+        request = response.request
+        raise UnexpectedResponse(
+            f"{request.method} {request.url.path}: {response.status_code} {_detail(response)}"
+        )
+
+
+def _parse(model: type[ModelT], response: httpx.Response) -> ModelT:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise UnexpectedResponse(f"malformed {model.__name__}: {exc.error_count()} errors") from exc
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("detail", ""))[:200] if isinstance(body, dict) else str(body)[:200]

@@ -1,0 +1,128 @@
+"""The runtime's identity: paired once with a single-use token, then an Ed25519 key only this agent holds.
+
+STATE_DIR/identity.json names the runtime; STATE_DIR/agent-key.pem (0600) signs every request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import rrm
+from rrm.agent.atomic import make_private_dir, write_atomic
+from rrm.agent.client import DirectorClient
+from rrm.wire import PairRequest, RotateRequest
+from rrm.wire.agent_auth import (
+    generate_private_key,
+    key_id,
+    load_private_key,
+    private_key_pem,
+    public_key_pem,
+    sign_agent_token,
+)
+
+log = logging.getLogger(__name__)
+
+IDENTITY_FILE = "identity.json"
+KEY_FILE = "agent-key.pem"
+TOKEN_LIFETIME_SECONDS = 300.0
+TOKEN_RENEW_BEFORE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    runtime_id: str
+    runtime_name: str
+    kind: str
+    key_id: str
+    director_urls: list[str]
+
+
+class AgentIdentity:
+    """Holds the current key, signs request tokens, and rotates the key with the director."""
+
+    def __init__(self, state_dir: Path, record: IdentityRecord, key: Ed25519PrivateKey) -> None:
+        self._state_dir = state_dir
+        self.record = record
+        self._key = key
+        self._token: str | None = None
+        self._token_expires = 0.0
+
+    @classmethod
+    def load(cls, state_dir: Path) -> AgentIdentity | None:
+        """The stored identity, or None when this agent has not paired yet."""
+        identity_path, key_path = state_dir / IDENTITY_FILE, state_dir / KEY_FILE
+        if not identity_path.exists():
+            return None
+        record = IdentityRecord(**json.loads(identity_path.read_text()))
+        key = load_private_key(key_path.read_bytes())
+        kid = key_id(public_key_pem(key))
+        if kid != record.key_id:
+            # A crash between writing the rotated key and identity.json: the key on disk is the one in force.
+            log.warning("event=key-id-repaired stored=%s key=%s", record.key_id, kid)
+            record = replace(record, key_id=kid)
+        return cls(state_dir, record, key)
+
+    @classmethod
+    async def pair(
+        cls, state_dir: Path, client: DirectorClient, token: str, director_urls: list[str]
+    ) -> AgentIdentity:
+        """Trade the pairing token for a runtime identity bound to a fresh key; store both."""
+        key = generate_private_key()
+        answer = await client.pair(
+            PairRequest(token=token, public_key=public_key_pem(key), agent_version=rrm.__version__)
+        )
+        record = IdentityRecord(
+            runtime_id=answer.runtime_id,
+            runtime_name=answer.runtime_name,
+            kind=answer.kind,
+            key_id=answer.key_id,
+            director_urls=list(director_urls),
+        )
+        identity = cls(state_dir, record, key)
+        make_private_dir(state_dir)
+        identity._store_key(key)
+        identity._store_record()
+        log.info("event=paired runtime=%s id=%s kind=%s", record.runtime_name, record.runtime_id, record.kind)
+        return identity
+
+    def bearer_token(self) -> str:
+        """A signed JWT, reused until a minute before it expires."""
+        now = time.time()
+        if self._token is None or now >= self._token_expires - TOKEN_RENEW_BEFORE_SECONDS:
+            self._token = sign_agent_token(
+                self._key,
+                self.record.runtime_id,
+                self.record.key_id,
+                lifetime=TOKEN_LIFETIME_SECONDS,
+                now=now,
+            )
+            self._token_expires = now + TOKEN_LIFETIME_SECONDS
+        return self._token
+
+    def key_age(self) -> float:
+        """Seconds since the key was written, so a restart does not postpone rotation."""
+        return max(0.0, time.time() - (self._state_dir / KEY_FILE).stat().st_mtime)
+
+    async def rotate(self, client: DirectorClient) -> None:
+        """Register a new key (signed with the current one); store it only once the director accepted it."""
+        new_key = generate_private_key()
+        answer = await client.rotate(RotateRequest(public_key=public_key_pem(new_key)))
+        self._store_key(new_key)
+        self.record = replace(self.record, key_id=answer.key_id)
+        self._store_record()
+        self._key = new_key
+        self._token = None
+        log.info("event=key-rotated runtime=%s key_id=%s", self.record.runtime_name, answer.key_id)
+
+    def _store_key(self, key: Ed25519PrivateKey) -> None:
+        write_atomic(self._state_dir / KEY_FILE, private_key_pem(key), mode=0o600)
+
+    def _store_record(self) -> None:
+        data = json.dumps(asdict(self.record), indent=2).encode()
+        write_atomic(self._state_dir / IDENTITY_FILE, data, mode=0o600)

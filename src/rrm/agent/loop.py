@@ -1,0 +1,205 @@
+"""The agent's work as concurrent asyncio tasks: fetch → diff → apply → report, heartbeat, key rotation.
+
+Never delete on uncertainty: a cached state is applied without pruning; pruning starts once a director has
+confirmed the state (a verified 200, or a 304 for the cached hash). Errors keep everything in place and retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from datetime import UTC, datetime
+from typing import Literal
+
+from rrm.agent.backoff import Backoff
+from rrm.agent.cache import DesiredStateCache
+from rrm.agent.client import DirectorClient, DirectorError, Unauthorized
+from rrm.agent.identity import AgentIdentity
+from rrm.agent.status import build_status_report
+from rrm.agent.targets.base import ApplyOutcome, NativeObject, Target
+from rrm.core.diff import diff
+from rrm.wire import DesiredState, DriftRecord, ReloadResult, SidecarReport, StatusReport
+
+log = logging.getLogger(__name__)
+
+DRIFT_RECORDS_KEPT = 20
+
+
+class Agent:
+    def __init__(
+        self,
+        client: DirectorClient,
+        target: Target,
+        cache: DesiredStateCache,
+        identity: AgentIdentity | None = None,
+        *,
+        wait_seconds: float = 30.0,
+        heartbeat_interval: float = 15.0,
+        rotate_interval: float = 86400.0,
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.cache = cache
+        self.identity = identity
+        self.wait_seconds = wait_seconds
+        self.heartbeat_interval = heartbeat_interval
+        self.rotate_interval = rotate_interval
+        self.state: DesiredState | None = None
+        self.confirmed = False
+        self.applied_hash: str | None = None
+        self.outcome: ApplyOutcome | None = None
+        self.last_reload: ReloadResult | None = None
+        self.drift: deque[DriftRecord] = deque(maxlen=DRIFT_RECORDS_KEPT)
+        self._snapshot: dict[str, NativeObject] | None = None
+        self._report_now = asyncio.Event()
+
+    async def run(self) -> None:
+        """Runs until cancelled."""
+        await asyncio.to_thread(self.target.prepare)
+        await self.start_from_cache()
+        tasks = [self.sync_forever(), self.heartbeat_forever()]
+        if self.identity is not None:
+            tasks.append(self.rotate_forever(self.identity))
+        await asyncio.gather(*tasks)
+
+    async def start_from_cache(self) -> None:
+        """Serve the last verified state at once, creating and updating only: it may be out of date."""
+        cached = await asyncio.to_thread(self.cache.load)
+        if cached is None:
+            return
+        log.info("event=cache-loaded hash=%s components=%d", cached.hash[:12], len(cached.components))
+        self.state = cached
+        await self.reconcile(prune=False, check_drift=False)
+
+    async def sync_forever(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self.sync_once()
+            except Unauthorized as exc:
+                log.error("event=unauthorized error=%s action=keeping-applied-resources", exc)
+            except DirectorError as exc:
+                log.warning("event=fetch-failed error=%s action=keeping-applied-resources", exc)
+            except Exception:
+                log.exception("event=sync-failed action=keeping-applied-resources")
+            else:
+                backoff.reset()
+                continue
+            await asyncio.sleep(backoff.next_delay())
+
+    async def sync_once(self) -> None:
+        """One long-poll; a new verified state is cached and applied, a 304 triggers a drift check."""
+        etag = self.state.hash if self.state is not None else None
+        fetched = await self.client.fetch_desired(etag, self.wait_seconds)
+        if fetched is not None:
+            log.info(
+                "event=fetched hash=%s components=%d secrets=%d",
+                fetched.hash[:12],
+                len(fetched.components),
+                len(fetched.secrets),
+            )
+            try:
+                await asyncio.to_thread(self.cache.save, fetched)
+            except OSError as exc:
+                log.error("event=cache-write-failed error=%s", exc)
+            self.state = fetched
+            self.confirmed = True
+            await self.reconcile(prune=True, check_drift=False)
+        elif self.state is not None:
+            self.confirmed = True
+            await self.reconcile(prune=True, check_drift=True)
+
+    async def reconcile(self, *, prune: bool, check_drift: bool) -> None:
+        """Bring the target in line with the current state; target errors are logged, retried next round."""
+        state = self.state
+        if state is None:
+            return
+        try:
+            outcome, drift = await asyncio.to_thread(self._reconcile_blocking, state, prune, check_drift)
+        except Exception:
+            log.exception("event=apply-crashed hash=%s", state.hash[:12])
+            return
+        first_apply = self.applied_hash != state.hash
+        self.outcome, self.applied_hash = outcome, state.hash
+        self.last_reload = outcome.reload or self.last_reload
+        self.drift.extend(drift)
+        if first_apply or outcome.changed or drift:
+            self._report_now.set()
+
+    def _reconcile_blocking(
+        self, state: DesiredState, prune: bool, check_drift: bool
+    ) -> tuple[ApplyOutcome, list[DriftRecord]]:
+        actual = self.target.observe()
+        drift = _drift_records(self._snapshot, actual) if check_drift and self._snapshot is not None else []
+        for record in drift:
+            log.warning("event=drift resource=%s change=%s action=restoring", record.resource, record.change)
+        changes = diff(self.target.render(state), actual)
+        outcome = self.target.apply(changes, state, prune=prune)
+        self._snapshot = self.target.observe()
+        return outcome, drift
+
+    async def heartbeat_forever(self) -> None:
+        """The only sender of status: on every interval, and at once after an apply that changed something."""
+        self._report_now.set()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_now.wait(), timeout=self.heartbeat_interval)
+            self._report_now.clear()
+            report = await self.status_report()
+            try:
+                await self.client.report_status(report)
+            except DirectorError as exc:
+                log.warning("event=status-failed error=%s", exc)
+
+    async def status_report(self) -> StatusReport:
+        sidecar: SidecarReport | None
+        try:
+            sidecar = await asyncio.to_thread(self.target.sidecar_report)
+        except Exception as exc:
+            sidecar = SidecarReport(reachable=False, error=f"{type(exc).__name__}: {exc}")
+        outcome = self.outcome
+        return build_status_report(
+            applied_hash=self.applied_hash,
+            resources=outcome.resources if outcome else [],
+            sidecar=sidecar,
+            reload=self.last_reload,
+            drift=self.drift,
+            target=self.target.name,
+            heartbeat_interval=self.heartbeat_interval,
+            message=""
+            if self.confirmed or self.state is None
+            else "serving the cached state; no director yet",
+        )
+
+    async def rotate_forever(self, identity: AgentIdentity) -> None:
+        """Rotate when the key on disk is `rotate_interval` old; failures are retried with backoff."""
+        backoff = Backoff()
+        while True:
+            age = await asyncio.to_thread(identity.key_age)
+            await asyncio.sleep(max(0.0, self.rotate_interval - age))
+            try:
+                await identity.rotate(self.client)
+            except DirectorError as exc:
+                log.warning("event=rotate-failed error=%s", exc)
+                await asyncio.sleep(backoff.next_delay())
+            except OSError as exc:
+                log.error("event=rotate-failed error=%s action=re-pair-if-unauthorized", exc)
+                await asyncio.sleep(backoff.next_delay())
+            else:
+                backoff.reset()
+
+
+def _drift_records(expected: dict[str, NativeObject], actual: dict[str, NativeObject]) -> list[DriftRecord]:
+    """What changed since the agent left the target; `expected` is what it observed right after applying."""
+    moved = diff(expected, actual)
+    now = datetime.now(UTC)
+    kinds: list[tuple[dict[str, NativeObject], Literal["modified", "deleted", "created"]]] = [
+        (moved.update, "modified"),
+        (moved.create, "deleted"),
+        (moved.delete, "created"),
+    ]
+    return [
+        DriftRecord(resource=key, change=change, detected_at=now) for group, change in kinds for key in group
+    ]

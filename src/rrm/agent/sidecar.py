@@ -1,0 +1,37 @@
+"""Ask daprd what it really loaded (`GET /v1.0/metadata`): a written file is not yet a loaded component."""
+
+from __future__ import annotations
+
+import httpx
+
+from rrm.wire import LoadedComponent, SidecarReport
+
+METADATA_TIMEOUT_SECONDS = 3.0
+
+
+def query_sidecar(
+    port: int, api_token: str | None = None, transport: httpx.BaseTransport | None = None
+) -> SidecarReport:
+    headers = {"dapr-api-token": api_token} if api_token else {}
+    try:
+        with httpx.Client(transport=transport, timeout=METADATA_TIMEOUT_SECONDS) as http:
+            response = http.get(f"http://127.0.0.1:{port}/v1.0/metadata", headers=headers)
+        response.raise_for_status()
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return SidecarReport(reachable=False, error=f"{type(exc).__name__}: {exc}"[:500])
+    if not isinstance(body, dict):
+        return SidecarReport(reachable=False, error="metadata answer is not a JSON object")
+    components = [
+        LoadedComponent(
+            name=str(c.get("name", "")), type=str(c.get("type", "")), version=str(c.get("version", ""))
+        )
+        for c in body.get("components") or []
+        if isinstance(c, dict)
+    ]
+    return SidecarReport(
+        reachable=True,
+        app_id=body.get("id"),
+        runtime_version=body.get("runtimeVersion"),
+        components=components,
+    )

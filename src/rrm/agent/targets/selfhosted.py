@@ -1,0 +1,348 @@
+"""Self-hosted daprd: `rrm-<name>.yaml` per component in its resources path, secrets in a local file store.
+
+Native objects are keyed by where they live: `rrm-<name>.yaml` in the resources path,
+`secrets/secrets-<h>.json` in STATE_DIR. daprd's local file store reads its file only at init, so new
+secret revisions get a new store (`rrm-secrets-<h>` reading `secrets-<h>.json`) and every dependent
+component is pointed at it through `auth.secretStore`; that changed spec is what makes daprd reload them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rrm.agent.atomic import TEMP_SUFFIX, make_private_dir, remove_durably, write_atomic
+from rrm.agent.config import AgentConfig, ConfigurationError
+from rrm.agent.reload import run_reload_command
+from rrm.agent.sidecar import query_sidecar
+from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target
+from rrm.core.canonical import sha256_hex
+from rrm.core.names import dns1123_label_error
+from rrm.core.resources import REVISION_ANNOTATION, secret_refs
+from rrm.wire import DeliveredSecret, DesiredState, ResourceResult, SidecarReport
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "dapr.io/v1alpha1"
+FILE_PREFIX = "rrm-"
+FILE_SUFFIX = ".yaml"
+DAPR_SUFFIXES = (".yaml", ".yml")
+STORE_PREFIX = "rrm-secrets-"
+SECRETS_ID_PREFIX = "secrets/"
+SECRETS_DIR = "secrets"
+COMPONENT_FILE_MODE = 0o644
+SECRETS_FILE_MODE = 0o600
+
+
+def secrets_tag(secrets: Iterable[DeliveredSecret]) -> str:
+    """Changes with every secret revision, so each set of values gets its own store and file name."""
+    return sha256_hex(sorted([s.name, s.revision] for s in secrets))[:10]
+
+
+def component_file_id(name: str) -> str:
+    return f"{FILE_PREFIX}{name}{FILE_SUFFIX}"
+
+
+def component_name_of(object_id: str) -> str | None:
+    """The component a `rrm-<name>.yaml` id holds; None for secrets files and foreign suffixes."""
+    if object_id.startswith(FILE_PREFIX) and object_id.endswith(FILE_SUFFIX):
+        return object_id[len(FILE_PREFIX) : -len(FILE_SUFFIX)]
+    return None
+
+
+def is_store_id(object_id: str) -> bool:
+    return object_id.startswith(FILE_PREFIX + STORE_PREFIX)
+
+
+def component_document(manifest: Mapping[str, Any], secret_store: str | None) -> NativeObject:
+    """The Component exactly as daprd reads it; `secret_store` is set as `auth.secretStore` when given."""
+    spec = copy.deepcopy(dict(manifest.get("spec") or {}))
+    spec["metadata"] = spec.get("metadata") or []
+    document: NativeObject = {
+        "apiVersion": API_VERSION,
+        "kind": "Component",
+        "metadata": copy.deepcopy(dict(manifest.get("metadata") or {})),
+        "spec": spec,
+    }
+    auth = copy.deepcopy(manifest.get("auth"))
+    if secret_store is not None:
+        auth = {**(auth or {}), "secretStore": secret_store}
+    if auth:
+        document["auth"] = auth
+    if manifest.get("scopes"):
+        document["scopes"] = copy.deepcopy(manifest["scopes"])
+    return document
+
+
+def store_document(name: str, secrets_file: Path) -> NativeObject:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Component",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "rrm"}},
+        "spec": {
+            "type": "secretstores.local.file",
+            "version": "v1",
+            "metadata": [
+                {"name": "secretsFile", "value": str(secrets_file)},
+                {"name": "multiValued", "value": "true"},
+            ],
+        },
+    }
+
+
+@dataclass
+class _Plan:
+    """What `state` becomes on disk, plus the components that cannot be written and why."""
+
+    objects: dict[str, NativeObject] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    store: str | None = None
+
+
+class SelfHostedTarget(Target):
+    name = "selfhosted"
+
+    def __init__(
+        self,
+        resources_path: Path,
+        state_dir: Path,
+        reload_command: str | None = None,
+        dapr_http_port: int | None = None,
+        dapr_api_token: str | None = None,
+    ) -> None:
+        self.resources_path = resources_path.absolute()
+        self.secrets_dir = (state_dir / SECRETS_DIR).absolute()
+        self.reload_command = reload_command
+        self.dapr_http_port = dapr_http_port
+        self.dapr_api_token = dapr_api_token
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> SelfHostedTarget:
+        if config.resources_path is None:
+            raise ConfigurationError(
+                "the selfhosted target needs --resources-path (daprd's --resources-path)"
+            )
+        return cls(
+            config.resources_path,
+            config.state_dir,
+            reload_command=config.reload_command,
+            dapr_http_port=config.dapr_http_port,
+            dapr_api_token=config.dapr_api_token,
+        )
+
+    def prepare(self) -> None:
+        self.resources_path.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.secrets_dir)
+        leftovers = [
+            *self.resources_path.glob(f".{FILE_PREFIX}*{TEMP_SUFFIX}"),
+            *self.secrets_dir.glob(f".*{TEMP_SUFFIX}"),
+        ]
+        for leftover in leftovers:
+            remove_durably(leftover)
+            log.info("event=removed-leftover path=%s", leftover)
+
+    def render(self, state: DesiredState) -> dict[str, NativeObject]:
+        return self._plan(state).objects
+
+    def observe(self) -> dict[str, NativeObject]:
+        objects: dict[str, NativeObject] = {}
+        if self.resources_path.is_dir():
+            for path in self.resources_path.iterdir():
+                if path.name.startswith(FILE_PREFIX) and path.suffix in DAPR_SUFFIXES and path.is_file():
+                    objects[path.name] = _read_yaml(path)
+        if self.secrets_dir.is_dir():
+            for path in self.secrets_dir.glob("secrets-*.json"):
+                objects[SECRETS_ID_PREFIX + path.name] = _read_json(path)
+        return objects
+
+    def apply(self, changes: NativeChanges, state: DesiredState, *, prune: bool) -> ApplyOutcome:
+        plan = self._plan(state)
+        failed = dict(plan.rejected)
+        failed.update(self._conflicts(plan))
+        writes = {**changes.create, **changes.update}
+        changed = False
+
+        def write(object_id: str) -> str | None:
+            nonlocal changed
+            try:
+                self._write(object_id, writes[object_id])
+            except OSError as exc:
+                log.error("event=write-failed object=%s error=%s", object_id, exc)
+                return f"could not write {object_id}: {exc}"
+            changed = True
+            return None
+
+        store_error = failed.get(plan.store) if plan.store else None
+        for object_id in sorted(i for i in writes if i.startswith(SECRETS_ID_PREFIX)):
+            store_error = store_error or write(object_id)
+        for object_id in sorted(i for i in writes if is_store_id(i)):
+            store_error = store_error or write(object_id)
+        for object_id, document in plan.objects.items():
+            name = component_name_of(object_id)
+            if name is None or is_store_id(object_id) or name in failed:
+                continue
+            if store_error and plan.store and document.get("auth", {}).get("secretStore") == plan.store:
+                failed[name] = f"not written: secret store {plan.store} failed: {store_error}"
+            elif object_id in writes:
+                error = write(object_id)
+                if error:
+                    failed[name] = error
+
+        if prune:
+            # Stale components first, then old stores and secrets files: those only once every pending write
+            # succeeded, since a component left at its old version may still use them.
+            keep_stores = bool(store_error) or any(
+                component_name_of(i) in failed for i in writes if not is_store_id(i)
+            )
+            for object_id in sorted(changes.delete, key=_deletion_order):
+                if keep_stores and _deletion_order(object_id)[0] > 0:
+                    continue
+                try:
+                    remove_durably(self._path_of(object_id))
+                except OSError as exc:
+                    log.error("event=delete-failed object=%s error=%s", object_id, exc)
+                    continue
+                changed = True
+
+        if changes.create or changes.update or (prune and changes.delete):
+            log.info(
+                "event=applied hash=%s created=%d updated=%d deleted=%d failed=%d",
+                state.hash[:12],
+                len(changes.create),
+                len(changes.update),
+                len(changes.delete) if prune else 0,
+                len(failed),
+            )
+        reload = run_reload_command(self.reload_command) if changed and self.reload_command else None
+        return ApplyOutcome(resources=_results(state, failed), changed=changed, reload=reload)
+
+    def sidecar_report(self) -> SidecarReport | None:
+        if self.dapr_http_port is None:
+            return None
+        return query_sidecar(self.dapr_http_port, self.dapr_api_token)
+
+    def _plan(self, state: DesiredState) -> _Plan:
+        plan = _Plan()
+        delivered = {s.name: s.data for s in state.secrets}
+        if state.secrets:
+            tag = secrets_tag(state.secrets)
+            plan.store = STORE_PREFIX + tag
+            secrets_file = f"secrets-{tag}.json"
+            plan.objects[SECRETS_ID_PREFIX + secrets_file] = {s.name: dict(s.data) for s in state.secrets}
+            plan.objects[component_file_id(plan.store)] = store_document(
+                plan.store, self.secrets_dir / secrets_file
+            )
+        for manifest in state.components:
+            name = str((manifest.get("metadata") or {}).get("name", ""))
+            problem = dns1123_label_error(name)
+            if problem is None and name.startswith(STORE_PREFIX):
+                problem = f"the prefix {STORE_PREFIX} is reserved for rrm's secret stores"
+            refs = secret_refs(manifest)
+            missing = [
+                f"{s}/{k}"
+                for s, keys in sorted(refs.items())
+                for k in sorted(keys)
+                if k not in delivered.get(s, {})
+            ]
+            if problem is None and missing:
+                problem = "references secret keys that were not delivered: " + ", ".join(missing)
+            if problem is not None:
+                plan.rejected[name] = problem
+                continue
+            plan.objects[component_file_id(name)] = component_document(manifest, plan.store if refs else None)
+        return plan
+
+    def _conflicts(self, plan: _Plan) -> dict[str, str]:
+        """Components rrm wants that a foreign file already defines: writing them would make daprd stop."""
+        wanted = {name for name in map(component_name_of, plan.objects) if name is not None}
+        conflicts: dict[str, str] = {}
+        for path in sorted(self.resources_path.iterdir()) if self.resources_path.is_dir() else []:
+            if path.name.startswith(FILE_PREFIX) or path.suffix not in DAPR_SUFFIXES or not path.is_file():
+                continue
+            for name in _component_names_in(path) & wanted:
+                conflicts[name] = (
+                    f"component {name} is already defined in {path}; not written (daprd refuses duplicates)"
+                )
+        return conflicts
+
+    def _path_of(self, object_id: str) -> Path:
+        if object_id.startswith(SECRETS_ID_PREFIX):
+            return self.secrets_dir / object_id[len(SECRETS_ID_PREFIX) :]
+        return self.resources_path / object_id
+
+    def _write(self, object_id: str, document: NativeObject) -> None:
+        if object_id.startswith(SECRETS_ID_PREFIX):
+            write_atomic(self._path_of(object_id), json.dumps(document, indent=2).encode(), SECRETS_FILE_MODE)
+        else:
+            text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True)
+            write_atomic(self._path_of(object_id), text.encode(), COMPONENT_FILE_MODE)
+
+
+def _deletion_order(object_id: str) -> tuple[int, str]:
+    """Components, then secret stores, then secrets files: nothing is removed while something uses it."""
+    if object_id.startswith(SECRETS_ID_PREFIX):
+        return 2, object_id
+    return (1 if is_store_id(object_id) else 0), object_id
+
+
+def _results(state: DesiredState, failed: Mapping[str, str]) -> list[ResourceResult]:
+    results = []
+    for manifest in state.components:
+        metadata = manifest.get("metadata") or {}
+        name = str(metadata.get("name", ""))
+        revision = (metadata.get("annotations") or {}).get(REVISION_ANNOTATION)
+        results.append(
+            ResourceResult(
+                name=name,
+                state="failed" if name in failed else "applied",
+                message=failed.get(name, ""),
+                revision=int(revision) if isinstance(revision, str) and revision.isdigit() else None,
+            )
+        )
+    return results
+
+
+def _read_yaml(path: Path) -> NativeObject:
+    """The file's document; `{}` for anything unreadable, so the differ rewrites it."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _read_json(path: Path) -> NativeObject:
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _component_names_in(path: Path) -> set[str]:
+    """Component names in a YAML file, split into documents the way daprd splits them (on `\\n---`)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    names = set()
+    for chunk in text.split("\n---"):
+        try:
+            document = yaml.safe_load(chunk)
+        except yaml.YAMLError:
+            continue
+        if (
+            isinstance(document, dict)
+            and document.get("apiVersion") == API_VERSION
+            and document.get("kind") == "Component"
+            and isinstance(document.get("metadata"), dict)
+        ):
+            names.add(str(document["metadata"].get("name")))
+    return names

@@ -1,0 +1,148 @@
+"""Runtime identity: pairing stores a key only this agent has; rotation replaces it only on success."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rrm.agent.client import DirectorClient, DirectorUnavailable
+from rrm.agent.identity import KEY_FILE, AgentIdentity
+from rrm.wire.agent_auth import key_id, load_public_key, verify_agent_token
+
+
+class FakeDirector:
+    """Just enough of the agent API to pair and rotate, verifying the bearer like the server does."""
+
+    def __init__(self) -> None:
+        self.public_key: str | None = None
+        self.rotate_status = 200
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if request.url.path == "/agent/v1/pair":
+            self.public_key = body["public_key"]
+            kid = key_id(body["public_key"])
+            return httpx.Response(
+                201,
+                json={"runtime_id": "rt-1", "runtime_name": "edge-1", "kind": "selfhosted", "key_id": kid},
+            )
+        assert self.public_key is not None
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        verify_agent_token(token, load_public_key(self.public_key), key_id(self.public_key))
+        if self.rotate_status != 200:
+            return httpx.Response(self.rotate_status, json={"detail": "down"})
+        self.public_key = body["public_key"]
+        return httpx.Response(200, json={"key_id": key_id(body["public_key"])})
+
+
+def test_pairing_stores_identity_and_a_0600_key(tmp_path: Path) -> None:
+    director = FakeDirector()
+
+    async def scenario() -> AgentIdentity:
+        client = DirectorClient(["http://d"], transport=httpx.MockTransport(director.handle))
+        try:
+            return await AgentIdentity.pair(tmp_path, client, "pairing-token", ["http://d"])
+        finally:
+            await client.close()
+
+    identity = asyncio.run(scenario())
+
+    assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
+    stored = json.loads((tmp_path / "identity.json").read_text())
+    assert stored == {
+        "runtime_id": "rt-1",
+        "runtime_name": "edge-1",
+        "kind": "selfhosted",
+        "key_id": identity.record.key_id,
+        "director_urls": ["http://d"],
+    }
+    assert "pairing-token" not in (tmp_path / "identity.json").read_text()
+    loaded = AgentIdentity.load(tmp_path)
+    assert loaded is not None and loaded.record == identity.record
+    assert director.public_key is not None
+    claims = verify_agent_token(
+        loaded.bearer_token(), load_public_key(director.public_key), identity.record.key_id
+    )
+    assert claims.runtime_id == "rt-1"
+
+
+def test_no_identity_stored_is_none(tmp_path: Path) -> None:
+    assert AgentIdentity.load(tmp_path) is None
+
+
+def test_bearer_token_is_reused_until_close_to_expiry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rrm.agent.identity as identity_module
+
+    identity = paired(tmp_path, FakeDirector())
+    clock = [1_000_000.0]
+    monkeypatch.setattr(identity_module.time, "time", lambda: clock[0])
+    first = identity.bearer_token()
+    clock[0] += 200
+    assert identity.bearer_token() == first
+    clock[0] += 50
+    assert identity.bearer_token() != first
+
+
+def paired(state_dir: Path, director: FakeDirector) -> AgentIdentity:
+    async def scenario() -> AgentIdentity:
+        client = DirectorClient(["http://d"], transport=httpx.MockTransport(director.handle))
+        try:
+            return await AgentIdentity.pair(state_dir, client, "t", ["http://d"])
+        finally:
+            await client.close()
+
+    return asyncio.run(scenario())
+
+
+def rotate(identity: AgentIdentity, director: FakeDirector) -> None:
+    async def scenario() -> None:
+        client = DirectorClient(
+            ["http://d"], bearer=identity.bearer_token, transport=httpx.MockTransport(director.handle)
+        )
+        try:
+            await identity.rotate(client)
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_rotation_replaces_the_key_after_the_director_accepted_it(tmp_path: Path) -> None:
+    director = FakeDirector()
+    identity = paired(tmp_path, director)
+    old_pem = (tmp_path / KEY_FILE).read_bytes()
+
+    rotate(identity, director)
+
+    assert (tmp_path / KEY_FILE).read_bytes() != old_pem
+    assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+    reloaded = AgentIdentity.load(tmp_path)
+    assert reloaded is not None
+    assert director.public_key is not None
+    assert reloaded.record.key_id == key_id(director.public_key)
+    verify_agent_token(reloaded.bearer_token(), load_public_key(director.public_key), reloaded.record.key_id)
+    verify_agent_token(identity.bearer_token(), load_public_key(director.public_key), reloaded.record.key_id)
+
+
+def test_failed_rotation_keeps_the_old_key(tmp_path: Path) -> None:
+    director = FakeDirector()
+    identity = paired(tmp_path, director)
+    old_pem = (tmp_path / KEY_FILE).read_bytes()
+    old_record = identity.record
+    director.rotate_status = 503
+
+    with pytest.raises(DirectorUnavailable):
+        rotate(identity, director)
+
+    assert (tmp_path / KEY_FILE).read_bytes() == old_pem
+    assert identity.record == old_record
+    reloaded = AgentIdentity.load(tmp_path)
+    assert reloaded is not None and reloaded.record == old_record

@@ -1,0 +1,184 @@
+"""The sync loop: cache first without pruning, prune once confirmed, drift put back, 401 keeps all."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import rrm
+from rrm.agent import AgentConfig, run_agent
+from rrm.agent.cache import DesiredStateCache
+from rrm.agent.client import DirectorClient, Unauthorized
+from rrm.agent.loop import Agent
+from rrm.agent.targets.selfhosted import SelfHostedTarget
+from rrm.core.hashing import state_hash
+from rrm.wire import DesiredState, StatusReport
+
+
+def component(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name},
+        "spec": {"type": "state.in-memory", "version": "v1", "metadata": []},
+    }
+
+
+def make_state(*names: str) -> DesiredState:
+    components = [component(n) for n in names]
+    return DesiredState(hash=state_hash(components, []), components=components)
+
+
+class FakeDirector:
+    """Answers fetches from a script (a state, None for 304, or an exception); blocks when the script ends."""
+
+    def __init__(self, *answers: DesiredState | Exception | None) -> None:
+        self.answers = list(answers)
+        self.etags: list[str | None] = []
+        self.reports: list[StatusReport] = []
+
+    async def fetch_desired(self, etag: str | None, wait: float) -> DesiredState | None:
+        self.etags.append(etag)
+        if not self.answers:
+            await asyncio.Event().wait()
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def report_status(self, report: StatusReport) -> None:
+        self.reports.append(report)
+
+
+def make_agent(tmp_path: Path, director: FakeDirector, heartbeat: float = 15.0) -> Agent:
+    target = SelfHostedTarget(tmp_path / "resources", tmp_path / "state")
+    target.prepare()
+    client: DirectorClient = director  # type: ignore[assignment]
+    return Agent(client, target, DesiredStateCache(tmp_path / "state"), heartbeat_interval=heartbeat)
+
+
+def files(agent: Agent) -> list[str]:
+    assert isinstance(agent.target, SelfHostedTarget)
+    return sorted(p.name for p in agent.target.resources_path.glob("*.yaml"))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def run_with(agent_work: Awaitable[None], check: Callable[[], Awaitable[None]]) -> None:
+    async def scenario() -> None:
+        task = asyncio.ensure_future(agent_work)
+        try:
+            await check()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_cached_state_is_applied_without_pruning_then_pruned_once_confirmed(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, FakeDirector(None))
+    agent.cache.save(make_state("a"))
+    (tmp_path / "resources" / "rrm-stale.yaml").write_text(yaml.safe_dump(component("stale")))
+
+    asyncio.run(agent.start_from_cache())
+    assert files(agent) == ["rrm-a.yaml", "rrm-stale.yaml"]
+
+    asyncio.run(agent.sync_once())
+    assert files(agent) == ["rrm-a.yaml"]
+
+
+def test_fetched_state_is_cached_applied_and_pruned(tmp_path: Path) -> None:
+    director = FakeDirector(make_state("a", "b"), make_state("b"))
+    agent = make_agent(tmp_path, director)
+
+    asyncio.run(agent.sync_once())
+    assert files(agent) == ["rrm-a.yaml", "rrm-b.yaml"]
+    asyncio.run(agent.sync_once())
+
+    assert files(agent) == ["rrm-b.yaml"]
+    assert director.etags == [None, make_state("a", "b").hash]
+    assert agent.cache.load() == make_state("b")
+    assert agent.applied_hash == make_state("b").hash
+
+
+def test_drift_is_put_back_and_recorded(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, FakeDirector(make_state("a", "b"), None))
+    asyncio.run(agent.sync_once())
+    resources = tmp_path / "resources"
+    (resources / "rrm-a.yaml").unlink()
+    (resources / "rrm-b.yaml").write_text(yaml.safe_dump({**component("b"), "spec": {"type": "x"}}))
+    (resources / "rrm-intruder.yaml").write_text(yaml.safe_dump(component("intruder")))
+
+    asyncio.run(agent.sync_once())
+
+    assert files(agent) == ["rrm-a.yaml", "rrm-b.yaml"]
+    assert yaml.safe_load((resources / "rrm-b.yaml").read_text())["spec"]["type"] == "state.in-memory"
+    assert sorted((d.resource, d.change) for d in agent.drift) == [
+        ("rrm-a.yaml", "deleted"),
+        ("rrm-b.yaml", "modified"),
+        ("rrm-intruder.yaml", "created"),
+    ]
+
+
+def test_unauthorized_keeps_everything_and_keeps_retrying(tmp_path: Path) -> None:
+    director = FakeDirector(make_state("a"), Unauthorized("401 revoked"), Unauthorized("401 revoked"))
+    agent = make_agent(tmp_path, director)
+
+    async def check() -> None:
+        await until(lambda: len(director.etags) >= 4)
+
+    run_with(agent.sync_forever(), check)
+    assert files(agent) == ["rrm-a.yaml"]
+    assert agent.cache.load() == make_state("a")
+
+
+def test_heartbeat_reports_applied_state_at_once_and_on_interval(tmp_path: Path) -> None:
+    director = FakeDirector(make_state("a"))
+    agent = make_agent(tmp_path, director, heartbeat=0.05)
+    asyncio.run(agent.sync_once())
+
+    async def check() -> None:
+        await until(lambda: len(director.reports) >= 3)
+
+    run_with(agent.heartbeat_forever(), check)
+    report = director.reports[0]
+    assert report.applied_hash == make_state("a").hash
+    assert [(r.name, r.state) for r in report.resources] == [("a", "applied")]
+    assert report.target == "selfhosted"
+    assert report.agent_version == rrm.__version__
+    assert report.heartbeat_interval == 0.05
+    assert report.sidecar is None
+
+
+def test_without_token_or_identity_the_agent_exits_with_2(tmp_path: Path) -> None:
+    config = AgentConfig(
+        director_urls=["http://127.0.0.1:9"], state_dir=tmp_path / "state", resources_path=tmp_path / "r"
+    )
+    assert run_agent(config) == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"target": "mainframe"}, {"resources_path": None}, {"heartbeat_interval": 0}, {"director_urls": []}],
+)
+def test_configuration_errors_exit_with_2(tmp_path: Path, change: dict[str, Any]) -> None:
+    config = AgentConfig(
+        director_urls=["http://127.0.0.1:9"],
+        state_dir=tmp_path / "state",
+        resources_path=tmp_path / "r",
+        token="t",
+    )
+    for key, value in change.items():
+        setattr(config, key, value)
+    assert run_agent(config) == 2

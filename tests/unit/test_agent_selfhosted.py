@@ -1,0 +1,337 @@
+"""The selfhosted target: files daprd can read, written atomically, pruned only within rrm's own prefix."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rrm.agent.config import AgentConfig, ConfigurationError
+from rrm.agent.targets import make_target
+from rrm.agent.targets.base import ApplyOutcome
+from rrm.agent.targets.selfhosted import SelfHostedTarget, secrets_tag
+from rrm.core.diff import diff
+from rrm.core.hashing import state_hash
+from rrm.wire import DeliveredSecret, DesiredState
+
+
+def component(name: str, *, metadata: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name, "annotations": {"rrm.io/revision": "3"}},
+        "spec": {"type": "state.redis", "version": "v1", "metadata": metadata or []},
+        **extra,
+    }
+
+
+def with_secret_ref(name: str, secret: str = "redis", key: str = "password") -> dict[str, Any]:
+    return component(
+        name,
+        metadata=[
+            {"name": "redisHost", "value": "localhost:6379"},
+            {"name": "redisPassword", "secretKeyRef": {"name": secret, "key": key}},
+        ],
+    )
+
+
+def make_state(
+    components: list[dict[str, Any]], secrets: list[DeliveredSecret] | None = None
+) -> DesiredState:
+    secrets = secrets or []
+    return DesiredState(
+        hash=state_hash(components, [(s.name, s.revision) for s in secrets]),
+        components=components,
+        secrets=secrets,
+    )
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> SelfHostedTarget:
+    target = SelfHostedTarget(tmp_path / "resources", tmp_path / "state")
+    target.prepare()
+    return target
+
+
+def sync(target: SelfHostedTarget, state: DesiredState, *, prune: bool = True) -> ApplyOutcome:
+    return target.apply(diff(target.render(state), target.observe()), state, prune=prune)
+
+
+def yaml_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+
+
+def test_each_component_becomes_one_file_daprd_can_read(target: SelfHostedTarget) -> None:
+    outcome = sync(target, make_state([component("cache"), component("store", scopes=["app1"])]))
+
+    assert yaml_files(target.resources_path) == ["rrm-cache.yaml", "rrm-store.yaml"]
+    document = yaml.safe_load((target.resources_path / "rrm-store.yaml").read_text())
+    assert document == {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "store", "annotations": {"rrm.io/revision": "3"}},
+        "spec": {"type": "state.redis", "version": "v1", "metadata": []},
+        "scopes": ["app1"],
+    }
+    assert [(r.name, r.state, r.revision) for r in outcome.resources] == [
+        ("cache", "applied", 3),
+        ("store", "applied", 3),
+    ]
+    assert outcome.changed
+
+
+def test_missing_spec_metadata_is_written_as_empty_list(target: SelfHostedTarget) -> None:
+    manifest = component("bare")
+    del manifest["spec"]["metadata"]
+    sync(target, make_state([manifest]))
+
+    text = (target.resources_path / "rrm-bare.yaml").read_text()
+    assert yaml.safe_load(text)["spec"]["metadata"] == []
+
+
+def test_a_second_sync_of_the_same_state_changes_nothing(target: SelfHostedTarget) -> None:
+    state = make_state([component("cache")])
+    sync(target, state)
+
+    assert diff(target.render(state), target.observe()).empty
+    assert not sync(target, state).changed
+
+
+def test_writes_go_through_a_temp_file_daprd_ignores(
+    target: SelfHostedTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rrm.agent.atomic as atomic
+
+    renames: list[tuple[str, str]] = []
+    real_replace = atomic.os.replace
+
+    def recording_replace(src: Any, dst: Any) -> None:
+        renames.append((Path(src).name, Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", recording_replace)
+    sync(target, make_state([component("cache")]))
+
+    assert renames == [(".rrm-cache.yaml.tmp", "rrm-cache.yaml")]
+    assert Path(renames[0][0]).suffix not in (".yaml", ".yml")
+
+
+def test_prune_removes_only_files_with_rrm_prefix(target: SelfHostedTarget) -> None:
+    foreign = target.resources_path / "mine.yaml"
+    foreign.write_text(yaml.safe_dump(component("other")))
+    (target.resources_path / "notes.txt").write_text("keep me")
+    sync(target, make_state([component("a"), component("b")]))
+
+    outcome = sync(target, make_state([component("a")]))
+
+    assert yaml_files(target.resources_path) == ["mine.yaml", "rrm-a.yaml"]
+    assert (target.resources_path / "notes.txt").exists()
+    assert outcome.changed
+
+
+def test_without_prune_nothing_is_deleted(target: SelfHostedTarget) -> None:
+    sync(target, make_state([component("a"), component("b")]))
+
+    sync(target, make_state([component("a")]), prune=False)
+
+    assert yaml_files(target.resources_path) == ["rrm-a.yaml", "rrm-b.yaml"]
+
+
+def test_observe_sees_only_own_files(target: SelfHostedTarget) -> None:
+    (target.resources_path / "foreign.yaml").write_text(yaml.safe_dump(component("x")))
+    sync(target, make_state([component("a")]))
+
+    assert set(target.observe()) == {"rrm-a.yaml"}
+
+
+def test_hand_edited_file_is_seen_as_changed(target: SelfHostedTarget) -> None:
+    state = make_state([component("a")])
+    sync(target, state)
+    (target.resources_path / "rrm-a.yaml").write_text("apiVersion: dapr.io/v1alpha1\nkind: Compo")
+
+    changes = diff(target.render(state), target.observe())
+
+    assert list(changes.update) == ["rrm-a.yaml"]
+
+
+def test_secrets_go_to_a_0600_file_outside_the_resources_path(target: SelfHostedTarget) -> None:
+    secret = DeliveredSecret(name="redis", revision=1, data={"password": "s3cret"})
+    sync(target, make_state([with_secret_ref("cache")], [secret]))
+
+    tag = secrets_tag([secret])
+    secrets_file = target.secrets_dir / f"secrets-{tag}.json"
+    assert json.loads(secrets_file.read_text()) == {"redis": {"password": "s3cret"}}
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.secrets_dir.stat().st_mode) == 0o700
+    assert not secrets_file.is_relative_to(target.resources_path)
+    for path in target.resources_path.iterdir():
+        assert "s3cret" not in path.read_text()
+
+    store = yaml.safe_load((target.resources_path / f"rrm-rrm-secrets-{tag}.yaml").read_text())
+    assert store["metadata"]["name"] == f"rrm-secrets-{tag}"
+    assert store["spec"]["type"] == "secretstores.local.file"
+    assert {m["name"]: m["value"] for m in store["spec"]["metadata"]} == {
+        "secretsFile": str(secrets_file),
+        "multiValued": "true",
+    }
+    assert Path(str(secrets_file)).is_absolute()
+    dependent = yaml.safe_load((target.resources_path / "rrm-cache.yaml").read_text())
+    assert dependent["auth"] == {"secretStore": f"rrm-secrets-{tag}"}
+
+
+def test_secret_rotation_changes_store_name_and_dependent_auth(target: SelfHostedTarget) -> None:
+    own_store = component("external", metadata=[{"name": "x", "secretKeyRef": {"name": "vault", "key": "k"}}])
+    own_store["auth"] = {"secretStore": "vault-store"}
+    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
+    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    sync(target, make_state([with_secret_ref("cache"), component("plain"), own_store], [old]))
+    plain_before = (target.resources_path / "rrm-plain.yaml").read_text()
+
+    sync(target, make_state([with_secret_ref("cache"), component("plain"), own_store], [new]))
+
+    old_tag, new_tag = secrets_tag([old]), secrets_tag([new])
+    assert old_tag != new_tag
+    assert yaml_files(target.resources_path) == [
+        "rrm-cache.yaml",
+        "rrm-external.yaml",
+        "rrm-plain.yaml",
+        f"rrm-rrm-secrets-{new_tag}.yaml",
+    ]
+    assert sorted(p.name for p in target.secrets_dir.iterdir()) == [f"secrets-{new_tag}.json"]
+    cache = yaml.safe_load((target.resources_path / "rrm-cache.yaml").read_text())
+    assert cache["auth"]["secretStore"] == f"rrm-secrets-{new_tag}"
+    external = yaml.safe_load((target.resources_path / "rrm-external.yaml").read_text())
+    assert external["auth"] == {"secretStore": "vault-store"}
+    assert (target.resources_path / "rrm-plain.yaml").read_text() == plain_before
+
+
+def test_rotation_writes_new_store_before_dependents_and_deletes_old_last(
+    target: SelfHostedTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rrm.agent.targets.selfhosted as selfhosted
+
+    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
+    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    sync(target, make_state([with_secret_ref("cache"), component("gone")], [old]))
+    events: list[str] = []
+    real_write, real_remove = selfhosted.write_atomic, selfhosted.remove_durably
+
+    def recording_write(path: Path, data: bytes, mode: int) -> None:
+        events.append(f"write {path.name}")
+        real_write(path, data, mode)
+
+    def recording_remove(path: Path) -> None:
+        events.append(f"delete {path.name}")
+        real_remove(path)
+
+    monkeypatch.setattr(selfhosted, "write_atomic", recording_write)
+    monkeypatch.setattr(selfhosted, "remove_durably", recording_remove)
+
+    sync(target, make_state([with_secret_ref("cache")], [new]))
+
+    old_tag, new_tag = secrets_tag([old]), secrets_tag([new])
+    assert events == [
+        f"write secrets-{new_tag}.json",
+        f"write rrm-rrm-secrets-{new_tag}.yaml",
+        "write rrm-cache.yaml",
+        "delete rrm-gone.yaml",
+        f"delete rrm-rrm-secrets-{old_tag}.yaml",
+        f"delete secrets-{old_tag}.json",
+    ]
+
+
+def test_component_whose_secret_was_not_delivered_is_not_written(target: SelfHostedTarget) -> None:
+    outcome = sync(target, make_state([with_secret_ref("cache", secret="absent"), component("ok")]))
+
+    assert yaml_files(target.resources_path) == ["rrm-ok.yaml"]
+    failed = {r.name: r.message for r in outcome.resources if r.state == "failed"}
+    assert "absent/password" in failed["cache"]
+
+
+def test_conflict_with_a_foreign_file_is_reported_and_not_written(target: SelfHostedTarget) -> None:
+    foreign = {**component("cache"), "spec": {"type": "state.in-memory", "version": "v1", "metadata": []}}
+    (target.resources_path / "hand-made.yml").write_text(
+        "apiVersion: v1\nkind: Other\n---\n" + yaml.safe_dump(foreign)
+    )
+
+    outcome = sync(target, make_state([component("cache"), component("other")]))
+
+    assert yaml_files(target.resources_path) == ["hand-made.yml", "rrm-other.yaml"]
+    results = {r.name: r for r in outcome.resources}
+    assert results["cache"].state == "failed"
+    assert "hand-made.yml" in results["cache"].message
+    assert results["other"].state == "applied"
+
+
+def test_prepare_creates_resources_path_and_removes_own_leftover_temp_files(tmp_path: Path) -> None:
+    resources = tmp_path / "does" / "not" / "exist"
+    target = SelfHostedTarget(resources, tmp_path / "state")
+    target.prepare()
+    (resources / ".rrm-cache.yaml.tmp").write_text("half")
+    (resources / ".someone-else.tmp").write_text("theirs")
+    (target.secrets_dir / ".secrets-abc.json.tmp").write_text("{")
+
+    target.prepare()
+
+    assert sorted(p.name for p in resources.iterdir()) == [".someone-else.tmp"]
+    assert list(target.secrets_dir.iterdir()) == []
+
+
+def test_reload_command_runs_once_after_a_change_and_not_when_nothing_changed(tmp_path: Path) -> None:
+    marker = tmp_path / "reloads"
+    target = SelfHostedTarget(
+        tmp_path / "resources", tmp_path / "state", reload_command=f"echo reloaded >> {marker}; echo done"
+    )
+    target.prepare()
+    state = make_state([component("a"), component("b")])
+
+    first = sync(target, state)
+    second = sync(target, state)
+
+    assert first.reload is not None and first.reload.exit_code == 0 and "done" in first.reload.output
+    assert second.reload is None
+    assert marker.read_text() == "reloaded\n"
+
+
+def test_make_target_rejects_unknown_target_and_missing_resources_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="unknown target"):
+        make_target(AgentConfig(director_urls=["http://x"], state_dir=tmp_path, target="mainframe"))
+    with pytest.raises(ConfigurationError, match="resources-path"):
+        make_target(AgentConfig(director_urls=["http://x"], state_dir=tmp_path))
+    assert isinstance(
+        make_target(
+            AgentConfig(director_urls=["http://x"], state_dir=tmp_path, resources_path=tmp_path / "r")
+        ),
+        SelfHostedTarget,
+    )
+
+
+def test_failed_secrets_write_keeps_dependents_and_old_store_untouched(
+    target: SelfHostedTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rrm.agent.targets.selfhosted as selfhosted
+
+    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
+    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    sync(target, make_state([with_secret_ref("cache")], [old]))
+    before = {p.name: p.read_bytes() for p in target.resources_path.iterdir()}
+    real_write = selfhosted.write_atomic
+
+    def failing_secrets_write(path: Path, data: bytes, mode: int) -> None:
+        if path.suffix == ".json":
+            raise OSError(28, "No space left on device")
+        real_write(path, data, mode)
+
+    monkeypatch.setattr(selfhosted, "write_atomic", failing_secrets_write)
+    outcome = sync(target, make_state([with_secret_ref("cache"), component("plain")], [new]))
+
+    results = {r.name: r for r in outcome.resources}
+    assert results["cache"].state == "failed" and "No space left" in results["cache"].message
+    assert results["plain"].state == "applied"
+    after = {p.name: p.read_bytes() for p in target.resources_path.iterdir()}
+    assert after == {**before, "rrm-plain.yaml": after["rrm-plain.yaml"]}
+    assert sorted(p.name for p in target.secrets_dir.iterdir()) == [f"secrets-{secrets_tag([old])}.json"]
