@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+HotReload = Literal["auto", "on", "off"]
 
 
 class ConfigurationError(Exception):
@@ -24,3 +27,9 @@ class AgentConfig:
     heartbeat_interval: float = 15.0
     log_level: str = "info"
     rotate_interval: float = 86400.0
+    reconcile_interval: float = 60.0
+    health_port: int | None = None
+    kubeconfig: Path | None = None
+    namespaces: list[str] = field(default_factory=list)
+    hot_reload: HotReload = "auto"
+    restart_min_interval: float = 30.0

@@ -1,7 +1,9 @@
-"""The agent's work as concurrent asyncio tasks: fetch → diff → apply → report, heartbeat, key rotation.
+"""The agent's work as concurrent asyncio tasks: fetch → diff → apply → report, heartbeat, key rotation,
+and a periodic reconcile that puts back what was changed outside rrm (sooner when the target watches).
 
 Never delete on uncertainty: a cached state is applied without pruning; pruning starts once a director has
 confirmed the state (a verified 200, or a 304 for the cached hash). Errors keep everything in place and retry.
+Reconciles never overlap: one lock serialises them, whichever task asks.
 """
 
 from __future__ import annotations
@@ -10,12 +12,11 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from datetime import UTC, datetime
-from typing import Literal
 
 from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, DirectorError, Unauthorized
+from rrm.agent.drift import drift_records
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.status import build_status_report
 from rrm.agent.targets.base import ApplyOutcome, NativeObject, Target
@@ -25,6 +26,7 @@ from rrm.wire import DesiredState, DriftRecord, ReloadResult, SidecarReport, Sta
 log = logging.getLogger(__name__)
 
 DRIFT_RECORDS_KEPT = 20
+MIN_RECONCILE_SPACING = 1.0  # a controller fighting over an object cannot make the agent spin
 
 
 class Agent:
@@ -38,6 +40,7 @@ class Agent:
         wait_seconds: float = 30.0,
         heartbeat_interval: float = 15.0,
         rotate_interval: float = 86400.0,
+        reconcile_interval: float = 60.0,
     ) -> None:
         self.client = client
         self.target = target
@@ -46,6 +49,7 @@ class Agent:
         self.wait_seconds = wait_seconds
         self.heartbeat_interval = heartbeat_interval
         self.rotate_interval = rotate_interval
+        self.reconcile_interval = reconcile_interval
         self.state: DesiredState | None = None
         self.confirmed = False
         self.applied_hash: str | None = None
@@ -53,13 +57,22 @@ class Agent:
         self.last_reload: ReloadResult | None = None
         self.drift: deque[DriftRecord] = deque(maxlen=DRIFT_RECORDS_KEPT)
         self._snapshot: dict[str, NativeObject] | None = None
+        self.ready = False
         self._report_now = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._reconciling = asyncio.Lock()
 
     async def run(self) -> None:
         """Runs until cancelled."""
         await asyncio.to_thread(self.target.prepare)
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+        self.target.watch(wake)
         await self.start_from_cache()
-        tasks = [self.sync_forever(), self.heartbeat_forever()]
+        tasks = [self.sync_forever(), self.heartbeat_forever(), self.reconcile_forever()]
         if self.identity is not None:
             tasks.append(self.rotate_forever(self.identity))
         await asyncio.gather(*tasks)
@@ -111,8 +124,21 @@ class Agent:
             self.confirmed = True
             await self.reconcile(prune=True, check_drift=True)
 
+    async def reconcile_forever(self) -> None:
+        """A reconcile with a drift check every `reconcile_interval`, and soon after the target wakes us."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.reconcile_interval)
+            self._wake.clear()
+            await self.reconcile(prune=self.confirmed, check_drift=True)
+            await asyncio.sleep(MIN_RECONCILE_SPACING)
+
     async def reconcile(self, *, prune: bool, check_drift: bool) -> None:
         """Bring the target in line with the current state; target errors are logged, retried next round."""
+        async with self._reconciling:
+            await self._reconcile(prune=prune, check_drift=check_drift)
+
+    async def _reconcile(self, *, prune: bool, check_drift: bool) -> None:
         state = self.state
         if state is None:
             return
@@ -121,6 +147,7 @@ class Agent:
         except Exception:
             log.exception("event=apply-crashed hash=%s", state.hash[:12])
             return
+        self.ready = True
         first_apply = self.applied_hash != state.hash
         self.outcome, self.applied_hash = outcome, state.hash
         self.last_reload = outcome.reload or self.last_reload
@@ -132,12 +159,19 @@ class Agent:
         self, state: DesiredState, prune: bool, check_drift: bool
     ) -> tuple[ApplyOutcome, list[DriftRecord]]:
         actual = self.target.observe()
-        drift = _drift_records(self._snapshot, actual) if check_drift and self._snapshot is not None else []
+        drift = drift_records(self._snapshot, actual) if check_drift and self._snapshot is not None else []
         for record in drift:
-            log.warning("event=drift resource=%s change=%s action=restoring", record.resource, record.change)
+            log.warning(
+                "event=drift resource=%s change=%s fields=%s action=restoring",
+                record.resource,
+                record.change,
+                ",".join(record.fields) or "-",
+            )
         changes = diff(self.target.render(state), actual)
         outcome = self.target.apply(changes, state, prune=prune)
-        self._snapshot = self.target.observe()
+        # Observing again only after a change keeps the window small in which an outside edit would be
+        # taken for the agent's own (it is still put back then, only not reported as drift).
+        self._snapshot = self.target.observe() if outcome.changed else actual
         return outcome, drift
 
     async def heartbeat_forever(self) -> None:
@@ -189,17 +223,3 @@ class Agent:
                 await asyncio.sleep(backoff.next_delay())
             else:
                 backoff.reset()
-
-
-def _drift_records(expected: dict[str, NativeObject], actual: dict[str, NativeObject]) -> list[DriftRecord]:
-    """What changed since the agent left the target; `expected` is what it observed right after applying."""
-    moved = diff(expected, actual)
-    now = datetime.now(UTC)
-    kinds: list[tuple[dict[str, NativeObject], Literal["modified", "deleted", "created"]]] = [
-        (moved.update, "modified"),
-        (moved.create, "deleted"),
-        (moved.delete, "created"),
-    ]
-    return [
-        DriftRecord(resource=key, change=change, detected_at=now) for group, change in kinds for key in group
-    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from rrm.agent.atomic import make_private_dir
@@ -13,6 +13,7 @@ from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, DirectorError, Unauthorized
 from rrm.agent.config import AgentConfig, ConfigurationError
+from rrm.agent.health import HealthServer
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.loop import Agent
 from rrm.agent.targets import make_target
@@ -53,7 +54,13 @@ async def _main(config: AgentConfig) -> int:
     if not urls:
         raise ConfigurationError("no director URL: pass --director")
     client = DirectorClient(urls, bearer=identity.bearer_token if identity else None)
+    agent: Agent | None = None
+    health: HealthServer | None = None
     try:
+        health = await _start_health(config, lambda: agent is not None and agent.ready)
+        if identity is not None and config.token and not await _identity_accepted(client):
+            log.warning("event=identity-refused action=pairing-again-with-token")
+            identity = None
         if identity is None:
             if not config.token:
                 raise ConfigurationError(
@@ -65,6 +72,7 @@ async def _main(config: AgentConfig) -> int:
                 return EXIT_OK
             identity = paired
             client.bearer = identity.bearer_token
+        target.attach(identity.record.runtime_id)
         log.info(
             "event=starting runtime=%s target=%s director=%s",
             identity.record.runtime_name,
@@ -79,6 +87,7 @@ async def _main(config: AgentConfig) -> int:
             wait_seconds=config.wait_seconds,
             heartbeat_interval=config.heartbeat_interval,
             rotate_interval=config.rotate_interval,
+            reconcile_interval=config.reconcile_interval,
         )
         try:
             await _until_stopped(stop, agent.run())
@@ -88,7 +97,34 @@ async def _main(config: AgentConfig) -> int:
         log.info("event=stopped")
         return EXIT_OK
     finally:
+        if health is not None:
+            await health.close()
         await client.close()
+
+
+async def _identity_accepted(client: DirectorClient) -> bool:
+    """A stored identity the director refuses (revoked) gives way to a pairing token given on the command
+    line; when the director cannot be reached we cannot tell, and keep the identity."""
+    try:
+        await client.fetch_desired(None, 0)
+    except Unauthorized:
+        return False
+    except DirectorError:
+        return True
+    return True
+
+
+async def _start_health(config: AgentConfig, ready: Callable[[], bool]) -> HealthServer | None:
+    if config.health_port is None:
+        return None
+    health = HealthServer(config.health_port, ready)
+    try:
+        await health.start()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot serve health endpoints on port {config.health_port}: {exc}"
+        ) from exc
+    return health
 
 
 async def _pair(config: AgentConfig, client: DirectorClient, token: str, urls: list[str]) -> AgentIdentity:
@@ -126,6 +162,14 @@ def _check(config: AgentConfig) -> None:
         raise ConfigurationError("--heartbeat-interval must be in (0, 3600] seconds")
     if config.rotate_interval <= 0:
         raise ConfigurationError("--rotate-interval must be positive")
+    if config.reconcile_interval <= 0:
+        raise ConfigurationError("--reconcile-interval must be positive")
+    if config.restart_min_interval < 0:
+        raise ConfigurationError("--restart-min-interval must not be negative")
+    if config.hot_reload not in ("auto", "on", "off"):
+        raise ConfigurationError(f"--hot-reload must be auto, on or off, not {config.hot_reload!r}")
+    if config.health_port is not None and not 0 < config.health_port < 65536:
+        raise ConfigurationError("--health-port must be in 1..65535")
 
 
 def _load_identity(config: AgentConfig) -> AgentIdentity | None:

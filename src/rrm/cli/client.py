@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -11,6 +12,7 @@ import httpx
 from rrm.cli import config
 
 REQUEST_TIMEOUT = 30.0
+STREAM_READ_TIMEOUT = 60.0  # the server sends a keepalive at least every 15 s
 
 
 class ApiError(Exception):
@@ -59,6 +61,18 @@ def error_lines(response: httpx.Response) -> list[str]:
     if detail:
         return [f"{detail} (HTTP {response.status_code})"]
     return [f"HTTP {response.status_code} {response.reason_phrase}"]
+
+
+def server_sent_events(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The JSON `data` of each server-sent event; comments (keepalives) and other fields are skipped."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield json.loads("\n".join(data))
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
 
 
 def _segment(name: str) -> str:
@@ -151,3 +165,23 @@ class AdminClient:
 
     def delete_secret(self, name: str) -> None:
         self._request("DELETE", f"/api/v1/secrets/{_segment(name)}")
+
+    def create_token(self, role: str, description: str) -> dict[str, Any]:
+        return self._request("POST", "/api/v1/tokens", json={"role": role, "description": description})
+
+    def list_events(self, after: int, limit: int) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v1/events", params={"after": after, "limit": limit})
+
+    def stream_events(self, after: int) -> Iterator[dict[str, Any]]:
+        """Every event with id > `after`, then each new one as it is recorded, until the stream ends."""
+        timeout = httpx.Timeout(REQUEST_TIMEOUT, read=STREAM_READ_TIMEOUT)
+        try:
+            with self._http.stream(
+                "GET", "/api/v1/events/stream", params={"after": after}, timeout=timeout
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise ApiError(response.status_code, error_lines(response))
+                yield from server_sent_events(response.iter_lines())
+        except httpx.TransportError as exc:
+            raise ControlPlaneUnreachable(self.url, str(exc) or type(exc).__name__) from None

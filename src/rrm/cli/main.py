@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rrm.cli import config, manage, views
+from rrm.cli import config, install, manage, tokens, views
 
 LOG_LEVEL_OPTION = typer.Option("info", "--log-level", help="debug, info, warning or error")
 
@@ -55,6 +55,20 @@ def agent(
     heartbeat_interval: float = typer.Option(
         15.0, "--heartbeat-interval", help="seconds between status reports"
     ),
+    reconcile_interval: float = typer.Option(
+        60.0, "--reconcile-interval", help="seconds between full reconciles that put back hand edits"
+    ),
+    health_port: int = typer.Option(None, "--health-port", help="serve /livez and /readyz on this port"),
+    kubeconfig: Path = typer.Option(None, "--kubeconfig", help="kubernetes: default in-cluster config"),
+    namespace: list[str] = typer.Option(
+        [], "--namespace", help="kubernetes: namespace it may write to, repeatable; the first is the default"
+    ),
+    hot_reload: str = typer.Option(
+        "auto", "--hot-reload", help="kubernetes: auto, on (never restart workloads) or off (always restart)"
+    ),
+    restart_min_interval: float = typer.Option(
+        30.0, "--restart-min-interval", help="kubernetes: seconds between two restarts of one workload"
+    ),
     log_level: str = LOG_LEVEL_OPTION,
 ) -> None:
     """Run the agent of one runtime (blocks until SIGTERM or Ctrl-C)."""
@@ -73,10 +87,31 @@ def agent(
                 reload_command=reload_command,
                 wait_seconds=wait,
                 heartbeat_interval=heartbeat_interval,
+                reconcile_interval=reconcile_interval,
+                health_port=health_port,
+                kubeconfig=kubeconfig,
+                namespaces=namespace,
+                hot_reload=hot_reload,  # type: ignore[arg-type]  # checked by run_agent
+                restart_min_interval=restart_min_interval,
                 log_level=log_level,
             )
         )
     )
+
+
+@app.command()
+def migrate(
+    data_dir: Path = typer.Option(None, "--data-dir", help="default: $RRM_DATA_DIR, else ~/.local/share/rrm"),
+    database_url: str = typer.Option(None, "--database-url", help="default: $RRM_DATABASE_URL, else SQLite"),
+) -> None:
+    """Bring the database schema up to date and exit (`rrm server` also does it on start)."""
+    from rrm.server import ServerSettings
+    from rrm.store import Database
+
+    settings = ServerSettings(data_dir=data_dir or config.default_data_dir(), database_url=database_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    Database(settings.resolved_database_url).migrate()
+    typer.echo("database schema is up to date")
 
 
 @app.command()
@@ -92,10 +127,12 @@ def demo(
 
 
 app.command("apply")(manage.apply)
+manage.runtime_app.command("manifest")(install.runtime_manifest)
 app.add_typer(manage.runtime_app, name="runtime")
 app.add_typer(manage.label_app, name="label")
 app.add_typer(manage.delete_app, name="delete")
 app.add_typer(manage.rollback_app, name="rollback")
+app.add_typer(tokens.token_app, name="token")
 app.add_typer(views.get_app, name="get")
 app.add_typer(views.describe_app, name="describe")
 app.add_typer(views.history_app, name="history")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,9 +17,11 @@ from rrm.cli.common import OUTPUT_OPTION, OutputFormat, admin_api, emit
 
 CONDITION_TYPES = ("Connected", "Synced", "Ready")
 RECENT_EVENTS = 10
+EVENTS_PAGE = 1000
+WATCH_COLUMNS = (("TIME (UTC)", 19), ("TYPE", 22), ("SUBJECT", 30))
 STATUS_STYLES = {"True": "green", "False": "red", "Unknown": "yellow"}
 
-get_app = typer.Typer(help="List runtimes, components or secrets.", no_args_is_help=True)
+get_app = typer.Typer(help="List runtimes, components, secrets or events.", no_args_is_help=True)
 describe_app = typer.Typer(help="Show one runtime or component in detail.", no_args_is_help=True)
 history_app = typer.Typer(help="Show the revisions of a component.", no_args_is_help=True)
 
@@ -185,12 +188,13 @@ def runtime_detail(runtime: Mapping[str, Any]) -> RenderableType:
     drift = runtime.get("drift") or []
     if drift:
         drift_table = _table(
-            "RESOURCE", "CHANGE", "DETECTED", title="\nDrift (changed outside rrm, put back)"
+            "RESOURCE", "CHANGE", "FIELDS", "DETECTED", title="\nDrift (changed outside rrm, put back)"
         )
         for record in drift:
             drift_table.add_row(
                 Text(record.get("resource", "")),
                 Text(record.get("change", "")),
+                Text(", ".join(record.get("fields") or [])),
                 Text(age(record.get("detected_at"))),
             )
         parts.append(drift_table)
@@ -269,6 +273,30 @@ def component_detail(component: Mapping[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
+def events_table(events: Sequence[Mapping[str, Any]]) -> Table:
+    table = _table("AGE", "TYPE", "SUBJECT", "MESSAGE")
+    for event in events:
+        table.add_row(
+            Text(age(event.get("time"))),
+            Text(event.get("type", "")),
+            Text(event.get("subject", "")),
+            Text(event.get("message") or ""),
+        )
+    return table
+
+
+def event_line(event: Mapping[str, Any], output: OutputFormat) -> str:
+    """One event as `--watch` prints it: aligned columns, a JSON line, or a YAML document."""
+    if output is OutputFormat.json:
+        return json.dumps(event)
+    if output is OutputFormat.yaml:
+        return "---\n" + yaml.safe_dump(dict(event), sort_keys=False, allow_unicode=True).rstrip()
+    time = str(event.get("time", ""))[:19].replace("T", " ")
+    values = (time, str(event.get("type", "")), str(event.get("subject", "")))
+    columns = "  ".join(value.ljust(width) for value, (_, width) in zip(values, WATCH_COLUMNS, strict=True))
+    return f"{columns}  {event.get('message') or ''}"
+
+
 def history_table(history: Sequence[Mapping[str, Any]]) -> Table:
     table = _table("REVISION", "ACTION", "CREATED")
     for entry in history:
@@ -303,6 +331,34 @@ def get_secrets(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> Non
     """Secrets by name and key; values are never shown."""
     with admin_api(ctx) as api:
         emit(api.list_secrets(), output, secrets_table)
+
+
+@get_app.command("events")
+def get_events(
+    ctx: typer.Context,
+    after: int = typer.Option(0, "--after", help="only events with a higher id"),
+    watch: bool = typer.Option(False, "--watch", "-w", help="then print each new event as it is recorded"),
+    output: OutputFormat = OUTPUT_OPTION,
+) -> None:
+    """Events (registrations, pairings, changes, condition transitions), oldest first."""
+    with admin_api(ctx) as api:
+        if watch:
+            if output is OutputFormat.table:
+                typer.echo("  ".join(title.ljust(width) for title, width in WATCH_COLUMNS) + "  MESSAGE")
+            try:
+                for event in api.stream_events(after):
+                    typer.echo(event_line(event, output))
+            except KeyboardInterrupt:
+                return
+            return
+        events: list[dict[str, Any]] = []
+        while True:
+            page = api.list_events(after, EVENTS_PAGE)
+            events += page
+            if len(page) < EVENTS_PAGE:
+                break
+            after = page[-1]["id"]
+        emit(events, output, events_table)
 
 
 @describe_app.command("runtime")

@@ -14,30 +14,41 @@ import uvicorn
 from fastapi import FastAPI
 
 import rrm
-from rrm.server.api import admin, agent, ops
+from rrm.server import ui
+from rrm.server.api import admin, agent, ops, stream
 from rrm.server.auth import ADMIN_TOKEN_PREFIX, ROLE_ADMIN, AdminAuth, AgentAuth, new_token, token_hash
+from rrm.server.eventstream import EventBroadcaster
 from rrm.server.fleet import Fleet
 from rrm.server.housekeeping import run_housekeeping
 from rrm.server.secretbox import SecretBox, load_or_create_key, write_private_file
+from rrm.server.sessions import KEY_PURPOSE, DashboardSessions
 from rrm.server.settings import ServerSettings
 from rrm.server.state import ServerState, utcnow
+from rrm.server.status_writer import StatusWriter
 from rrm.store import Database
 from rrm.store import repositories as repo
+from rrm.store.leadership import Leadership
+from rrm.store.notifications import ChangeListener
 
 log = logging.getLogger("rrm.server")
 ADMIN_TOKEN_FILE = "admin-token"
+BOOTSTRAP_TOKEN_ENV = "RRM_BOOTSTRAP_ADMIN_TOKEN"
 
 
 def ensure_admin_token(db: Database, settings: ServerSettings) -> dict[str, str]:
-    """On first start, create an admin token, keep only its hash, and hand it over in a 0600 file."""
+    """On first start, create an admin token and keep only its hash. The token is `RRM_BOOTSTRAP_ADMIN_TOKEN`
+    when set (replicas on Kubernetes get it from a Secret), else a new one handed over in a 0600 file."""
     with db.write() as session:
         roles = repo.admin_token_hashes(session)
         if not roles:
-            token = new_token(ADMIN_TOKEN_PREFIX)
+            token = os.environ.get(BOOTSTRAP_TOKEN_ENV) or new_token(ADMIN_TOKEN_PREFIX)
             repo.add_admin_token(session, token_hash(token), ROLE_ADMIN, "created on first start", utcnow())
-            path = settings.data_dir / ADMIN_TOKEN_FILE
-            write_private_file(path, token.encode() + b"\n")
-            log.info("created the first admin token in %s", path)
+            if BOOTSTRAP_TOKEN_ENV in os.environ:
+                log.info("stored the admin token from %s", BOOTSTRAP_TOKEN_ENV)
+            else:
+                path = settings.data_dir / ADMIN_TOKEN_FILE
+                write_private_file(path, token.encode() + b"\n")
+                log.info("created the first admin token in %s", path)
             roles = {token_hash(token): ROLE_ADMIN}
     return roles
 
@@ -48,13 +59,17 @@ def build_state(settings: ServerSettings) -> ServerState:
     db.migrate()
     box = SecretBox(load_or_create_key(settings.data_dir))
     fleet = Fleet(db, box)
+    admin_auth = AdminAuth(ensure_admin_token(db, settings))
     return ServerState(
         settings=settings,
         db=db,
         box=box,
         fleet=fleet,
-        admin_auth=AdminAuth(ensure_admin_token(db, settings)),
+        admin_auth=admin_auth,
         agent_auth=AgentAuth(fleet),
+        events=EventBroadcaster(db),
+        sessions=DashboardSessions(box.derive_key(KEY_PURPOSE), admin_auth),
+        status_writer=StatusWriter(db),
     )
 
 
@@ -62,9 +77,17 @@ def create_app(state: ServerState) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.fleet.load()
+        loop = asyncio.get_running_loop()
+        listener = None
+        if not state.db.is_sqlite:
+            listener = ChangeListener(state.db.url, lambda: loop.call_soon_threadsafe(state.fleet.nudge))
+            listener.start()
+        leadership = Leadership(state.db.url, state.db.sqlite_path)
         tasks = [
             asyncio.create_task(state.fleet.follow(state.settings.feed_poll_seconds)),
-            asyncio.create_task(run_housekeeping(state)),
+            asyncio.create_task(run_housekeeping(state, leadership)),
+            asyncio.create_task(state.events.run()),
+            asyncio.create_task(state.status_writer.run()),
         ]
         state.ready = True
         try:
@@ -72,6 +95,9 @@ def create_app(state: ServerState) -> FastAPI:
         finally:
             state.ready = False
             state.fleet.close()
+            state.events.close()
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -84,6 +110,10 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(agent.router)
+    app.include_router(stream.router)
+    app.include_router(ui.router)
+    app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
+    app.add_exception_handler(ui.SignInRequired, ui.sign_in_required)
     return app
 
 
@@ -112,7 +142,8 @@ def serve(settings: ServerSettings) -> None:
 
 
 class _Server(uvicorn.Server):
-    """Answers held long-polls (304) as soon as shutdown starts, instead of waiting out their timeouts."""
+    """Answers held long-polls (304) and ends event streams as soon as shutdown starts, instead of waiting
+    out their timeouts."""
 
     def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
         super().__init__(config)
@@ -120,4 +151,5 @@ class _Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         self._state.fleet.close()
+        self._state.events.close()
         await super().shutdown(sockets)

@@ -44,6 +44,12 @@ class AdminAuth:
     def role(self, token: str) -> str | None:
         return self.roles.get(token_hash(token))
 
+    def role_of_hash(self, hashed: str) -> str | None:
+        return self.roles.get(hashed)
+
+    def add(self, hashed: str, role: str) -> None:
+        self.roles[hashed] = role
+
 
 class AgentAuth:
     """Verifies runtime JWTs against the runtime's current public key; remembers verified tokens until

@@ -15,6 +15,7 @@ STATUS_REPORTS = Counter("rrm_status_reports", "Status reports received from age
 ADMIN_WRITES = Counter(
     "rrm_admin_writes", "Resources created, updated or deleted", ["kind", "action"], registry=REGISTRY
 )
+LEADER = Gauge("rrm_leader", "1 on the replica that runs the singleton work", registry=REGISTRY)
 RUNTIMES = Gauge(
     "rrm_runtimes", "Runtimes by condition and status", ["condition", "status"], registry=REGISTRY
 )

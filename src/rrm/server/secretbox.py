@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_ENV = "RRM_SECRET_KEY"
 KEY_FILE = "secret-key"
@@ -50,6 +52,11 @@ def load_or_create_key(data_dir: Path) -> bytes:
 class SecretBox:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for another use (signing dashboard sessions), from which this one cannot be recovered."""
+        return HKDF(algorithm=SHA256(), length=32, salt=None, info=purpose.encode()).derive(self._key)
 
     def seal(self, name: str, data: dict[str, str]) -> bytes:
         nonce = os.urandom(12)

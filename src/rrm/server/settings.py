@@ -25,4 +25,7 @@ class ServerSettings:
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'rrm.db'}"
+        """`--database-url`, else `RRM_DATABASE_URL`, else SQLite in the data dir."""
+        return (
+            self.database_url or os.environ.get("RRM_DATABASE_URL") or f"sqlite:///{self.data_dir / 'rrm.db'}"
+        )

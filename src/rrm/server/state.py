@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import Request
 
 from rrm.server.auth import AdminAuth, AgentAuth
+from rrm.server.eventstream import EventBroadcaster
 from rrm.server.fleet import Fleet
 from rrm.server.secretbox import SecretBox
+from rrm.server.sessions import DashboardSessions
 from rrm.server.settings import ServerSettings
-from rrm.server.views import ConditionTracker
+from rrm.server.status_writer import StatusWriter
 from rrm.store import Database
 
 
@@ -23,7 +25,9 @@ class ServerState:
     fleet: Fleet
     admin_auth: AdminAuth
     agent_auth: AgentAuth
-    tracker: ConditionTracker = field(default_factory=ConditionTracker)
+    events: EventBroadcaster
+    sessions: DashboardSessions
+    status_writer: StatusWriter
     ready: bool = False
 
 

@@ -3,40 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from rrm.core.conditions import Condition, Observed, evaluate
 from rrm.core.resources import secret_refs, selector_of
 from rrm.server.fleet import Fleet
-from rrm.store.tables import Runtime, RuntimeStatus
-
-
-@dataclass
-class ConditionTracker:
-    """Remembers when each runtime condition last changed, to show it and to emit one event per change."""
-
-    since: dict[tuple[str, str], tuple[str, datetime]] = field(default_factory=dict)
-
-    def observe(self, runtime_id: str, conditions: list[Condition], now: datetime) -> list[Condition]:
-        changed = []
-        for condition in conditions:
-            key = (runtime_id, condition.type)
-            previous = self.since.get(key)
-            if previous is None or previous[0] != condition.status:
-                self.since[key] = (condition.status, now)
-                if previous is not None:
-                    changed.append(condition)
-        return changed
-
-    def last_transition(self, runtime_id: str, type_: str) -> datetime | None:
-        entry = self.since.get((runtime_id, type_))
-        return entry[1] if entry else None
-
-    def forget_missing(self, runtime_ids: set[str]) -> None:
-        for key in [k for k in self.since if k[0] not in runtime_ids]:
-            del self.since[key]
+from rrm.store.tables import Event, Runtime, RuntimeStatus
 
 
 def observed_of(status: RuntimeStatus | None) -> Observed | None:
@@ -59,7 +32,7 @@ def runtime_view(
     row: Runtime,
     status: RuntimeStatus | None,
     conditions: list[Condition],
-    tracker: ConditionTracker,
+    transitions: Mapping[str, tuple[str, datetime]],
 ) -> dict[str, Any]:
     delivery = fleet.delivery(row.id)
     return {
@@ -73,7 +46,7 @@ def runtime_view(
                 "status": c.status,
                 "reason": c.reason,
                 "message": c.message,
-                "last_transition": _iso(tracker.last_transition(row.id, c.type)),
+                "last_transition": _transition(transitions, c),
             }
             for c in conditions
         ],
@@ -122,9 +95,24 @@ def component_view(fleet: Fleet, name: str, ready_runtimes: set[str]) -> dict[st
     }
 
 
+def event_view(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "time": event.time.isoformat(),
+        "type": event.type,
+        "subject": event.subject,
+        "message": event.message,
+    }
+
+
 def _delivers(fleet: Fleet, runtime_id: str, component: str) -> bool:
     delivery = fleet.delivery(runtime_id)
     return delivery is not None and any(c[0] == component for c in delivery.components)
+
+
+def _transition(transitions: Mapping[str, tuple[str, datetime]], condition: Condition) -> str | None:
+    known = transitions.get(condition.type)
+    return _iso(known[1]) if known and known[0] == condition.status else None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -14,6 +14,9 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# PostgreSQL advisory lock keys ("rrm" + a number), shared by every replica.
+WRITE_LOCK = 0x72726D01
+MIGRATION_LOCK = 0x72726D02
 
 
 def _sqlite_engine(url: str, *, writer: bool) -> Engine:
@@ -52,6 +55,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        self.sqlite_path = Path(self.url.split(":///", 1)[1]) if self.is_sqlite else None
         if self.is_sqlite:
             self._reader = _sqlite_engine(self.url, writer=False)
             self._writer = _sqlite_engine(self.url, writer=True)
@@ -63,13 +67,21 @@ class Database:
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent)."""
+        """Bring the schema to the newest revision (idempotent; replicas starting together take turns)."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self._writer.connect() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-            connection.commit()
+            if not self.is_sqlite:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+                connection.commit()
+            try:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                connection.commit()
+            finally:
+                if not self.is_sqlite:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                    connection.commit()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -77,9 +89,17 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One transaction; commits on success, rolls back on any exception."""
+    def write(self, *, exclusive: bool = True) -> Iterator[Session]:
+        """One transaction; commits on success, rolls back on any exception.
+
+        Exclusive writes run one at a time across every replica (SQLite: `BEGIN IMMEDIATE` on the single
+        writer; PostgreSQL: a transaction advisory lock). That keeps the change feed in commit order and
+        revision numbers strictly increasing. Writes that record no change (status reports) may pass
+        `exclusive=False` to run concurrently on PostgreSQL.
+        """
         with self._write_sessions() as session, session.begin():
+            if exclusive and not self.is_sqlite:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
             yield session
 
     def ping(self) -> None:

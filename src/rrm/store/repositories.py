@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from rrm.store.tables import (
@@ -20,6 +20,7 @@ from rrm.store.tables import (
     Event,
     PairingToken,
     Runtime,
+    RuntimeCondition,
     RuntimeKey,
     RuntimeStatus,
     Secret,
@@ -33,8 +34,14 @@ ENTITY_SECRET = "secret"
 # change feed and events -------------------------------------------------------------------------------
 
 
+CHANGES_CHANNEL = "rrm_changes"
+
+
 def record_change(session: Session, entity: str, name: str, now: datetime) -> None:
+    """Append to the feed; on PostgreSQL also notify every replica, delivered when the transaction commits."""
     session.add(Change(entity=entity, name=name, created_at=now))
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANGES_CHANNEL})
 
 
 def changes_after(session: Session, seq: int, limit: int = 10_000) -> Sequence[Change]:
@@ -95,6 +102,11 @@ def status_of(session: Session, runtime_id: str) -> RuntimeStatus | None:
     return session.get(RuntimeStatus, runtime_id)
 
 
+def statuses_for(session: Session, runtime_ids: Sequence[str]) -> dict[str, RuntimeStatus]:
+    query = select(RuntimeStatus).where(RuntimeStatus.runtime_id.in_(runtime_ids))
+    return {s.runtime_id: s for s in session.scalars(query)}
+
+
 def save_status(
     session: Session,
     runtime_id: str,
@@ -103,8 +115,10 @@ def save_status(
     agent_version: str,
     heartbeat_interval: float,
     now: datetime,
+    existing: RuntimeStatus | None = None,
 ) -> None:
-    row = session.get(RuntimeStatus, runtime_id)
+    """`existing`: the row when the caller already loaded it (batches load all rows in one query)."""
+    row = existing if existing is not None else session.get(RuntimeStatus, runtime_id)
     if row is None:
         row = RuntimeStatus(runtime_id=runtime_id)
         session.add(row)
@@ -113,6 +127,30 @@ def save_status(
     row.agent_version = agent_version
     row.heartbeat_interval = heartbeat_interval
     row.last_seen = now
+
+
+def condition_transitions(session: Session) -> dict[str, dict[str, tuple[str, datetime]]]:
+    """runtime id → condition type → (status, last transition)."""
+    result: dict[str, dict[str, tuple[str, datetime]]] = {}
+    for row in session.scalars(select(RuntimeCondition)):
+        result.setdefault(row.runtime_id, {})[row.type] = (row.status, row.last_transition)
+    return result
+
+
+def save_condition(session: Session, runtime_id: str, type_: str, status: str, now: datetime) -> None:
+    row = session.get(RuntimeCondition, (runtime_id, type_))
+    if row is None:
+        session.add(RuntimeCondition(runtime_id=runtime_id, type=type_, status=status, last_transition=now))
+    else:
+        row.status, row.last_transition = status, now
+
+
+def delete_expired_pairing_tokens(session: Session, now: datetime) -> int:
+    """Used or expired tokens are worthless; their hashes need not be kept."""
+    result = session.execute(
+        delete(PairingToken).where((PairingToken.expires_at <= now) | PairingToken.used_at.is_not(None))
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # pairing and keys -------------------------------------------------------------------------------------

@@ -73,6 +73,16 @@ class RuntimeStatus(Base):
     last_seen: Mapped[datetime]
 
 
+class RuntimeCondition(Base):
+    """When each condition last changed, kept by the replica that runs the singleton work."""
+
+    __tablename__ = "runtime_conditions"
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id", ondelete="CASCADE"), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[str] = mapped_column(String(8))
+    last_transition: Mapped[datetime]
+
+
 class Component(Base):
     """The current revision of each live component; history lives in `component_revisions`."""
 

@@ -81,9 +81,12 @@ class SidecarReport(BaseModel):
 
 
 class ReloadResult(BaseModel):
+    """What the agent did to make sidecars load a change: a reload command, or workload restarts."""
+
     command: str
     exit_code: int
     output: str = ""
+    restarted: list[str] = Field(default=[], description="workloads restarted, as Kind/namespace/name")
 
 
 class DriftRecord(BaseModel):
@@ -92,6 +95,7 @@ class DriftRecord(BaseModel):
     resource: str
     change: Literal["modified", "deleted", "created"]
     detected_at: datetime
+    fields: list[str] = Field(default=[], description="paths that changed (never values), for `modified`")
 
 
 class StatusReport(BaseModel):

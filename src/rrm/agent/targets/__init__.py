@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from rrm.agent.config import AgentConfig, ConfigurationError
 from rrm.agent.targets.base import Target
+from rrm.agent.targets.kubernetes import KubernetesTarget
 from rrm.agent.targets.selfhosted import SelfHostedTarget
 
-TARGETS: dict[str, type[Target]] = {SelfHostedTarget.name: SelfHostedTarget}
+TARGETS: dict[str, type[Target]] = {
+    SelfHostedTarget.name: SelfHostedTarget,
+    KubernetesTarget.name: KubernetesTarget,
+}
 
 
 def make_target(config: AgentConfig) -> Target:

@@ -7,11 +7,13 @@ service instances); the loop diffs them with `rrm.core.diff` and hands the chang
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
 from rrm.agent.config import AgentConfig
 from rrm.core.diff import Changeset
+from rrm.core.resources import REVISION_ANNOTATION
 from rrm.wire import DesiredState, ReloadResult, ResourceResult, SidecarReport
 
 NativeObject: TypeAlias = dict[str, Any]
@@ -37,8 +39,18 @@ class Target(ABC):
     def from_config(cls, config: AgentConfig) -> Target:
         """Raise `ConfigurationError` when the configuration lacks what this target needs."""
 
+    def attach(self, runtime_id: str) -> None:  # noqa: B027 - optional hook
+        """Called once the runtime is known (after pairing or loading the identity), before `prepare`."""
+
     def prepare(self) -> None:  # noqa: B027 - optional hook, most targets need nothing
         """Called once before the first sync, e.g. to create directories or clean up after a crash."""
+
+    def watch(self, wake: Callable[[], None]) -> None:  # noqa: B027 - optional hook
+        """Start noticing changes made outside the agent (in daemon threads) and call `wake` for each.
+
+        `wake` is thread-safe and asks the loop for a reconcile with a drift check; a target may also call
+        it to be reconciled again later, e.g. for work it postponed.
+        """
 
     @abstractmethod
     def render(self, state: DesiredState) -> dict[str, NativeObject]:
@@ -55,3 +67,21 @@ class Target(ABC):
     def sidecar_report(self) -> SidecarReport | None:
         """What the Dapr sidecars report as loaded; None when the target cannot tell."""
         return None
+
+
+def component_results(state: DesiredState, failed: Mapping[str, str]) -> list[ResourceResult]:
+    """One result per delivered component: failed with its message, else applied."""
+    results = []
+    for manifest in state.components:
+        metadata = manifest.get("metadata") or {}
+        name = str(metadata.get("name", ""))
+        revision = (metadata.get("annotations") or {}).get(REVISION_ANNOTATION)
+        results.append(
+            ResourceResult(
+                name=name,
+                state="failed" if name in failed else "applied",
+                message=failed.get(name, ""),
+                revision=int(revision) if isinstance(revision, str) and revision.isdigit() else None,
+            )
+        )
+    return results

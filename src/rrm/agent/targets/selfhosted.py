@@ -22,11 +22,11 @@ from rrm.agent.atomic import TEMP_SUFFIX, make_private_dir, remove_durably, writ
 from rrm.agent.config import AgentConfig, ConfigurationError
 from rrm.agent.reload import run_reload_command
 from rrm.agent.sidecar import query_sidecar
-from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target
+from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target, component_results
 from rrm.core.canonical import sha256_hex
 from rrm.core.names import dns1123_label_error
-from rrm.core.resources import REVISION_ANNOTATION, secret_refs
-from rrm.wire import DeliveredSecret, DesiredState, ResourceResult, SidecarReport
+from rrm.core.resources import secret_refs
+from rrm.wire import DeliveredSecret, DesiredState, SidecarReport
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class SelfHostedTarget(Target):
                 len(failed),
             )
         reload = run_reload_command(self.reload_command) if changed and self.reload_command else None
-        return ApplyOutcome(resources=_results(state, failed), changed=changed, reload=reload)
+        return ApplyOutcome(resources=component_results(state, failed), changed=changed, reload=reload)
 
     def sidecar_report(self) -> SidecarReport | None:
         if self.dapr_http_port is None:
@@ -290,23 +290,6 @@ def _deletion_order(object_id: str) -> tuple[int, str]:
     if object_id.startswith(SECRETS_ID_PREFIX):
         return 2, object_id
     return (1 if is_store_id(object_id) else 0), object_id
-
-
-def _results(state: DesiredState, failed: Mapping[str, str]) -> list[ResourceResult]:
-    results = []
-    for manifest in state.components:
-        metadata = manifest.get("metadata") or {}
-        name = str(metadata.get("name", ""))
-        revision = (metadata.get("annotations") or {}).get(REVISION_ANNOTATION)
-        results.append(
-            ResourceResult(
-                name=name,
-                state="failed" if name in failed else "applied",
-                message=failed.get(name, ""),
-                revision=int(revision) if isinstance(revision, str) and revision.isdigit() else None,
-            )
-        )
-    return results
 
 
 def _read_yaml(path: Path) -> NativeObject:

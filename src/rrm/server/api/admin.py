@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -18,11 +18,19 @@ from rrm.core.labels import validate_labels
 from rrm.core.names import dns1123_label_error
 from rrm.core.resources import secret_refs
 from rrm.core.selectors import SelectorError, parse_selector
+from rrm.server import queries
 from rrm.server.apply import Conflict, InvalidInput, Problem, apply_documents, revalidate_for_rollback
-from rrm.server.auth import PAIRING_TOKEN_PREFIX, ROLE_ADMIN, bearer, new_token, token_hash
+from rrm.server.auth import (
+    ADMIN_TOKEN_PREFIX,
+    PAIRING_TOKEN_PREFIX,
+    ROLE_ADMIN,
+    bearer,
+    new_token,
+    token_hash,
+)
 from rrm.server.metrics import ADMIN_WRITES
+from rrm.server.queries import read
 from rrm.server.state import ServerState, server_state, utcnow
-from rrm.server.views import component_view, runtime_conditions, runtime_detail, runtime_view
 from rrm.store import repositories as repo
 from rrm.store.tables import Runtime
 from rrm.wire import RUNTIME_KINDS
@@ -62,14 +70,6 @@ async def _write(state: ServerState, work: Callable[[Session], T]) -> T:
         raise HTTPException(409, str(exc)) from exc
     await state.fleet.catch_up()
     return result
-
-
-async def _read(state: ServerState, work: Callable[[Session], T]) -> T:
-    def run() -> T:
-        with state.db.read() as session:
-            return work(session)
-
-    return await asyncio.to_thread(run)
 
 
 def _invalid(field: str, message: str, kind: str = "Runtime", name: str = "") -> InvalidInput:
@@ -113,17 +113,6 @@ def _issue_token(session: Session, row: Runtime, ttl: int) -> dict[str, Any]:
     return {"pairing_token": token, "expires_at": expires.isoformat()}
 
 
-def _views(state: ServerState, session: Session, rows: list[Runtime]) -> list[dict[str, Any]]:
-    now = utcnow()
-    statuses = repo.statuses(session)
-    views = []
-    for row in rows:
-        status = statuses.get(row.id)
-        conditions = runtime_conditions(state.fleet, row.id, status, now, state.settings.heartbeat_grace)
-        views.append(runtime_view(state.fleet, row, status, conditions, state.tracker))
-    return views
-
-
 @router.get("/runtimes")
 async def list_runtimes(
     selector: str | None = None, state: ServerState = Depends(server_state)
@@ -133,11 +122,7 @@ async def list_runtimes(
     except SelectorError as exc:
         raise HTTPException(422, [Problem(None, "", "", "selector", str(exc)).as_dict()]) from exc
 
-    def work(session: Session) -> list[dict[str, Any]]:
-        rows = [r for r in repo.all_runtimes(session) if parsed is None or parsed.matches(r.labels)]
-        return _views(state, session, rows)
-
-    return await _read(state, work)
+    return await read(state, lambda session: queries.runtimes(state, session, parsed))
 
 
 @router.post("/runtimes", status_code=201, dependencies=[Depends(writer)])
@@ -177,24 +162,16 @@ async def register_runtime(
 
     row, token = await _write(state, work)
     ADMIN_WRITES.labels("runtime", "created").inc()
-    view = await _read(state, lambda s: _views(state, s, [row])[0])
+    view = await read(state, lambda s: queries.runtime_views(state, s, [row])[0])
     return {"runtime": view, **token}
 
 
 @router.get("/runtimes/{name}")
 async def get_runtime(name: str, state: ServerState = Depends(server_state)) -> dict[str, Any]:
-    def work(session: Session) -> dict[str, Any]:
-        row = _runtime_or_404(session, name)
-        detail = runtime_detail(
-            _views(state, session, [row])[0], state.fleet, repo.status_of(session, row.id)
-        )
-        detail["events"] = [
-            {"id": e.id, "time": e.time.isoformat(), "type": e.type, "message": e.message}
-            for e in repo.recent_events(session, f"runtime/{name}", 20)
-        ]
-        return detail
-
-    return await _read(state, work)
+    detail = await read(state, lambda session: queries.runtime(state, session, name))
+    if detail is None:
+        raise HTTPException(404, f"runtime {name!r} not found")
+    return detail
 
 
 @router.delete("/runtimes/{name}", status_code=204, dependencies=[Depends(writer)])
@@ -238,7 +215,7 @@ async def label_runtime(
         return row
 
     row = await _write(state, work)
-    return await _read(state, lambda s: _views(state, s, [row])[0])
+    return await read(state, lambda s: queries.runtime_views(state, s, [row])[0])
 
 
 @router.post("/runtimes/{name}/token", status_code=201, dependencies=[Depends(writer)])
@@ -262,7 +239,33 @@ async def revoke_runtime(name: str, state: ServerState = Depends(server_state)) 
     row = await _write(state, work)
     state.fleet.forget_keys(row.id)
     ADMIN_WRITES.labels("runtime", "revoked").inc()
-    return await _read(state, lambda s: _views(state, s, [row])[0])
+    return await read(state, lambda s: queries.runtime_views(state, s, [row])[0])
+
+
+# tokens -----------------------------------------------------------------------------------------------
+
+
+class CreateToken(BaseModel):
+    role: Literal["admin", "viewer"]
+    description: str = Field("", max_length=200)
+
+
+@router.post("/tokens", status_code=201, dependencies=[Depends(writer)])
+async def create_token(body: CreateToken, state: ServerState = Depends(server_state)) -> dict[str, Any]:
+    """A new admin or viewer token, shown this once; only its hash is stored."""
+    token = new_token(ADMIN_TOKEN_PREFIX)
+    hashed = token_hash(token)
+
+    def work(session: Session) -> None:
+        now = utcnow()
+        repo.add_admin_token(session, hashed, body.role, body.description, now)
+        message = f"role {body.role}" + (f": {body.description}" if body.description else "")
+        repo.record_event(session, "TokenCreated", f"token/{hashed[:12]}", message, now)
+
+    await _write(state, work)
+    state.admin_auth.add(hashed, body.role)
+    ADMIN_WRITES.labels("token", "created").inc()
+    return {"token": token, "role": body.role}
 
 
 # resources --------------------------------------------------------------------------------------------
@@ -291,69 +294,25 @@ async def apply(body: ApplyRequest, state: ServerState = Depends(server_state)) 
     return {"results": outcome.results, "warnings": [w.as_dict() for w in outcome.warnings]}
 
 
-def _ready_runtime_ids(state: ServerState, session: Session) -> set[str]:
-    now = utcnow()
-    statuses = repo.statuses(session)
-    ready = set()
-    for runtime_id in state.fleet.runtimes:
-        conditions = runtime_conditions(
-            state.fleet, runtime_id, statuses.get(runtime_id), now, state.settings.heartbeat_grace
-        )
-        if conditions[2].status == "True":
-            ready.add(runtime_id)
-    return ready
-
-
 @router.get("/components")
 async def list_components(state: ServerState = Depends(server_state)) -> list[dict[str, Any]]:
-
-    def work(session: Session) -> list[dict[str, Any]]:
-        ready = _ready_runtime_ids(state, session)
-        rows = {c.name: c for c in repo.all_components(session)}
-        views = []
-        for name in sorted(state.fleet.components):
-            view = component_view(state.fleet, name, ready)
-            view.pop("runtimes")
-            view["updated_at"] = rows[name].updated_at.isoformat() if name in rows else None
-            views.append(view)
-        return views
-
-    return await _read(state, work)
+    return await read(state, lambda session: queries.components(state, session))
 
 
 @router.get("/components/{name}")
 async def get_component(name: str, state: ServerState = Depends(server_state)) -> dict[str, Any]:
-
-    if name not in state.fleet.components:
+    view = await read(state, lambda session: queries.component(state, session, name))
+    if view is None:
         raise HTTPException(404, f"component {name!r} not found")
-
-    def work(session: Session) -> dict[str, Any]:
-        view = component_view(state.fleet, name, _ready_runtime_ids(state, session))
-        row = repo.component(session, name)
-        view["updated_at"] = row.updated_at.isoformat() if row else None
-        view["manifest"] = state.fleet.components[name].manifest
-        return view
-
-    return await _read(state, work)
+    return view
 
 
 @router.get("/components/{name}/history")
 async def component_history(name: str, state: ServerState = Depends(server_state)) -> list[dict[str, Any]]:
-    def work(session: Session) -> list[dict[str, Any]]:
-        rows = repo.component_history(session, name)
-        if not rows:
-            raise HTTPException(404, f"component {name!r} has no history")
-        return [
-            {
-                "revision": r.revision,
-                "created_at": r.created_at.isoformat(),
-                "action": r.action,
-                "manifest": r.manifest,
-            }
-            for r in rows
-        ]
-
-    return await _read(state, work)
+    history = await read(state, lambda session: queries.component_history(session, name))
+    if not history:
+        raise HTTPException(404, f"component {name!r} has no history")
+    return history
 
 
 class Rollback(BaseModel):
@@ -401,23 +360,7 @@ async def delete_component(name: str, state: ServerState = Depends(server_state)
 
 @router.get("/secrets")
 async def list_secrets(state: ServerState = Depends(server_state)) -> list[dict[str, Any]]:
-    def work(session: Session) -> list[dict[str, Any]]:
-        users: dict[str, list[str]] = {}
-        for c in repo.all_components(session):
-            for secret in secret_refs(c.manifest):
-                users.setdefault(secret, []).append(c.name)
-        return [
-            {
-                "name": s.name,
-                "keys": s.keys,
-                "revision": s.revision,
-                "used_by": sorted(users.get(s.name, [])),
-                "updated_at": s.updated_at.isoformat(),
-            }
-            for s in repo.all_secrets(session)
-        ]
-
-    return await _read(state, work)
+    return await read(state, queries.secrets)
 
 
 @router.delete("/secrets/{name}", status_code=204, dependencies=[Depends(writer)])
@@ -444,19 +387,7 @@ async def list_events(
     subject: str | None = None,
     state: ServerState = Depends(server_state),
 ) -> list[dict[str, Any]]:
-    def work(session: Session) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": e.id,
-                "time": e.time.isoformat(),
-                "type": e.type,
-                "subject": e.subject,
-                "message": e.message,
-            }
-            for e in repo.events_after(session, after, limit, subject)
-        ]
-
-    return await _read(state, work)
+    return await read(state, lambda session: queries.events(session, after, limit, subject))
 
 
 def unprocessable(problems: list[Problem]) -> JSONResponse:

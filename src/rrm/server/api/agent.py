@@ -87,21 +87,7 @@ async def report_status(
     runtime: RuntimeEntry = Depends(calling_runtime),
     state: ServerState = Depends(server_state),
 ) -> Response:
-    report = body.model_dump(mode="json")
-
-    def write() -> None:
-        with state.db.write() as session:
-            repo.save_status(
-                session,
-                runtime.id,
-                body.applied_hash,
-                report,
-                body.agent_version,
-                body.heartbeat_interval,
-                utcnow(),
-            )
-
-    await asyncio.to_thread(write)
+    await state.status_writer.submit(runtime.id, runtime.name, body)
     STATUS_REPORTS.inc()
     return Response(status_code=204)
 

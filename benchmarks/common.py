@@ -1,0 +1,247 @@
+"""What every benchmark shares: the server process, the admin API, the payload, percentiles, sampling."""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[1]
+OPEN_FILES_WANTED = 262_144
+SERVER_START_DEADLINE = 120.0
+BENCH_LABELS = {"bench": "yes"}
+SELECTOR = "bench=yes"
+LABEL_GROUPS = 10  # runtimes get one of 10 `group` labels, so placement is computed for distinct label sets
+
+
+def raise_open_files(wanted: int = OPEN_FILES_WANTED) -> int:
+    """Raise this process's open-file limit (beyond the hard limit when running as root); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in (max(wanted, hard), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return limit
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def source_address(index: int, per_address: int = 64) -> str:
+    """A loopback source address for client `index`: spreads the load generator's sockets over many
+    source addresses, so 10,000 clients and their TIME_WAITs never exhaust one address's ephemeral ports."""
+    group = index // per_address
+    return f"127.{10 + group // 62500}.{(group // 250) % 250}.{group % 250 + 1}"
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"timed out after {timeout:.0f} s waiting for {what}" + (f": {last!r}" if last else "")
+            )
+        time.sleep(interval)
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Nearest-rank p50, p90, p99 and max, in seconds."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
+
+    def rank(p: float) -> float:
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+    return {"count": len(ordered), "p50": rank(50), "p90": rank(90), "p99": rank(99), "max": ordered[-1]}
+
+
+# --- the payload -----------------------------------------------------------------------------------------
+
+
+def component(name: str, revision_marker: int, selector: str = SELECTOR, padding: int = 6) -> dict[str, Any]:
+    """A Dapr HTTP output binding (valid against Dapr's schemas) of about 1 KB once delivered."""
+    metadata: list[dict[str, Any]] = [
+        {"name": "url", "value": f"https://ingest.example.com/{name}?marker={revision_marker}"},
+        {"name": "securityTokenHeader", "value": "X-Api-Token"},
+        {"name": "errorIfNot2XX", "value": "true"},
+    ]
+    metadata += [
+        {"name": f"header-x-bench-{i}", "value": f"value-{i:02d}-" + "x" * 80} for i in range(padding)
+    ]
+    return {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name, "annotations": {"rrm.io/selector": selector}},
+        "spec": {"type": "bindings.http", "version": "v1", "metadata": metadata},
+    }
+
+
+# --- the control plane -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    """`rrm server` started through `benchmarks.serve` (open-file limit raised), on its own data dir."""
+
+    data_dir: Path
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    admin: httpx.Client | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> float:
+        """Starts the process and waits until it answers; returns the seconds that took."""
+        started = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RRM_")}
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--log-level",
+                    "warning",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        wait_until(self._ready, SERVER_START_DEADLINE, f"rrm server on {self.url} (log {self.log_path})")
+        token = (self.data_dir / "admin-token").read_text().strip()
+        if self.admin is not None:
+            self.admin.close()
+        self.admin = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=300
+        )
+        return time.monotonic() - started
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"rrm server exited with {self.process.returncode}; see {self.log_path}")
+        with httpx.Client(base_url=self.url, timeout=5) as probe:
+            ok = probe.get("/readyz").status_code == 200
+        return ok and (self.data_dir / "admin-token").is_file()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.admin is not None:
+            self.admin.close()
+            self.admin = None
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+    def apply(self, *documents: dict[str, Any]) -> dict[str, Any]:
+        assert self.admin is not None
+        response = self.admin.post("/api/v1/apply", json={"documents": list(documents)})
+        if response.status_code != 200:
+            raise RuntimeError(f"apply answered {response.status_code}: {response.text[:500]}")
+        result: dict[str, Any] = response.json()
+        return result
+
+    def synced_count(self) -> int:
+        """How many runtimes the control plane itself shows as Synced."""
+        assert self.admin is not None
+        runtimes = self.admin.get("/api/v1/runtimes").json()
+        return sum(
+            1 for r in runtimes for c in r["conditions"] if c["type"] == "Synced" and c["status"] == "True"
+        )
+
+
+# --- measuring a process -----------------------------------------------------------------------------------
+
+
+class ProcessSampler:
+    """CPU time and RSS of one process (psutil), sampled every `interval` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        import psutil
+
+        self._process = psutil.Process(pid)
+        self._interval = interval
+        self._rss: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = 0.0
+        self._cpu0 = 0.0
+
+    def _cpu(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._rss.append(self._process.memory_info().rss)
+
+    def __enter__(self) -> ProcessSampler:
+        self._started, self._cpu0 = time.monotonic(), self._cpu()
+        self._rss.append(self._process.memory_info().rss)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.elapsed = time.monotonic() - self._started
+        self.cpu_seconds = self._cpu() - self._cpu0
+        self._rss.append(self._process.memory_info().rss)
+        self._stop.set()
+        self._thread.join()
+
+    def result(self) -> dict[str, float]:
+        return {
+            "seconds": round(self.elapsed, 1),
+            "cpu_cores": round(self.cpu_seconds / self.elapsed, 4),
+            "cpu_percent_of_core": round(100 * self.cpu_seconds / self.elapsed, 3),
+            "rss_mb_max": round(max(self._rss) / 2**20, 1),
+            "rss_mb_mean": round(sum(self._rss) / len(self._rss) / 2**20, 1),
+        }

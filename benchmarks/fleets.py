@@ -1,0 +1,263 @@
+"""Fleets of simulated runtimes: registered and paired once per size, then copied for every benchmark.
+
+Registering and pairing 10,000 runtimes takes minutes, so each size is set up once per run: a control plane
+on a fresh data dir registers the runtimes (admin API) and every agent pairs with its own token and its own
+Ed25519 key (the real `AgentIdentity.pair`); the server is then stopped. Each benchmark starts its own
+server on a copy of that data dir, and its agents start from their stored identities, as a restarted
+`rrm agent` does. Agent state lives on tmpfs when there is one: in a real fleet every agent has its own
+disk, here 10,000 of them would otherwise queue their fsyncs behind the control plane's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.common import BENCH_LABELS, LABEL_GROUPS, ServerProcess, wait_until
+from benchmarks.workers import WorkerPool
+
+REGISTER_CONCURRENCY = 16
+# Registering through the admin API costs O(N) per runtime at the moment (its answer reads every runtime's
+# condition rows), so larger fleets are written with the same repository calls the API makes, in one
+# transaction, while the server is stopped. Pairing always goes through the agent API.
+API_REGISTRATION_LIMIT = 1000
+PAIR_CONCURRENCY_PER_WORKER = 16
+# Agents start spread over size / RAMP_AGENTS_PER_SECOND seconds (20 s for 10,000), as a fleet does; thousands
+# starting in the same instant in one process would queue their connects behind each other.
+RAMP_AGENTS_PER_SECOND = 500
+DEFAULT_WAIT_SECONDS = 30.0
+DEFAULT_HEARTBEAT_SECONDS = 15.0
+
+
+@dataclass
+class FleetTemplate:
+    size: int
+    data_dir: Path
+    state_dirs: list[Path]
+    names: list[str]
+    setup: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Bench:
+    """What one run of the benchmarks shares: the worker pool, the work dirs and the fleet templates."""
+
+    pool: WorkerPool
+    workdir: Path
+    agents_root: Path
+    templates: dict[int, FleetTemplate] = field(default_factory=dict)
+    profile_dir: Path | None = None
+
+    def pids(self, server: ServerProcess) -> dict[str, int]:
+        """The processes worth profiling: the server and each worker."""
+        return {"server": server.pid} | {f"worker-{i}": pid for i, pid in enumerate(self.pool.pids)}
+
+    def log(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    # fleets --------------------------------------------------------------------------------------------
+
+    def fleet(self, size: int) -> FleetTemplate:
+        if size not in self.templates:
+            self.templates[size] = self._build(size)
+        return self.templates[size]
+
+    def _build(self, size: int) -> FleetTemplate:
+        root = self.workdir / f"fleet-{size}"
+        names = [f"rt-{i:05d}" for i in range(size)]
+        state_dirs = [self.agents_root / f"fleet-{size}" / name for name in names]
+        server = ServerProcess(root / "data", root / "server.log")
+        server.start()
+        try:
+            started = time.monotonic()
+            if size <= API_REGISTRATION_LIMIT:
+                self.log(f"fleet of {size}: registering runtimes through the admin API")
+                token = (server.data_dir / "admin-token").read_text().strip()
+                tokens = asyncio.run(_register(server.url, token, names, self.log))
+            else:
+                self.log(f"fleet of {size}: registering runtimes straight into the stopped server's database")
+                server.stop()
+                tokens = _register_directly(server.data_dir, names)
+                server.start()
+            registered = time.monotonic() - started
+            self.log(f"fleet of {size}: {size / registered:.0f} registrations/s; pairing the agents")
+            started = time.monotonic()
+            specs = [
+                (n, t, str(d), i) for i, (n, t, d) in enumerate(zip(names, tokens, state_dirs, strict=True))
+            ]
+            self.pool.call(
+                "pair",
+                [
+                    {"url": server.url, "specs": chunk, "concurrency": PAIR_CONCURRENCY_PER_WORKER}
+                    for chunk in self.split(specs)
+                ],
+            )
+            paired = time.monotonic() - started
+            self.log(f"fleet of {size}: {size / paired:.0f} pairings/s")
+        finally:
+            server.stop()
+        return FleetTemplate(
+            size,
+            root / "data",
+            state_dirs,
+            names,
+            {"register_per_second": round(size / registered, 1), "pair_per_second": round(size / paired, 1)},
+        )
+
+    def split(self, items: Sequence[Any]) -> list[list[Any]]:
+        """Round-robin over the workers, so a ramp-up interleaves them."""
+        return [list(items[w :: self.pool.size]) for w in range(self.pool.size)]
+
+    def server(self, template: FleetTemplate | None, label: str) -> ServerProcess:
+        """A server for one benchmark on a fresh copy of the template's data dir (or an empty one)."""
+        root = self.workdir / label
+        if root.exists():
+            shutil.rmtree(root)
+        data_dir = root / "data"
+        if template is not None:
+            shutil.copytree(template.data_dir, data_dir)
+        return ServerProcess(data_dir, root / "server.log")
+
+    # agents --------------------------------------------------------------------------------------------
+
+    def start_agents(
+        self,
+        template: FleetTemplate,
+        urls: list[str],
+        label: str,
+        *,
+        wait_seconds: float = DEFAULT_WAIT_SECONDS,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_SECONDS,
+        ramp_seconds: float | None = None,
+    ) -> None:
+        caches = self.agents_root / "caches" / label
+        if caches.exists():
+            shutil.rmtree(caches)
+        specs = [
+            (name, str(state_dir), str(caches / name), i)
+            for i, (name, state_dir) in enumerate(zip(template.names, template.state_dirs, strict=True))
+        ]
+        ramp = template.size / RAMP_AGENTS_PER_SECOND if ramp_seconds is None else ramp_seconds
+        self.pool.call(
+            "start",
+            [
+                {
+                    "urls": urls,
+                    "specs": chunk,
+                    "wait_seconds": wait_seconds,
+                    "heartbeat_interval": heartbeat_interval,
+                    "ramp_seconds": ramp,
+                }
+                for chunk in self.split(specs)
+            ],
+        )
+
+    def progress(self, hash: str) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for reply in self.pool.broadcast("progress", hash=hash):
+            for key, value in reply.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def wait_reported(self, hash: str, size: int, timeout: float, what: str) -> float:
+        """Wait until every agent has applied `hash` and reported it; returns the seconds waited."""
+        started = time.monotonic()
+        wait_until(lambda: self.progress(hash)["reported"] >= size, timeout, what, interval=0.25)
+        return time.monotonic() - started
+
+    def wait_applied(self, hash: str, size: int, timeout: float) -> int:
+        """Wait until every agent has applied `hash`, or the timeout; returns how many did."""
+        deadline = time.monotonic() + timeout
+        while True:
+            applied = self.progress(hash)["applied"]
+            if applied >= size or time.monotonic() > deadline:
+                return applied
+            time.sleep(0.05)
+
+    def applied_times(self, hash: str) -> list[float | None]:
+        return [t for reply in self.pool.broadcast("applied_times", hash=hash) for t in reply]
+
+    def failures(self, reset: bool = False) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for reply in self.pool.broadcast("failures", reset=reset):
+            for key, value in reply.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def stop_agents(self) -> None:
+        self.pool.broadcast("stop_agents")
+
+
+def desired_hash(server: ServerProcess, runtime: str) -> str:
+    assert server.admin is not None
+    value = server.admin.get(f"/api/v1/runtimes/{runtime}").json()["desired_hash"]
+    return str(value)
+
+
+def _labels(index: int) -> dict[str, str]:
+    return {**BENCH_LABELS, "group": f"g{index % LABEL_GROUPS}"}
+
+
+def _register_directly(data_dir: Path, names: list[str]) -> list[str]:
+    """What `POST /api/v1/runtimes` stores, for every name, in one transaction; returns the pairing tokens."""
+    from rrm.server.auth import PAIRING_TOKEN_PREFIX, new_token, token_hash
+    from rrm.store import Database
+    from rrm.store import repositories as repo
+    from rrm.store.tables import Runtime
+
+    db = Database(f"sqlite:///{data_dir / 'rrm.db'}")
+    now = datetime.now(UTC)
+    expires = now + timedelta(days=1)
+    tokens = []
+    try:
+        with db.write() as session:
+            for index, name in enumerate(names):
+                row = Runtime(
+                    id=str(uuid.uuid4()),
+                    name=name,
+                    kind="selfhosted",
+                    labels=_labels(index),
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(row)
+                session.flush()
+                token = new_token(PAIRING_TOKEN_PREFIX)
+                repo.add_pairing_token(session, row.id, token_hash(token), expires, now)
+                repo.record_change(session, repo.ENTITY_RUNTIME, row.id, now)
+                repo.record_event(session, "RuntimeRegistered", f"runtime/{name}", "kind selfhosted", now)
+                tokens.append(token)
+    finally:
+        db.dispose()
+    return tokens
+
+
+async def _register(url: str, token: str, names: list[str], log: Callable[[str], None]) -> list[str]:
+    gate = asyncio.Semaphore(REGISTER_CONCURRENCY)
+    done = 0
+    started = time.monotonic()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
+
+        async def register(index: int, name: str) -> str:
+            body = {"name": name, "kind": "selfhosted", "labels": _labels(index), "token_ttl_seconds": 86400}
+            async with gate:
+                response = await client.post("/api/v1/runtimes", json=body)
+            if response.status_code != 201:
+                raise RuntimeError(f"registering {name}: {response.status_code} {response.text[:300]}")
+            nonlocal done
+            done += 1
+            if done % 1000 == 0:
+                log(f"  {done} registered ({done / (time.monotonic() - started):.0f}/s)")
+            return str(response.json()["pairing_token"])
+
+        return await asyncio.gather(*(register(i, n) for i, n in enumerate(names)))

@@ -1,0 +1,145 @@
+"""1 + 2. Propagation: admin API response → every agent has applied the update; then the same fan-out from
+etcd (put response → every watcher has the value) in the same run, on the same machine, same workers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from benchmarks.common import ProcessSampler, component, percentiles, wait_until
+from benchmarks.etcd import EtcdProcess, b64, etcd_binary
+from benchmarks.fleets import Bench, desired_hash
+from benchmarks.profile import profiled
+
+COMPONENT = "bench-propagation"
+ETCD_KEY = "/rrm-bench/desired-state"
+PERCENTILES = ("p50", "p90", "p99", "max")
+
+
+def run(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
+    rrm = run_rrm(bench, size, rounds)
+    payload = rrm.pop("payload")
+    etcd = run_etcd(bench, size, rounds, payload)
+    result: dict[str, Any] = {"size": size, "rounds": rounds, "rrm": rrm, "etcd": etcd}
+    if etcd.get("status") == "ok":
+        result["ratio"] = _ratios(rrm["latency"], etcd["latency"])
+        result["ratio_from_request"] = _ratios(rrm["latency_from_request"], etcd["latency_from_request"])
+    return result
+
+
+def _ratios(rrm: dict[str, Any], etcd: dict[str, Any]) -> dict[str, float | None]:
+    return {p: round(rrm[p] / etcd[p], 2) if rrm[p] is not None and etcd[p] else None for p in PERCENTILES}
+
+
+def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
+    template = bench.fleet(size)
+    label = f"propagation-{size}"
+    server = bench.server(template, label)
+    server.start()
+    latencies: list[float] = []
+    from_request: list[float] = []
+    before_response = lost = 0
+    try:
+        server.apply(component(COMPONENT, 0))
+        current = desired_hash(server, template.names[0])
+        bench.log(f"propagation {size}: starting {size} agents")
+        started = time.monotonic()
+        bench.start_agents(template, [server.url], label)
+        bench.wait_reported(current, size, 120 + size / 20, f"{size} agents synced")
+        initial_sync = time.monotonic() - started
+        bench.log(f"propagation {size}: all synced after {initial_sync:.1f} s; {rounds} updates")
+        with ProcessSampler(server.pid) as sampler, profiled(bench.pids(server), bench.profile_dir, label):
+            for marker in range(1, rounds + 1):
+                sent = time.monotonic()
+                server.apply(component(COMPONENT, marker))
+                answered = time.monotonic()
+                current = desired_hash(server, template.names[0])
+                bench.wait_applied(current, size, 60 + size / 100)
+                times = [t for t in bench.applied_times(current) if t is not None]
+                lost += size - len(times)
+                before_response += sum(1 for t in times if t < answered)
+                latencies += [max(0.0, t - answered) for t in times]
+                from_request += [t - sent for t in times]
+                bench.log(
+                    f"propagation {size}: update {marker}: p99 {percentiles(latencies)['p99']:.3f} s, "
+                    f"admin answer {answered - sent:.3f} s"
+                )
+                # every status report in before the next update, so rounds do not overlap
+                bench.wait_reported(current, size, 60 + size / 50, "status reports after the update")
+                time.sleep(1.0)
+        synced = server.synced_count()
+        payload = next((p for p in bench.pool.broadcast("payload") if p), "")
+        failures = bench.failures()
+    finally:
+        bench.stop_agents()
+        server.stop()
+    return {
+        "latency": percentiles(latencies),
+        "latency_from_request": percentiles(from_request),
+        "applied_before_admin_answer": before_response,
+        "lost": lost,
+        "synced_by_control_plane": synced,
+        "initial_sync_seconds": round(initial_sync, 1),
+        "failed_requests": failures,
+        "server": sampler.result(),
+        "body_bytes": len(payload.encode()),
+        "payload": payload,
+        "setup": template.setup,
+    }
+
+
+def run_etcd(bench: Bench, size: int, rounds: int, payload: str) -> dict[str, Any]:
+    if etcd_binary() is None:
+        return {"status": "unavailable", "reason": "etcd is not installed (apt-get install etcd-server)"}
+    etcd = EtcdProcess(bench.workdir / f"etcd-{size}")
+    etcd.start()
+    latencies: list[float] = []
+    from_request: list[float] = []
+    before_response = lost = 0
+    try:
+        etcd.put(ETCD_KEY, payload)
+        indices = bench.split(list(range(size)))
+        bench.log(f"etcd {size}: opening {size} watches")
+        bench.pool.call(
+            "etcd_watch", [{"url": etcd.url, "key_b64": b64(ETCD_KEY), "indices": chunk} for chunk in indices]
+        )
+        wait_until(
+            lambda: _etcd_progress(bench, 0)["created"] >= size, 120 + size / 20, f"{size} etcd watches"
+        )
+        with ProcessSampler(etcd.pid) as sampler:
+            for _ in range(rounds):
+                sent = time.monotonic()
+                revision = etcd.put(ETCD_KEY, payload)
+                answered = time.monotonic()
+                deadline = answered + 60 + size / 100
+                while _etcd_progress(bench, revision)["received"] < size and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                times = [t for reply in bench.pool.broadcast("etcd_times", revision=revision) for t in reply]
+                got = [t for t in times if t is not None]
+                lost += size - len(got)
+                before_response += sum(1 for t in got if t < answered)
+                latencies += [max(0.0, t - answered) for t in got]
+                from_request += [t - sent for t in got]
+                time.sleep(1.0)
+        failed = _etcd_progress(bench, 0)["failed"]
+    finally:
+        bench.pool.broadcast("etcd_stop")
+        etcd.stop()
+    bench.log(f"etcd {size}: p99 {percentiles(latencies)['p99']:.3f} s")
+    return {
+        "status": "ok",
+        "latency": percentiles(latencies),
+        "latency_from_request": percentiles(from_request),
+        "received_before_put_answer": before_response,
+        "lost": lost,
+        "failed_watches": failed,
+        "etcd": sampler.result(),
+    }
+
+
+def _etcd_progress(bench: Bench, revision: int) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for reply in bench.pool.broadcast("etcd_progress", revision=revision):
+        for key, value in reply.items():
+            total[key] = total.get(key, 0) + value
+    return total

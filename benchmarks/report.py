@@ -1,0 +1,243 @@
+"""Results as Markdown tables (printed, written to latest.md, copied into BENCHMARKS.md) and as the issue's
+targets, each marked met or not."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+import rrm
+from benchmarks.etcd import etcd_version
+
+PERCENTILES = ("p50", "p90", "p99", "max")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), ""
+            )
+    except OSError:
+        pass
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "rrm": rrm.__version__,
+        "etcd": etcd_version() or "not installed",
+    }
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    parts = [
+        f"Run {m['date']} on {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, rrm {m['rrm']}, "
+        f"etcd {m['etcd']}; agents and control plane share the machine. Command: `{results['command']}`.",
+    ]
+    if results.get("propagation"):
+        parts.append(_propagation(results["propagation"]))
+    if results.get("footprint"):
+        rows = [
+            [
+                f"{r['size']:,}",
+                f"{r['server']['cpu_cores']:.3f}",
+                f"{r['server']['rss_mb_max']:.0f}",
+                f"{r['load_generator_cpu_cores']:.3f}",
+                f"{r['server']['seconds']:.0f}",
+                str(sum(r["failed_requests"].values())),
+            ]
+            for r in results["footprint"]
+        ]
+        header = ["idle agents", "control plane CPU (cores)", "control plane RSS max (MB)"]
+        header += ["load generator CPU (cores)", "window (s)", "failed requests"]
+        parts.append(
+            "### Footprint (idle, default intervals: wait 30 s, heartbeat 15 s)\n\n" + _table(header, rows)
+        )
+        one = next((r["one_agent"] for r in results["footprint"] if r.get("one_agent")), None)
+        if one:
+            parts.append(
+                "One `rrm agent` process (self-hosted target, idle): "
+                f"RSS {one['rss_mb_max']:.1f} MB, CPU {one['cpu_percent_of_core']:.3f} % of a core "
+                f"over {one['seconds']:.0f} s."
+            )
+    if results.get("throughput"):
+        t = results["throughput"]
+        b = t["burst"]
+        parts.append(
+            "### Write throughput\n\n"
+            + _table(
+                [
+                    "runtimes",
+                    "writes/s (no agents)",
+                    "write p50 s",
+                    "write p99 s",
+                    "burst writes/s (agents connected)",
+                ],
+                [
+                    [
+                        f"{t['runtimes']:,}",
+                        f"{t['writes_per_second']:.0f}",
+                        _s(t["write_latency"]["p50"]),
+                        _s(t["write_latency"]["p99"]),
+                        f"{b['writes_per_second']:.0f}",
+                    ]
+                ],
+            )
+            + "\n\n"
+            + f"Burst of {b['writes']} writes to one component with {b['agents']:,} agents connected: "
+            f"each agent was sent at most {b['states_per_agent_max']} states "
+            f"(mean {b['states_per_agent_mean']}), "
+            f"at most {b['states_per_window_max']} within {b['window_seconds']:g} s; "
+            f"{b['agents_on_final_revision']:,}/{b['agents']:,} agents ended on the final revision "
+            f"({b['seconds_until_all_final']:.1f} s after the burst began)."
+        )
+    if results.get("storm"):
+        s = results["storm"]
+        parts.append(
+            "### Reconnect storm\n\n"
+            + _table(
+                [
+                    "agents",
+                    "stop s",
+                    "start s",
+                    "all synced after restart s",
+                    "refused / failed requests",
+                    "lost",
+                ],
+                [
+                    [
+                        f"{s['size']:,}",
+                        f"{s['stop_seconds']:.1f}",
+                        f"{s['start_seconds']:.1f}",
+                        _s(s["synced_seconds_after_restart"]) if s["all_synced"] else "not all",
+                        ", ".join(f"{k} {v}" for k, v in sorted(s["failed_requests"].items())) or "0",
+                        str(s["lost"]),
+                    ]
+                ],
+            )
+        )
+    targets = results.get("targets", [])
+    if targets:
+        parts.append(
+            "### Targets (one 2-core machine, agents and control plane sharing it)\n\n"
+            + _table(
+                ["target", "wanted", "measured", "met"],
+                [[t["target"], t["wanted"], t["measured"], "yes" if t["met"] else "**no**"] for t in targets],
+            )
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+def _propagation(runs: list[dict[str, Any]]) -> str:
+    def cells(latency: dict[str, Any] | None) -> list[str]:
+        return [_s(latency.get(p)) for p in PERCENTILES] if latency else ["unavailable"] * len(PERCENTILES)
+
+    answer_rows, request_rows = [], []
+    for r in runs:
+        rrm, etcd = r["rrm"], r["etcd"]
+        ok = etcd["status"] == "ok"
+        early = f"{rrm['applied_before_admin_answer']} / {etcd['received_before_put_answer'] if ok else '-'}"
+        answer_rows.append(
+            [
+                f"{r['size']:,}",
+                *cells(rrm["latency"]),
+                *cells(etcd.get("latency")),
+                str(rrm["lost"]),
+                early,
+                f"{rrm['body_bytes']:,}",
+            ]
+        )
+        ratio = r.get("ratio_from_request", {})
+        request_rows.append(
+            [f"{r['size']:,}"]
+            + cells(rrm["latency_from_request"])
+            + cells(etcd.get("latency_from_request"))
+            + [f"{ratio[p]:.2f}" if ratio.get(p) is not None else "-" for p in PERCENTILES]
+        )
+    header = ["N"] + [f"rrm {p} s" for p in PERCENTILES] + [f"etcd {p} s" for p in PERCENTILES]
+    return (
+        "### Propagation, from the write's answer (admin API / etcd put) "
+        "to applied (agent) / received (watcher)"
+        + "\n\n"
+        + _table([*header, "lost", "before the answer (rrm / etcd)", "body bytes"], answer_rows)
+        + "\n\n### Propagation, from the write request sent, with rrm / etcd per percentile\n\n"
+        + _table(header + [f"rrm/etcd {p}" for p in PERCENTILES], request_rows)
+    )
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def add(target: str, wanted: str, measured: str, met: bool) -> None:
+        found.append({"target": target, "wanted": wanted, "measured": measured, "met": met})
+
+    for r in results.get("propagation", []):
+        if r["size"] not in (1000, 10000):
+            continue
+        limit = 0.3 if r["size"] == 1000 else 2.0
+        p99 = r["rrm"]["latency"]["p99"]
+        ratio = r.get("ratio_from_request", {}).get("p99")
+        add(
+            f"propagation p99, {r['size']:,} runtimes",
+            f"≤ {limit} s and ≤ 1.5 x etcd p99",
+            f"{_s(p99)} s, {ratio if ratio is not None else '-'} x etcd",
+            p99 is not None and p99 <= limit and ratio is not None and ratio <= 1.5 and r["rrm"]["lost"] == 0,
+        )
+    for r in results.get("footprint", []):
+        if r["size"] == 10000:
+            server = r["server"]
+            add(
+                "control plane idle, 10,000 agents",
+                "≤ 0.3 core, ≤ 400 MB RSS",
+                f"{server['cpu_cores']:.3f} core, {server['rss_mb_max']:.0f} MB",
+                server["cpu_cores"] <= 0.3 and server["rss_mb_max"] <= 400,
+            )
+        if r.get("one_agent"):
+            one = r["one_agent"]
+            add(
+                "one agent",
+                "≤ 50 MB RSS, ≤ 0.5 % of a core idle",
+                f"{one['rss_mb_max']:.1f} MB, {one['cpu_percent_of_core']:.3f} %",
+                one["rss_mb_max"] <= 50 and one["cpu_percent_of_core"] <= 0.5,
+            )
+    t = results.get("throughput")
+    if t:
+        add(
+            f"component writes, {t['runtimes']:,} runtimes",
+            "≥ 500 per second",
+            f"{t['writes_per_second']:.0f} per second",
+            t["writes_per_second"] >= 500,
+        )
+        b = t["burst"]
+        add(
+            "a burst coalesces, every agent on the final revision",
+            f"≤ 1 state per agent per {b['window_seconds']:g} s window, all final",
+            f"≤ {b['states_per_window_max']} per window, "
+            f"{b['agents_on_final_revision']:,}/{b['agents']:,} final",
+            b["states_per_window_max"] <= 1 and b["agents_on_final_revision"] == b["agents"],
+        )
+    s = results.get("storm")
+    if s:
+        add(
+            f"reconnect storm, {s['size']:,} agents",
+            "all Synced within 60 s, nothing lost",
+            f"{_s(s['synced_seconds_after_restart'])} s, {s['lost']} lost",
+            bool(s["all_synced"]) and (s["synced_seconds_after_restart"] or 1e9) <= 60 and s["lost"] == 0,
+        )
+    return found

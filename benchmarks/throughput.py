@@ -1,0 +1,111 @@
+"""4. Write throughput: component writes per second through the admin API with N runtimes registered and
+every written component placed on all of them; then, with their agents connected, a burst of writes to one
+component: how many states each agent was sent, at most how many within one debounce window, and whether
+every agent ends on the final revision."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from benchmarks.common import ProcessSampler, ServerProcess, component, percentiles
+from benchmarks.fleets import Bench, desired_hash
+from benchmarks.profile import profiled
+
+COMPONENTS = 10
+CONCURRENCY = 8
+
+
+def run(bench: Bench, size: int, seconds: float, burst: int, window: float) -> dict[str, Any]:
+    template = bench.fleet(size)
+    server = bench.server(template, "throughput")
+    server.start()
+    names = [f"bench-w{i}" for i in range(COMPONENTS)]
+    try:
+        server.apply(*(component(name, 0) for name in names))
+        bench.log(f"throughput: writing for {seconds:.0f} s, {size} runtimes, no agents")
+        with ProcessSampler(server.pid) as sampler, profiled(bench.pids(server), bench.profile_dir, "writes"):
+            quiet = asyncio.run(_write(server, names, seconds=seconds))
+        current = desired_hash(server, template.names[0])
+        bench.start_agents(template, [server.url], "throughput")
+        bench.wait_reported(current, size, 120 + size / 20, f"{size} agents synced")
+        bench.log(f"throughput: burst of {burst} writes to one component with {size} agents connected")
+        started = time.monotonic()
+        with profiled(bench.pids(server), bench.profile_dir, "burst"):
+            loaded = asyncio.run(_write(server, names[:1], count=burst, first_marker=1_000_000))
+            final = desired_hash(server, template.names[0])
+            applied = bench.wait_applied(final, size, 120 + size / 50)
+        settled = time.monotonic() - started
+        received = [r for reply in bench.pool.broadcast("received", since=started) for r in reply]
+        failures = bench.failures()
+    finally:
+        bench.stop_agents()
+        server.stop()
+    per_agent = [len(times) for times in received]
+    per_window = [_most_within(times, window) for times in received]
+    return {
+        "runtimes": size,
+        "components_placed": COMPONENTS,
+        "writes_per_second": quiet["per_second"],
+        "write_latency": quiet["latency"],
+        "server": sampler.result(),
+        "burst": {
+            "writes": burst,
+            "writes_per_second": loaded["per_second"],
+            "write_latency": loaded["latency"],
+            "window_seconds": window,
+            "states_per_agent_max": max(per_agent, default=0),
+            "states_per_agent_mean": round(sum(per_agent) / max(1, len(per_agent)), 2),
+            "states_per_window_max": max(per_window, default=0),
+            "agents_on_final_revision": applied,
+            "agents": size,
+            "seconds_until_all_final": round(settled, 2),
+            "failed_requests": failures,
+        },
+    }
+
+
+async def _write(
+    server: ServerProcess,
+    names: list[str],
+    *,
+    seconds: float | None = None,
+    count: int | None = None,
+    first_marker: int = 1,
+) -> dict[str, Any]:
+    """Component updates (each a new revision) from CONCURRENCY clients, until `seconds` or `count`."""
+    assert server.admin is not None
+    headers = {"Authorization": server.admin.headers["Authorization"]}
+    latencies: list[float] = []
+    markers = iter(range(first_marker, first_marker + 10**9))
+    started = time.monotonic()
+    deadline = started + seconds if seconds is not None else float("inf")
+
+    async def writer(client: httpx.AsyncClient, slot: int) -> None:
+        while time.monotonic() < deadline and (count is None or len(latencies) < count):
+            marker = next(markers)
+            document = component(names[marker % len(names)], marker)
+            sent = time.monotonic()
+            response = await client.post("/api/v1/apply", json={"documents": [document]})
+            if response.status_code != 200:
+                raise RuntimeError(f"apply answered {response.status_code}: {response.text[:300]}")
+            latencies.append(time.monotonic() - sent)
+
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120) as client:
+        await asyncio.gather(*(writer(client, slot) for slot in range(CONCURRENCY)))
+    elapsed = time.monotonic() - started
+    return {"per_second": round(len(latencies) / elapsed, 1), "latency": percentiles(latencies)}
+
+
+def _most_within(times: list[float], window: float) -> int:
+    """The largest number of `times` inside any interval of length `window`."""
+    best, start = 0, 0
+    ordered = sorted(times)
+    for end, t in enumerate(ordered):
+        while t - ordered[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

@@ -1,0 +1,409 @@
+"""The load generator: worker processes, each running many real agents (or etcd watchers) on one event loop.
+
+An agent here is `rrm.agent.loop.Agent` with the real `DirectorClient` and `AgentIdentity`, exactly as
+`rrm agent` builds it, down to the `Target` interface; only the target is a benchmark one that keeps the
+objects in memory and notes when each desired-state hash was first applied. The client is the real one
+too, subclassed only to count what it received, reported and failed. Times are `time.monotonic()`, which
+on Linux is one clock for every process of the machine, so workers and coordinator compare them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import multiprocessing
+import ssl
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import httpx
+
+from benchmarks.common import raise_open_files, source_address
+from rrm.agent.cache import DesiredStateCache
+from rrm.agent.client import DirectorClient, DirectorError, DirectorUnavailable, Unauthorized
+from rrm.agent.config import AgentConfig
+from rrm.agent.identity import AgentIdentity
+from rrm.agent.loop import Agent
+from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target
+from rrm.wire import DesiredState, ResourceResult, StatusReport
+
+COMMAND_TIMEOUT = 1800.0
+THREADS_FOR_CONNECTS = 400
+# One TLS context for every client: the agents talk plain HTTP on loopback, and loading the CA bundle
+# 10,000 times would cost the load generator minutes and gigabytes for nothing.
+_TLS = ssl.create_default_context()
+
+
+# --- the agent's pieces, instrumented -----------------------------------------------------------------------
+
+
+class BenchTarget(Target):
+    """Objects in memory; `applied[hash]` is when that hash was first applied (monotonic seconds)."""
+
+    name = "bench"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, NativeObject] = {}
+        self.applied: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> Target:
+        return cls()
+
+    def render(self, state: DesiredState) -> dict[str, NativeObject]:
+        return {str(c["metadata"]["name"]): c for c in state.components}
+
+    def observe(self) -> dict[str, NativeObject]:
+        return dict(self.objects)
+
+    def apply(self, changes: NativeChanges, state: DesiredState, *, prune: bool) -> ApplyOutcome:
+        self.objects.update(changes.create)
+        self.objects.update(changes.update)
+        if prune:
+            for key in changes.delete:
+                self.objects.pop(key, None)
+        self.applied.setdefault(state.hash, time.monotonic())
+        return ApplyOutcome(
+            resources=[ResourceResult(name=name, state="applied") for name in sorted(self.objects)],
+            changed=not changes.empty,
+        )
+
+
+class Failures(Counter[str]):
+    def note(self, exc: DirectorError) -> None:
+        if isinstance(exc, Unauthorized):
+            self["unauthorized"] += 1
+        elif isinstance(exc, DirectorUnavailable) and "no director reachable" in str(exc):
+            self["refused_or_unreachable"] += 1
+        elif isinstance(exc, DirectorUnavailable):
+            self["server_error"] += 1
+        else:
+            self["unexpected_answer"] += 1
+
+
+class BenchClient(DirectorClient):
+    """The real client; notes each state received (time, hash), each report delivered, each failure."""
+
+    def __init__(self, urls: list[str], failures: Failures, **kwargs: Any) -> None:
+        super().__init__(urls, **kwargs)
+        self.failures = failures
+        self.received: list[tuple[float, str]] = []
+        self.reported_hash: str | None = None
+        self.last_body: str | None = None
+
+    async def fetch_desired(self, etag: str | None, wait: float) -> DesiredState | None:
+        try:
+            state = await super().fetch_desired(etag, wait)
+        except DirectorError as exc:
+            self.failures.note(exc)
+            raise
+        if state is not None:
+            self.received.append((time.monotonic(), state.hash))
+        return state
+
+    async def report_status(self, report: StatusReport) -> None:
+        try:
+            await super().report_status(report)
+        except DirectorError as exc:
+            self.failures.note(exc)
+            raise
+        self.reported_hash = report.applied_hash
+
+
+@dataclass
+class SimAgent:
+    agent: Agent
+    client: BenchClient
+    target: BenchTarget
+    task: asyncio.Task[None] | None = None
+
+
+# --- etcd watchers ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Watcher:
+    client: httpx.AsyncClient
+    received: dict[int, float]
+    created: asyncio.Event
+    task: asyncio.Task[None] | None = None
+
+
+async def _watch(url: str, key_b64: str, watcher: Watcher) -> None:
+    """One watch stream on etcd's HTTP gateway: newline-delimited JSON; every event's value is decoded."""
+    body = {"create_request": {"key": key_b64}}
+    async with watcher.client.stream("POST", f"{url}/v3/watch", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.strip():
+                continue
+            result = json.loads(line).get("result", {})
+            if result.get("created"):
+                watcher.created.set()
+            for event in result.get("events", []):
+                kv = event["kv"]
+                json.loads(base64.b64decode(kv.get("value", "")) or b"null")
+                watcher.received.setdefault(int(kv["mod_revision"]), time.monotonic())
+
+
+# --- one worker process -------------------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.agents: list[SimAgent] = []
+        self.failures = Failures()
+        self.watchers: list[Watcher] = []
+        self.done = asyncio.Event()
+
+    async def handle(self, command: str, kwargs: dict[str, Any]) -> Any:
+        handler: Callable[..., Any] = getattr(self, f"cmd_{command}")
+        return await handler(**kwargs)
+
+    # agents
+
+    async def cmd_pair(self, url: str, specs: list[tuple[str, str, str, int]], concurrency: int) -> float:
+        """Pair each (name, pairing token, state dir, index) with the real `AgentIdentity.pair`."""
+        started = time.monotonic()
+        gate = asyncio.Semaphore(concurrency)
+        client = DirectorClient([url], transport=httpx.AsyncHTTPTransport(verify=_TLS))
+
+        async def pair(name: str, token: str, state_dir: str) -> None:
+            async with gate:
+                for attempt in range(10):
+                    try:
+                        await AgentIdentity.pair(Path(state_dir), client, token, [url])
+                        return
+                    except DirectorUnavailable:
+                        if attempt == 9:
+                            raise
+                        await asyncio.sleep(0.5 * (attempt + 1))
+
+        try:
+            await asyncio.gather(*(pair(name, token, state_dir) for name, token, state_dir, _ in specs))
+        finally:
+            await client.close()
+        return time.monotonic() - started
+
+    async def cmd_start(
+        self,
+        urls: list[str],
+        specs: list[tuple[str, str, str, int]],
+        wait_seconds: float,
+        heartbeat_interval: float,
+        ramp_seconds: float,
+    ) -> int:
+        """Start an agent for each (name, state dir, cache dir, index), spread over `ramp_seconds`."""
+        for position, (_, state_dir, cache_dir, index) in enumerate(specs):
+            identity = AgentIdentity.load(Path(state_dir))
+            assert identity is not None, f"{state_dir} holds no identity"
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            transport = httpx.AsyncHTTPTransport(verify=_TLS, local_address=source_address(index))
+            client = BenchClient(urls, self.failures, bearer=identity.bearer_token, transport=transport)
+            target = BenchTarget()
+            agent = Agent(
+                client,
+                target,
+                DesiredStateCache(Path(cache_dir)),
+                identity,
+                wait_seconds=wait_seconds,
+                heartbeat_interval=heartbeat_interval,
+            )
+            sim = SimAgent(agent, client, target)
+            delay = ramp_seconds * position / max(1, len(specs))
+            sim.task = asyncio.create_task(_run_after(delay, agent))
+            self.agents.append(sim)
+        return len(self.agents)
+
+    async def cmd_progress(self, hash: str) -> dict[str, int]:
+        return {
+            "agents": len(self.agents),
+            "applied": sum(1 for a in self.agents if hash in a.target.applied),
+            "reported": sum(1 for a in self.agents if a.client.reported_hash == hash),
+            "running": sum(1 for a in self.agents if a.task is not None and not a.task.done()),
+        }
+
+    async def cmd_applied_times(self, hash: str) -> list[float | None]:
+        return [a.target.applied.get(hash) for a in self.agents]
+
+    async def cmd_received(self, since: float) -> list[list[float]]:
+        """Per agent, when it received a new desired state (a 200) after `since`."""
+        return [[t for t, _ in a.client.received if t >= since] for a in self.agents]
+
+    async def cmd_payload(self) -> str | None:
+        """The desired-state body the first agent holds, serialized as the control plane does."""
+        for a in self.agents:
+            if a.agent.state is not None:
+                return a.agent.state.model_dump_json()
+        return None
+
+    async def cmd_failures(self, reset: bool = False) -> dict[str, int]:
+        counts = dict(self.failures)
+        if reset:
+            self.failures.clear()
+        return counts
+
+    async def cmd_stop_agents(self) -> int:
+        for a in self.agents:
+            if a.task is not None:
+                a.task.cancel()
+        await asyncio.gather(*(a.task for a in self.agents if a.task is not None), return_exceptions=True)
+        await asyncio.gather(*(a.client.close() for a in self.agents), return_exceptions=True)
+        stopped, self.agents = len(self.agents), []
+        self.failures.clear()
+        return stopped
+
+    # etcd
+
+    async def cmd_etcd_watch(self, url: str, key_b64: str, indices: list[int]) -> int:
+        for index in indices:
+            transport = httpx.AsyncHTTPTransport(verify=_TLS, local_address=source_address(index))
+            client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(None, connect=30))
+            watcher = Watcher(client, {}, asyncio.Event())
+            watcher.task = asyncio.create_task(_watch(url, key_b64, watcher))
+            self.watchers.append(watcher)
+        return len(self.watchers)
+
+    async def cmd_etcd_progress(self, revision: int) -> dict[str, int]:
+        return {
+            "watchers": len(self.watchers),
+            "created": sum(1 for w in self.watchers if w.created.is_set()),
+            "received": sum(1 for w in self.watchers if revision in w.received),
+            "failed": sum(1 for w in self.watchers if w.task is not None and w.task.done()),
+        }
+
+    async def cmd_etcd_times(self, revision: int) -> list[float | None]:
+        return [w.received.get(revision) for w in self.watchers]
+
+    async def cmd_etcd_stop(self) -> int:
+        for w in self.watchers:
+            if w.task is not None:
+                w.task.cancel()
+        await asyncio.gather(*(w.task for w in self.watchers if w.task is not None), return_exceptions=True)
+        await asyncio.gather(*(w.client.aclose() for w in self.watchers), return_exceptions=True)
+        stopped, self.watchers = len(self.watchers), []
+        return stopped
+
+    async def cmd_exit(self) -> None:
+        await self.cmd_stop_agents()
+        await self.cmd_etcd_stop()
+        self.done.set()
+
+    async def serve(self, conn: Connection) -> None:
+        """Commands arrive on the pipe (read by a thread) and run on this loop, one at a time."""
+        loop = asyncio.get_running_loop()
+        # httpx (through anyio) resolves each new connection's address in a worker thread, 40 at a time per
+        # process by default; thousands of agents reconnecting from one process would queue there (and time
+        # out connecting) where a real agent, alone in its process, never does.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS_FOR_CONNECTS
+
+        def read_commands() -> None:
+            while True:
+                try:
+                    command, kwargs = conn.recv()
+                except (EOFError, OSError):
+                    command, kwargs = "exit", {}
+                future = asyncio.run_coroutine_threadsafe(self.handle(command, kwargs), loop)
+                try:
+                    reply: tuple[str, Any] = ("ok", future.result())
+                except Exception:
+                    reply = ("error", traceback.format_exc())
+                with contextlib.suppress(OSError, ValueError):
+                    conn.send(reply)
+                if command == "exit":
+                    return
+
+        threading.Thread(target=read_commands, daemon=True).start()
+        await self.done.wait()
+
+
+async def _run_after(delay: float, agent: Agent) -> None:
+    await asyncio.sleep(delay)
+    await agent.run()
+
+
+def worker_main(conn: Connection, index: int, log_path: str) -> None:
+    raise_open_files()
+    logging.basicConfig(
+        filename=log_path, level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    worker = Worker(index)
+    try:
+        import uvloop
+
+        uvloop.run(worker.serve(conn))
+    except ImportError:
+        asyncio.run(worker.serve(conn))
+
+
+# --- the coordinator's side ---------------------------------------------------------------------------------
+
+
+class WorkerPool:
+    """`count` worker processes; `call` sends one command to each and returns their answers in order."""
+
+    def __init__(self, count: int, log_dir: Path) -> None:
+        context = multiprocessing.get_context("spawn")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.connections: list[Connection] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        for index in range(count):
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=worker_main, args=(child, index, str(log_dir / f"worker-{index}.log")), daemon=True
+            )
+            process.start()
+            self.connections.append(parent)
+            self.processes.append(process)
+
+    @property
+    def size(self) -> int:
+        return len(self.connections)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    def call(
+        self, command: str, per_worker: list[dict[str, Any]], timeout: float = COMMAND_TIMEOUT
+    ) -> list[Any]:
+        for connection, kwargs in zip(self.connections, per_worker, strict=True):
+            connection.send((command, kwargs))
+        replies = []
+        for connection, process in zip(self.connections, self.processes, strict=True):
+            deadline = time.monotonic() + timeout
+            while not connection.poll(0.5):
+                if not process.is_alive():
+                    raise RuntimeError(f"worker {process.name} died (exit code {process.exitcode})")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker {process.name} did not answer {command!r}")
+            status, value = connection.recv()
+            if status != "ok":
+                raise RuntimeError(f"worker {process.name} failed {command!r}:\n{value}")
+            replies.append(value)
+        return replies
+
+    def broadcast(self, command: str, *, timeout: float = COMMAND_TIMEOUT, **kwargs: Any) -> list[Any]:
+        return self.call(command, [kwargs] * self.size, timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.broadcast("exit", timeout=60)
+        for process in self.processes:
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+                process.join(10)

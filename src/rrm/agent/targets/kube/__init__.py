@@ -1,0 +1,1 @@
+"""The pieces of the Kubernetes target: API calls, objects, watches, restarts."""

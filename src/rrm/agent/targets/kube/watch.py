@@ -1,0 +1,77 @@
+"""Noticing hand edits at once: one watch per kind and namespace on the agent's own objects.
+
+Each watch lists first (for a resourceVersion), then streams from there; any event wakes the loop, which
+reconciles with a drift check (its own writes cost one reconcile that finds nothing to do). An expired
+resourceVersion (410) or a broken stream lists again, with backoff. The periodic reconcile is the safety
+net for whatever a watch misses.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from kubernetes import client
+
+from rrm.agent.backoff import Backoff
+from rrm.agent.targets.kube.client import KubeApi, KubeError
+
+log = logging.getLogger(__name__)
+
+WATCH_TIMEOUT_SECONDS = 240
+WATCHED_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED"})
+
+
+class ChangeWatcher:
+    def __init__(
+        self,
+        configuration: client.Configuration,
+        kinds: tuple[str, ...],
+        namespaces: list[str],
+        selector: str,
+        wake: Callable[[], None],
+    ) -> None:
+        self.configuration = configuration
+        self.kinds = kinds
+        self.namespaces = namespaces
+        self.selector = selector
+        self.wake = wake
+
+    def start(self) -> None:
+        for namespace in self.namespaces:
+            for kind in self.kinds:
+                threading.Thread(
+                    target=self._watch_forever,
+                    args=(kind, namespace),
+                    name=f"watch-{kind}-{namespace}",
+                    daemon=True,
+                ).start()
+
+    def _watch_forever(self, kind: str, namespace: str) -> None:
+        api = KubeApi(self.configuration)
+        backoff = Backoff()
+        resource_version: str | None = None
+        while True:
+            try:
+                if resource_version is None:
+                    _, resource_version = api.list_objects(kind, namespace, self.selector)
+                stream = api.watch(kind, namespace, self.selector, resource_version, WATCH_TIMEOUT_SECONDS)
+                for event in stream:
+                    backoff.reset()
+                    metadata = (event.get("object") or {}).get("metadata") or {}
+                    resource_version = metadata.get("resourceVersion") or resource_version
+                    if event.get("type") in WATCHED_EVENTS:
+                        log.debug("event=watch kind=%s namespace=%s type=%s", kind, namespace, event["type"])
+                        self.wake()
+                continue  # the server ended the stream: resume from the last resourceVersion seen
+            except KubeError as exc:
+                if exc.status != 410:
+                    log.warning("event=watch-failed kind=%s namespace=%s error=%s", kind, namespace, exc)
+            except Exception as exc:  # a connection dropped mid-stream
+                log.warning("event=watch-failed kind=%s namespace=%s error=%s", kind, namespace, exc)
+            # Events may have been missed: list again and let the loop look once.
+            resource_version = None
+            self.wake()
+            time.sleep(backoff.next_delay())

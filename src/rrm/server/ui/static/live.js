@@ -1,0 +1,128 @@
+// Keeps a dashboard page current without reloading it. One EventSource follows the control plane's event
+// stream (the same one `rrm get events --watch` reads); when an event concerns what the page shows, the
+// page's live region is fetched again from the server, already rendered, and swapped in. Also keeps the
+// "12s ago" times current. The live region names its fragment URL and the event subjects it cares about.
+"use strict";
+
+(() => {
+  const region = document.getElementById("live");
+  const indicator = document.getElementById("live-status");
+  if (!region) return;
+  const subjects = (region.dataset.subjects || "").split(/\s+/).filter(Boolean);
+  const DEBOUNCE_MS = 150;
+  const RECONNECT_MS = 3000;
+
+  const concerns = (subject) =>
+    subjects.length === 0 ||
+    subjects.some((s) => (s.endsWith("/") ? subject.startsWith(s) : subject === s));
+
+  function showState(state, text) {
+    if (!indicator) return;
+    indicator.dataset.state = state;
+    indicator.textContent = text;
+  }
+
+  function signIn() {
+    const here = location.pathname + location.search;
+    location.assign("/ui/login?next=" + encodeURIComponent(here));
+  }
+
+  let timer = null;
+  let busy = false;
+  let pending = false;
+
+  function schedule() {
+    if (timer === null) {
+      timer = setTimeout(() => {
+        timer = null;
+        refresh();
+      }, DEBOUNCE_MS);
+    }
+  }
+
+  async function refresh() {
+    if (busy) {
+      pending = true;
+      return;
+    }
+    busy = true;
+    try {
+      const response = await fetch(region.dataset.live, {
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { Accept: "text/html" },
+      });
+      if (response.status === 401) {
+        signIn();
+        return;
+      }
+      // Our own server-rendered (autoescaped) HTML; a 404 or 422 body explains itself.
+      region.innerHTML = await response.text();
+      region.dataset.refreshes = String(Number(region.dataset.refreshes || 0) + 1);
+      updateTimes();
+    } catch (error) {
+      showState("offline", "offline");
+    } finally {
+      busy = false;
+      if (pending) {
+        pending = false;
+        schedule();
+      }
+    }
+  }
+
+  let missedEvents = false;
+
+  function connect() {
+    const source = new EventSource("/api/v1/events/stream");
+    source.onopen = () => {
+      showState("live", "live");
+      if (missedEvents) {
+        missedEvents = false;
+        schedule();
+      }
+    };
+    source.onmessage = (message) => {
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch (error) {
+        return;
+      }
+      if (concerns(event.subject || "")) schedule();
+    };
+    source.onerror = () => {
+      missedEvents = true;
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused (a session that expired, a server that went away): the refresh tells which.
+        showState("offline", "offline");
+        source.close();
+        refresh();
+        setTimeout(connect, RECONNECT_MS);
+      } else {
+        showState("reconnecting", "reconnecting");
+      }
+    };
+  }
+
+  function ago(timestamp) {
+    const moment = Date.parse(timestamp);
+    if (Number.isNaN(moment)) return null;
+    const seconds = Math.max(0, Math.floor((Date.now() - moment) / 1000));
+    for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60]]) {
+      if (seconds >= size) return `${Math.floor(seconds / size)}${unit} ago`;
+    }
+    return `${seconds}s ago`;
+  }
+
+  function updateTimes() {
+    for (const element of document.querySelectorAll("time[datetime]")) {
+      const text = ago(element.getAttribute("datetime"));
+      if (text !== null && element.textContent !== text) element.textContent = text;
+    }
+  }
+
+  connect();
+  updateTimes();
+  setInterval(updateTimes, 1000);
+})();

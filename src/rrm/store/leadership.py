@@ -1,0 +1,80 @@
+"""Singleton work runs on exactly one process at a time.
+
+PostgreSQL: a session advisory lock held on a dedicated connection; when its holder dies the database
+drops the connection and the lock with it, and another replica takes over on its next try.
+SQLite: an exclusive `flock` on a file beside the database, so two processes on one file cannot both lead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+import psycopg
+
+log = logging.getLogger("rrm.store.leadership")
+LEADER_LOCK = 0x72726D03
+
+
+class Leadership:
+    def __init__(self, url: str, sqlite_path: Path | None) -> None:
+        self._url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self._sqlite_path = sqlite_path
+        self._connection: psycopg.Connection | None = None
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """True while this process leads; cheap to call every second."""
+        if self._sqlite_path is not None:
+            return self._try_flock()
+        return self._try_advisory_lock()
+
+    def _try_flock(self) -> bool:
+        if self._fd is not None:
+            return True
+        assert self._sqlite_path is not None
+        fd = os.open(
+            self._sqlite_path.with_name(self._sqlite_path.name + ".leader"), os.O_RDWR | os.O_CREAT, 0o600
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def _try_advisory_lock(self) -> bool:
+        if self._connection is not None:
+            try:
+                self._connection.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                log.warning("lost the leader connection; giving up leadership")
+                self.release()
+        try:
+            connection = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=5, application_name="rrm-leader"
+            )
+        except psycopg.Error as exc:
+            log.warning("cannot connect to compete for leadership: %s", exc)
+            return False
+        row = connection.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+        if row and row[0]:
+            self._connection = connection
+            log.info("this replica now runs the singleton work")
+            return True
+        connection.close()
+        return False
+
+    def release(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._connection.close()
+            self._connection = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

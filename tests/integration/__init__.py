@@ -1,0 +1,1 @@
+"""Integration tests: real `rrm server` and `rrm agent` processes on loopback, real SQLite files."""

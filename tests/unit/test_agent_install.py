@@ -1,0 +1,132 @@
+"""The agent's install files: `deploy/agent` (kustomize) and the Helm chart hold what `rrm runtime manifest`
+prints, and every object is valid Kubernetes by `kubernetes-validate`'s schemas."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from rrm.cli.install import agent_manifests
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+KUSTOMIZE_BASE = DEPLOY / "agent"
+CHART = DEPLOY / "charts" / "rrm-agent"
+# The oldest and the newest Kubernetes whose schemas kubernetes-validate ships offline.
+KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+PLACEHOLDERS = {
+    "runtime": "my-runtime",
+    "director_url": "https://rrm.example.com",
+    "pairing_token": "REPLACE-WITH-A-PAIRING-TOKEN",
+}
+
+
+def validate_all(objects: list[dict[str, Any]]) -> None:
+    assert objects
+    for obj in objects:
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise AssertionError(f"{obj['kind']}/{obj['metadata']['name']} on {version}: {exc}") from exc
+
+
+def kustomize_resources() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((KUSTOMIZE_BASE / "kustomization.yaml").read_text())
+    return [
+        doc
+        for resource in kustomization["resources"]
+        for doc in yaml.safe_load_all((KUSTOMIZE_BASE / resource).read_text())
+        if doc
+    ]
+
+
+def test_every_file_of_the_kustomize_base_is_valid() -> None:
+    files = sorted(KUSTOMIZE_BASE.glob("*.yaml"))
+    listed = set(yaml.safe_load((KUSTOMIZE_BASE / "kustomization.yaml").read_text())["resources"])
+    assert {f.name for f in files} - {"kustomization.yaml"} == listed, (
+        "a file is not listed in kustomization.yaml"
+    )
+    validate_all(kustomize_resources())
+
+
+def test_the_kustomize_base_is_what_the_cli_prints_with_placeholders() -> None:
+    assert kustomize_resources() == agent_manifests(
+        PLACEHOLDERS["runtime"],
+        PLACEHOLDERS["director_url"],
+        PLACEHOLDERS["pairing_token"],
+        image="rrm:0.1.0",
+    )
+
+
+@pytest.mark.parametrize("restarts", [True, False])
+def test_cli_manifests_are_valid_and_least_privilege(restarts: bool) -> None:
+    objects = agent_manifests(
+        "edge-1", "http://cp:8080", "rrmpt_x", target_namespaces=["shop", "billing"], restarts=restarts
+    )
+    validate_all(objects)
+    roles = [o for o in objects if o["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["billing", "shop"]
+    granted = {
+        (group, resource)
+        for r in roles[0]["rules"]
+        for group in r["apiGroups"]
+        for resource in r["resources"]
+    }
+    base = {("", "secrets"), ("dapr.io", "components")}
+    workloads = {
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("", "pods"),
+        ("dapr.io", "configurations"),
+    }
+    assert granted == (base | workloads if restarts else base)
+    args = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert args[args.index("--hot-reload") + 1] == ("auto" if restarts else "on")
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--namespace"] == ["shop", "billing"]
+    assert not any(o["kind"] in ("ClusterRole", "ClusterRoleBinding") for o in objects)
+
+
+def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(values, name="agent", namespace="rrm-system")
+    return [doc for text in rendered.values() for doc in yaml.safe_load_all(text) if doc]
+
+
+@pytest.mark.parametrize("restarts", [True, False])
+def test_the_helm_chart_renders_the_same_objects_as_the_cli(restarts: bool) -> None:
+    values = {
+        "runtime": "edge-1",
+        "directorUrl": "http://cp:8080",
+        "pairingToken": "rrmpt_x",
+        "targetNamespaces": ["shop", "billing"],
+        "restarts": restarts,
+    }
+    rendered = render_chart(values)
+    validate_all(rendered)
+    expected = agent_manifests(
+        "edge-1", "http://cp:8080", "rrmpt_x", target_namespaces=["shop", "billing"], restarts=restarts
+    )
+    # Helm installs into a namespace it creates (--create-namespace) and keeps the agent's key on uninstall.
+    expected = [o for o in expected if o["kind"] != "Namespace"]
+    for obj in expected:
+        if obj["kind"] == "PersistentVolumeClaim":
+            obj["metadata"]["annotations"] = {"helm.sh/resource-policy": "keep"}
+
+    def key(obj: dict[str, Any]) -> tuple[str, str, str]:
+        return obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+    assert sorted(rendered, key=key) == sorted(copy.deepcopy(expected), key=key)
+
+
+def test_the_helm_chart_lints_and_refuses_to_render_without_a_runtime() -> None:
+    assert helm.lint(str(CHART), {"runtime": "edge-1", "directorUrl": "http://cp:8080"})["errors"] == []
+    with pytest.raises(helm.HelmRenderError, match="runtime is required"):
+        render_chart({"directorUrl": "http://cp:8080"})
