@@ -271,3 +271,12 @@ def test_agent_moves_to_another_replica_when_its_replica_dies(two_replicas: Repl
         )
     finally:
         agent.stop()
+
+
+def test_admin_token_created_through_one_replica_works_on_another(two_replicas: Replicas) -> None:
+    a, b = two_replicas.servers
+    created = expect_status(a.admin.post("/api/v1/tokens", json={"role": "viewer"}), 201).json()
+    viewer = {"Authorization": f"Bearer {created['token']}"}
+    assert httpx.get(f"{b.url}/api/v1/runtimes", headers=viewer, timeout=10).status_code == 200
+    refused = httpx.post(f"{b.url}/api/v1/runtimes", headers=viewer, json={"name": "x", "kind": "selfhosted"})
+    assert refused.status_code == 403

@@ -169,6 +169,68 @@ class AdminClient:
     def create_token(self, role: str, description: str) -> dict[str, Any]:
         return self._request("POST", "/api/v1/tokens", json={"role": role, "description": description})
 
+    # progressive rollouts
+    def list_rollouts(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v1/rollouts")
+
+    def get_rollout(self, component: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v1/rollouts/{_segment(component)}")
+
+    def steer_rollout(self, component: str, action: str) -> dict[str, Any]:
+        return self._request("POST", f"/api/v1/rollouts/{_segment(component)}/{_segment(action)}")
+
+    def list_rollout_policies(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v1/rollout-policies")
+
+    def delete_rollout_policy(self, name: str) -> None:
+        self._request("DELETE", f"/api/v1/rollout-policies/{_segment(name)}")
+
+    # Compass and the System Broker (rrm.cli.compass) ---------------------------------------------------
+
+    def list_applications(self, runtime: str | None = None) -> list[dict[str, Any]]:
+        params = {"runtime": runtime} if runtime else None
+        return self._request("GET", "/api/v1/applications", params=params)
+
+    def get_application(self, name: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v1/applications/{_segment(name)}")
+
+    def delete_application(self, name: str) -> None:
+        self._request("DELETE", f"/api/v1/applications/{_segment(name)}")
+
+    def list_scenarios(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v1/scenarios")
+
+    def create_scenario(self, name: str) -> dict[str, Any]:
+        return self._request("POST", "/api/v1/scenarios", json={"name": name})
+
+    def delete_scenario(self, name: str) -> None:
+        self._request("DELETE", f"/api/v1/scenarios/{_segment(name)}")
+
+    def assign_scenario(self, name: str, selector: str) -> dict[str, Any]:
+        return self._request(
+            "PUT", f"/api/v1/scenarios/{_segment(name)}/assignment", json={"selector": selector}
+        )
+
+    def unassign_scenario(self, name: str) -> None:
+        self._request("DELETE", f"/api/v1/scenarios/{_segment(name)}/assignment")
+
+    def change_runtime_scenarios(
+        self, runtime: str, add: Sequence[str], remove: Sequence[str]
+    ) -> dict[str, Any]:
+        body = {"add": list(add), "remove": list(remove)}
+        return self._request("PATCH", f"/api/v1/runtimes/{_segment(runtime)}/scenarios", json=body)
+
+    def list_label_definitions(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v1/labeldefinitions")
+
+    def delete_label_definition(self, key: str) -> None:
+        self._request("DELETE", f"/api/v1/labeldefinitions/{quote(key, safe='/')}")
+
+    def broker_credentials(self, runtime: str, rotate: bool) -> dict[str, Any]:
+        return self._request(
+            "POST", f"/api/v1/runtimes/{_segment(runtime)}/broker-credentials", json={"rotate": rotate}
+        )
+
     def list_events(self, after: int, limit: int) -> list[dict[str, Any]]:
         return self._request("GET", "/api/v1/events", params={"after": after, "limit": limit})
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rrm.cli import config, install, manage, tokens, views
+from rrm.cli import compass, config, install, manage, rollouts, tokens, views
 
 LOG_LEVEL_OPTION = typer.Option("info", "--log-level", help="debug, info, warning or error")
 
@@ -136,6 +136,11 @@ app.add_typer(tokens.token_app, name="token")
 app.add_typer(views.get_app, name="get")
 app.add_typer(views.describe_app, name="describe")
 app.add_typer(views.history_app, name="history")
+compass.register(app, manage.runtime_app, views.get_app, views.describe_app, manage.delete_app)
+app.add_typer(rollouts.rollout_app, name="rollout")
+views.get_app.command("rollouts")(rollouts.get_rollouts)
+views.get_app.command("rolloutpolicies")(rollouts.get_rollout_policies)
+manage.delete_app.command("rolloutpolicy")(rollouts.delete_rollout_policy)
 
 
 def main() -> None:

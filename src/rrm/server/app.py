@@ -15,8 +15,12 @@ from fastapi import FastAPI
 
 import rrm
 from rrm.server import ui
-from rrm.server.api import admin, agent, ops, stream
+from rrm.server.api import admin, agent, ops, rollouts, stream
 from rrm.server.auth import ADMIN_TOKEN_PREFIX, ROLE_ADMIN, AdminAuth, AgentAuth, new_token, token_hash
+from rrm.server.broker import registry as system_broker
+from rrm.server.broker import routes as broker
+from rrm.server.compass import agent_api as compass_agent_api
+from rrm.server.compass import routes as compass
 from rrm.server.eventstream import EventBroadcaster
 from rrm.server.fleet import Fleet
 from rrm.server.housekeeping import run_housekeeping
@@ -53,13 +57,18 @@ def ensure_admin_token(db: Database, settings: ServerSettings) -> dict[str, str]
     return roles
 
 
+def admin_role(db: Database, hashed: str) -> str | None:
+    with db.read() as session:
+        return repo.admin_token_hashes(session).get(hashed)
+
+
 def build_state(settings: ServerSettings) -> ServerState:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(settings.resolved_database_url)
     db.migrate()
     box = SecretBox(load_or_create_key(settings.data_dir))
     fleet = Fleet(db, box)
-    admin_auth = AdminAuth(ensure_admin_token(db, settings))
+    admin_auth = AdminAuth(ensure_admin_token(db, settings), lookup=lambda hashed: admin_role(db, hashed))
     return ServerState(
         settings=settings,
         db=db,
@@ -109,9 +118,13 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.rrm = state
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(rollouts.router)
     app.include_router(agent.router)
     app.include_router(stream.router)
     app.include_router(ui.router)
+    app.include_router(compass.router)
+    app.include_router(compass_agent_api.router)
+    broker.install(app, system_broker.RegistryBackend(state), compass.BROKER_PATH)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     app.add_exception_handler(ui.SignInRequired, ui.sign_in_required)
     return app

@@ -16,13 +16,24 @@ from sqlalchemy.orm import Session
 
 from rrm.core.canonical import canonical_json
 from rrm.core.resources import SELECTOR_ANNOTATION, secret_refs, selector_of
+from rrm.core.rollouts import POLICY_API_VERSION, POLICY_KIND, PolicyError, RolloutPolicy, validate_policy
+from rrm.core.scenarios import KINDS as COMPASS_KINDS
+from rrm.core.scenarios import RRM_API_VERSION
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.dapr import validate_component, validate_secret
+from rrm.server.rollouts.lifecycle import (
+    POLICY_FIELD,
+    on_component_revision,
+    policy_problem,
+    revisions_kept_by_rollouts,
+)
 from rrm.server.secretbox import SecretBox
 from rrm.store import repositories as repo
+from rrm.store import rollouts as rollout_repo
 
 COMPONENT_API = ("dapr.io/v1alpha1", "Component")
 SECRET_API = ("v1", "Secret")
+ROLLOUT_POLICY_API = (POLICY_API_VERSION, POLICY_KIND)
 COMPONENT_METADATA_FIELDS = ("name", "namespace", "labels", "annotations")
 COMPONENT_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "auth", "scopes")
 
@@ -65,6 +76,7 @@ class ApplyOutcome:
 class _Parsed:
     secrets: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)  # name → (doc index, data)
     components: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    policies: dict[str, tuple[int, RolloutPolicy]] = field(default_factory=dict)
 
 
 def normalize_component(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,7 +100,7 @@ def _ident(document: Any) -> tuple[str, str]:
 
 
 def _parse(
-    documents: Sequence[Any], existing_secret_keys: Mapping[str, set[str]]
+    documents: Sequence[Any], existing_secret_keys: Mapping[str, set[str]], known_policies: set[str]
 ) -> tuple[_Parsed, ApplyOutcome]:
     parsed, outcome = _Parsed(), ApplyOutcome()
     problems: list[Problem] = []
@@ -118,12 +130,25 @@ def _parse(
                 if key not in COMPONENT_TOP_LEVEL and key != "status":
                     problem(index, document, key, "not part of a Dapr Component; ignored", warning=True)
             parsed.components[f"#{index}"] = (index, normalize_component(document))
+        elif api == ROLLOUT_POLICY_API:
+            try:
+                policy = validate_policy(document)
+            except PolicyError as exc:
+                for path, message in exc.problems:
+                    problem(index, document, path, message)
+            else:
+                if policy.name in parsed.policies:
+                    problem(index, document, "metadata.name", f"{POLICY_KIND} {policy.name!r} appears twice")
+                parsed.policies[policy.name] = (index, policy)
+        elif api[0] == RRM_API_VERSION and api[1] in COMPASS_KINDS:
+            continue  # checked and stored by rrm.server.compass.apply
         else:
             problem(
                 index,
                 document,
                 "kind",
-                f"unsupported {api[0]}/{api[1]}: expected dapr.io/v1alpha1 Component or v1 Secret",
+                f"unsupported {api[0]}/{api[1]}: expected dapr.io/v1alpha1 Component, v1 Secret"
+                f" or {RRM_API_VERSION} {', '.join((POLICY_KIND, *COMPASS_KINDS))}",
             )
 
     secret_keys = {**existing_secret_keys, **{n: set(d) for n, (_, d) in parsed.secrets.items()}}
@@ -151,6 +176,9 @@ def _parse(
                 f"no {SELECTOR_ANNOTATION} annotation: the component reaches no runtime",
                 warning=True,
             )
+        policy_error = policy_problem(manifest, lambda p: p in known_policies or p in parsed.policies)
+        if policy_error is not None:
+            problem(index, manifest, POLICY_FIELD, policy_error)
         name = _ident(manifest)[1]
         if name in components:
             problem(index, manifest, "metadata.name", f"component {name!r} appears twice in this request")
@@ -166,7 +194,8 @@ def apply_documents(
 ) -> ApplyOutcome:
     """Validate and store; raises InvalidInput (nothing stored) or Conflict."""
     existing = {s.name: s for s in repo.all_secrets(session)}
-    parsed, outcome = _parse(documents, {name: set(s.keys) for name, s in existing.items()})
+    policies = {p.name for p in rollout_repo.all_policies(session)}
+    parsed, outcome = _parse(documents, {name: set(s.keys) for name, s in existing.items()}, policies)
     _check_secret_keys_still_used(session, parsed)
 
     for name, (_, data) in sorted(parsed.secrets.items()):
@@ -195,6 +224,7 @@ def apply_documents(
             }
         )
 
+    _store_policies(session, parsed, outcome, dry_run=dry_run, now=now)
     for name, (_, manifest) in sorted(parsed.components.items()):
         live = repo.component(session, name)
         if live is not None and canonical_json(live.manifest) == canonical_json(manifest):
@@ -205,21 +235,52 @@ def apply_documents(
         action = "updated" if live else "created"
         revision = repo.latest_revision(session, name) + 1
         if not dry_run:
+            previous = live.revision if live else None
             revision = repo.write_component_revision(session, name, manifest, action, now)
             repo.record_event(
                 session, f"Component{action.capitalize()}", f"component/{name}", f"revision {revision}", now
             )
+            on_component_revision(session, name, manifest, revision, previous, now)
         outcome.results.append({"kind": "Component", "name": name, "action": action, "revision": revision})
     return outcome
 
 
+def _store_policies(
+    session: Session, parsed: _Parsed, outcome: ApplyOutcome, *, dry_run: bool, now: datetime
+) -> None:
+    """RolloutPolicies go before the components, which may name one created by the same request."""
+    for name, (_, policy) in sorted(parsed.policies.items()):
+        current = rollout_repo.policy(session, name)
+        action = "created" if current is None else "unchanged" if current.spec == policy.spec() else "updated"
+        if action != "unchanged" and not dry_run:
+            rollout_repo.save_policy(session, name, policy.spec(), now)
+            message = ", ".join(f"{k}: {v}" for k, v in policy.spec().items() if k != "groups")
+            groups = " → ".join(g.selector for g in policy.groups)
+            repo.record_event(
+                session,
+                f"{POLICY_KIND}{action.capitalize()}",
+                f"rolloutpolicy/{name}",
+                f"groups: {groups or 'none'}; {message}",
+                now,
+            )
+        outcome.results.append({"kind": POLICY_KIND, "name": name, "action": action, "revision": None})
+
+
 def _check_secret_keys_still_used(session: Session, parsed: _Parsed) -> None:
-    """A secret update may not drop a key that a stored component (not replaced here) still uses."""
+    """A secret update may not drop a key that a stored component (not replaced here) still uses, nor one
+    that an earlier revision still handed out by a rollout uses."""
     problems = []
-    for row in repo.all_components(session):
-        if row.name in parsed.components:
-            continue
-        for secret, keys in secret_refs(row.manifest).items():
+    in_use: list[tuple[str, Mapping[str, Any]]] = [
+        (f"component {r.name!r}", r.manifest)
+        for r in repo.all_components(session)
+        if r.name not in parsed.components
+    ]
+    in_use += [
+        (f"revision {revision} of component {name!r}, which its rollout still hands out", manifest)
+        for name, revision, manifest in revisions_kept_by_rollouts(session)
+    ]
+    for user, manifest in in_use:
+        for secret, keys in secret_refs(manifest).items():
             if secret in parsed.secrets:
                 index, data = parsed.secrets[secret]
                 for key in sorted(keys - set(data)):
@@ -229,7 +290,7 @@ def _check_secret_keys_still_used(session: Session, parsed: _Parsed) -> None:
                             "Secret",
                             secret,
                             f"data.{key}",
-                            f"key {key!r} is still used by component {row.name!r}",
+                            f"key {key!r} is still used by {user}",
                         )
                     )
     if problems:
@@ -237,9 +298,13 @@ def _check_secret_keys_still_used(session: Session, parsed: _Parsed) -> None:
 
 
 def revalidate_for_rollback(session: Session, manifest: Mapping[str, Any]) -> None:
-    """A rollback re-stores an old manifest: it must still be valid against today's secrets."""
+    """A rollback re-stores an old manifest: it must still be valid against today's secrets and policies."""
     keys = {s.name: set(s.keys) for s in repo.all_secrets(session)}
     result = validate_component(manifest, secrets=keys)
     name = _ident(manifest)[1]
-    if result.errors:
-        raise InvalidInput([Problem(None, "Component", name, e.field, e.message) for e in result.errors])
+    problems = [Problem(None, "Component", name, e.field, e.message) for e in result.errors]
+    policy_error = policy_problem(manifest, lambda p: rollout_repo.policy(session, p) is not None)
+    if policy_error is not None:
+        problems.append(Problem(None, "Component", name, POLICY_FIELD, policy_error))
+    if problems:
+        raise InvalidInput(problems)

@@ -6,7 +6,8 @@ import hashlib
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
 
@@ -37,15 +38,35 @@ def bearer(request: Request) -> str:
 
 @dataclass
 class AdminAuth:
-    """Admin token hashes → role. Tokens are compared by their sha256, never stored in the clear."""
+    """Admin token hashes → role. Tokens are compared by their sha256, never stored in the clear.
+
+    A hash not seen yet is looked up in the database (a token created through another replica), at most
+    once per `miss_seconds` per hash, so a stream of bad tokens cannot hammer the database.
+    """
 
     roles: dict[str, str]
+    lookup: Callable[[str], str | None] | None = None
+    miss_seconds: float = 5.0
+    _misses: dict[str, float] = field(default_factory=dict)
 
     def role(self, token: str) -> str | None:
-        return self.roles.get(token_hash(token))
+        return self.role_of_hash(token_hash(token))
 
     def role_of_hash(self, hashed: str) -> str | None:
-        return self.roles.get(hashed)
+        role = self.roles.get(hashed)
+        if role is not None or self.lookup is None:
+            return role
+        now = time.monotonic()
+        if now - self._misses.get(hashed, -self.miss_seconds) < self.miss_seconds:
+            return None
+        role = self.lookup(hashed)
+        if role is None:
+            if len(self._misses) > 10_000:
+                self._misses.clear()
+            self._misses[hashed] = now
+        else:
+            self.roles[hashed] = role
+        return role
 
     def add(self, hashed: str, role: str) -> None:
         self.roles[hashed] = role

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import ChainMap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rrm.core.placement import place
 from rrm.core.render import SecretValue, render_desired_state
 from rrm.core.resources import StoredComponent
+from rrm.core.rollouts import Assignment
+from rrm.core.scenarios import Connectivity, beside
+from rrm.server.compass.registry import ENTITIES as REGISTRY_ENTITIES
+from rrm.server.compass.registry import Registry, RegistryChanges
 from rrm.server.metrics import FEED_CATCH_UP_SECONDS, LONGPOLLS_WAITING
+from rrm.server.rollouts.records import RolloutDelivery, active_deliveries, active_delivery
 from rrm.server.secretbox import SecretBox
 from rrm.store import Database
 from rrm.store import repositories as repo
@@ -61,6 +67,8 @@ class _Loaded:
     keys: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # runtime id → [(key id, pem)]
     components: dict[str, StoredComponent | None] = field(default_factory=dict)
     secrets: dict[str, SecretValue | None] = field(default_factory=dict)
+    rollouts: dict[str, RolloutDelivery | None] = field(default_factory=dict)  # component → active rollout
+    registry: RegistryChanges = field(default_factory=RegistryChanges)  # Compass
 
 
 class Fleet:
@@ -71,6 +79,8 @@ class Fleet:
         self.runtimes: dict[str, RuntimeEntry] = {}
         self.components: dict[str, StoredComponent] = {}
         self.secrets: dict[str, SecretValue] = {}
+        self.rollouts: dict[str, RolloutDelivery] = {}  # component → its active rollout
+        self.registry = Registry(box)  # Compass: applications and scenarios
         self._keys: dict[str, tuple[str, Ed25519PublicKey]] = {}  # key id → (runtime id, public key)
         self._key_of: dict[str, str] = {}  # runtime id → its one key id
         self._closing = False
@@ -98,6 +108,8 @@ class Fleet:
                 loaded.components[c.name] = StoredComponent(c.name, c.revision, c.manifest)
             for s in repo.all_secrets(session):
                 loaded.secrets[s.name] = SecretValue(s.name, s.revision, self._box.open(s.name, s.ciphertext))
+            loaded.rollouts.update(active_deliveries(session))
+            loaded.registry = self.registry.read_all(session)
         return loaded
 
     def _read_changes(self, after: int) -> _Loaded | None:
@@ -123,6 +135,10 @@ class Fleet:
                     loaded.secrets[change.name] = (
                         SecretValue(s.name, s.revision, self._box.open(s.name, s.ciphertext)) if s else None
                     )
+                elif change.entity == repo.ENTITY_ROLLOUT and change.name not in loaded.rollouts:
+                    loaded.rollouts[change.name] = active_delivery(session, change.name)
+                elif change.entity in REGISTRY_ENTITIES:
+                    self.registry.read_change(session, loaded.registry, change.entity, change.name)
         return loaded
 
     async def catch_up(self) -> None:
@@ -153,18 +169,24 @@ class Fleet:
         self.seq = max(self.seq, loaded.seq)
         if full:
             self.runtimes, self.components, self.secrets, self._keys, self._key_of = {}, {}, {}, {}, {}
+            self.rollouts = {}
         for runtime_id, entry in loaded.runtimes.items():
             self.forget_keys(runtime_id)
             if entry is None:
                 self.runtimes.pop(runtime_id, None)
+                self.registry.forget_runtime(runtime_id)
             else:
                 self.runtimes[runtime_id] = entry
                 for kid, pem in loaded.keys.get(runtime_id, []):
                     self.set_key(runtime_id, kid, pem)
         _merge(self.components, loaded.components)
         _merge(self.secrets, loaded.secrets)
+        _merge(self.rollouts, loaded.rollouts)
+        registry_changed = self.registry.merge(loaded.registry, full=full)
         if full or loaded.components or loaded.secrets:
             self._renders = {}
+        # a rollout or a Compass change keeps the renders (their keys tell them apart)
+        if full or loaded.components or loaded.secrets or loaded.rollouts or registry_changed:
             self._recompute(self.runtimes)
         else:
             self._recompute(loaded.runtimes)
@@ -172,7 +194,7 @@ class Fleet:
     # desired state ------------------------------------------------------------------------------------
 
     def _recompute(self, runtime_ids: Iterable[str]) -> None:
-        placements: dict[tuple[tuple[str, str], ...], Delivery] = {}
+        placements: dict[tuple[Any, ...], Delivery] = {}
         components = list(self.components.values())
         for runtime_id in list(runtime_ids):
             entry = self.runtimes.get(runtime_id)
@@ -180,21 +202,28 @@ class Fleet:
                 self._deliveries.pop(runtime_id, None)
                 self._wake(runtime_id)
                 continue
-            delivery = placements.get(entry.labels)
+            choices = self._rollout_choices(runtime_id)
+            scenarios = self.registry.explicit_scenarios(runtime_id)
+            delivery = placements.get((entry.labels, choices, scenarios))
             if delivery is None:
-                delivery = self._render(place(components, dict(entry.labels)))
-                placements[entry.labels] = delivery
+                delivery = self._render(
+                    place(self._with_rollouts(components, choices), dict(entry.labels)),
+                    self.registry.connectivity(dict(entry.labels), scenarios),
+                )
+                placements[(entry.labels, choices, scenarios)] = delivery
             previous = self._deliveries.get(runtime_id)
             self._deliveries[runtime_id] = delivery
             if previous is None or previous.hash != delivery.hash:
                 self._wake(runtime_id)
 
-    def _render(self, placed: list[StoredComponent]) -> Delivery:
-        key = tuple((c.name, c.revision) for c in sorted(placed, key=lambda c: c.name))
+    def _render(self, placed: list[StoredComponent], connected: Connectivity = Connectivity()) -> Delivery:
+        """`connected`: the bindings and secrets of the applications the runtime sees (Compass)."""
+        key = (tuple((c.name, c.revision) for c in sorted(placed, key=lambda c: c.name)), connected.key)
         cached = self._renders.get(key)
         if cached is not None:
             return cached
-        state = render_desired_state(placed, self.secrets)
+        placed = beside(placed, connected.components)
+        state = render_desired_state(placed, ChainMap(dict(connected.secrets), self.secrets))
         body = DesiredState(
             hash=state.hash,
             components=state.components,
@@ -209,6 +238,30 @@ class Fleet:
         )
         self._renders[key] = delivery
         return delivery
+
+    # progressive rollouts: a component with an active rollout reaches each runtime at the revision the
+    # rollout hands it (rrm.core.rollouts.Assignment), placed by that revision's own selector.
+
+    def _rollout_choices(self, runtime_id: str) -> tuple[tuple[str, int | None], ...]:
+        return tuple(
+            (name, rollout.assignment.revision_for(runtime_id))
+            for name, rollout in sorted(self.rollouts.items())
+        )
+
+    def _with_rollouts(
+        self, components: list[StoredComponent], choices: tuple[tuple[str, int | None], ...]
+    ) -> list[StoredComponent]:
+        if not choices:
+            return components
+        chosen = [
+            self.rollouts[name].revisions.get(revision) for name, revision in choices if revision is not None
+        ]
+        return [c for c in components if c.name not in self.rollouts] + [c for c in chosen if c is not None]
+
+    def rollout_assignment(self, component: str) -> Assignment | None:
+        """What this fleet renders for the component's active rollout (None: no active rollout known)."""
+        rollout = self.rollouts.get(component)
+        return rollout.assignment if rollout else None
 
     def delivery(self, runtime_id: str) -> Delivery | None:
         return self._deliveries.get(runtime_id)

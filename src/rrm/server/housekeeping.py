@@ -1,6 +1,6 @@
 """Singleton work, on the one process that holds leadership: record condition transitions (a runtime going
-silent, becoming Ready) as events, and drop pairing tokens that can no longer be used. Every process
-publishes the condition counts as metrics."""
+silent, becoming Ready) as events, drop pairing tokens that can no longer be used, and step the progressive
+rollouts (`rrm.server.rollouts.controller`). Every process publishes the condition counts as metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import datetime
 
 from rrm.core.conditions import Condition
 from rrm.server.metrics import LEADER, RUNTIMES
+from rrm.server.rollouts.controller import run_rollouts
 from rrm.server.state import ServerState, utcnow
 from rrm.server.views import runtime_conditions
 from rrm.store import repositories as repo
@@ -60,7 +61,8 @@ def record_transitions(state: ServerState, conditions: dict[str, list[Condition]
         repo.delete_expired_pairing_tokens(session, now)
 
 
-def housekeeping_pass(state: ServerState, leadership: Leadership) -> None:
+def housekeeping_pass(state: ServerState, leadership: Leadership) -> bool:
+    """True when the pass changed what runtimes should run (a rollout moved), so the fleet catches up now."""
     now = utcnow()
     conditions = current_conditions(state, now)
     publish_metrics(conditions)
@@ -68,13 +70,15 @@ def housekeeping_pass(state: ServerState, leadership: Leadership) -> None:
     LEADER.set(1 if leading else 0)
     if leading:
         record_transitions(state, conditions, now)
+    return run_rollouts(state.db, state.fleet, state.settings.heartbeat_grace, leading, utcnow())
 
 
 async def run_housekeeping(state: ServerState, leadership: Leadership, interval: float = 1.0) -> None:
     try:
         while True:
             try:
-                await asyncio.to_thread(housekeeping_pass, state, leadership)
+                if await asyncio.to_thread(housekeeping_pass, state, leadership):
+                    state.fleet.nudge()
             except Exception:
                 log.exception("housekeeping pass failed")
             await asyncio.sleep(interval)

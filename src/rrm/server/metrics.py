@@ -19,3 +19,11 @@ LEADER = Gauge("rrm_leader", "1 on the replica that runs the singleton work", re
 RUNTIMES = Gauge(
     "rrm_runtimes", "Runtimes by condition and status", ["condition", "status"], registry=REGISTRY
 )
+# progressive rollouts (rrm.server.rollouts)
+ROLLOUTS = Gauge("rrm_rollouts", "Rollouts by state (on the leader)", ["state"], registry=REGISTRY)
+ROLLOUT_WAVES_STARTED = Counter(
+    "rrm_rollout_waves_started", "Rollout waves started (first waves included)", registry=REGISTRY
+)
+ROLLOUT_EVENTS = Counter(
+    "rrm_rollout_events", "Rollout transitions, by event type", ["event"], registry=REGISTRY
+)

@@ -29,6 +29,7 @@ from rrm.store.tables import (
 ENTITY_RUNTIME = "runtime"
 ENTITY_COMPONENT = "component"
 ENTITY_SECRET = "secret"
+ENTITY_ROLLOUT = "rollout"  # name = the component; its rollout state changed (rrm.store.rollouts)
 
 
 # change feed and events -------------------------------------------------------------------------------

@@ -143,3 +143,125 @@ class Event(Base):
 
 
 Index("ix_events_subject", Event.subject)
+
+
+# progressive rollouts (issue 7) -----------------------------------------------------------------------
+
+
+class RolloutPolicyRow(Base):
+    """A `rrm.io/v1` RolloutPolicy, its spec normalised (`rrm.core.rollouts.RolloutPolicy.spec`)."""
+
+    __tablename__ = "rollout_policies"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    spec: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Rollout(Base):
+    """One rollout of a component's revision; at most one per component is active (progressing, paused).
+
+    `waves` is `[{"group", "runtimes": [runtime id]}]`, planned when it starts; `wave_starts` the ISO time
+    each started wave started (its length is the number started); `pinned` what runtimes outside started
+    waves keep (runtime id → revision or null), set when it superseded another rollout. `version` grows
+    with every write, so the controller never overwrites an operator's action and the fleets know which
+    state they rendered.
+    """
+
+    __tablename__ = "rollouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    component: Mapped[str] = mapped_column(String(63), index=True)
+    from_revision: Mapped[int | None] = mapped_column(Integer)
+    to_revision: Mapped[int] = mapped_column(Integer)
+    policy_name: Mapped[str] = mapped_column(String(63))
+    policy: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    waves: Mapped[list[Any]]
+    wave_starts: Mapped[list[Any]]
+    deadline_from: Mapped[datetime | None]
+    ready_since: Mapped[datetime | None]
+    failures: Mapped[dict[str, Any]]
+    pinned: Mapped[dict[str, Any]]
+    message: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+# Compass: applications, scenarios, label definitions; the System Broker's credentials and records -------
+
+
+class Application(Base):
+    """The manifest without credential values; those are one AES-GCM blob (bundle name → fields)."""
+
+    __tablename__ = "applications"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    manifest: Mapped[dict[str, Any]]
+    labels: Mapped[dict[str, Any]]
+    scenarios: Mapped[list[Any]]
+    credentials: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime]
+
+
+class Scenario(Base):
+    __tablename__ = "scenarios"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    created_at: Mapped[datetime]
+
+
+class ScenarioAssignment(Base):
+    """Automatic assignment: runtimes whose labels match `selector` are in the scenario."""
+
+    __tablename__ = "scenario_assignments"
+    scenario: Mapped[str] = mapped_column(ForeignKey("scenarios.name"), primary_key=True)
+    selector: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class RuntimeScenario(Base):
+    """A runtime put in a scenario explicitly."""
+
+    __tablename__ = "runtime_scenarios"
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id", ondelete="CASCADE"), primary_key=True)
+    scenario: Mapped[str] = mapped_column(ForeignKey("scenarios.name"), primary_key=True)
+
+
+class LabelDefinition(Base):
+    """A JSON Schema every value of the label `key` must satisfy, on runtimes and applications."""
+
+    __tablename__ = "label_definitions"
+    key: Mapped[str] = mapped_column(String(317), primary_key=True)
+    schema: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class BrokerCredential(Base):
+    """HTTP Basic credentials a runtime calls the System Broker with; only the password's sha256 is kept."""
+
+    __tablename__ = "broker_credentials"
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id", ondelete="CASCADE"), primary_key=True)
+    username: Mapped[str] = mapped_column(String(63), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class BrokerInstance(Base):
+    """A service instance of one runtime; ids are the platform's, so they are unique per runtime only."""
+
+    __tablename__ = "broker_instances"
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id", ondelete="CASCADE"), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    record: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class BrokerBinding(Base):
+    __tablename__ = "broker_bindings"
+    runtime_id: Mapped[str] = mapped_column(ForeignKey("runtimes.id", ondelete="CASCADE"), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    binding_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    record: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]

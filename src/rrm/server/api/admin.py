@@ -19,7 +19,7 @@ from rrm.core.names import dns1123_label_error
 from rrm.core.resources import secret_refs
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server import queries
-from rrm.server.apply import Conflict, InvalidInput, Problem, apply_documents, revalidate_for_rollback
+from rrm.server.apply import Conflict, InvalidInput, Problem, revalidate_for_rollback
 from rrm.server.auth import (
     ADMIN_TOKEN_PREFIX,
     PAIRING_TOKEN_PREFIX,
@@ -28,9 +28,13 @@ from rrm.server.auth import (
     new_token,
     token_hash,
 )
+from rrm.server.compass.apply import apply_all
+from rrm.server.compass.labels import check_runtime_labels
 from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.queries import read
+from rrm.server.rollouts.lifecycle import on_component_revision, revisions_kept_by_rollouts
 from rrm.server.state import ServerState, server_state, utcnow
+from rrm.store import compass as compass_store
 from rrm.store import repositories as repo
 from rrm.store.tables import Runtime
 from rrm.wire import RUNTIME_KINDS
@@ -143,6 +147,7 @@ async def register_runtime(
     def work(session: Session) -> tuple[Runtime, dict[str, Any]]:
         if repo.runtime_by_name(session, body.name) is not None:
             raise Conflict(f"runtime {body.name!r} already exists")
+        check_runtime_labels(session, body.name, body.labels)
         now = utcnow()
 
         row = Runtime(
@@ -202,6 +207,7 @@ async def label_runtime(
         labels = {k: v for k, v in row.labels.items() if k not in body.remove}
         labels.update(body.set)
         if labels != row.labels:
+            check_runtime_labels(session, name, labels)
             now = utcnow()
             row.labels, row.updated_at = labels, now
             repo.record_change(session, repo.ENTITY_RUNTIME, row.id, now)
@@ -232,6 +238,7 @@ async def revoke_runtime(name: str, state: ServerState = Depends(server_state)) 
         now = utcnow()
         repo.delete_runtime_keys(session, row.id)
         repo.delete_pairing_tokens(session, row.id)
+        compass_store.delete_broker_credential(session, row.id)
         repo.record_change(session, repo.ENTITY_RUNTIME, row.id, now)
         repo.record_event(session, "RuntimeRevoked", f"runtime/{name}", "credentials revoked", now)
         return row
@@ -280,7 +287,7 @@ class ApplyRequest(BaseModel):
 @router.post("/apply", dependencies=[Depends(writer)])
 async def apply(body: ApplyRequest, state: ServerState = Depends(server_state)) -> Any:
     def work(session: Session) -> Any:
-        outcome = apply_documents(session, state.box, body.documents, dry_run=body.dry_run, now=utcnow())
+        outcome = apply_all(session, state.box, body.documents, dry_run=body.dry_run, now=utcnow())
         if body.strict and outcome.warnings:
             raise InvalidInput(outcome.warnings)
         if body.dry_run:
@@ -329,7 +336,10 @@ async def rollback_component(
             raise HTTPException(404, f"component {name!r} has no revision {body.revision} with content")
         revalidate_for_rollback(session, old.manifest)
         now = utcnow()
+        live = repo.component(session, name)
+        previous = live.revision if live else None
         revision = repo.write_component_revision(session, name, old.manifest, "rollback", now)
+        on_component_revision(session, name, old.manifest, revision, previous, now)
         repo.record_event(
             session,
             "ComponentRolledBack",
@@ -347,10 +357,13 @@ async def rollback_component(
 @router.delete("/components/{name}", status_code=204, dependencies=[Depends(writer)])
 async def delete_component(name: str, state: ServerState = Depends(server_state)) -> Response:
     def work(session: Session) -> None:
-        if repo.component(session, name) is None:
+        live = repo.component(session, name)
+        if live is None:
             raise HTTPException(404, f"component {name!r} not found")
         now = utcnow()
+        previous = live.revision
         revision = repo.write_component_revision(session, name, None, "deleted", now)
+        on_component_revision(session, name, None, revision, previous, now)
         repo.record_event(session, "ComponentDeleted", f"component/{name}", f"revision {revision}", now)
 
     await _write(state, work)
@@ -369,6 +382,11 @@ async def delete_secret(name: str, state: ServerState = Depends(server_state)) -
         if repo.secret(session, name) is None:
             raise HTTPException(404, f"secret {name!r} not found")
         users = sorted(c.name for c in repo.all_components(session) if name in secret_refs(c.manifest))
+        users += [
+            f"{component} (revision {revision}, still handed out by its rollout)"
+            for component, revision, manifest in revisions_kept_by_rollouts(session)
+            if name in secret_refs(manifest)
+        ]
         if users:
             raise Conflict(f"secret {name!r} is still referenced by component(s): {', '.join(users)}")
         now = utcnow()

@@ -58,7 +58,6 @@
       }
       // Our own server-rendered (autoescaped) HTML; a 404 or 422 body explains itself.
       region.innerHTML = await response.text();
-      region.dataset.refreshes = String(Number(region.dataset.refreshes || 0) + 1);
       updateTimes();
     } catch (error) {
       showState("offline", "offline");

@@ -1,0 +1,206 @@
+"""The OSB HTTP surface, shared by the System Broker (under `/broker` of the control plane) and the Static
+System Broker (`rrm static-broker`): authentication, the `X-Broker-API-Version` check, request parsing and
+OSB error bodies. What each request means is `rrm.server.broker.service`; where the catalog, callers and
+records come from is a `BrokerBackend`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from rrm.server.broker import service
+from rrm.server.broker.models import BrokerError, BrokerRecords, Catalog
+
+API_VERSION = "2.17"
+MIN_MINOR = 13  # 2.13 to 2.17: later minor versions only add optional fields
+VERSION_HEADER = "X-Broker-API-Version"
+REQUEST_IDENTITY_HEADER = "X-Broker-API-Request-Identity"
+_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+
+
+class BrokerBackend(ABC):
+    """Where a broker's callers, catalog and records come from. `caller` is whatever `authenticate`
+    returned; every caller sees only its own catalog and records."""
+
+    realm = "rrm broker"
+
+    @abstractmethod
+    def authenticate(self, username: str, password: str) -> str | None:
+        """The caller the credentials belong to, or None (runs in a worker thread)."""
+
+    @abstractmethod
+    def catalog(self, caller: str) -> Catalog:
+        """The caller's catalog (runs on the event loop; must not block)."""
+
+    @abstractmethod
+    def transact(self, caller: str, work: Callable[[BrokerRecords], service.Answer]) -> service.Answer:
+        """Run `work` on the caller's records in one transaction (runs in a worker thread)."""
+
+
+def install(app: FastAPI, backend: BrokerBackend, prefix: str = "") -> None:
+    """Serve the broker at `prefix` (its broker URL) and answer BrokerError with OSB error bodies."""
+    app.include_router(broker_router(backend), prefix=prefix)
+    app.add_exception_handler(BrokerError, _error_answer)  # type: ignore[arg-type]
+
+
+async def _error_answer(request: Request, exc: BrokerError) -> Response:
+    headers = {"WWW-Authenticate": f'Basic realm="{BrokerBackend.realm}"'} if exc.status == 401 else {}
+    return _json(request, exc.status, exc.body, headers)
+
+
+def _json(request: Request, status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    identity = request.headers.get(REQUEST_IDENTITY_HEADER)
+    if identity:
+        headers[REQUEST_IDENTITY_HEADER] = identity
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _credentials(request: Request) -> tuple[str, str]:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        raise BrokerError(401, "HTTP Basic authentication is required")
+    try:
+        username, separator, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise BrokerError(401, "malformed HTTP Basic credentials") from exc
+    if not separator or not username or any(ord(c) < 32 for c in username + password):
+        raise BrokerError(401, "malformed HTTP Basic credentials")
+    return username, password
+
+
+def check_version(request: Request) -> None:
+    """A missing header is a bad request; a version this broker does not speak fails the precondition."""
+    value = request.headers.get(VERSION_HEADER)
+    if value is None:
+        raise BrokerError(400, f"the {VERSION_HEADER} header is required; this broker speaks {API_VERSION}")
+    match = _VERSION.match(value.strip())
+    if not match or int(match.group(1)) != 2 or int(match.group(2)) < MIN_MINOR:
+        raise BrokerError(
+            412,
+            f"{VERSION_HEADER} {value!r} is not supported: use 2.{MIN_MINOR} or later 2.x ({API_VERSION})",
+        )
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return False
+    if value not in ("true", "false"):
+        raise BrokerError(400, f"the query parameter {name} must be true or false")
+    return value == "true"
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise BrokerError(400, "a JSON request body is required")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BrokerError(400, f"the request body is not JSON: {exc}") from exc
+
+
+def broker_router(backend: BrokerBackend) -> APIRouter:
+    router = APIRouter(tags=["broker"])
+
+    async def caller_of(request: Request) -> str:
+        username, password = _credentials(request)
+        caller = await asyncio.to_thread(backend.authenticate, username, password)
+        if caller is None:
+            raise BrokerError(401, "unknown broker credentials")
+        check_version(request)
+        return caller
+
+    async def run(
+        request: Request, caller: str, operation: Callable[[service.Request], service.Answer]
+    ) -> Response:
+        catalog = backend.catalog(caller)
+
+        def work(records: BrokerRecords) -> service.Answer:
+            return operation(service.Request(records, catalog, time.time()))
+
+        status, body = await asyncio.to_thread(backend.transact, caller, work)
+        headers = {"Retry-After": service.RETRY_AFTER} if body.get("state") == "in progress" else None
+        return _json(request, status, body, headers)
+
+    @router.get("/v2/catalog")
+    async def catalog(request: Request) -> Response:
+        caller = await caller_of(request)
+        return _json(request, 200, backend.catalog(caller).document())
+
+    @router.get("/v2/service_instances/{instance_id}/last_operation")
+    async def instance_last_operation(request: Request, instance_id: str) -> Response:
+        caller = await caller_of(request)
+        operation = request.query_params.get("operation")
+        return await run(
+            request, caller, lambda r: service.instance_last_operation(r, instance_id, operation)
+        )
+
+    @router.put("/v2/service_instances/{instance_id}")
+    async def provision(request: Request, instance_id: str) -> Response:
+        caller = await caller_of(request)
+        asynchronous, body = _flag(request, "accepts_incomplete"), await _body(request)
+        return await run(request, caller, lambda r: service.provision(r, instance_id, body, asynchronous))
+
+    @router.get("/v2/service_instances/{instance_id}")
+    async def fetch_instance(request: Request, instance_id: str) -> Response:
+        caller = await caller_of(request)
+        return await run(request, caller, lambda r: service.fetch_instance(r, instance_id))
+
+    @router.patch("/v2/service_instances/{instance_id}")
+    async def update(request: Request, instance_id: str) -> Response:
+        caller = await caller_of(request)
+        _flag(request, "accepts_incomplete")
+        body = await _body(request)
+        return await run(request, caller, lambda r: service.update(r, instance_id, body))
+
+    @router.delete("/v2/service_instances/{instance_id}")
+    async def deprovision(request: Request, instance_id: str) -> Response:
+        caller = await caller_of(request)
+        _flag(request, "accepts_incomplete")
+        service_id, plan_id = request.query_params.get("service_id"), request.query_params.get("plan_id")
+        return await run(request, caller, lambda r: service.deprovision(r, instance_id, service_id, plan_id))
+
+    @router.get("/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation")
+    async def binding_last_operation(request: Request, instance_id: str, binding_id: str) -> Response:
+        caller = await caller_of(request)
+        operation = request.query_params.get("operation")
+        return await run(
+            request, caller, lambda r: service.binding_last_operation(r, instance_id, binding_id, operation)
+        )
+
+    @router.put("/v2/service_instances/{instance_id}/service_bindings/{binding_id}")
+    async def bind(request: Request, instance_id: str, binding_id: str) -> Response:
+        caller = await caller_of(request)
+        asynchronous, body = _flag(request, "accepts_incomplete"), await _body(request)
+        return await run(
+            request, caller, lambda r: service.bind(r, instance_id, binding_id, body, asynchronous)
+        )
+
+    @router.get("/v2/service_instances/{instance_id}/service_bindings/{binding_id}")
+    async def fetch_binding(request: Request, instance_id: str, binding_id: str) -> Response:
+        caller = await caller_of(request)
+        return await run(request, caller, lambda r: service.fetch_binding(r, instance_id, binding_id))
+
+    @router.delete("/v2/service_instances/{instance_id}/service_bindings/{binding_id}")
+    async def unbind(request: Request, instance_id: str, binding_id: str) -> Response:
+        caller = await caller_of(request)
+        _flag(request, "accepts_incomplete")
+        service_id, plan_id = request.query_params.get("service_id"), request.query_params.get("plan_id")
+        return await run(
+            request, caller, lambda r: service.unbind(r, instance_id, binding_id, service_id, plan_id)
+        )
+
+    return router

@@ -1,0 +1,1 @@
+"""Compass: applications, scenarios, label definitions and automatic scenario assignment (hub side)."""

@@ -1,0 +1,329 @@
+"""Admin API of Compass: applications, scenarios and their assignment, label definitions, and the broker
+credentials of runtimes. Applications, label definitions and scenario assignments are created with
+`POST /api/v1/apply`; everything here reads the fleet's memory, which every write catches up first."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from rrm.core.scenarios import DEFAULT_SCENARIO
+from rrm.core.selectors import SelectorError, parse_selector
+from rrm.server.api.admin import _write, reader, writer
+from rrm.server.apply import Conflict, InvalidInput, Problem
+from rrm.server.auth import token_hash
+from rrm.server.compass.labels import SCENARIOS_KEY, scenario_name_error, scenario_problems, scenarios_schema
+from rrm.server.compass.registry import RegisteredApplication
+from rrm.server.compass.views import application_view
+from rrm.server.fleet import RuntimeEntry
+from rrm.server.queries import read
+from rrm.server.state import ServerState, server_state, utcnow
+from rrm.store import compass as store
+from rrm.store import repositories as repo
+
+BROKER_PASSWORD_PREFIX = "rrmbp_"
+BROKER_PATH = "/broker"
+
+router = APIRouter(prefix="/api/v1", tags=["compass"], dependencies=[Depends(reader)])
+
+
+def _runtime_named(state: ServerState, name: str) -> RuntimeEntry:
+    entry = next((r for r in state.fleet.runtimes.values() if r.name == name), None)
+    if entry is None:
+        raise HTTPException(404, f"runtime {name!r} not found")
+    return entry
+
+
+def _scenarios_of(state: ServerState, entry: RuntimeEntry) -> frozenset[str]:
+    return state.fleet.registry.scenarios_of(entry.id, dict(entry.labels))
+
+
+def _seen_by(state: ServerState) -> dict[str, list[str]]:
+    """application name → names of the runtimes that see it."""
+    seen: dict[str, list[str]] = {name: [] for name in state.fleet.registry.applications}
+    for entry in sorted(state.fleet.runtimes.values(), key=lambda r: r.name):
+        for app in state.fleet.registry.visible(_scenarios_of(state, entry)):
+            seen[app.name].append(entry.name)
+    return seen
+
+
+# applications -----------------------------------------------------------------------------------------
+
+
+@router.get("/applications")
+async def list_applications(runtime: str | None = None, state: ServerState = Depends(server_state)) -> Any:
+    """Every application, or those the runtime sees (sharing one of its scenarios)."""
+    registry = state.fleet.registry
+    if runtime is not None:
+        entry = _runtime_named(state, runtime)
+        scenarios = _scenarios_of(state, entry)
+        return [application_view(app, scenarios) for app in registry.visible(scenarios)]
+    seen = _seen_by(state)
+    apps = sorted(registry.applications.values(), key=lambda a: a.name)
+    return [{**application_view(app), "runtimes": seen.get(app.name, [])} for app in apps]
+
+
+def _application(state: ServerState, name: str) -> RegisteredApplication:
+    app = state.fleet.registry.applications.get(name)
+    if app is None:
+        raise HTTPException(404, f"application {name!r} not found")
+    return app
+
+
+@router.get("/applications/{name}")
+async def get_application(name: str, state: ServerState = Depends(server_state)) -> Any:
+    app = _application(state, name)
+    return {**application_view(app), "runtimes": _seen_by(state).get(name, []), "manifest": app.manifest}
+
+
+@router.delete("/applications/{name}", status_code=204, dependencies=[Depends(writer)])
+async def delete_application(name: str, state: ServerState = Depends(server_state)) -> Response:
+    def work(session: Session) -> None:
+        if store.application(session, name) is None:
+            raise HTTPException(404, f"application {name!r} not found")
+        now = utcnow()
+        store.delete_application(session, name, now)
+        repo.record_event(session, "ApplicationDeleted", f"application/{name}", "deleted", now)
+
+    await _write(state, work)
+    return Response(status_code=204)
+
+
+# scenarios --------------------------------------------------------------------------------------------
+
+
+class NewScenario(BaseModel):
+    name: str
+
+
+class Assignment(BaseModel):
+    selector: str
+
+
+class ScenarioChange(BaseModel):
+    add: list[str] = []
+    remove: list[str] = []
+
+
+@router.get("/scenarios")
+async def list_scenarios(state: ServerState = Depends(server_state)) -> Any:
+    names = await read(state, store.scenario_names)
+    registry = state.fleet.registry
+    runtimes: dict[str, list[str]] = {name: [] for name in names}
+    for entry in sorted(state.fleet.runtimes.values(), key=lambda r: r.name):
+        for scenario in _scenarios_of(state, entry):
+            runtimes.setdefault(scenario, []).append(entry.name)
+    return [
+        {
+            "name": name,
+            "builtin": name == DEFAULT_SCENARIO,
+            "selector": registry.selectors.get(name),
+            "applications": sorted(
+                a.name for a in registry.applications.values() if name in a.application.scenarios
+            ),
+            "runtimes": runtimes.get(name, []),
+        }
+        for name in names
+    ]
+
+
+@router.post("/scenarios", status_code=201, dependencies=[Depends(writer)])
+async def create_scenario(body: NewScenario, state: ServerState = Depends(server_state)) -> Any:
+    if (error := scenario_name_error(body.name)) is not None:
+        raise HTTPException(422, [Problem(None, "Scenario", body.name, "name", error).as_dict()])
+
+    def work(session: Session) -> None:
+        if body.name in store.scenario_names(session):
+            raise Conflict(f"scenario {body.name!r} already exists")
+        now = utcnow()
+        store.add_scenario(session, body.name, now)
+        repo.record_event(session, "ScenarioCreated", f"scenario/{body.name}", "created", now)
+
+    await _write(state, work)
+    return {"name": body.name}
+
+
+@router.delete("/scenarios/{name}", status_code=204, dependencies=[Depends(writer)])
+async def delete_scenario(name: str, state: ServerState = Depends(server_state)) -> Response:
+    def work(session: Session) -> None:
+        if name not in store.scenario_names(session):
+            raise HTTPException(404, f"scenario {name!r} not found")
+        if name == DEFAULT_SCENARIO:
+            raise Conflict(f"{DEFAULT_SCENARIO} is built in: new applications are in it")
+        users = [f"application {a.name}" for a in store.all_applications(session) if name in a.scenarios]
+        users += [
+            f"runtime {r.name}"
+            for r in repo.all_runtimes(session)
+            if name in store.runtime_scenarios(session, r.id)
+        ]
+        if store.assignment(session, name) is not None:
+            users.append("its automatic assignment (rrm delete scenarioassignment)")
+        if users:
+            raise Conflict(f"scenario {name!r} is in use by {', '.join(users)}")
+        now = utcnow()
+        store.delete_scenario(session, name)
+        repo.record_event(session, "ScenarioDeleted", f"scenario/{name}", "deleted", now)
+
+    await _write(state, work)
+    return Response(status_code=204)
+
+
+@router.put("/scenarios/{name}/assignment", dependencies=[Depends(writer)])
+async def assign_scenario(name: str, body: Assignment, state: ServerState = Depends(server_state)) -> Any:
+    """Runtimes whose labels match the selector are in the scenario (and leave it when they stop matching)."""
+    try:
+        parse_selector(body.selector)
+    except SelectorError as exc:
+        raise HTTPException(
+            422, [Problem(None, "ScenarioAssignment", name, "selector", str(exc)).as_dict()]
+        ) from exc
+
+    def work(session: Session) -> None:
+        if name not in store.scenario_names(session):
+            raise HTTPException(404, f"scenario {name!r} not found")
+        now = utcnow()
+        store.set_assignment(session, name, body.selector, now)
+        repo.record_event(
+            session, "ScenarioAssignmentUpdated", f"scenario/{name}", f"selector {body.selector!r}", now
+        )
+
+    await _write(state, work)
+    return {"scenario": name, "selector": body.selector}
+
+
+@router.delete("/scenarios/{name}/assignment", status_code=204, dependencies=[Depends(writer)])
+async def unassign_scenario(name: str, state: ServerState = Depends(server_state)) -> Response:
+    def work(session: Session) -> None:
+        if store.assignment(session, name) is None:
+            raise HTTPException(404, f"scenario {name!r} has no automatic assignment")
+        now = utcnow()
+        store.delete_assignment(session, name, now)
+        repo.record_event(session, "ScenarioAssignmentDeleted", f"scenario/{name}", "deleted", now)
+
+    await _write(state, work)
+    return Response(status_code=204)
+
+
+def _runtime_scenarios_view(state: ServerState, entry: RuntimeEntry) -> dict[str, Any]:
+    return {
+        "runtime": entry.name,
+        "explicit": list(state.fleet.registry.explicit_scenarios(entry.id)),
+        "effective": sorted(_scenarios_of(state, entry)),
+    }
+
+
+@router.get("/runtimes/{name}/scenarios")
+async def runtime_scenarios(name: str, state: ServerState = Depends(server_state)) -> Any:
+    """The scenarios the runtime was put in, and those it is in (with automatic assignments)."""
+    return _runtime_scenarios_view(state, _runtime_named(state, name))
+
+
+@router.patch("/runtimes/{name}/scenarios", dependencies=[Depends(writer)])
+async def change_runtime_scenarios(
+    name: str, body: ScenarioChange, state: ServerState = Depends(server_state)
+) -> Any:
+    def work(session: Session) -> None:
+        row = repo.runtime_by_name(session, name)
+        if row is None:
+            raise HTTPException(404, f"runtime {name!r} not found")
+        current = store.runtime_scenarios(session, row.id)
+        wanted = sorted({*current, *body.add} - set(body.remove))
+        problems = scenario_problems(SCENARIOS_KEY, wanted, store.scenario_names(session))
+        if problems:
+            raise InvalidInput([Problem(None, "Runtime", name, f, m) for f, m in problems])
+        if wanted != current:
+            now = utcnow()
+            store.set_runtime_scenarios(session, row.id, wanted, now)
+            repo.record_event(
+                session, "RuntimeScenarios", f"runtime/{name}", ", ".join(wanted) or "none", now
+            )
+
+    await _write(state, work)
+    return _runtime_scenarios_view(state, _runtime_named(state, name))
+
+
+# label definitions ------------------------------------------------------------------------------------
+
+
+@router.get("/labeldefinitions")
+async def list_label_definitions(state: ServerState = Depends(server_state)) -> Any:
+    def work(session: Session) -> list[dict[str, Any]]:
+        builtin = {
+            "key": SCENARIOS_KEY,
+            "schema": scenarios_schema(store.scenario_names(session)),
+            "builtin": True,
+        }
+        defined = [
+            {"key": k, "schema": s, "builtin": False} for k, s in store.label_definitions(session).items()
+        ]
+        return sorted([builtin, *defined], key=lambda d: str(d["key"]))
+
+    return await read(state, work)
+
+
+@router.delete("/labeldefinitions/{key:path}", status_code=204, dependencies=[Depends(writer)])
+async def delete_label_definition(key: str, state: ServerState = Depends(server_state)) -> Response:
+    def work(session: Session) -> None:
+        if key == SCENARIOS_KEY:
+            raise Conflict("the scenarios label definition is built in")
+        if not store.delete_label_definition(session, key):
+            raise HTTPException(404, f"label definition {key!r} not found")
+        repo.record_event(
+            session, "LabelDefinitionDeleted", f"labeldefinition/{key}"[:128], "deleted", utcnow()
+        )
+
+    await _write(state, work)
+    return Response(status_code=204)
+
+
+# broker credentials -----------------------------------------------------------------------------------
+
+
+class BrokerCredentialsRequest(BaseModel):
+    rotate: bool = False
+
+
+@router.post("/runtimes/{name}/broker-credentials", status_code=201, dependencies=[Depends(writer)])
+async def broker_credentials(
+    name: str, body: BrokerCredentialsRequest, request: Request, state: ServerState = Depends(server_state)
+) -> Any:
+    """HTTP Basic credentials for the runtime's calls to the System Broker, shown this once (only the
+    password's sha256 is kept). Existing ones are replaced only with `rotate`."""
+    password = BROKER_PASSWORD_PREFIX + secrets.token_urlsafe(32)
+
+    def work(session: Session) -> None:
+        row = repo.runtime_by_name(session, name)
+        if row is None:
+            raise HTTPException(404, f"runtime {name!r} not found")
+        exists = store.has_broker_credential(session, row.id)
+        if exists and not body.rotate:
+            raise Conflict(f"runtime {name!r} already has broker credentials; rotate them to get new ones")
+        now = utcnow()
+        store.set_broker_credential(session, row.id, row.name, token_hash(password), now)
+        what = "rotated" if exists else "issued"
+        repo.record_event(session, f"BrokerCredentials{what.capitalize()}", f"runtime/{name}", what, now)
+
+    await _write(state, work)
+    return {
+        "username": name,
+        "password": password,
+        "broker_url": str(request.base_url).rstrip("/") + BROKER_PATH,
+    }
+
+
+@router.delete("/runtimes/{name}/broker-credentials", status_code=204, dependencies=[Depends(writer)])
+async def revoke_broker_credentials(name: str, state: ServerState = Depends(server_state)) -> Response:
+    def work(session: Session) -> None:
+        row = repo.runtime_by_name(session, name)
+        if row is None or not store.has_broker_credential(session, row.id):
+            raise HTTPException(404, f"runtime {name!r} has no broker credentials")
+        now = utcnow()
+        store.delete_broker_credential(session, row.id)
+        repo.record_event(session, "BrokerCredentialsRevoked", f"runtime/{name}", "revoked", now)
+
+    await _write(state, work)
+    return Response(status_code=204)
