@@ -17,7 +17,10 @@ from .conftest import NEVER_CONNECTED, PROD_RUNTIMES, STOPPED, VIEWPORT, Screens
 
 LIVE_TIMEOUT_MS = 20_000
 SECRET_VALUE = f"e2e-secret-{uuid.uuid4().hex}"
+APP_TOKEN = f"e2e-app-token-{uuid.uuid4().hex}"
+APP_PASSWORD = f"e2e-app-password-{uuid.uuid4().hex}"
 NO_RELOAD_MARK = "window.__rrmNotReloaded"
+BAKE_SECONDS = 6  # long enough to see the canary wave bake and the next one wait
 
 
 def mark_page(page: Page) -> None:
@@ -30,9 +33,11 @@ def assert_not_reloaded(page: Page) -> None:
 
 
 def show(page: Page, screenshot: Screenshot, name: str) -> None:
-    """Screenshot a page, and check that its HTML carries no secret value."""
+    """Screenshot a page, and check that its HTML carries no secret value nor credential."""
     screenshot(page, name)
-    assert SECRET_VALUE not in page.content(), f"the {name} page shows a secret value"
+    content = page.content()
+    for value in (SECRET_VALUE, APP_TOKEN, APP_PASSWORD):
+        assert value not in content, f"the {name} page shows a secret value"
 
 
 def rrm_cli(stack: Stack, *args: str) -> str:
@@ -69,6 +74,38 @@ def logger_manifests(url: str) -> list[dict[str, object]]:
                 ],
             },
         },
+    ]
+
+
+def application_manifests() -> list[dict[str, object]]:
+    """e2e-shop for the prod runtimes (with credentials), e2e-billing for the edge runtime."""
+    shop = {
+        "description": "Shop backend",
+        "provider": "ACME",
+        "baseUrl": "https://shop.example.com",
+        "scenarios": ["E2E-SHOP"],
+        "apis": [{"name": "orders-v1", "targetUrl": "https://shop.example.com/v1"}],
+        "bundles": [
+            {
+                "name": "api",
+                "apis": ["orders-v1"],
+                "credentials": {"type": "header", "header": "X-Api-Key", "token": APP_TOKEN},
+            },
+            {
+                "name": "admin",
+                "credentials": {"type": "basic", "username": "shop-admin", "password": APP_PASSWORD},
+            },
+        ],
+    }
+    billing = {
+        "description": "Invoices",
+        "provider": "Billing Inc.",
+        "baseUrl": "https://billing.example.com",
+        "bundles": [{"name": "main", "credentials": {"type": "none"}}],
+    }
+    return [
+        {"apiVersion": "rrm.io/v1", "kind": "Application", "metadata": {"name": name}, "spec": spec}
+        for name, spec in (("e2e-shop", shop), ("e2e-billing", billing))
     ]
 
 
@@ -193,3 +230,99 @@ def test_stopping_an_agent_turns_its_runtime_not_connected_on_the_page(
     page.goto("/ui")
     expect(page.locator(f'#attention tr[data-runtime="{STOPPED}"] .reason')).to_have_text("HeartbeatMissed")
     show(page, screenshot, "fleet-disconnected")
+
+
+def orders_manifests(url: str, policy: str | None = None) -> list[dict[str, object]]:
+    annotations = {"rrm.io/selector": "env=prod"}
+    documents: list[dict[str, object]] = []
+    if policy is not None:
+        annotations["rrm.io/rollout-policy"] = policy
+        spec = {
+            "groups": [{"name": "canary", "selector": "canary=true"}],
+            "minSuccessTime": f"{BAKE_SECONDS}s",
+            "progressDeadline": "1m",
+        }
+        documents.append(
+            {"apiVersion": "rrm.io/v1", "kind": "RolloutPolicy", "metadata": {"name": policy}, "spec": spec}
+        )
+    documents.append(
+        {
+            "apiVersion": "dapr.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": "e2e-orders", "annotations": annotations},
+            "spec": {"type": "bindings.http", "version": "v1", "metadata": [{"name": "url", "value": url}]},
+        }
+    )
+    return documents
+
+
+def test_a_rollout_with_a_canary_wave_shows_up_live_on_the_component_page(
+    page: Page, stack: Stack, screenshot: Screenshot, tmp_path: Path
+) -> None:
+    canary, other = PROD_RUNTIMES
+    rrm_cli(stack, "label", "runtime", canary, "canary=true")
+    manifest = tmp_path / "orders.yaml"
+    manifest.write_text(yaml.safe_dump_all(orders_manifests("http://orders.invalid/v1")))
+    rrm_cli(stack, "apply", "-f", str(manifest))
+    page.goto("/ui/components/e2e-orders")
+    expect(page.locator("#ready-count")).to_have_text("2/2 runtimes", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#rollout")).to_have_count(0)
+    expect(page.locator("#live-status")).to_have_text("live")
+    mark_page(page)
+
+    manifest.write_text(yaml.safe_dump_all(orders_manifests("http://orders.invalid/v2", "e2e-careful")))
+    rrm_cli(stack, "apply", "-f", str(manifest))
+    rollout = page.locator("#rollout")
+    first, second = page.locator('#waves [data-wave="1"]'), page.locator('#waves [data-wave="2"]')
+    # the canary wave is updated and bakes while the rest waits …
+    expect(rollout).to_have_attribute("data-state", "progressing", timeout=LIVE_TIMEOUT_MS)
+    expect(first).to_have_attribute("data-state", "baking", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#rollout-bake .countdown")).to_be_visible()
+    expect(second).to_have_attribute("data-state", "pending")
+    expect(second.locator(f'tr[data-runtime="{other}"]')).to_have_attribute("data-state", "pending")
+    expect(first.locator(f'tr[data-runtime="{canary}"]')).to_have_attribute("data-state", "ready")
+    expect(first.locator(".wave-head .chip")).to_have_text("canary")
+    show(page, screenshot, "component-rollout-baking")
+    # … then the next wave starts by itself and the rollout succeeds, on the same page
+    expect(second).to_have_attribute("data-state", "done", timeout=LIVE_TIMEOUT_MS)
+    expect(rollout).to_have_attribute("data-state", "succeeded", timeout=LIVE_TIMEOUT_MS)
+    expect(second.locator(f'tr[data-runtime="{other}"]')).to_have_attribute("data-state", "ready")
+    expect(page.locator("#rollout-progress")).to_contain_text("2/2 ready")
+    assert_not_reloaded(page)
+    show(page, screenshot, "component-rollout-succeeded")
+
+    page.goto("/ui/components")
+    expect(page.locator('tr[data-component="e2e-orders"] [data-field="rollout"]')).to_have_text("succeeded")
+    show(page, screenshot, "components-rollout")
+
+
+def test_the_applications_page_shows_which_runtimes_see_which_application(
+    page: Page, stack: Stack, screenshot: Screenshot, tmp_path: Path
+) -> None:
+    page.goto("/ui/applications")
+    expect(page.locator("#live-status")).to_have_text("live")
+    mark_page(page)
+    rrm_cli(stack, "create", "scenario", "E2E-SHOP")
+    rrm_cli(stack, "scenario", "assign", "E2E-SHOP", "--selector", "env=prod")
+    rrm_cli(stack, "scenario", "assign", "DEFAULT", "--runtime", NEVER_CONNECTED)
+    manifest = tmp_path / "applications.yaml"
+    manifest.write_text(yaml.safe_dump_all(application_manifests()))
+    rrm_cli(stack, "apply", "-f", str(manifest))
+
+    shop = page.locator('#application-list tr[data-application="e2e-shop"]')
+    expect(shop).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    expect(shop.locator("[data-runtime]")).to_have_text(list(PROD_RUNTIMES))
+    expect(shop.locator(".badge.cred")).to_have_text(["header", "basic"])
+    billing = page.locator('#application-list tr[data-application="e2e-billing"]')
+    expect(billing.locator("[data-runtime]")).to_have_text([NEVER_CONNECTED])
+    expect(page.locator('#scenario-list tr[data-scenario="E2E-SHOP"]')).to_contain_text("env=prod")
+    assert_not_reloaded(page)
+    show(page, screenshot, "applications")
+
+    page.click(f'#application-list tr[data-application="e2e-shop"] a:text-is("{PROD_RUNTIMES[0]}")')
+    expect(page.locator('#scenarios [data-scenario="E2E-SHOP"]')).to_contain_text("by automatic assignment")
+    expect(page.locator('#applications tr[data-application="e2e-shop"]')).to_contain_text("app-e2e-shop-api")
+    expect(page.locator('#results tr[data-component="app-e2e-shop-api"] .badge')).to_have_text(
+        "applied", timeout=LIVE_TIMEOUT_MS
+    )
+    show(page, screenshot, "runtime-applications")

@@ -3,7 +3,10 @@ the session cookie holds, that the stream carries the events table, and that no 
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .compass import application
 from .harness import (
     Fleet,
     ServerProcess,
@@ -27,13 +31,21 @@ from .harness import (
 
 pytestmark = pytest.mark.integration
 
-PAGES = ["/ui", "/ui/runtimes", "/ui/runtimes/anything", "/ui/components", "/ui/components/anything"]
+PAGES = [
+    "/ui",
+    "/ui/runtimes",
+    "/ui/runtimes/anything",
+    "/ui/components",
+    "/ui/components/anything",
+    "/ui/applications",
+]
 FRAGMENTS = [
     "/ui/fragments/fleet",
     "/ui/fragments/runtimes",
     "/ui/fragments/runtimes/anything",
     "/ui/fragments/components",
     "/ui/fragments/components/anything",
+    "/ui/fragments/applications",
 ]
 STREAM = "/api/v1/events/stream"
 
@@ -91,6 +103,40 @@ def first_event(
         if time.monotonic() > deadline:
             break
     raise AssertionError(f"no matching event within {timeout} s")
+
+
+WAVE = re.compile(
+    r'<li class="wave[^"]*" data-wave="(\d+)" data-state="([^"]+)">'
+    r'.*?<span class="chip">([^<]*)</span>(.*?)</li>',
+    re.S,
+)
+WAVE_RUNTIME = re.compile(r'<tr data-runtime="([^"]+)" data-state="([^"]+)">')
+
+
+def waves_shown(page: str) -> dict[int, tuple[str, str, dict[str, str]]]:
+    """Wave number → (group, state, {runtime: state}) as the component page shows the rollout."""
+    return {
+        int(number): (group, state, dict(WAVE_RUNTIME.findall(body)))
+        for number, state, group, body in WAVE.findall(page)
+    }
+
+
+def rollout_policy(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "rrm.io/v1", "kind": "RolloutPolicy", "metadata": {"name": name}, "spec": spec}
+
+
+def bundle(name: str, credentials: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "credentials": credentials}
+
+
+def row_of(page: str, attribute: str, value: str) -> str:
+    """The HTML of the table row with `attribute="value"`."""
+    start = page.index(f'{attribute}="{value}"')
+    return page[start : page.index("</tr>", start)]
+
+
+def runtime_chips(row: str) -> set[str]:
+    return set(re.findall(r'<a class="chip" href="/ui/runtimes/[^"]+" data-runtime="([^"]+)">', row))
 
 
 def test_nothing_of_the_dashboard_or_the_stream_is_reachable_without_a_session(server: ServerProcess) -> None:
@@ -169,7 +215,7 @@ def test_a_viewer_token_reads_everything_and_writes_nothing(server: ServerProces
         expect_status(api.post("/api/v1/tokens", json={"role": "admin"}), 403)
     expect_status(server.admin.post("/api/v1/tokens", json={"role": "root"}), 422)
     with signed_in(server, viewer) as client:
-        for path in ["/ui/runtimes", "/ui/components", *FRAGMENTS[:2]]:
+        for path in ["/ui/runtimes", "/ui/components", "/ui/applications", *FRAGMENTS[:2], FRAGMENTS[-1]]:
             expect_status(client.get(path), 200)
         assert '<span class="role"' in expect_status(client.get("/ui"), 200).text
         with event_stream(client, params={"after": 0}) as events:
@@ -235,23 +281,44 @@ def test_pages_show_runtimes_and_components_and_a_revision_diff(server: ServerPr
 
 
 def test_no_page_fragment_or_event_shows_a_secret_value(server: ServerProcess, fleet: Fleet) -> None:
+    """Neither a secret's value nor an application's credentials (a header token, a basic password, nor
+    the `Basic …` header value the runtime's binding gets) appear anywhere, though the runtime has them."""
     value = f"do-not-show-{uuid.uuid4().hex}"
+    token, password = f"header-token-{uuid.uuid4().hex}", f"basic-password-{uuid.uuid4().hex}"
+    basic_header = base64.b64encode(f"leak-user:{password}".encode()).decode()
+    hidden = {"secret value": value, "header token": token, "password": password, "basic": basic_header}
     label = unique("t-leak")
     runtime = unique("leak")
+    scenario = unique("LEAK")
+    expect_status(server.admin.post("/api/v1/scenarios", json={"name": scenario}), 201)
     fleet.agent(runtime, {label: "yes"})
-    name = unique("leaky")
+    expect_status(server.admin.patch(f"/api/v1/runtimes/{runtime}/scenarios", json={"add": [scenario]}), 200)
+    name, app = unique("leaky"), unique("leaky-app")
     apply(
         server.admin,
         [
             secret(f"{name}-creds", {"token": value}),
             http_binding(name, f"{label}=yes", "http://leak.invalid/", token_ref=(f"{name}-creds", "token")),
+            application(
+                app,
+                [
+                    bundle("header", {"type": "header", "header": "X-Api-Key", "token": token}),
+                    bundle("basic", {"type": "basic", "username": "leak-user", "password": password}),
+                ],
+                scenarios=[scenario],
+            ),
         ],
     )
     apply(
         server.admin,
         [http_binding(name, f"{label}=yes", "http://leak2.invalid/", (f"{name}-creds", "token"))],
     )
-    fleet.wait_runtime(runtime, lambda d: synced(d) and condition_true(d, "Ready"), "Ready with the secret")
+    placed = {name, f"app-{app}-header", f"app-{app}-basic"}
+    fleet.wait_runtime(
+        runtime,
+        lambda d: placed <= {c["name"] for c in d["resources"]} and synced(d) and condition_true(d, "Ready"),
+        "Ready with the secret and the application's bindings",
+    )
     paths = [
         "/ui",
         "/ui/runtimes",
@@ -259,23 +326,145 @@ def test_no_page_fragment_or_event_shows_a_secret_value(server: ServerProcess, f
         "/ui/components",
         f"/ui/components/{name}",
         f"/ui/components/{name}?from=1&to=2",
+        "/ui/applications",
         "/ui/fragments/fleet",
         "/ui/fragments/runtimes",
         f"/ui/fragments/runtimes/{runtime}",
         "/ui/fragments/components",
         f"/ui/fragments/components/{name}",
+        "/ui/fragments/applications",
     ]
     with signed_in(server) as client:
         pages = {path: expect_status(client.get(path), 200).text for path in paths}
         for path, text in pages.items():
-            assert value not in text, path
-        # the pages do show the secret, by name, key and reference
+            for what, needle in hidden.items():
+                assert needle not in text, f"{path} shows the {what}"
+        # the pages do show the secret, by name, key and reference, and the credentials' types
         assert f'data-secret="{name}-creds"' in pages["/ui/components"]
         assert "secretKeyRef" in pages[f"/ui/components/{name}"]
+        applications = row_of(pages["/ui/applications"], "data-application", app)
+        assert ">header</span>" in applications and ">basic</span>" in applications
+        assert runtime_chips(applications) == {runtime}
+        assert f'data-application="{app}"' in pages[f"/ui/runtimes/{runtime}"]
         with event_stream(client, params={"after": 0}) as events:
             seen = first_event(
                 events, lambda e: e["subject"] == f"runtime/{runtime}" and "Applied" in e["type"]
             )
-            assert value not in json.dumps(seen)
+            assert all(needle not in json.dumps(seen) for needle in hidden.values())
     history = expect_status(server.admin.get("/api/v1/events", params={"limit": 1000}), 200).text
-    assert value not in history
+    assert all(needle not in history for needle in hidden.values())
+
+
+def test_a_component_page_shows_its_rollout_wave_by_wave_with_each_runtime(
+    server: ServerProcess, fleet: Fleet
+) -> None:
+    """A canary wave with one runtime Ready and one whose agent reports the component failed (a foreign
+    file of the same name): the rollout pauses, the next wave waits, and the page shows all of it."""
+    label = unique("t-ro")
+    name, policy = unique("ui-ro"), unique("ui-ro-policy")
+    good, bad, later = unique("ro-good"), unique("ro-bad"), unique("ro-later")
+    bad_token = register(server.admin, bad, labels={label: "yes", "canary": "true"})
+    bad_agent = fleet.agent_process(bad)
+    bad_agent.resources_path.mkdir(parents=True, exist_ok=True)
+    foreign = http_binding(name, "", "http://foreign.invalid/")
+    (bad_agent.resources_path / f"{name}.yaml").write_text(json.dumps(foreign))
+    bad_agent.start(bad_token)
+    fleet.agent(good, {label: "yes", "canary": "true"})
+    register(server.admin, later, labels={label: "yes"})
+    spec = {"groups": [{"name": "canary", "selector": "canary=true"}], "progressDeadline": "60s"}
+    component = http_binding(name, f"{label}=yes", "http://v1.invalid/")
+    component["metadata"]["annotations"]["rrm.io/rollout-policy"] = policy
+    apply(server.admin, [rollout_policy(policy, **spec, onFailure="pause"), component])
+
+    def rollout_settled() -> dict[str, Any]:
+        seen = expect_status(server.admin.get(f"/api/v1/rollouts/{name}"), 200).json()
+        states = {r["name"]: r["state"] for w in seen["waves"] for r in w["runtimes"]}
+        return seen if seen["state"] == "paused" and states[good] == "ready" else {}
+
+    api = fleet.wait_until(rollout_settled, f"the rollout of {name} pauses with {good} ready")
+    with signed_in(server) as client:
+        page = expect_status(client.get(f"/ui/components/{name}"), 200).text
+        assert waves_shown(page) == {
+            1: ("canary", "paused", {bad: "failed", good: "ready"}),
+            2: ("rest", "pending", {later: "pending"}),
+        }
+        assert 'id="rollout" data-state="paused"' in page
+        assert "none → 1" in page and f"<strong>{policy}</strong>" in page
+        assert "1/3 ready" in page and "1 failed" in page
+        (failure,) = api["failures"]
+        assert failure["runtime"] == bad and "already defined" in failure["message"]
+        assert html.escape(failure["message"]) in page  # under the failed runtime and in the failures
+        assert f"rrm rollout resume|abort|promote {name}" in page
+        listed = expect_status(client.get("/ui/fragments/components"), 200).text
+        row = listed[listed.index(f'data-component="{name}"') :]
+        assert row.index('class="badge ro-paused"') < row.index("</tr>") and "wave 1/2" in row
+
+
+def test_the_applications_page_shows_which_runtimes_see_which_application(
+    server: ServerProcess, fleet: Fleet
+) -> None:
+    """One runtime put in a scenario (with its agent, which gets the bindings), one in another scenario by
+    automatic assignment, one in none; two applications."""
+    label = unique("t-app")
+    explicit, automatic = unique("UI"), unique("UI")
+    both, only = unique("ui-app"), unique("ui-app")
+    member, assigned, outsider = unique("app-in"), unique("app-auto"), unique("app-out")
+    for scenario in (explicit, automatic):
+        expect_status(server.admin.post("/api/v1/scenarios", json={"name": scenario}), 201)
+    selector = f"{label}=auto"
+    body = {"selector": selector}
+    expect_status(server.admin.put(f"/api/v1/scenarios/{automatic}/assignment", json=body), 200)
+    apply(
+        server.admin,
+        [
+            application(
+                both,
+                [
+                    bundle("public", {"type": "header", "header": "X-Api-Key", "token": "t"}),
+                    bundle("admin", {"type": "basic", "username": "u", "password": "p"}),
+                ],
+                scenarios=[explicit, automatic],
+            ),
+            application(only, [bundle("main", {"type": "none"})], scenarios=[explicit]),
+        ],
+    )
+    fleet.agent(member, {label: "yes"})
+    register(server.admin, assigned, labels={label: "auto"})
+    register(server.admin, outsider, labels={label: "no"})
+    body = {"add": [explicit]}
+    expect_status(server.admin.patch(f"/api/v1/runtimes/{member}/scenarios", json=body), 200)
+    bindings = {f"app-{both}-public", f"app-{both}-admin", f"app-{only}-main"}
+    fleet.wait_runtime(
+        member,
+        lambda d: (
+            bindings <= {c["name"] for c in d["resources"]} and synced(d) and condition_true(d, "Ready")
+        ),
+        "Ready with the applications' bindings",
+    )
+
+    with signed_in(server) as client:
+        listing = expect_status(client.get("/ui/applications"), 200).text
+        assert 'aria-current="page">Applications</a>' in listing
+        assert runtime_chips(row_of(listing, "data-application", both)) == {member, assigned}
+        assert runtime_chips(row_of(listing, "data-application", only)) == {member}
+        both_row = row_of(listing, "data-application", both)
+        for binding, kind in ((f"app-{both}-public", "header"), (f"app-{both}-admin", "basic")):
+            assert re.search(
+                rf"<code>{binding}</code> <span class=\"badge cred\"[^>]*>{kind}</span>", both_row
+            )
+        assert f'<span class="chip">{explicit}</span>' in both_row
+        automatic_row = row_of(listing, "data-scenario", automatic)
+        assert f"<code>{selector}</code>" in automatic_row and runtime_chips(automatic_row) == {assigned}
+        assert runtime_chips(row_of(listing, "data-scenario", explicit)) == {member}
+        assert f'data-runtime="{outsider}"' not in listing
+        assert expect_status(client.get("/ui/fragments/applications"), 200).text.strip() in listing
+
+        detail = expect_status(client.get(f"/ui/runtimes/{member}"), 200).text
+        assert f'data-scenario="{explicit}"' in detail and "put in it" in detail
+        assert set(re.findall(r'<tr data-application="([^"]+)">', detail)) == {both, only}
+        assert f'data-component="app-{both}-public"' in detail  # the binding its agent applied
+        auto_detail = expect_status(client.get(f"/ui/fragments/runtimes/{assigned}"), 200).text
+        assert f'data-scenario="{automatic}"' in auto_detail and "by automatic assignment" in auto_detail
+        assert set(re.findall(r'<tr data-application="([^"]+)">', auto_detail)) == {both}
+        outside = expect_status(client.get(f"/ui/runtimes/{outsider}"), 200).text
+        assert "In no scenario" in outside and "data-application=" not in outside

@@ -1,10 +1,19 @@
-"""How the dashboard shapes the admin API's views: attention order, counts, revision diffs."""
+"""How the dashboard shapes the admin API's views: attention order, counts, revision diffs, countdowns and
+a rollout wave's progress."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rrm.server.ui.present import component_results, fleet_summary, revision_diff
+from rrm.server.ui.present import (
+    component_results,
+    countdown,
+    fleet_summary,
+    revision_diff,
+    seconds_until,
+    wave_progress,
+)
 
 
 def runtime(name: str, kind: str = "selfhosted", **statuses: str) -> dict[str, Any]:
@@ -67,3 +76,20 @@ def test_the_diff_of_two_revisions_marks_changed_lines_and_a_deletion_empties_ev
     deleted = revision_diff(new, None, ("revision 2", "revision 3"))
     assert all(line.kind != "add" for line in deleted) and any(line.kind == "del" for line in deleted)
     assert revision_diff(old, old, ("1", "1")) == []
+
+
+def test_countdowns_round_up_to_whole_seconds_so_zero_means_the_time_is_up() -> None:
+    assert [countdown(s) for s in (0.2, 0, -3, 59.01, 90.5, 3600)] == ["1s", "0s", "0s", "1m", "1m31s", "1h"]
+    assert countdown(None) == "-"
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert seconds_until((now + timedelta(seconds=42)).isoformat(), now) == 42
+    assert seconds_until((now - timedelta(seconds=5)).isoformat(), now) == 0
+    assert seconds_until("2026-01-01T00:00:30", now) == 30  # naive means UTC
+    assert seconds_until(None, now) is None and seconds_until("soon", now) is None
+
+
+def test_a_waves_progress_counts_its_runtimes_by_how_far_they_got() -> None:
+    states = ["ready", "ready", "failed", "updating", "pending", "gone"]
+    wave = {"total": 6, "ready": 2, "failed": 1, "runtimes": [{"state": s} for s in states]}
+    progress = wave_progress(wave)
+    assert (progress.total, progress.ready, progress.failed, progress.updating) == (6, 2, 1, 1)

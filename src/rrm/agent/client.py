@@ -18,6 +18,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 MAX_WAIT_SECONDS = 300.0
 TIMEOUT_MARGIN_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5.0
+KEEPALIVE_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 
 
@@ -54,6 +55,9 @@ class DirectorClient:
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+            # drop idle connections before the server does (it keeps them 75 s), so a request never
+            # races the server closing the connection it reuses
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
         )
 
     @property
@@ -98,6 +102,21 @@ class DirectorClient:
         _expect(response, 200)
         return _parse(RotateResponse, response)
 
+    async def _request_once_retried(
+        self, method: str, url: str, headers: dict[str, str], timeout: httpx.Timeout | None, kwargs: Any
+    ) -> httpx.Response:
+        """A reused connection the server closed meanwhile fails at once; every agent call is idempotent,
+        so it is sent again right away, on a fresh connection, instead of waiting out a backoff."""
+        for attempt in (1, 2):
+            try:
+                return await self._http.request(
+                    method, url, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs
+                )
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     async def _send(
         self,
         method: str,
@@ -119,9 +138,7 @@ class DirectorClient:
             index = (self._active + offset) % len(self._urls)
             url = self._urls[index] + path
             try:
-                response = await self._http.request(
-                    method, url, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kwargs
-                )
+                response = await self._request_once_retried(method, url, headers, timeout, kwargs)
             except httpx.TransportError as exc:
                 failures.append(f"{self._urls[index]}: {type(exc).__name__}: {exc}")
                 continue

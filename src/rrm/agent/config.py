@@ -24,7 +24,7 @@ class AgentConfig:
     dapr_api_token: str | None = None
     reload_command: str | None = None
     wait_seconds: float = 30.0
-    heartbeat_interval: float = 15.0
+    heartbeat_interval: float = 60.0
     log_level: str = "info"
     rotate_interval: float = 86400.0
     reconcile_interval: float = 60.0

@@ -38,7 +38,7 @@ class Agent:
         identity: AgentIdentity | None = None,
         *,
         wait_seconds: float = 30.0,
-        heartbeat_interval: float = 15.0,
+        heartbeat_interval: float = 60.0,
         rotate_interval: float = 86400.0,
         reconcile_interval: float = 60.0,
     ) -> None:
@@ -201,7 +201,8 @@ class Agent:
             reload=self.last_reload,
             drift=self.drift,
             target=self.target.name,
-            heartbeat_interval=self.heartbeat_interval,
+            # the server also counts each long-poll as contact, so contact comes at least this often
+            heartbeat_interval=min(self.heartbeat_interval, self.wait_seconds),
             message=""
             if self.confirmed or self.state is None
             else "serving the cached state; no director yet",

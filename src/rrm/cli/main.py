@@ -53,7 +53,7 @@ def agent(
     reload_command: str = typer.Option(None, "--reload-command", help="run after each change"),
     wait: float = typer.Option(30.0, "--wait", help="long-poll wait in seconds"),
     heartbeat_interval: float = typer.Option(
-        15.0, "--heartbeat-interval", help="seconds between status reports"
+        60.0, "--heartbeat-interval", help="seconds between status reports when nothing changed"
     ),
     reconcile_interval: float = typer.Option(
         60.0, "--reconcile-interval", help="seconds between full reconciles that put back hand edits"

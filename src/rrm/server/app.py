@@ -149,6 +149,7 @@ def serve(settings: ServerSettings) -> None:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=75,  # longer than the agents' heartbeat, which then reuses its connection
         access_log=os.environ.get("RRM_ACCESS_LOG") == "1",
     )
     _Server(config, state).run()

@@ -286,7 +286,8 @@ class Fleet:
             signal = self._signals.setdefault(runtime_id, asyncio.Event())
             LONGPOLLS_WAITING.inc()
             try:
-                await asyncio.wait_for(signal.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await signal.wait()
             except TimeoutError:
                 return None
             finally:

@@ -1,33 +1,69 @@
 """Singleton work, on the one process that holds leadership: record condition transitions (a runtime going
 silent, becoming Ready) as events, drop pairing tokens that can no longer be used, and step the progressive
-rollouts (`rrm.server.rollouts.controller`). Every process publishes the condition counts as metrics."""
+rollouts (`rrm.server.rollouts.controller`). The leader also publishes the condition counts as metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from rrm.core.conditions import Condition
+from sqlalchemy.orm import Session
+
+from rrm.core.conditions import Condition, Observed, evaluate
 from rrm.server.metrics import LEADER, RUNTIMES
 from rrm.server.rollouts.controller import run_rollouts
 from rrm.server.state import ServerState, utcnow
-from rrm.server.views import runtime_conditions
+from rrm.server.views import observed_of
 from rrm.store import repositories as repo
 from rrm.store.leadership import Leadership
 
 log = logging.getLogger("rrm.server.housekeeping")
 
 
-def current_conditions(state: ServerState, now: datetime) -> dict[str, list[Condition]]:
-    with state.db.read() as session:
-        statuses = repo.statuses(session)
-    grace = state.settings.heartbeat_grace
-    return {
-        runtime_id: runtime_conditions(state.fleet, runtime_id, statuses.get(runtime_id), now, grace)
-        for runtime_id in list(state.fleet.runtimes)
-    }
+class ConditionWatch:
+    """The leader's memory of the fleet's conditions, so a pass costs work proportional to what changed.
+
+    Status rows are re-read only when their `last_seen` moved since the previous pass (with a margin for
+    commits still in flight and for clocks of other replicas); conditions are evaluated in memory; only
+    changed transitions are written. Everything is reloaded when this process (re)gains leadership.
+    """
+
+    MARGIN = timedelta(seconds=10)
+
+    def __init__(self) -> None:
+        self.observed: dict[str, Observed] = {}
+        self.recorded: dict[tuple[str, str], str] | None = None
+        self.watermark: datetime | None = None
+
+    def reset(self) -> None:
+        self.observed, self.recorded, self.watermark = {}, None, None
+
+    def refresh(self, session: Session, now: datetime) -> None:
+        since = None if self.watermark is None else self.watermark - self.MARGIN
+        for row in repo.statuses_seen_since(session, since):
+            self.observed[row.runtime_id] = observed_of(row)  # type: ignore[assignment]
+        self.watermark = now
+        if self.recorded is None:
+            self.recorded = {
+                (runtime_id, type_): status
+                for runtime_id, per_type in repo.condition_transitions(session).items()
+                for type_, (status, _) in per_type.items()
+            }
+
+    def evaluate(self, state: ServerState, now: datetime) -> dict[str, list[Condition]]:
+        grace = state.settings.heartbeat_grace
+        fleet = state.fleet
+        for runtime_id in [r for r in self.observed if r not in fleet.runtimes]:
+            del self.observed[runtime_id]
+        result = {}
+        for runtime_id in list(fleet.runtimes):
+            delivery = fleet.delivery(runtime_id)
+            desired_hash = delivery.hash if delivery else ""
+            names = [c[0] for c in delivery.components] if delivery else []
+            result[runtime_id] = evaluate(self.observed.get(runtime_id), desired_hash, names, now, grace)
+        return result
 
 
 def publish_metrics(conditions: dict[str, list[Condition]]) -> None:
@@ -39,45 +75,58 @@ def publish_metrics(conditions: dict[str, list[Condition]]) -> None:
         RUNTIMES.labels(type_, status).set(count)
 
 
-def record_transitions(state: ServerState, conditions: dict[str, list[Condition]], now: datetime) -> None:
+def record_transitions(
+    state: ServerState, watch: ConditionWatch, conditions: dict[str, list[Condition]], now: datetime
+) -> None:
     """Persist what changed since the last pass, one event per change; the first sighting is no event."""
+    assert watch.recorded is not None
+    changed = [
+        (runtime_id, condition)
+        for runtime_id, per_runtime in conditions.items()
+        for condition in per_runtime
+        if watch.recorded.get((runtime_id, condition.type)) != condition.status
+    ]
     with state.db.write() as session:
-        known = repo.condition_transitions(session)
-        for runtime_id, per_runtime in conditions.items():
+        for runtime_id, condition in changed:
+            known = (runtime_id, condition.type) in watch.recorded
+            repo.save_condition(session, runtime_id, condition.type, condition.status, now)
             entry = state.fleet.runtimes.get(runtime_id)
-            for condition in per_runtime:
-                previous = known.get(runtime_id, {}).get(condition.type)
-                if previous is not None and previous[0] == condition.status:
-                    continue
-                repo.save_condition(session, runtime_id, condition.type, condition.status, now)
-                if previous is not None and entry is not None:
-                    repo.record_event(
-                        session,
-                        f"{condition.type}{condition.status}",
-                        f"runtime/{entry.name}",
-                        f"{condition.reason}: {condition.message}",
-                        now,
-                    )
+            if known and entry is not None:
+                repo.record_event(
+                    session,
+                    f"{condition.type}{condition.status}",
+                    f"runtime/{entry.name}",
+                    f"{condition.reason}: {condition.message}",
+                    now,
+                )
         repo.delete_expired_pairing_tokens(session, now)
+    for runtime_id, condition in changed:
+        watch.recorded[(runtime_id, condition.type)] = condition.status
 
 
-def housekeeping_pass(state: ServerState, leadership: Leadership) -> bool:
+def housekeeping_pass(state: ServerState, leadership: Leadership, watch: ConditionWatch) -> bool:
     """True when the pass changed what runtimes should run (a rollout moved), so the fleet catches up now."""
     now = utcnow()
-    conditions = current_conditions(state, now)
-    publish_metrics(conditions)
     leading = leadership.try_acquire()
     LEADER.set(1 if leading else 0)
-    if leading:
-        record_transitions(state, conditions, now)
+    if not leading:
+        watch.reset()
+        RUNTIMES.clear()
+    else:
+        with state.db.read() as session:
+            watch.refresh(session, now)
+        conditions = watch.evaluate(state, now)
+        publish_metrics(conditions)
+        record_transitions(state, watch, conditions, now)
     return run_rollouts(state.db, state.fleet, state.settings.heartbeat_grace, leading, utcnow())
 
 
 async def run_housekeeping(state: ServerState, leadership: Leadership, interval: float = 1.0) -> None:
+    watch = ConditionWatch()
     try:
         while True:
             try:
-                if await asyncio.to_thread(housekeeping_pass, state, leadership):
+                if await asyncio.to_thread(housekeeping_pass, state, leadership, watch):
                     state.fleet.nudge()
             except Exception:
                 log.exception("housekeeping pass failed")

@@ -32,8 +32,9 @@ async def read(state: ServerState, work: Callable[[Session], T]) -> T:
 
 def runtime_views(state: ServerState, session: Session, rows: Sequence[Runtime]) -> list[dict[str, Any]]:
     now = utcnow()
-    statuses = repo.statuses(session)
-    transitions = repo.condition_transitions(session)
+    ids = [row.id for row in rows]
+    statuses = repo.statuses_for(session, ids)
+    transitions = repo.condition_transitions(session, ids)
     views = []
     for row in rows:
         status = statuses.get(row.id)

@@ -28,6 +28,7 @@ class StatusWriter:
         self._db = db
         self._interval = interval
         self._pending: dict[str, _Pending] = {}
+        self._touched: set[str] = set()
         self._arrived = asyncio.Event()
 
     async def submit(self, runtime_id: str, runtime_name: str, report: StatusReport) -> None:
@@ -41,14 +42,20 @@ class StatusWriter:
         self._arrived.set()
         await waiter
 
+    def touch(self, runtime_id: str) -> None:
+        """Record contact without a report (a long-poll): `last_seen` moves on with the next flush."""
+        self._touched.add(runtime_id)
+        self._arrived.set()
+
     async def run(self) -> None:
         while True:
             await self._arrived.wait()
             await asyncio.sleep(self._interval)
             self._arrived.clear()
             batch, self._pending = self._pending, {}
+            touched, self._touched = self._touched - set(batch), set()
             try:
-                await asyncio.to_thread(self._flush, batch)
+                await asyncio.to_thread(self._flush, batch, touched)
             except Exception as exc:
                 log.exception("writing %d status report(s) failed", len(batch))
                 for pending in batch.values():
@@ -61,9 +68,11 @@ class StatusWriter:
                     if not waiter.done():
                         waiter.set_result(None)
 
-    def _flush(self, batch: dict[str, _Pending]) -> None:
+    def _flush(self, batch: dict[str, _Pending], touched: set[str]) -> None:
         now = datetime.now(UTC)
         with self._db.write() as session:
+            if touched:
+                repo.touch_statuses(session, list(touched), now)
             previous = repo.statuses_for(session, list(batch))
             for runtime_id, pending in batch.items():
                 body = pending.report

@@ -103,6 +103,20 @@ def status_of(session: Session, runtime_id: str) -> RuntimeStatus | None:
     return session.get(RuntimeStatus, runtime_id)
 
 
+def touch_statuses(session: Session, runtime_ids: Sequence[str], now: datetime) -> None:
+    session.execute(
+        update(RuntimeStatus).where(RuntimeStatus.runtime_id.in_(runtime_ids)).values(last_seen=now)
+    )
+
+
+def statuses_seen_since(session: Session, since: datetime | None) -> Sequence[RuntimeStatus]:
+    """Every status row, or only those whose `last_seen` is at or after `since`."""
+    query = select(RuntimeStatus)
+    if since is not None:
+        query = query.where(RuntimeStatus.last_seen >= since)
+    return session.scalars(query).all()
+
+
 def statuses_for(session: Session, runtime_ids: Sequence[str]) -> dict[str, RuntimeStatus]:
     query = select(RuntimeStatus).where(RuntimeStatus.runtime_id.in_(runtime_ids))
     return {s.runtime_id: s for s in session.scalars(query)}
@@ -130,10 +144,15 @@ def save_status(
     row.last_seen = now
 
 
-def condition_transitions(session: Session) -> dict[str, dict[str, tuple[str, datetime]]]:
-    """runtime id → condition type → (status, last transition)."""
+def condition_transitions(
+    session: Session, runtime_ids: Sequence[str] | None = None
+) -> dict[str, dict[str, tuple[str, datetime]]]:
+    """runtime id → condition type → (status, last transition), for all runtimes or the ones named."""
     result: dict[str, dict[str, tuple[str, datetime]]] = {}
-    for row in session.scalars(select(RuntimeCondition)):
+    query = select(RuntimeCondition)
+    if runtime_ids is not None:
+        query = query.where(RuntimeCondition.runtime_id.in_(runtime_ids))
+    for row in session.scalars(query):
         result.setdefault(row.runtime_id, {})[row.type] = (row.status, row.last_transition)
     return result
 

@@ -72,6 +72,7 @@ async def desired_state(
     runtime: RuntimeEntry = Depends(calling_runtime),
     state: ServerState = Depends(server_state),
 ) -> Response:
+    state.status_writer.touch(runtime.id)
     etag = request.headers.get("if-none-match")
     delivery = await state.fleet.wait_for_change(runtime.id, etag, min(wait, state.settings.max_wait_seconds))
     if delivery is None:

@@ -16,9 +16,9 @@ from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server.api.admin import _write, reader, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem
 from rrm.server.auth import token_hash
+from rrm.server.compass import views
 from rrm.server.compass.labels import SCENARIOS_KEY, scenario_name_error, scenario_problems, scenarios_schema
 from rrm.server.compass.registry import RegisteredApplication
-from rrm.server.compass.views import application_view
 from rrm.server.fleet import RuntimeEntry
 from rrm.server.queries import read
 from rrm.server.state import ServerState, server_state, utcnow
@@ -32,23 +32,10 @@ router = APIRouter(prefix="/api/v1", tags=["compass"], dependencies=[Depends(rea
 
 
 def _runtime_named(state: ServerState, name: str) -> RuntimeEntry:
-    entry = next((r for r in state.fleet.runtimes.values() if r.name == name), None)
+    entry = views.runtime_named(state.fleet, name)
     if entry is None:
         raise HTTPException(404, f"runtime {name!r} not found")
     return entry
-
-
-def _scenarios_of(state: ServerState, entry: RuntimeEntry) -> frozenset[str]:
-    return state.fleet.registry.scenarios_of(entry.id, dict(entry.labels))
-
-
-def _seen_by(state: ServerState) -> dict[str, list[str]]:
-    """application name → names of the runtimes that see it."""
-    seen: dict[str, list[str]] = {name: [] for name in state.fleet.registry.applications}
-    for entry in sorted(state.fleet.runtimes.values(), key=lambda r: r.name):
-        for app in state.fleet.registry.visible(_scenarios_of(state, entry)):
-            seen[app.name].append(entry.name)
-    return seen
 
 
 # applications -----------------------------------------------------------------------------------------
@@ -57,14 +44,9 @@ def _seen_by(state: ServerState) -> dict[str, list[str]]:
 @router.get("/applications")
 async def list_applications(runtime: str | None = None, state: ServerState = Depends(server_state)) -> Any:
     """Every application, or those the runtime sees (sharing one of its scenarios)."""
-    registry = state.fleet.registry
     if runtime is not None:
-        entry = _runtime_named(state, runtime)
-        scenarios = _scenarios_of(state, entry)
-        return [application_view(app, scenarios) for app in registry.visible(scenarios)]
-    seen = _seen_by(state)
-    apps = sorted(registry.applications.values(), key=lambda a: a.name)
-    return [{**application_view(app), "runtimes": seen.get(app.name, [])} for app in apps]
+        return views.runtime_applications(state.fleet, _runtime_named(state, runtime))
+    return views.application_list(state.fleet)
 
 
 def _application(state: ServerState, name: str) -> RegisteredApplication:
@@ -77,7 +59,8 @@ def _application(state: ServerState, name: str) -> RegisteredApplication:
 @router.get("/applications/{name}")
 async def get_application(name: str, state: ServerState = Depends(server_state)) -> Any:
     app = _application(state, name)
-    return {**application_view(app), "runtimes": _seen_by(state).get(name, []), "manifest": app.manifest}
+    runtimes = views.seen_by(state.fleet).get(name, [])
+    return {**views.application_view(app), "runtimes": runtimes, "manifest": app.manifest}
 
 
 @router.delete("/applications/{name}", status_code=204, dependencies=[Depends(writer)])
@@ -111,24 +94,7 @@ class ScenarioChange(BaseModel):
 
 @router.get("/scenarios")
 async def list_scenarios(state: ServerState = Depends(server_state)) -> Any:
-    names = await read(state, store.scenario_names)
-    registry = state.fleet.registry
-    runtimes: dict[str, list[str]] = {name: [] for name in names}
-    for entry in sorted(state.fleet.runtimes.values(), key=lambda r: r.name):
-        for scenario in _scenarios_of(state, entry):
-            runtimes.setdefault(scenario, []).append(entry.name)
-    return [
-        {
-            "name": name,
-            "builtin": name == DEFAULT_SCENARIO,
-            "selector": registry.selectors.get(name),
-            "applications": sorted(
-                a.name for a in registry.applications.values() if name in a.application.scenarios
-            ),
-            "runtimes": runtimes.get(name, []),
-        }
-        for name in names
-    ]
+    return views.scenario_views(state.fleet, await read(state, store.scenario_names))
 
 
 @router.post("/scenarios", status_code=201, dependencies=[Depends(writer)])
@@ -208,18 +174,10 @@ async def unassign_scenario(name: str, state: ServerState = Depends(server_state
     return Response(status_code=204)
 
 
-def _runtime_scenarios_view(state: ServerState, entry: RuntimeEntry) -> dict[str, Any]:
-    return {
-        "runtime": entry.name,
-        "explicit": list(state.fleet.registry.explicit_scenarios(entry.id)),
-        "effective": sorted(_scenarios_of(state, entry)),
-    }
-
-
 @router.get("/runtimes/{name}/scenarios")
 async def runtime_scenarios(name: str, state: ServerState = Depends(server_state)) -> Any:
     """The scenarios the runtime was put in, and those it is in (with automatic assignments)."""
-    return _runtime_scenarios_view(state, _runtime_named(state, name))
+    return views.runtime_scenarios_view(state.fleet, _runtime_named(state, name))
 
 
 @router.patch("/runtimes/{name}/scenarios", dependencies=[Depends(writer)])
@@ -243,7 +201,7 @@ async def change_runtime_scenarios(
             )
 
     await _write(state, work)
-    return _runtime_scenarios_view(state, _runtime_named(state, name))
+    return views.runtime_scenarios_view(state.fleet, _runtime_named(state, name))
 
 
 # label definitions ------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
-"""What the admin API and the agent API show of applications and scenarios. Credentials appear only as
-their type: values are write-only."""
+"""What the admin API, the agent API and the dashboard show of applications and scenarios. Credentials
+appear only as their type: values are write-only."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from rrm.core.scenarios import binding_name
+from rrm.core.scenarios import DEFAULT_SCENARIO, binding_name
 from rrm.server.compass.manifests import bundle_url
 from rrm.server.compass.registry import RegisteredApplication
+from rrm.server.fleet import Fleet, RuntimeEntry
 
 
 def _definition(item: Mapping[str, Any], base_url: str | None, with_target: bool) -> dict[str, Any]:
@@ -50,3 +51,70 @@ def application_view(app: RegisteredApplication, scenarios: Iterable[str] | None
         ],
         "updated_at": app.updated_at.isoformat(),
     }
+
+
+# who sees what: the fleet's memory, read on the event loop ----------------------------------------------
+
+
+def runtime_named(fleet: Fleet, name: str) -> RuntimeEntry | None:
+    return next((r for r in fleet.runtimes.values() if r.name == name), None)
+
+
+def scenarios_of(fleet: Fleet, runtime: RuntimeEntry) -> frozenset[str]:
+    """The runtime's effective scenarios: its own plus those whose automatic assignment matches it."""
+    return fleet.registry.scenarios_of(runtime.id, dict(runtime.labels))
+
+
+def runtime_scenarios_view(fleet: Fleet, runtime: RuntimeEntry) -> dict[str, Any]:
+    return {
+        "runtime": runtime.name,
+        "explicit": list(fleet.registry.explicit_scenarios(runtime.id)),
+        "effective": sorted(scenarios_of(fleet, runtime)),
+    }
+
+
+def runtime_applications(fleet: Fleet, runtime: RuntimeEntry) -> list[dict[str, Any]]:
+    """The applications the runtime sees, each with only the scenarios it shares with them."""
+    scenarios = scenarios_of(fleet, runtime)
+    return [application_view(app, scenarios) for app in fleet.registry.visible(scenarios)]
+
+
+def _by_name(fleet: Fleet) -> list[RuntimeEntry]:
+    return sorted(fleet.runtimes.values(), key=lambda r: r.name)
+
+
+def seen_by(fleet: Fleet) -> dict[str, list[str]]:
+    """application name → names of the runtimes that see it."""
+    seen: dict[str, list[str]] = {name: [] for name in fleet.registry.applications}
+    for runtime in _by_name(fleet):
+        for app in fleet.registry.visible(scenarios_of(fleet, runtime)):
+            seen[app.name].append(runtime.name)
+    return seen
+
+
+def application_list(fleet: Fleet) -> list[dict[str, Any]]:
+    """Every application by name, with the runtimes that see it."""
+    seen = seen_by(fleet)
+    apps = sorted(fleet.registry.applications.values(), key=lambda a: a.name)
+    return [{**application_view(app), "runtimes": seen.get(app.name, [])} for app in apps]
+
+
+def scenario_views(fleet: Fleet, names: Iterable[str]) -> list[dict[str, Any]]:
+    """The scenarios `names` (as stored) with their automatic assignment, applications and runtimes."""
+    registry = fleet.registry
+    runtimes: dict[str, list[str]] = {}
+    for runtime in _by_name(fleet):
+        for scenario in scenarios_of(fleet, runtime):
+            runtimes.setdefault(scenario, []).append(runtime.name)
+    return [
+        {
+            "name": name,
+            "builtin": name == DEFAULT_SCENARIO,
+            "selector": registry.selectors.get(name),
+            "applications": sorted(
+                a.name for a in registry.applications.values() if name in a.application.scenarios
+            ),
+            "runtimes": runtimes.get(name, []),
+        }
+        for name in names
+    ]

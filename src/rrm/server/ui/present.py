@@ -1,8 +1,10 @@
-"""Pure shaping of the admin API's views for the dashboard's pages: counts, ordering, diffs. No I/O."""
+"""Pure shaping of the admin API's views for the dashboard's pages: counts, ordering, diffs, countdowns.
+No I/O."""
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
+
+from rrm.core.rollouts import format_duration
 
 CONDITION_TYPES = ("Connected", "Synced", "Ready")
 STATUSES = ("True", "False", "Unknown")
@@ -135,16 +139,21 @@ def _diff_kind(line: str) -> str:
     return {"+": "add", "-": "del"}.get(line[:1], "ctx")
 
 
+def _moment(timestamp: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def age(timestamp: str | None, now: datetime | None = None) -> str:
     """`12s ago`, `3m ago`, … (the page's script keeps these current)."""
     if not timestamp:
         return "never"
-    try:
-        moment = datetime.fromisoformat(timestamp)
-    except ValueError:
+    moment = _moment(timestamp)
+    if moment is None:
         return timestamp
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     seconds = max(0, int(((now or datetime.now(UTC)) - moment).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -157,3 +166,37 @@ def format_selector(selector: str | None) -> str:
     if selector is None:
         return "<none>"
     return selector or "<all>"
+
+
+def seconds_until(timestamp: str | None, now: datetime | None = None) -> float | None:
+    """How long until `timestamp` (0 once it passed); None without one."""
+    moment = _moment(timestamp) if timestamp else None
+    if moment is None:
+        return None
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+
+
+def countdown(seconds: float | None) -> str:
+    """`1m30s`, `12s`: whole seconds, rounded up, so it reads `0s` only when the time is up (the page's
+    script counts these down from what the server rendered, so the browser's clock does not matter)."""
+    return "-" if seconds is None else format_duration(math.ceil(max(0.0, seconds)))
+
+
+@dataclass(frozen=True)
+class WaveProgress:
+    """A wave's runtimes by how far they got, for its progress bar (the rest have not started)."""
+
+    total: int
+    ready: int
+    failed: int
+    updating: int
+
+
+def wave_progress(wave: Mapping[str, Any]) -> WaveProgress:
+    states = Counter(str(r.get("state")) for r in wave.get("runtimes") or [])
+    return WaveProgress(
+        total=int(wave.get("total", 0)),
+        ready=int(wave.get("ready", 0)),
+        failed=int(wave.get("failed", 0)),
+        updating=states["updating"],
+    )

@@ -7,7 +7,7 @@ of it. Without a dashboard session a page redirects to the sign-in form and a fr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,15 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader
 from sqlalchemy.orm import Session
 
+from rrm.core.scenarios import BINDING_PREFIX
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server import queries
+from rrm.server.compass import views as compass
+from rrm.server.rollouts import views as rollout_views
 from rrm.server.sessions import DashboardSessions
-from rrm.server.state import ServerState, server_state
+from rrm.server.state import ServerState, server_state, utcnow
 from rrm.server.ui import present
+from rrm.store import compass as compass_store
 
 UI_PATH = "/ui"
 STATIC_PATH = f"{UI_PATH}/static"
@@ -46,8 +50,19 @@ templates = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-templates.filters.update(age=present.age, selector=present.format_selector, yaml=present.manifest_yaml)
-templates.globals.update(condition=present.condition, CONDITION_TYPES=present.CONDITION_TYPES)
+templates.filters.update(
+    age=present.age,
+    selector=present.format_selector,
+    yaml=present.manifest_yaml,
+    countdown=present.countdown,
+    seconds_until=present.seconds_until,
+)
+templates.globals.update(
+    condition=present.condition,
+    CONDITION_TYPES=present.CONDITION_TYPES,
+    wave_progress=present.wave_progress,
+    BINDING_PREFIX=BINDING_PREFIX,
+)
 
 router = APIRouter(prefix=UI_PATH, include_in_schema=False)
 
@@ -148,7 +163,17 @@ class Page:
     status: int = 200
 
 
-View = Callable[[ServerState, Session, Request], Page]
+View = Callable[[ServerState, Request], Awaitable[Page]]
+SessionView = Callable[[ServerState, Session, Request], Page]
+
+
+def in_session(view: SessionView) -> View:
+    """A view that only reads the database: it runs in one read transaction off the event loop."""
+
+    async def run(state: ServerState, request: Request) -> Page:
+        return await queries.read(state, lambda session: view(state, session, request))
+
+    return run
 
 
 def _register(path: str, fragment: str, view: View) -> None:
@@ -157,7 +182,7 @@ def _register(path: str, fragment: str, view: View) -> None:
     async def page(
         request: Request, role: str = Depends(signed_in_role), state: ServerState = Depends(server_state)
     ) -> Response:
-        shown = await queries.read(state, lambda session: view(state, session, request))
+        shown = await view(state, request)
         live = FRAGMENTS_PATH + fragment.format(
             **{k: quote(v, safe="") for k, v in request.path_params.items()}
         )
@@ -167,7 +192,7 @@ def _register(path: str, fragment: str, view: View) -> None:
         return _html("page.html", context, shown.status)
 
     async def part(request: Request, state: ServerState = Depends(server_state)) -> Response:
-        shown = await queries.read(state, lambda session: view(state, session, request))
+        shown = await view(state, request)
         return _html(f"fragments/{shown.template}.html", shown.context, shown.status)
 
     router.add_api_route(path, page, methods=["GET"], response_class=HTMLResponse)
@@ -201,7 +226,8 @@ def runtimes_page(state: ServerState, session: Session, request: Request) -> Pag
     return Page("runtimes", "Runtimes", "runtimes", {"runtimes": runtimes, "selector": text, "error": None})
 
 
-def runtime_page(state: ServerState, session: Session, request: Request) -> Page:
+def stored_runtime_page(state: ServerState, session: Session, request: Request) -> Page:
+    """The runtime page with what the database knows; `runtime_page` adds what only memory knows."""
     name = request.path_params["name"]
     detail = queries.runtime(state, session, name)
     if detail is None:
@@ -210,12 +236,35 @@ def runtime_page(state: ServerState, session: Session, request: Request) -> Page
         "runtime": detail,
         "results": present.component_results(detail),
         "events": list(reversed(detail["events"])),
+        "scenarios": None,
+        "applications": [],
+        "bindings": {},
     }
-    return Page("runtime", name, "runtimes", context, subjects=f"runtime/{name} component/ secret/")
+    subjects = f"runtime/{name} component/ secret/ application/ scenario/"
+    return Page("runtime", name, "runtimes", context, subjects=subjects)
+
+
+async def runtime_page(state: ServerState, request: Request) -> Page:
+    """What the database knows of the runtime, and from the fleet's memory (on the event loop, as the
+    admin API reads it) its scenarios and the applications it sees."""
+    shown = await in_session(stored_runtime_page)(state, request)
+    entry = compass.runtime_named(state.fleet, request.path_params["name"])
+    if shown.status == 200 and entry is not None:
+        applications = compass.runtime_applications(state.fleet, entry)
+        shown.context["scenarios"] = compass.runtime_scenarios_view(state.fleet, entry)
+        shown.context["applications"] = applications
+        shown.context["bindings"] = {b["binding"]: a["name"] for a in applications for b in a["bundles"]}
+    return shown
 
 
 def components_page(state: ServerState, session: Session, _: Request) -> Page:
-    context = {"components": queries.components(state, session), "secrets": queries.secrets(session)}
+    grace = state.settings.heartbeat_grace
+    rollouts = rollout_views.rollout_list(session, state.fleet, utcnow(), grace)
+    context = {
+        "components": queries.components(state, session),
+        "secrets": queries.secrets(session),
+        "rollouts": {r["component"]: r for r in rollouts},
+    }
     return Page("components", "Components", "components", context)
 
 
@@ -232,9 +281,11 @@ def component_page(state: ServerState, session: Session, request: Request) -> Pa
     diff = present.revision_diff(
         revisions[old]["manifest"], revisions[new]["manifest"], (f"revision {old}", f"revision {new}")
     )
+    grace = state.settings.heartbeat_grace
     context = {
         "name": name,
         "component": view,
+        "rollout": rollout_views.rollout_detail(session, state.fleet, name, utcnow(), grace),
         "history": history,
         "diff": diff,
         "diff_from": old,
@@ -248,8 +299,21 @@ def _revision(request: Request, parameter: str, revisions: dict[int, Any], defau
     return int(value) if value.isdigit() and int(value) in revisions else default
 
 
-_register("", "/fleet", fleet_page)
-_register("/runtimes", "/runtimes", runtimes_page)
+async def applications_page(state: ServerState, _: Request) -> Page:
+    """Applications with the runtimes that see them, and the scenarios that connect the two: the fleet's
+    memory read on the event loop, as the admin API reads it. Credentials show only as their type."""
+    names = await queries.read(state, compass_store.scenario_names)
+    context = {
+        "applications": compass.application_list(state.fleet),
+        "scenarios": compass.scenario_views(state.fleet, names),
+    }
+    subjects = "application/ scenario/ runtime/"
+    return Page("applications", "Applications", "applications", context, subjects=subjects)
+
+
+_register("", "/fleet", in_session(fleet_page))
+_register("/runtimes", "/runtimes", in_session(runtimes_page))
 _register("/runtimes/{name}", "/runtimes/{name}", runtime_page)
-_register("/components", "/components", components_page)
-_register("/components/{name}", "/components/{name}", component_page)
+_register("/components", "/components", in_session(components_page))
+_register("/components/{name}", "/components/{name}", in_session(component_page))
+_register("/applications", "/applications", applications_page)

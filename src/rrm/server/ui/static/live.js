@@ -1,7 +1,8 @@
 // Keeps a dashboard page current without reloading it. One EventSource follows the control plane's event
 // stream (the same one `rrm get events --watch` reads); when an event concerns what the page shows, the
 // page's live region is fetched again from the server, already rendered, and swapped in. Also keeps the
-// "12s ago" times current. The live region names its fragment URL and the event subjects it cares about.
+// "12s ago" times and the countdowns current. The live region names its fragment URL and the event
+// subjects it cares about.
 "use strict";
 
 (() => {
@@ -56,8 +57,13 @@
         signIn();
         return;
       }
-      // Our own server-rendered (autoescaped) HTML; a 404 or 422 body explains itself.
+      // Our own server-rendered (autoescaped) HTML; a 404 or 422 body explains itself. Sections the
+      // reader opened or closed stay that way.
+      const opened = new Map([...region.querySelectorAll("details[id]")].map((d) => [d.id, d.open]));
       region.innerHTML = await response.text();
+      for (const details of region.querySelectorAll("details[id]")) {
+        if (opened.has(details.id)) details.open = opened.get(details.id);
+      }
       updateTimes();
     } catch (error) {
       showState("offline", "offline");
@@ -114,10 +120,33 @@
     return `${seconds}s ago`;
   }
 
+  // "1m30s": whole seconds, as the server renders them.
+  function duration(seconds) {
+    let rest = Math.max(0, Math.ceil(seconds));
+    let text = "";
+    for (const [unit, size] of [["h", 3600], ["m", 60]]) {
+      if (rest >= size) {
+        text += `${Math.floor(rest / size)}${unit}`;
+        rest %= size;
+      }
+    }
+    return rest || !text ? `${text}${rest}s` : text;
+  }
+
   function updateTimes() {
     for (const element of document.querySelectorAll("time[datetime]")) {
       const text = ago(element.getAttribute("datetime"));
       if (text !== null && element.textContent !== text) element.textContent = text;
+    }
+    // Countdowns (a rollout's bake and deadline) start from what the server computed when it rendered
+    // them, so a browser clock that is off does not matter.
+    const now = Date.now();
+    for (const element of document.querySelectorAll("[data-seconds]")) {
+      if (!element.dataset.since) element.dataset.since = String(now);
+      const left = Number(element.dataset.seconds) - (now - Number(element.dataset.since)) / 1000;
+      if (Number.isNaN(left)) continue;
+      const text = duration(left);
+      if (element.textContent !== text) element.textContent = text;
     }
   }
 
