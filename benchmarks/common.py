@@ -46,13 +46,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def source_address(index: int, per_address: int = 64) -> str:
-    """A loopback source address for client `index`: spreads the load generator's sockets over many
-    source addresses, so 10,000 clients and their TIME_WAITs never exhaust one address's ephemeral ports."""
-    group = index // per_address
-    return f"127.{10 + group // 62500}.{(group // 250) % 250}.{group % 250 + 1}"
-
-
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -202,13 +195,46 @@ class ServerProcess:
 # --- measuring a process -----------------------------------------------------------------------------------
 
 
-class ProcessSampler:
-    """CPU time and RSS of one process (psutil), sampled every `interval` seconds in a thread."""
+class _ProcFiles:
+    """The two psutil calls the sampler needs, read from /proc, for when psutil is not installed."""
 
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self._pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick  # utime, stime
+
+    def rss(self) -> int:
+        for line in Path(f"/proc/{self._pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+
+class _Psutil:
+    def __init__(self, pid: int) -> None:
         import psutil
 
         self._process = psutil.Process(pid)
+
+    def cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def rss(self) -> int:
+        return int(self._process.memory_info().rss)
+
+
+class ProcessSampler:
+    """CPU time and RSS of one process (psutil, else /proc), sampled every `interval` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        try:
+            self._process: _Psutil | _ProcFiles = _Psutil(pid)
+        except ImportError:
+            self._process = _ProcFiles(pid)
         self._interval = interval
         self._rss: list[int] = []
         self._stop = threading.Event()
@@ -217,23 +243,22 @@ class ProcessSampler:
         self._cpu0 = 0.0
 
     def _cpu(self) -> float:
-        times = self._process.cpu_times()
-        return float(times.user + times.system)
+        return self._process.cpu_seconds()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self._rss.append(self._process.memory_info().rss)
+            self._rss.append(self._process.rss())
 
     def __enter__(self) -> ProcessSampler:
         self._started, self._cpu0 = time.monotonic(), self._cpu()
-        self._rss.append(self._process.memory_info().rss)
+        self._rss.append(self._process.rss())
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.elapsed = time.monotonic() - self._started
         self.cpu_seconds = self._cpu() - self._cpu0
-        self._rss.append(self._process.memory_info().rss)
+        self._rss.append(self._process.rss())
         self._stop.set()
         self._thread.join()
 

@@ -15,7 +15,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import httpx
 
 from benchmarks.common import BENCH_LABELS, LABEL_GROUPS, ServerProcess, wait_until
 from benchmarks.workers import WorkerPool
+from rrm.agent.config import AgentConfig
 
 REGISTER_CONCURRENCY = 16
 # Registering through the admin API costs O(N) per runtime at the moment (its answer reads every runtime's
@@ -31,11 +32,14 @@ REGISTER_CONCURRENCY = 16
 # transaction, while the server is stopped. Pairing always goes through the agent API.
 API_REGISTRATION_LIMIT = 1000
 PAIR_CONCURRENCY_PER_WORKER = 16
-# Agents start spread over size / RAMP_AGENTS_PER_SECOND seconds (20 s for 10,000), as a fleet does; thousands
-# starting in the same instant in one process would queue their connects behind each other.
-RAMP_AGENTS_PER_SECOND = 500
-DEFAULT_WAIT_SECONDS = 30.0
-DEFAULT_HEARTBEAT_SECONDS = 15.0
+# Agents start spread over size / RAMP_AGENTS_PER_SECOND seconds (50 s for 10,000), as a fleet does. Faster,
+# the load generator's own event loops fall behind, connects time out in them (httpx's 5 s connect timeout
+# includes the time the loop is busy elsewhere), and the retries feed the overload.
+RAMP_AGENTS_PER_SECOND = 200
+# The agent's own defaults ("default intervals"), as `rrm agent` runs without options.
+_AGENT_DEFAULTS = {f.name: f.default for f in fields(AgentConfig)}
+DEFAULT_WAIT_SECONDS = float(_AGENT_DEFAULTS["wait_seconds"])  # type: ignore[arg-type]
+DEFAULT_HEARTBEAT_SECONDS = float(_AGENT_DEFAULTS["heartbeat_interval"])  # type: ignore[arg-type]
 
 
 @dataclass
@@ -171,7 +175,18 @@ class Bench:
     def wait_reported(self, hash: str, size: int, timeout: float, what: str) -> float:
         """Wait until every agent has applied `hash` and reported it; returns the seconds waited."""
         started = time.monotonic()
-        wait_until(lambda: self.progress(hash)["reported"] >= size, timeout, what, interval=0.25)
+        last: dict[str, int] = {}
+
+        def done() -> bool:
+            last.update(self.progress(hash))
+            return last["reported"] >= size
+
+        try:
+            wait_until(done, timeout, what, interval=0.25)
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"{exc} ({last.get('applied')} applied, {last.get('reported')} reported)"
+            ) from None
         return time.monotonic() - started
 
     def wait_applied(self, hash: str, size: int, timeout: float) -> int:
@@ -195,6 +210,11 @@ class Bench:
 
     def stop_agents(self) -> None:
         self.pool.broadcast("stop_agents")
+
+
+def sync_deadline(size: int) -> float:
+    """How long N agents may take to start and sync before a benchmark gives up (310 s for 10,000)."""
+    return 60 + size / 40
 
 
 def desired_hash(server: ServerProcess, runtime: str) -> str:

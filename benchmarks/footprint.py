@@ -1,5 +1,6 @@
-"""3. Footprint: the control plane's CPU and RSS with N idle agents connected at default intervals (long-poll
-wait 30 s, heartbeat 15 s); and one real `rrm agent` process (self-hosted target, scratch dir) idle."""
+"""3. Footprint: the control plane's CPU and RSS with N idle agents connected at the default intervals
+(long-poll wait and heartbeat of `AgentConfig`); and one real `rrm agent` process (self-hosted target,
+scratch dir) idle."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import BENCH_LABELS, REPO, ProcessSampler, ServerProcess, component, wait_until
-from benchmarks.fleets import Bench, desired_hash
+from benchmarks.fleets import Bench, desired_hash, sync_deadline
 from benchmarks.profile import profiled
 
 COMPONENT = "bench-idle"
-SETTLE_SECONDS = 5.0
+ONE_AGENT_DEADLINE = 60.0
 
 
 def run(bench: Bench, size: int, duration: float, with_one_agent: bool) -> dict[str, Any]:
@@ -32,8 +33,11 @@ def run(bench: Bench, size: int, duration: float, with_one_agent: bool) -> dict[
         if with_one_agent:
             solo = _start_one_agent(server, bench.workdir / label / "one-agent")
         bench.start_agents(template, [server.url], label)
-        bench.wait_reported(current, size, 120 + size / 20, f"{size} agents synced")
-        time.sleep(SETTLE_SECONDS)
+        bench.wait_reported(current, size, sync_deadline(size), f"{size} agents synced")
+        if solo is not None:
+            written = bench.workdir / label / "one-agent" / "resources" / f"rrm-{COMPONENT}.yaml"
+            wait_until(written.exists, ONE_AGENT_DEADLINE, "the one agent's first apply")
+        time.sleep(min(5.0, 1.0 + size / 2000))  # the last status reports of the start settle
         bench.failures(reset=True)
         bench.log(f"footprint {size}: sampling for {duration:.0f} s")
         samplers = [ProcessSampler(server.pid)] + [ProcessSampler(pid) for pid in bench.pool.pids]
@@ -102,7 +106,6 @@ def _start_one_agent(server: ServerProcess, directory: Path) -> subprocess.Popen
             cwd=REPO,
             start_new_session=True,
         )
-    wait_until(lambda: (resources / f"rrm-{COMPONENT}.yaml").exists(), 60, "the one agent's first apply")
     return process
 
 

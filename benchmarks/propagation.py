@@ -3,12 +3,13 @@ etcd (put response → every watcher has the value) in the same run, on the same
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from benchmarks.common import ProcessSampler, component, percentiles, wait_until
 from benchmarks.etcd import EtcdProcess, b64, etcd_binary
-from benchmarks.fleets import Bench, desired_hash
+from benchmarks.fleets import Bench, desired_hash, sync_deadline
 from benchmarks.profile import profiled
 
 COMPONENT = "bench-propagation"
@@ -17,11 +18,16 @@ PERCENTILES = ("p50", "p90", "p99", "max")
 
 
 def run(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
-    rrm = run_rrm(bench, size, rounds)
-    payload = rrm.pop("payload")
+    try:
+        rrm = run_rrm(bench, size, rounds)
+    except Exception as exc:  # the baseline is still worth measuring
+        bench.log(f"propagation {size}: rrm failed: {type(exc).__name__}: {exc}")
+        bench.stop_agents()
+        rrm = {"error": f"{type(exc).__name__}: {exc}"}
+    payload = rrm.pop("payload", None) or json.dumps(component(COMPONENT, 0), separators=(",", ":"))
     etcd = run_etcd(bench, size, rounds, payload)
     result: dict[str, Any] = {"size": size, "rounds": rounds, "rrm": rrm, "etcd": etcd}
-    if etcd.get("status") == "ok":
+    if etcd.get("status") == "ok" and "error" not in rrm:
         result["ratio"] = _ratios(rrm["latency"], etcd["latency"])
         result["ratio_from_request"] = _ratios(rrm["latency_from_request"], etcd["latency_from_request"])
     return result
@@ -39,15 +45,19 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
     latencies: list[float] = []
     from_request: list[float] = []
     before_response = lost = 0
+    incomplete = ""
     try:
         server.apply(component(COMPONENT, 0))
         current = desired_hash(server, template.names[0])
         bench.log(f"propagation {size}: starting {size} agents")
         started = time.monotonic()
         bench.start_agents(template, [server.url], label)
-        bench.wait_reported(current, size, 120 + size / 20, f"{size} agents synced")
+        bench.wait_reported(current, size, sync_deadline(size), f"{size} agents synced")
         initial_sync = time.monotonic() - started
         bench.log(f"propagation {size}: all synced after {initial_sync:.1f} s; {rounds} updates")
+        generator = [ProcessSampler(pid) for pid in bench.pool.pids]
+        for worker in generator:
+            worker.__enter__()
         with ProcessSampler(server.pid) as sampler, profiled(bench.pids(server), bench.profile_dir, label):
             for marker in range(1, rounds + 1):
                 sent = time.monotonic()
@@ -65,8 +75,15 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
                     f"admin answer {answered - sent:.3f} s"
                 )
                 # every status report in before the next update, so rounds do not overlap
-                bench.wait_reported(current, size, 60 + size / 50, "status reports after the update")
+                try:
+                    bench.wait_reported(current, size, 60 + size / 50, "status reports after the update")
+                except TimeoutError as exc:
+                    incomplete = f"stopped after update {marker}: {exc}"
+                    bench.log(f"propagation {size}: {incomplete}")
+                    break
                 time.sleep(1.0)
+        for worker in generator:
+            worker.__exit__()
         synced = server.synced_count()
         payload = next((p for p in bench.pool.broadcast("payload") if p), "")
         failures = bench.failures()
@@ -76,12 +93,16 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
     return {
         "latency": percentiles(latencies),
         "latency_from_request": percentiles(from_request),
+        "incomplete": incomplete,
         "applied_before_admin_answer": before_response,
         "lost": lost,
         "synced_by_control_plane": synced,
         "initial_sync_seconds": round(initial_sync, 1),
         "failed_requests": failures,
         "server": sampler.result(),
+        "load_generator_cpu_seconds_per_agent_update": round(
+            sum(w.cpu_seconds for w in generator) / (size * rounds), 5
+        ),
         "body_bytes": len(payload.encode()),
         "payload": payload,
         "setup": template.setup,
@@ -98,13 +119,16 @@ def run_etcd(bench: Bench, size: int, rounds: int, payload: str) -> dict[str, An
     before_response = lost = 0
     try:
         etcd.put(ETCD_KEY, payload)
-        indices = bench.split(list(range(size)))
         bench.log(f"etcd {size}: opening {size} watches")
         bench.pool.call(
-            "etcd_watch", [{"url": etcd.url, "key_b64": b64(ETCD_KEY), "indices": chunk} for chunk in indices]
+            "etcd_watch",
+            [
+                {"url": etcd.url, "key_b64": b64(ETCD_KEY), "count": len(chunk)}
+                for chunk in bench.split(range(size))
+            ],
         )
         wait_until(
-            lambda: _etcd_progress(bench, 0)["created"] >= size, 120 + size / 20, f"{size} etcd watches"
+            lambda: _etcd_progress(bench, 0)["created"] >= size, sync_deadline(size), f"{size} etcd watches"
         )
         with ProcessSampler(etcd.pid) as sampler:
             for _ in range(rounds):

@@ -50,8 +50,21 @@ def markdown(results: dict[str, Any]) -> str:
         f"Run {m['date']} on {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, rrm {m['rrm']}, "
         f"etcd {m['etcd']}; agents and control plane share the machine. Command: `{results['command']}`.",
     ]
+    failed = [
+        (name, r)
+        for name in ("propagation", "footprint", "throughput", "storm")
+        for r in _as_list(results.get(name))
+        if "error" in r
+    ]
+    results = {
+        k: [r for r in v if "error" not in r] if isinstance(v, list) else v for k, v in results.items()
+    }
+    for name in ("throughput", "storm"):
+        if isinstance(results.get(name), dict) and "error" in results[name]:
+            results[name] = None
     if results.get("propagation"):
         parts.append(_propagation(results["propagation"]))
+    intervals = results.get("agent_intervals", {})
     if results.get("footprint"):
         rows = [
             [
@@ -67,7 +80,10 @@ def markdown(results: dict[str, Any]) -> str:
         header = ["idle agents", "control plane CPU (cores)", "control plane RSS max (MB)"]
         header += ["load generator CPU (cores)", "window (s)", "failed requests"]
         parts.append(
-            "### Footprint (idle, default intervals: wait 30 s, heartbeat 15 s)\n\n" + _table(header, rows)
+            f"### Footprint (idle, the agent's default intervals: "
+            f"wait {intervals.get('wait_seconds', '?')} s, "
+            f"heartbeat {intervals.get('heartbeat_seconds', '?')} s)"
+            "\n\n" + _table(header, rows)
         )
         one = next((r["one_agent"] for r in results["footprint"] if r.get("one_agent")), None)
         if one:
@@ -132,6 +148,8 @@ def markdown(results: dict[str, Any]) -> str:
                 ],
             )
         )
+    for name, r in failed:
+        parts.append(f"**{name} at N = {r['size']:,} did not complete**: {r['error']}")
     targets = results.get("targets", [])
     if targets:
         parts.append(
@@ -145,28 +163,34 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _propagation(runs: list[dict[str, Any]]) -> str:
-    def cells(latency: dict[str, Any] | None) -> list[str]:
-        return [_s(latency.get(p)) for p in PERCENTILES] if latency else ["unavailable"] * len(PERCENTILES)
+    def cells(latency: dict[str, Any] | None, missing: str = "unavailable") -> list[str]:
+        return [_s(latency.get(p)) for p in PERCENTILES] if latency else [missing] * len(PERCENTILES)
 
     answer_rows, request_rows = [], []
+    failures: list[str] = []
     for r in runs:
         rrm, etcd = r["rrm"], r["etcd"]
         ok = etcd["status"] == "ok"
-        early = f"{rrm['applied_before_admin_answer']} / {etcd['received_before_put_answer'] if ok else '-'}"
+        if "error" in rrm:
+            failures.append(f"**rrm at N = {r['size']:,} did not complete**: {rrm['error']}")
+        elif rrm.get("incomplete"):
+            failures.append(f"**rrm at N = {r['size']:,}**: {rrm['incomplete']}")
+        etcd_early = etcd["received_before_put_answer"] if ok else "-"
+        early = f"{rrm.get('applied_before_admin_answer', '-')} / {etcd_early}"
         answer_rows.append(
             [
                 f"{r['size']:,}",
-                *cells(rrm["latency"]),
+                *cells(rrm.get("latency"), "failed"),
                 *cells(etcd.get("latency")),
-                str(rrm["lost"]),
+                str(rrm.get("lost", "-")),
                 early,
-                f"{rrm['body_bytes']:,}",
+                f"{rrm['body_bytes']:,}" if "body_bytes" in rrm else "-",
             ]
         )
         ratio = r.get("ratio_from_request", {})
         request_rows.append(
             [f"{r['size']:,}"]
-            + cells(rrm["latency_from_request"])
+            + cells(rrm.get("latency_from_request"), "failed")
             + cells(etcd.get("latency_from_request"))
             + [f"{ratio[p]:.2f}" if ratio.get(p) is not None else "-" for p in PERCENTILES]
         )
@@ -178,11 +202,35 @@ def _propagation(runs: list[dict[str, Any]]) -> str:
         + _table([*header, "lost", "before the answer (rrm / etcd)", "body bytes"], answer_rows)
         + "\n\n### Propagation, from the write request sent, with rrm / etcd per percentile\n\n"
         + _table(header + [f"rrm/etcd {p}" for p in PERCENTILES], request_rows)
+        + "".join(f"\n\n{line}" for line in failures)
     )
+
+
+def _as_list(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, list):
+        return value
+    return [value] if isinstance(value, dict) else []
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
+    for name in ("propagation", "footprint", "throughput", "storm"):
+        for r in _as_list(results.get(name)):
+            if "error" in r:
+                found.append(
+                    {
+                        "target": f"{name}, N = {r['size']:,}",
+                        "wanted": "completes",
+                        "measured": r["error"][:120],
+                        "met": False,
+                    }
+                )
+    results = {
+        k: [r for r in v if "error" not in r] if isinstance(v, list) else v for k, v in results.items()
+    }
+    for name in ("throughput", "storm"):
+        if isinstance(results.get(name), dict) and "error" in results[name]:
+            results[name] = None
 
     def add(target: str, wanted: str, measured: str, met: bool) -> None:
         found.append({"target": target, "wanted": wanted, "measured": measured, "met": met})
@@ -191,6 +239,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if r["size"] not in (1000, 10000):
             continue
         limit = 0.3 if r["size"] == 1000 else 2.0
+        if "error" in r["rrm"]:
+            add(f"propagation p99, {r['size']:,} runtimes", f"≤ {limit} s", r["rrm"]["error"][:120], False)
+            continue
         p99 = r["rrm"]["latency"]["p99"]
         ratio = r.get("ratio_from_request", {}).get("p99")
         add(

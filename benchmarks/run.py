@@ -11,6 +11,7 @@ Every size is also settable by environment (RRM_BENCH_SIZES, RRM_BENCH_ONLY, ...
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -18,12 +19,13 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks import footprint, propagation, report, storm, throughput
 from benchmarks.common import REPO, raise_open_files
-from benchmarks.fleets import Bench
+from benchmarks.fleets import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_WAIT_SECONDS, Bench
 from benchmarks.workers import WorkerPool
 
 BENCHMARKS = ("propagation", "footprint", "throughput", "storm")
@@ -84,6 +86,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _attempt(bench: Bench, benchmark: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run one benchmark; a failure is recorded (and the run goes on with the next one)."""
+    try:
+        return benchmark(bench, *args)
+    except Exception as exc:
+        bench.log(f"{benchmark.__module__} {args[0]} failed: {type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):
+            bench.stop_agents()
+        return {"size": args[0], "error": f"{type(exc).__name__}: {exc}"}
+
+
 def _write(results: dict[str, Any], bench: Bench, out: Path, started: float) -> str:
     """Write what is measured so far (after every benchmark, so an interrupted run still leaves results)."""
     results["fleet_setup"] = {str(n): t.setup for n, t in bench.templates.items()}
@@ -107,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv),
         "open_files_limit": limit,
         "workers": args.workers,
+        "agent_intervals": {
+            "wait_seconds": DEFAULT_WAIT_SECONDS,
+            "heartbeat_seconds": DEFAULT_HEARTBEAT_SECONDS,
+        },
+        "environment": {
+            k: v for k, v in os.environ.items() if k.startswith("RRM_BENCH_") or k == "PYTHONPATH"
+        },
     }
     started = time.monotonic()
     pool = WorkerPool(args.workers, workdir / "logs")
@@ -116,20 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         if "propagation" in args.only:
             results["propagation"] = []
             for n in _sizes(args.sizes):
-                results["propagation"].append(propagation.run(bench, n, args.rounds))
+                results["propagation"].append(_attempt(bench, propagation.run, n, args.rounds))
                 _write(results, bench, args.out, started)
         if "footprint" in args.only:
             results["footprint"] = []
             for i, n in enumerate(_sizes(args.footprint_sizes)):
-                results["footprint"].append(footprint.run(bench, n, args.duration, with_one_agent=(i == 0)))
+                results["footprint"].append(_attempt(bench, footprint.run, n, args.duration, i == 0))
                 _write(results, bench, args.out, started)
         if "throughput" in args.only:
-            results["throughput"] = throughput.run(
-                bench, args.throughput_runtimes, args.write_seconds, args.burst, args.window
+            results["throughput"] = _attempt(
+                bench, throughput.run, args.throughput_runtimes, args.write_seconds, args.burst, args.window
             )
             _write(results, bench, args.out, started)
         if "storm" in args.only:
-            results["storm"] = storm.run(bench, args.storm_size)
+            results["storm"] = _attempt(bench, storm.run, args.storm_size)
     finally:
         pool.close()
         shutil.rmtree(agents_root, ignore_errors=True)

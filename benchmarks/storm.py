@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from benchmarks.common import component
-from benchmarks.fleets import Bench, desired_hash
+from benchmarks.fleets import Bench, desired_hash, sync_deadline
 from benchmarks.profile import profiled
 
 COMPONENT = "bench-storm"
@@ -24,7 +24,7 @@ def run(bench: Bench, size: int) -> dict[str, Any]:
         server.apply(component(COMPONENT, 0))
         current = desired_hash(server, template.names[0])
         bench.start_agents(template, [server.url], label)
-        bench.wait_reported(current, size, 120 + size / 20, f"{size} agents synced")
+        bench.wait_reported(current, size, sync_deadline(size), f"{size} agents synced")
         bench.failures(reset=True)
         bench.log(f"storm {size}: restarting the control plane")
         restarted = time.monotonic()

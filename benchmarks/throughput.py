@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import ProcessSampler, ServerProcess, component, percentiles
-from benchmarks.fleets import Bench, desired_hash
+from benchmarks.fleets import Bench, desired_hash, sync_deadline
 from benchmarks.profile import profiled
 
 COMPONENTS = 10
@@ -31,7 +31,7 @@ def run(bench: Bench, size: int, seconds: float, burst: int, window: float) -> d
             quiet = asyncio.run(_write(server, names, seconds=seconds))
         current = desired_hash(server, template.names[0])
         bench.start_agents(template, [server.url], "throughput")
-        bench.wait_reported(current, size, 120 + size / 20, f"{size} agents synced")
+        bench.wait_reported(current, size, sync_deadline(size), f"{size} agents synced")
         bench.log(f"throughput: burst of {burst} writes to one component with {size} agents connected")
         started = time.monotonic()
         with profiled(bench.pids(server), bench.profile_dir, "burst"):
@@ -84,9 +84,13 @@ async def _write(
     started = time.monotonic()
     deadline = started + seconds if seconds is not None else float("inf")
 
-    async def writer(client: httpx.AsyncClient, slot: int) -> None:
-        while time.monotonic() < deadline and (count is None or len(latencies) < count):
-            marker = next(markers)
+    end = first_marker + count if count is not None else None
+
+    async def writer(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < deadline:
+            marker = next(markers)  # each writer takes the next marker, so `count` writes are made exactly
+            if end is not None and marker >= end:
+                return
             document = component(names[marker % len(names)], marker)
             sent = time.monotonic()
             response = await client.post("/api/v1/apply", json={"documents": [document]})
@@ -95,7 +99,7 @@ async def _write(
             latencies.append(time.monotonic() - sent)
 
     async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120) as client:
-        await asyncio.gather(*(writer(client, slot) for slot in range(CONCURRENCY)))
+        await asyncio.gather(*(writer(client) for _ in range(CONCURRENCY)))
     elapsed = time.monotonic() - started
     return {"per_second": round(len(latencies) / elapsed, 1), "latency": percentiles(latencies)}
 

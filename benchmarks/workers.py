@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import ssl
 import threading
 import time
@@ -26,10 +27,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 import httpx
 
-from benchmarks.common import raise_open_files, source_address
+import rrm.agent.client
+from benchmarks.common import raise_open_files
 from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, DirectorError, DirectorUnavailable, Unauthorized
 from rrm.agent.config import AgentConfig
@@ -39,7 +40,7 @@ from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Ta
 from rrm.wire import DesiredState, ResourceResult, StatusReport
 
 COMMAND_TIMEOUT = 1800.0
-THREADS_FOR_CONNECTS = 400
+CONNECT_TIMEOUT_SECONDS = 60.0
 # One TLS context for every client: the agents talk plain HTTP on loopback, and loading the CA bundle
 # 10,000 times would cost the load generator minutes and gigabytes for nothing.
 _TLS = ssl.create_default_context()
@@ -206,11 +207,11 @@ class Worker:
         ramp_seconds: float,
     ) -> int:
         """Start an agent for each (name, state dir, cache dir, index), spread over `ramp_seconds`."""
-        for position, (_, state_dir, cache_dir, index) in enumerate(specs):
+        for position, (_, state_dir, cache_dir, _index) in enumerate(specs):
             identity = AgentIdentity.load(Path(state_dir))
             assert identity is not None, f"{state_dir} holds no identity"
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            transport = httpx.AsyncHTTPTransport(verify=_TLS, local_address=source_address(index))
+            transport = httpx.AsyncHTTPTransport(verify=_TLS, limits=_agent_limits())
             client = BenchClient(urls, self.failures, bearer=identity.bearer_token, transport=transport)
             target = BenchTarget()
             agent = Agent(
@@ -267,9 +268,9 @@ class Worker:
 
     # etcd
 
-    async def cmd_etcd_watch(self, url: str, key_b64: str, indices: list[int]) -> int:
-        for index in indices:
-            transport = httpx.AsyncHTTPTransport(verify=_TLS, local_address=source_address(index))
+    async def cmd_etcd_watch(self, url: str, key_b64: str, count: int) -> int:
+        for _ in range(count):
+            transport = httpx.AsyncHTTPTransport(verify=_TLS)
             client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(None, connect=30))
             watcher = Watcher(client, {}, asyncio.Event())
             watcher.task = asyncio.create_task(_watch(url, key_b64, watcher))
@@ -304,10 +305,6 @@ class Worker:
     async def serve(self, conn: Connection) -> None:
         """Commands arrive on the pipe (read by a thread) and run on this loop, one at a time."""
         loop = asyncio.get_running_loop()
-        # httpx (through anyio) resolves each new connection's address in a worker thread, 40 at a time per
-        # process by default; thousands of agents reconnecting from one process would queue there (and time
-        # out connecting) where a real agent, alone in its process, never does.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS_FOR_CONNECTS
 
         def read_commands() -> None:
             while True:
@@ -329,6 +326,13 @@ class Worker:
         await self.done.wait()
 
 
+def _agent_limits() -> httpx.Limits:
+    """The limits `DirectorClient` sets on its own transport (a transport passed in replaces them);
+    `RRM_BENCH_AGENT_KEEPALIVE` (seconds) is an experiment knob for the keep-alive expiry."""
+    expiry = os.environ.get("RRM_BENCH_AGENT_KEEPALIVE")
+    return httpx.Limits(keepalive_expiry=float(expiry) if expiry else rrm.agent.client.KEEPALIVE_SECONDS)
+
+
 async def _run_after(delay: float, agent: Agent) -> None:
     await asyncio.sleep(delay)
     await agent.run()
@@ -336,6 +340,9 @@ async def _run_after(delay: float, agent: Agent) -> None:
 
 def worker_main(conn: Connection, index: int, log_path: str) -> None:
     raise_open_files()
+    # A real agent has its process to itself; here thousands share one event loop, whose lag would count
+    # against the agent's 5 s connect timeout and turn a busy moment into a storm of retries.
+    rrm.agent.client.CONNECT_TIMEOUT_SECONDS = CONNECT_TIMEOUT_SECONDS
     logging.basicConfig(
         filename=log_path, level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

@@ -36,6 +36,13 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     assert (out / "latest.md").read_text().startswith("Run ")
     loaded: dict[str, Any] = json.loads((out / "latest.json").read_text())
+    failed = [
+        f"{name}: {entry.get('error') or entry['rrm']['error']}"
+        for name in ("propagation", "footprint", "throughput", "storm")
+        for entry in (loaded[name] if isinstance(loaded[name], list) else [loaded[name]])
+        if "error" in entry or "error" in entry.get("rrm", {})
+    ]
+    assert not failed, f"benchmarks failed: {failed}\n{completed.stdout[-4000:]}"
     return loaded
 
 
