@@ -8,32 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
-import kubernetes_validate
+import install_manifests
 import pytest
 import yaml
+from install_manifests import validate_all
 
 from rrm.cli.install import agent_manifests
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUSTOMIZE_BASE = DEPLOY / "agent"
 CHART = DEPLOY / "charts" / "rrm-agent"
-# The oldest and the newest Kubernetes whose schemas kubernetes-validate ships offline.
-KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 PLACEHOLDERS = {
     "runtime": "my-runtime",
     "director_url": "https://rrm.example.com",
     "pairing_token": "REPLACE-WITH-A-PAIRING-TOKEN",
 }
-
-
-def validate_all(objects: list[dict[str, Any]]) -> None:
-    assert objects
-    for obj in objects:
-        for version in KUBERNETES_VERSIONS:
-            try:
-                kubernetes_validate.validate(obj, version, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                raise AssertionError(f"{obj['kind']}/{obj['metadata']['name']} on {version}: {exc}") from exc
 
 
 def kustomize_resources() -> list[dict[str, Any]]:
@@ -95,9 +84,7 @@ def test_cli_manifests_are_valid_and_least_privilege(restarts: bool) -> None:
 
 
 def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
-    with helm.Chart.load(str(CHART)) as chart:
-        rendered = chart.render(values, name="agent", namespace="rrm-system")
-    return [doc for text in rendered.values() for doc in yaml.safe_load_all(text) if doc]
+    return install_manifests.render_chart(CHART, values, name="agent", namespace="rrm-system")
 
 
 @pytest.mark.parametrize("restarts", [True, False])
