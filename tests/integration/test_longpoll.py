@@ -30,6 +30,7 @@ class Poll:
         self.sent = threading.Event()
         self.response: httpx.Response | None = None
         self.elapsed = 0.0
+        self.started = time.monotonic()  # before the request goes out
         self._thread = threading.Thread(target=self._run, args=(identity, etag, wait))
         self._thread.start()
 
@@ -89,3 +90,36 @@ def test_a_change_during_the_wait_answers_at_once_with_the_new_state(server: Ser
     assert [c["metadata"]["name"] for c in answer.json()["components"]] == ["lp-wake-web"]
     assert poll.elapsed < 20, f"took {poll.elapsed:.1f} s: woken by the timeout, not by the change"
     assert expect_status(identity.desired_state(), 200).json()["hash"] == new_hash
+
+
+DELIVERY_WINDOW = 1.0  # `rrm server --delivery-window`, default
+
+
+def test_a_runtime_is_sent_at_most_one_state_per_delivery_window_and_then_the_newest(
+    server: ServerProcess,
+) -> None:
+    started = time.monotonic()  # before the first state goes out
+    identity, first = paired(server, "lp-burst", "burst")
+
+    apply(server.admin, [http_binding("lp-burst-web", "t-lp=burst", "http://burst.invalid/1")])
+    poll = Poll(identity, first, wait=30)
+    second = poll.result(40)
+    assert second.status_code == 200, second.text
+    assert time.monotonic() - started >= DELIVERY_WINDOW, "a second state went out within the window"
+
+    for version in (2, 3, 4):
+        apply(server.admin, [http_binding("lp-burst-web", "t-lp=burst", f"http://burst.invalid/{version}")])
+    third = Poll(identity, etag_of(second), wait=30).result(40)
+    assert third.status_code == 200, third.text
+    assert time.monotonic() - poll.started >= DELIVERY_WINDOW, "a third state went out within the window"
+    urls = [
+        m["value"] for c in third.json()["components"] for m in c["spec"]["metadata"] if m["name"] == "url"
+    ]
+    assert urls == ["http://burst.invalid/4"], "the held state is not the newest"
+
+
+@pytest.mark.parametrize("wait", ["-1", "soon", "inf"])
+def test_a_wait_that_is_not_seconds_is_refused_naming_it(server: ServerProcess, wait: str) -> None:
+    identity, _ = paired(server, f"lp-wait-{wait.strip('-')}", "wait")
+    answer = expect_status(identity.desired_state(params={"wait": wait}), 422)
+    assert "wait" in answer.text

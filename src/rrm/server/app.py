@@ -67,7 +67,7 @@ def build_state(settings: ServerSettings) -> ServerState:
     db = Database(settings.resolved_database_url)
     db.migrate()
     box = SecretBox(load_or_create_key(settings.data_dir))
-    fleet = Fleet(db, box)
+    fleet = Fleet(db, box, settings.delivery_window_seconds)
     admin_auth = AdminAuth(ensure_admin_token(db, settings), lookup=lambda hashed: admin_role(db, hashed))
     return ServerState(
         settings=settings,
@@ -120,6 +120,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(rollouts.router)
     app.include_router(agent.router)
+    app.add_route(agent.DESIRED_STATE_PATH, agent.desired_state, methods=["GET"])
     app.include_router(stream.router)
     app.include_router(ui.router)
     app.include_router(compass.router)

@@ -269,6 +269,8 @@ def _store_policies(
 def _check_secret_keys_still_used(session: Session, parsed: _Parsed) -> None:
     """A secret update may not drop a key that a stored component (not replaced here) still uses, nor one
     that an earlier revision still handed out by a rollout uses."""
+    if not parsed.secrets:
+        return
     problems = []
     in_use: list[tuple[str, Mapping[str, Any]]] = [
         (f"component {r.name!r}", r.manifest)

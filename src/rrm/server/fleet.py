@@ -4,6 +4,9 @@ It follows the change feed: after each committed change it reloads only what cha
 desired state of the runtimes concerned (pure core functions, memoized per distinct label set and per
 distinct set of placed revisions, so runtimes with the same placement share one encoded body) and wakes
 the long-polls whose state changed. A waiting long-poll holds no database connection and no thread.
+
+A burst of writes coalesces: a runtime is sent at most one state per delivery window. The first change
+goes out at once; later ones within the window are held and the newest is sent when the window ends.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import ChainMap
 from collections.abc import Iterable
@@ -72,9 +76,10 @@ class _Loaded:
 
 
 class Fleet:
-    def __init__(self, db: Database, box: SecretBox) -> None:
+    def __init__(self, db: Database, box: SecretBox, delivery_window: float = 1.0) -> None:
         self._db = db
         self._box = box
+        self._delivery_window = delivery_window
         self.seq = 0
         self.runtimes: dict[str, RuntimeEntry] = {}
         self.components: dict[str, StoredComponent] = {}
@@ -85,6 +90,10 @@ class Fleet:
         self._key_of: dict[str, str] = {}  # runtime id → its one key id
         self._closing = False
         self._deliveries: dict[str, Delivery] = {}
+        self._sent_at: dict[str, float] = {}  # runtime id → when its last state was sent (monotonic)
+        # runtime id → what its desired state depends on besides the components: (labels, the revisions
+        # rollouts hand it, its scenarios); dropped when the runtime, a rollout or the registry changes
+        self._placement_keys: dict[str, tuple[Any, ...]] = {}
         self._renders: dict[tuple[Any, ...], Delivery] = {}
         self._signals: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
@@ -170,8 +179,12 @@ class Fleet:
         if full:
             self.runtimes, self.components, self.secrets, self._keys, self._key_of = {}, {}, {}, {}, {}
             self.rollouts = {}
+        registry_changed = self.registry.merge(loaded.registry, full=full)
+        if full or loaded.rollouts or registry_changed:
+            self._placement_keys = {}
         for runtime_id, entry in loaded.runtimes.items():
             self.forget_keys(runtime_id)
+            self._placement_keys.pop(runtime_id, None)
             if entry is None:
                 self.runtimes.pop(runtime_id, None)
                 self.registry.forget_runtime(runtime_id)
@@ -182,7 +195,6 @@ class Fleet:
         _merge(self.components, loaded.components)
         _merge(self.secrets, loaded.secrets)
         _merge(self.rollouts, loaded.rollouts)
-        registry_changed = self.registry.merge(loaded.registry, full=full)
         if full or loaded.components or loaded.secrets:
             self._renders = {}
         # a rollout or a Compass change keeps the renders (their keys tell them apart)
@@ -200,17 +212,22 @@ class Fleet:
             entry = self.runtimes.get(runtime_id)
             if entry is None:
                 self._deliveries.pop(runtime_id, None)
+                self._sent_at.pop(runtime_id, None)
                 self._wake(runtime_id)
                 continue
-            choices = self._rollout_choices(runtime_id)
-            scenarios = self.registry.explicit_scenarios(runtime_id)
-            delivery = placements.get((entry.labels, choices, scenarios))
+            key = self._placement_keys.get(runtime_id)
+            if key is None:
+                scenarios = self.registry.explicit_scenarios(runtime_id)
+                key = (entry.labels, self._rollout_choices(runtime_id), scenarios)
+                self._placement_keys[runtime_id] = key
+            delivery = placements.get(key)
             if delivery is None:
+                labels, choices, scenarios = key
                 delivery = self._render(
-                    place(self._with_rollouts(components, choices), dict(entry.labels)),
-                    self.registry.connectivity(dict(entry.labels), scenarios),
+                    place(self._with_rollouts(components, choices), dict(labels)),
+                    self.registry.connectivity(dict(labels), scenarios),
                 )
-                placements[(entry.labels, choices, scenarios)] = delivery
+                placements[key] = delivery
             previous = self._deliveries.get(runtime_id)
             self._deliveries[runtime_id] = delivery
             if previous is None or previous.hash != delivery.hash:
@@ -272,26 +289,40 @@ class Fleet:
             signal.set()
 
     async def wait_for_change(self, runtime_id: str, etag: str | None, timeout: float) -> Delivery | None:
-        """The runtime's state once its hash differs from `etag`; None after `timeout` without change."""
+        """The runtime's state once its hash differs from `etag`; None after `timeout` without change.
+
+        A state that changed within the delivery window of the last one sent to this runtime is held until
+        the window ends (an agent without a state, `etag` None, is never held)."""
         deadline = time.monotonic() + timeout
         while True:
             if self._closing:
                 return None
+            now = time.monotonic()
+            remaining = deadline - now
             current = self._deliveries.get(runtime_id)
-            if current is None or current.etag != etag:
-                return current
-            remaining = deadline - time.monotonic()
+            if current is None:
+                return None
+            if current.etag != etag:
+                last_sent = self._sent_at.get(runtime_id, -math.inf)
+                held = 0.0 if etag is None else last_sent + self._delivery_window - now
+                if held <= 0:
+                    self._sent_at[runtime_id] = now
+                    return current
+                remaining = min(remaining, held)
             if remaining <= 0:
                 return None
-            signal = self._signals.setdefault(runtime_id, asyncio.Event())
-            LONGPOLLS_WAITING.inc()
-            try:
-                async with asyncio.timeout(remaining):
-                    await signal.wait()
-            except TimeoutError:
-                return None
-            finally:
-                LONGPOLLS_WAITING.dec()
+            await self._wait_for_signal(runtime_id, remaining)
+
+    async def _wait_for_signal(self, runtime_id: str, seconds: float) -> None:
+        signal = self._signals.setdefault(runtime_id, asyncio.Event())
+        LONGPOLLS_WAITING.inc()
+        try:
+            async with asyncio.timeout(seconds):
+                await signal.wait()
+        except TimeoutError:
+            pass
+        finally:
+            LONGPOLLS_WAITING.dec()
 
     # identity -----------------------------------------------------------------------------------------
 

@@ -15,11 +15,13 @@ from rrm.core.conditions import Condition, Observed, evaluate
 from rrm.server.metrics import LEADER, RUNTIMES
 from rrm.server.rollouts.controller import run_rollouts
 from rrm.server.state import ServerState, utcnow
-from rrm.server.views import observed_of
 from rrm.store import repositories as repo
 from rrm.store.leadership import Leadership
 
 log = logging.getLogger("rrm.server.housekeeping")
+# Used or expired pairing tokens are useless but harmless: dropping them once a minute is soon enough, and
+# spares the leader a write transaction every second when nothing else changed.
+TOKEN_CLEANUP_INTERVAL = timedelta(seconds=60)
 
 
 class ConditionWatch:
@@ -36,14 +38,28 @@ class ConditionWatch:
         self.observed: dict[str, Observed] = {}
         self.recorded: dict[tuple[str, str], str] | None = None
         self.watermark: datetime | None = None
+        self.tokens_cleaned: datetime | None = None
 
     def reset(self) -> None:
-        self.observed, self.recorded, self.watermark = {}, None, None
+        self.observed, self.recorded, self.watermark, self.tokens_cleaned = {}, None, None, None
 
     def refresh(self, session: Session, now: datetime) -> None:
         since = None if self.watermark is None else self.watermark - self.MARGIN
-        for row in repo.statuses_seen_since(session, since):
-            self.observed[row.runtime_id] = observed_of(row)  # type: ignore[assignment]
+        contacts = repo.contacts_since(session, since)
+        # a long-poll moves only `last_seen`: the stored report is decoded again only when a new one came
+        stale = [
+            c.runtime_id
+            for c in contacts
+            if c.runtime_id not in self.observed
+            or since is None
+            or c.reported_at is None
+            or c.reported_at >= since
+        ]
+        reports = repo.reports_of(session, stale) if stale else {}
+        for c in contacts:
+            known = self.observed.get(c.runtime_id)
+            report = reports.get(c.runtime_id, known.report if known else {})
+            self.observed[c.runtime_id] = Observed(c.last_seen, c.heartbeat_interval, c.applied_hash, report)
         self.watermark = now
         if self.recorded is None:
             self.recorded = {
@@ -86,20 +102,26 @@ def record_transitions(
         for condition in per_runtime
         if watch.recorded.get((runtime_id, condition.type)) != condition.status
     ]
-    with state.db.write() as session:
-        for runtime_id, condition in changed:
-            known = (runtime_id, condition.type) in watch.recorded
-            repo.save_condition(session, runtime_id, condition.type, condition.status, now)
-            entry = state.fleet.runtimes.get(runtime_id)
-            if known and entry is not None:
-                repo.record_event(
-                    session,
+    events = []
+    for runtime_id, condition in changed:
+        entry = state.fleet.runtimes.get(runtime_id)
+        if (runtime_id, condition.type) in watch.recorded and entry is not None:
+            events.append(
+                (
                     f"{condition.type}{condition.status}",
                     f"runtime/{entry.name}",
                     f"{condition.reason}: {condition.message}",
-                    now,
                 )
-        repo.delete_expired_pairing_tokens(session, now)
+            )
+    clean_tokens = watch.tokens_cleaned is None or now - watch.tokens_cleaned >= TOKEN_CLEANUP_INTERVAL
+    if changed or clean_tokens:
+        with state.db.write() as session:
+            repo.save_conditions(session, [(r, c.type, c.status) for r, c in changed], now)
+            repo.record_events(session, events, now)
+            if clean_tokens:
+                repo.delete_expired_pairing_tokens(session, now)
+        if clean_tokens:
+            watch.tokens_cleaned = now
     for runtime_id, condition in changed:
         watch.recorded[(runtime_id, condition.type)] = condition.status
 

@@ -21,6 +21,7 @@ class ServerSettings:
     heartbeat_grace: float = 3.0
     max_wait_seconds: float = 300.0
     feed_poll_seconds: float = 1.0
+    delivery_window_seconds: float = 1.0  # a runtime is sent at most one state per window
     pairing_ttl_seconds: int = 3600
 
     @property

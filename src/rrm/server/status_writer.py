@@ -73,28 +73,25 @@ class StatusWriter:
         with self._db.write() as session:
             if touched:
                 repo.touch_statuses(session, list(touched), now)
-            previous = repo.statuses_for(session, list(batch))
+            applied_before = repo.applied_hashes(session, list(batch))
+            statuses, events = [], []
             for runtime_id, pending in batch.items():
                 body = pending.report
-                before = previous.get(runtime_id)
-                applied_before = before.applied_hash if before else None
-                repo.save_status(
-                    session,
-                    runtime_id,
-                    body.applied_hash,
-                    body.model_dump(mode="json"),
-                    body.agent_version,
-                    body.heartbeat_interval,
-                    now,
-                    existing=before,
+                statuses.append(
+                    {
+                        "runtime_id": runtime_id,
+                        "applied_hash": body.applied_hash,
+                        "report": body.model_dump(mode="json"),
+                        "agent_version": body.agent_version,
+                        "heartbeat_interval": body.heartbeat_interval,
+                    }
                 )
-                if body.applied_hash is not None and body.applied_hash != applied_before:
+                if body.applied_hash is not None and body.applied_hash != applied_before.get(runtime_id):
                     # one event per newly applied state (not per heartbeat), so watchers see deliveries land
                     failed = sum(1 for r in body.resources if r.state == "failed")
-                    repo.record_event(
-                        session,
-                        "DesiredStateApplied",
-                        f"runtime/{pending.runtime_name}",
-                        f"applied {body.applied_hash[:12]}: {len(body.resources)} resources, {failed} failed",
-                        now,
+                    message = (
+                        f"applied {body.applied_hash[:12]}: {len(body.resources)} resources, {failed} failed"
                     )
+                    events.append(("DesiredStateApplied", f"runtime/{pending.runtime_name}", message))
+            repo.save_statuses(session, statuses, now)
+            repo.record_events(session, events, now)

@@ -6,10 +6,12 @@ Every write that changes what a runtime should run also appends to the change fe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from rrm.store.tables import (
@@ -55,6 +57,28 @@ def last_change_seq(session: Session) -> int:
 
 def record_event(session: Session, type_: str, subject: str, message: str, now: datetime) -> None:
     session.add(Event(time=now, type=type_, subject=subject, message=message))
+
+
+def record_events(session: Session, events: Sequence[tuple[str, str, str]], now: datetime) -> None:
+    """Many (type, subject, message) events in one statement, for the batch writers."""
+    if events:
+        rows = [{"time": now, "type": t, "subject": s, "message": m} for t, s, m in events]
+        session.execute(insert(Event), rows)
+
+
+def _upsert(session: Session, table: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """Insert `rows`, or update every other column where the key exists: one executemany statement."""
+    if not rows:
+        return
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    columns = [c for c in rows[0] if c not in keys]
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=list(keys), set_={c: statement.excluded[c] for c in columns}
+        ),
+        rows,
+    )
 
 
 def events_after(session: Session, after: int, limit: int, subject: str | None = None) -> Sequence[Event]:
@@ -109,12 +133,39 @@ def touch_statuses(session: Session, runtime_ids: Sequence[str], now: datetime) 
     )
 
 
-def statuses_seen_since(session: Session, since: datetime | None) -> Sequence[RuntimeStatus]:
-    """Every status row, or only those whose `last_seen` is at or after `since`."""
-    query = select(RuntimeStatus)
+@dataclass(frozen=True)
+class Contact:
+    """A status row without its report: what moves on every long-poll."""
+
+    runtime_id: str
+    last_seen: datetime
+    reported_at: datetime | None
+    heartbeat_interval: float
+    applied_hash: str | None
+
+
+def contacts_since(session: Session, since: datetime | None) -> list[Contact]:
+    """Every status row, or only those whose `last_seen` is at or after `since`, without the report."""
+    query = select(
+        RuntimeStatus.runtime_id,
+        RuntimeStatus.last_seen,
+        RuntimeStatus.reported_at,
+        RuntimeStatus.heartbeat_interval,
+        RuntimeStatus.applied_hash,
+    )
     if since is not None:
         query = query.where(RuntimeStatus.last_seen >= since)
-    return session.scalars(query).all()
+    return [Contact(*row) for row in session.execute(query).tuples()]
+
+
+def reports_of(session: Session, runtime_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    query = select(RuntimeStatus.runtime_id, RuntimeStatus.report)
+    return dict(session.execute(query.where(RuntimeStatus.runtime_id.in_(runtime_ids))).tuples().all())
+
+
+def applied_hashes(session: Session, runtime_ids: Sequence[str]) -> dict[str, str | None]:
+    query = select(RuntimeStatus.runtime_id, RuntimeStatus.applied_hash)
+    return dict(session.execute(query.where(RuntimeStatus.runtime_id.in_(runtime_ids))).tuples().all())
 
 
 def statuses_for(session: Session, runtime_ids: Sequence[str]) -> dict[str, RuntimeStatus]:
@@ -122,26 +173,10 @@ def statuses_for(session: Session, runtime_ids: Sequence[str]) -> dict[str, Runt
     return {s.runtime_id: s for s in session.scalars(query)}
 
 
-def save_status(
-    session: Session,
-    runtime_id: str,
-    applied_hash: str | None,
-    report: dict[str, Any],
-    agent_version: str,
-    heartbeat_interval: float,
-    now: datetime,
-    existing: RuntimeStatus | None = None,
-) -> None:
-    """`existing`: the row when the caller already loaded it (batches load all rows in one query)."""
-    row = existing if existing is not None else session.get(RuntimeStatus, runtime_id)
-    if row is None:
-        row = RuntimeStatus(runtime_id=runtime_id)
-        session.add(row)
-    row.applied_hash = applied_hash
-    row.report = report
-    row.agent_version = agent_version
-    row.heartbeat_interval = heartbeat_interval
-    row.last_seen = now
+def save_statuses(session: Session, statuses: Sequence[dict[str, Any]], now: datetime) -> None:
+    """Each dict: runtime_id, applied_hash, report, agent_version, heartbeat_interval; seen `now`."""
+    rows = [{**s, "last_seen": now, "reported_at": now} for s in statuses]
+    _upsert(session, RuntimeStatus.__table__, ["runtime_id"], rows)
 
 
 def condition_transitions(
@@ -157,12 +192,10 @@ def condition_transitions(
     return result
 
 
-def save_condition(session: Session, runtime_id: str, type_: str, status: str, now: datetime) -> None:
-    row = session.get(RuntimeCondition, (runtime_id, type_))
-    if row is None:
-        session.add(RuntimeCondition(runtime_id=runtime_id, type=type_, status=status, last_transition=now))
-    else:
-        row.status, row.last_transition = status, now
+def save_conditions(session: Session, changes: Sequence[tuple[str, str, str]], now: datetime) -> None:
+    """(runtime id, condition type, status) that transitioned `now`."""
+    rows = [{"runtime_id": r, "type": t, "status": s, "last_transition": now} for r, t, s in changes]
+    _upsert(session, RuntimeCondition.__table__, ["runtime_id", "type"], rows)
 
 
 def delete_expired_pairing_tokens(session: Session, now: datetime) -> int:

@@ -70,7 +70,8 @@ class RuntimeStatus(Base):
     report: Mapped[dict[str, Any]]
     agent_version: Mapped[str] = mapped_column(String(64))
     heartbeat_interval: Mapped[float]
-    last_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]  # any contact: a report or a long-poll
+    reported_at: Mapped[datetime | None]  # the last report (the leader re-reads `report` only when it moved)
 
 
 class RuntimeCondition(Base):

@@ -3,13 +3,11 @@ read already shows the write (and the long-polls of the runtimes concerned are w
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -19,15 +17,9 @@ from rrm.core.names import dns1123_label_error
 from rrm.core.resources import secret_refs
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server import queries
+from rrm.server.api.common import reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem, revalidate_for_rollback
-from rrm.server.auth import (
-    ADMIN_TOKEN_PREFIX,
-    PAIRING_TOKEN_PREFIX,
-    ROLE_ADMIN,
-    bearer,
-    new_token,
-    token_hash,
-)
+from rrm.server.auth import ADMIN_TOKEN_PREFIX, PAIRING_TOKEN_PREFIX, new_token, token_hash
 from rrm.server.compass.apply import apply_all
 from rrm.server.compass.labels import check_runtime_labels
 from rrm.server.metrics import ADMIN_WRITES
@@ -43,37 +35,7 @@ T = TypeVar("T")
 MAX_TOKEN_TTL = 30 * 24 * 3600
 
 
-def reader(request: Request, state: ServerState = Depends(server_state)) -> str:
-    role = state.admin_auth.role(bearer(request))
-    if role is None:
-        raise HTTPException(401, "invalid admin token", headers={"WWW-Authenticate": "Bearer"})
-    return role
-
-
-def writer(role: str = Depends(reader)) -> str:
-    if role != ROLE_ADMIN:
-        raise HTTPException(403, "this token may only read")
-    return role
-
-
 router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(reader)])
-
-
-async def _write(state: ServerState, work: Callable[[Session], T]) -> T:
-    """Run `work` in one write transaction off the event loop, then bring the fleet's memory up to date."""
-
-    def run() -> T:
-        with state.db.write() as session:
-            return work(session)
-
-    try:
-        result = await asyncio.to_thread(run)
-    except InvalidInput as exc:
-        raise HTTPException(422, [p.as_dict() for p in exc.problems]) from exc
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from exc
-    await state.fleet.catch_up()
-    return result
 
 
 def _invalid(field: str, message: str, kind: str = "Runtime", name: str = "") -> InvalidInput:
@@ -165,7 +127,7 @@ async def register_runtime(
         repo.record_event(session, "RuntimeRegistered", f"runtime/{row.name}", f"kind {row.kind}", now)
         return row, token
 
-    row, token = await _write(state, work)
+    row, token = await write(state, work)
     ADMIN_WRITES.labels("runtime", "created").inc()
     view = await read(state, lambda s: queries.runtime_views(state, s, [row])[0])
     return {"runtime": view, **token}
@@ -189,7 +151,7 @@ async def delete_runtime(name: str, state: ServerState = Depends(server_state)) 
         repo.record_event(session, "RuntimeDeleted", f"runtime/{name}", "deleted", now)
         state.fleet.forget_keys(row.id)
 
-    await _write(state, work)
+    await write(state, work)
     ADMIN_WRITES.labels("runtime", "deleted").inc()
     return Response(status_code=204)
 
@@ -220,7 +182,7 @@ async def label_runtime(
             )
         return row
 
-    row = await _write(state, work)
+    row = await write(state, work)
     return await read(state, lambda s: queries.runtime_views(state, s, [row])[0])
 
 
@@ -228,7 +190,7 @@ async def label_runtime(
 async def issue_token(
     name: str, body: IssueToken, state: ServerState = Depends(server_state)
 ) -> dict[str, Any]:
-    return await _write(state, lambda s: _issue_token(s, _runtime_or_404(s, name), body.ttl_seconds))
+    return await write(state, lambda s: _issue_token(s, _runtime_or_404(s, name), body.ttl_seconds))
 
 
 @router.post("/runtimes/{name}/revoke", dependencies=[Depends(writer)])
@@ -243,7 +205,7 @@ async def revoke_runtime(name: str, state: ServerState = Depends(server_state)) 
         repo.record_event(session, "RuntimeRevoked", f"runtime/{name}", "credentials revoked", now)
         return row
 
-    row = await _write(state, work)
+    row = await write(state, work)
     state.fleet.forget_keys(row.id)
     ADMIN_WRITES.labels("runtime", "revoked").inc()
     return await read(state, lambda s: queries.runtime_views(state, s, [row])[0])
@@ -269,7 +231,7 @@ async def create_token(body: CreateToken, state: ServerState = Depends(server_st
         message = f"role {body.role}" + (f": {body.description}" if body.description else "")
         repo.record_event(session, "TokenCreated", f"token/{hashed[:12]}", message, now)
 
-    await _write(state, work)
+    await write(state, work)
     state.admin_auth.add(hashed, body.role)
     ADMIN_WRITES.labels("token", "created").inc()
     return {"token": token, "role": body.role}
@@ -294,7 +256,7 @@ async def apply(body: ApplyRequest, state: ServerState = Depends(server_state)) 
             session.rollback()
         return outcome
 
-    outcome = await _write(state, work)
+    outcome = await write(state, work)
     for result in outcome.results:
         if result["action"] != "unchanged" and not body.dry_run:
             ADMIN_WRITES.labels(result["kind"].lower(), result["action"]).inc()
@@ -349,7 +311,7 @@ async def rollback_component(
         )
         return {"name": name, "revision": revision, "restored": body.revision}
 
-    result = await _write(state, work)
+    result = await write(state, work)
     ADMIN_WRITES.labels("component", "rollback").inc()
     return result
 
@@ -366,7 +328,7 @@ async def delete_component(name: str, state: ServerState = Depends(server_state)
         on_component_revision(session, name, None, revision, previous, now)
         repo.record_event(session, "ComponentDeleted", f"component/{name}", f"revision {revision}", now)
 
-    await _write(state, work)
+    await write(state, work)
     ADMIN_WRITES.labels("component", "deleted").inc()
     return Response(status_code=204)
 
@@ -393,7 +355,7 @@ async def delete_secret(name: str, state: ServerState = Depends(server_state)) -
         repo.delete_secret(session, name, now)
         repo.record_event(session, "SecretDeleted", f"secret/{name}", "deleted", now)
 
-    await _write(state, work)
+    await write(state, work)
     ADMIN_WRITES.labels("secret", "deleted").inc()
     return Response(status_code=204)
 

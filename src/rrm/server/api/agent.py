@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, token_hash
 from rrm.server.fleet import RuntimeEntry
@@ -63,15 +64,13 @@ async def pair(body: PairRequest, state: ServerState = Depends(server_state)) ->
     return PairResponse(runtime_id=runtime_id, runtime_name=name, kind=kind, key_id=kid)  # type: ignore[arg-type]
 
 
-@router.get(
-    "/desired-state", responses={200: {"description": "DesiredState"}, 304: {"description": "unchanged"}}
-)
-async def desired_state(
-    request: Request,
-    wait: float = Query(0, ge=0, description="seconds to hold the request while nothing changes"),
-    runtime: RuntimeEntry = Depends(calling_runtime),
-    state: ServerState = Depends(server_state),
-) -> Response:
+async def desired_state(request: Request) -> Response:
+    """`GET /agent/v1/desired-state?wait=S`, `If-None-Match`: the state, or 304 when it is still that one
+    after at most S seconds. Every agent holds one of these at all times, so it is a plain Starlette
+    endpoint: FastAPI's dependency and parameter machinery would cost more than the work itself."""
+    state = server_state(request)
+    runtime = await state.agent_auth.runtime(bearer(request))
+    wait = _wait_seconds(request.query_params.get("wait", "0"))
     state.status_writer.touch(runtime.id)
     etag = request.headers.get("if-none-match")
     delivery = await state.fleet.wait_for_change(runtime.id, etag, min(wait, state.settings.max_wait_seconds))
@@ -80,6 +79,21 @@ async def desired_state(
         return Response(status_code=304, headers={"ETag": etag or ""})
     DESIRED_STATE_RESPONSES.labels("200").inc()
     return Response(content=delivery.body, media_type="application/json", headers={"ETag": delivery.etag})
+
+
+def _wait_seconds(value: str) -> float:
+    try:
+        wait = float(value)
+    except ValueError:
+        wait = math.nan
+    if not wait >= 0 or math.isinf(wait):
+        raise HTTPException(
+            422, [{"loc": ["query", "wait"], "msg": "must be a number of seconds, 0 or more"}]
+        )
+    return wait
+
+
+DESIRED_STATE_PATH = f"{router.prefix}/desired-state"  # added to the app by rrm.server.app
 
 
 @router.put("/status", status_code=204)

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from rrm.server.api.admin import reader
+from rrm.server.api.common import reader
 from rrm.server.metrics import REGISTRY
 from rrm.server.state import ServerState, server_state
 

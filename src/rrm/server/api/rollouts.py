@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from sqlalchemy.orm import Session
 
 from rrm.core.rollouts import NotAllowed, policy_name_of
-from rrm.server.api.admin import _write, reader, writer
+from rrm.server.api.common import reader, write, writer
 from rrm.server.apply import Conflict
 from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.queries import read
@@ -56,7 +56,7 @@ async def steer_rollout(
         except (NotAllowed, CannotRollBack) as exc:
             raise Conflict(str(exc)) from exc
 
-    await _write(state, work)
+    await write(state, work)
     ADMIN_WRITES.labels("rollout", action).inc()
     return await _detail(state, component)
 
@@ -79,6 +79,6 @@ async def delete_policy(name: str, state: ServerState = Depends(server_state)) -
         rollout_repo.delete_policy(session, row)
         repo.record_event(session, "RolloutPolicyDeleted", f"rolloutpolicy/{name}", "deleted", now)
 
-    await _write(state, work)
+    await write(state, work)
     ADMIN_WRITES.labels("rolloutpolicy", "deleted").inc()
     return Response(status_code=204)

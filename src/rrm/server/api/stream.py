@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
-from rrm.server.api.admin import reader
+from rrm.server.api.common import reader
 from rrm.server.state import ServerState, server_state
 
 RETRY_MILLISECONDS = 2000

@@ -101,6 +101,8 @@ def _plan(session: Session, documents: Sequence[Any]) -> tuple[_Plan, list[Probl
             plan.definitions.append((index, parsed))
         elif isinstance(parsed, manifests.AssignmentDocument):
             plan.assignments.append((index, parsed))
+    if not (plan.applications or plan.definitions or plan.assignments):
+        return plan, problems  # no Compass document: nothing more to check against the registry
 
     definitions = store.label_definitions(session)
     definitions.update({d.key: d.schema for _, d in plan.definitions})
@@ -130,6 +132,8 @@ def _check_reserved(index: int, document: Any, problems: list[Problem]) -> None:
 
 def _check_existing_labels(session: Session, plan: _Plan, problems: list[Problem]) -> None:
     """A new or changed definition must hold for every value already stored (or applied with it)."""
+    if not plan.definitions:
+        return  # the common write: nothing to check, and no reason to load every runtime
     replaced = {app.name for _, app in plan.applications}
     labelled: list[tuple[str, Mapping[str, Any]]] = [
         (f"runtime {r.name!r}", r.labels) for r in repo.all_runtimes(session)
@@ -159,6 +163,8 @@ def _check_existing_labels(session: Session, plan: _Plan, problems: list[Problem
 def _check_binding_names(session: Session, plan: _Plan, problems: list[Problem]) -> None:
     """`app-a-b-c` could come from application a-b, bundle c or from application a, bundle b-c: refuse the
     second one, since a runtime could then get two components of one name."""
+    if not plan.applications:
+        return
     replaced = {app.name for _, app in plan.applications}
     owners: dict[str, str] = {}
     for row in store.all_applications(session):
@@ -191,7 +197,7 @@ def open_credentials(box: SecretBox, name: str, blob: bytes) -> dict[str, dict[s
 def _store(
     session: Session, box: SecretBox, plan: _Plan, outcome: ApplyOutcome, *, dry_run: bool, now: datetime
 ) -> None:
-    existing_definitions = store.label_definitions(session)
+    existing_definitions = store.label_definitions(session) if plan.definitions else {}
     for _, definition in plan.definitions:
         current = existing_definitions.get(definition.key)
         action = _action(current, definition.schema)
@@ -208,7 +214,7 @@ def _store(
             {"kind": manifests.LABEL_DEFINITION, "name": definition.key, "action": action, "revision": None}
         )
 
-    existing_assignments = store.all_assignments(session)
+    existing_assignments = store.all_assignments(session) if plan.assignments else {}
     for _, assignment in plan.assignments:
         action = _action(existing_assignments.get(assignment.scenario), assignment.selector)
         if action != "unchanged" and not dry_run:

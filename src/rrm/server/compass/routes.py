@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from rrm.core.scenarios import DEFAULT_SCENARIO
 from rrm.core.selectors import SelectorError, parse_selector
-from rrm.server.api.admin import _write, reader, writer
+from rrm.server.api.common import reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem
 from rrm.server.auth import token_hash
 from rrm.server.compass import views
@@ -72,7 +72,7 @@ async def delete_application(name: str, state: ServerState = Depends(server_stat
         store.delete_application(session, name, now)
         repo.record_event(session, "ApplicationDeleted", f"application/{name}", "deleted", now)
 
-    await _write(state, work)
+    await write(state, work)
     return Response(status_code=204)
 
 
@@ -109,7 +109,7 @@ async def create_scenario(body: NewScenario, state: ServerState = Depends(server
         store.add_scenario(session, body.name, now)
         repo.record_event(session, "ScenarioCreated", f"scenario/{body.name}", "created", now)
 
-    await _write(state, work)
+    await write(state, work)
     return {"name": body.name}
 
 
@@ -134,7 +134,7 @@ async def delete_scenario(name: str, state: ServerState = Depends(server_state))
         store.delete_scenario(session, name)
         repo.record_event(session, "ScenarioDeleted", f"scenario/{name}", "deleted", now)
 
-    await _write(state, work)
+    await write(state, work)
     return Response(status_code=204)
 
 
@@ -157,7 +157,7 @@ async def assign_scenario(name: str, body: Assignment, state: ServerState = Depe
             session, "ScenarioAssignmentUpdated", f"scenario/{name}", f"selector {body.selector!r}", now
         )
 
-    await _write(state, work)
+    await write(state, work)
     return {"scenario": name, "selector": body.selector}
 
 
@@ -170,7 +170,7 @@ async def unassign_scenario(name: str, state: ServerState = Depends(server_state
         store.delete_assignment(session, name, now)
         repo.record_event(session, "ScenarioAssignmentDeleted", f"scenario/{name}", "deleted", now)
 
-    await _write(state, work)
+    await write(state, work)
     return Response(status_code=204)
 
 
@@ -200,7 +200,7 @@ async def change_runtime_scenarios(
                 session, "RuntimeScenarios", f"runtime/{name}", ", ".join(wanted) or "none", now
             )
 
-    await _write(state, work)
+    await write(state, work)
     return views.runtime_scenarios_view(state.fleet, _runtime_named(state, name))
 
 
@@ -234,7 +234,7 @@ async def delete_label_definition(key: str, state: ServerState = Depends(server_
             session, "LabelDefinitionDeleted", f"labeldefinition/{key}"[:128], "deleted", utcnow()
         )
 
-    await _write(state, work)
+    await write(state, work)
     return Response(status_code=204)
 
 
@@ -265,7 +265,7 @@ async def broker_credentials(
         what = "rotated" if exists else "issued"
         repo.record_event(session, f"BrokerCredentials{what.capitalize()}", f"runtime/{name}", what, now)
 
-    await _write(state, work)
+    await write(state, work)
     return {
         "username": name,
         "password": password,
@@ -283,5 +283,5 @@ async def revoke_broker_credentials(name: str, state: ServerState = Depends(serv
         store.delete_broker_credential(session, row.id)
         repo.record_event(session, "BrokerCredentialsRevoked", f"runtime/{name}", "revoked", now)
 
-    await _write(state, work)
+    await write(state, work)
     return Response(status_code=204)
