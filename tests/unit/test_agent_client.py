@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from rrm.agent.client import DirectorClient, DirectorUnavailable, Unauthorized, UnexpectedResponse
+from rrm.agent.client import (
+    DirectorClient,
+    DirectorUnavailable,
+    Unauthorized,
+    UnexpectedResponse,
+    tls_verification,
+)
 from rrm.core.hashing import state_hash
 from rrm.wire import DeliveredSecret, DesiredState, PairRequest, ResourceResult, StatusReport
+from rrm.wire.agent_auth import (
+    AgentTokenError,
+    generate_private_key,
+    key_id,
+    load_public_key,
+    public_key_pem,
+    sign_agent_token,
+    verify_agent_token,
+)
 
 COMPONENTS = [
     {
@@ -29,7 +47,9 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def client_for(handler: Handler, urls: list[str] | None = None) -> DirectorClient:
-    return DirectorClient(urls or ["http://a"], bearer=lambda: "jwt", transport=httpx.MockTransport(handler))
+    return DirectorClient(
+        urls or ["http://a"], bearer=lambda renew=False: "jwt", transport=httpx.MockTransport(handler)
+    )
 
 
 def run(coro: Any) -> Any:
@@ -164,3 +184,133 @@ def test_pair_sends_no_bearer() -> None:
     assert run(scenario()) == "r1"
     assert "Authorization" not in seen[0].headers
     assert json.loads(seen[0].content)["token"] == "t"
+
+
+class CountingBearer:
+    """Stands in for `AgentIdentity.bearer_token`: a new token each time it is asked to renew."""
+
+    def __init__(self) -> None:
+        self.minted = 1
+        self.renewals = 0
+
+    def __call__(self, *, renew: bool = False) -> str:
+        if renew:
+            self.renewals += 1
+            self.minted += 1
+        return f"jwt-{self.minted}"
+
+
+def expired_token_detail() -> str:
+    """The 401 detail the director sends for an expired token: its verification's own message, behind the
+    prefix `rrm.server.auth` puts in front of every refused runtime token."""
+    key = generate_private_key()
+    kid = key_id(public_key_pem(key))
+    token = sign_agent_token(key, "rt-1", kid, lifetime=300, now=time.time() - 1000)
+    with pytest.raises(AgentTokenError) as refused:
+        verify_agent_token(token, load_public_key(public_key_pem(key)), kid)
+    return f"invalid runtime token: {refused.value}"
+
+
+def send_with(bearer: CountingBearer, answers: list[httpx.Response]) -> tuple[list[str], Exception | None]:
+    """Report a status through a director answering `answers` in turn; the bearers it saw, and the error."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return answers[len(seen) - 1]
+
+    async def scenario() -> None:
+        client = DirectorClient(["http://a"], bearer=bearer, transport=httpx.MockTransport(handler))
+        try:
+            await client.report_status(StatusReport())
+        finally:
+            await client.close()
+
+    try:
+        run(scenario())
+    except Exception as exc:
+        return seen, exc
+    return seen, None
+
+
+def test_an_expired_token_is_renewed_and_the_request_sent_again_once() -> None:
+    bearer = CountingBearer()
+    seen, error = send_with(
+        bearer, [httpx.Response(401, json={"detail": expired_token_detail()}), httpx.Response(204)]
+    )
+
+    assert error is None
+    assert seen == ["Bearer jwt-1", "Bearer jwt-2"]
+    assert bearer.renewals == 1
+
+
+def test_a_token_refused_as_expired_twice_is_unauthorized() -> None:
+    bearer = CountingBearer()
+    expired = httpx.Response(401, json={"detail": expired_token_detail()})
+    seen, error = send_with(bearer, [expired, expired, httpx.Response(204)])
+
+    assert isinstance(error, Unauthorized)
+    assert "expired" in str(error)
+    assert seen == ["Bearer jwt-1", "Bearer jwt-2"]
+    assert bearer.renewals == 1
+
+
+@pytest.mark.parametrize(
+    "detail", ["unknown or revoked runtime key", "runtime no longer registered", "missing bearer token"]
+)
+def test_other_401s_are_not_retried(detail: str) -> None:
+    bearer = CountingBearer()
+    seen, error = send_with(bearer, [httpx.Response(401, json={"detail": detail}), httpx.Response(204)])
+
+    assert isinstance(error, Unauthorized)
+    assert seen == ["Bearer jwt-1"]
+    assert bearer.renewals == 0
+
+
+def test_an_expired_pairing_token_is_not_retried() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(401, json={"detail": "pairing token unknown, already used or expired"})
+
+    async def scenario() -> None:
+        client = DirectorClient(["http://a"], bearer=CountingBearer(), transport=httpx.MockTransport(handler))
+        try:
+            await client.pair(PairRequest(token="t", public_key="pem"))
+        finally:
+            await client.close()
+
+    with pytest.raises(Unauthorized):
+        run(scenario())
+    assert len(seen) == 1
+
+
+@pytest.fixture
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_plain_http_directors_need_no_ca_bundle_and_any_tls_would_be_refused(
+    no_proxies: pytest.MonkeyPatch,
+) -> None:
+    context = tls_verification(["http://a:8080", "http://b:8080"])
+
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 0
+
+
+@pytest.mark.parametrize(
+    ("urls", "proxy"),
+    [(["http://a", "https://b"], None), (["HTTPS://a"], None), (["http://a"], "http://proxy:3128")],
+)
+def test_tls_is_verified_as_httpx_does_wherever_it_may_be_spoken(
+    no_proxies: pytest.MonkeyPatch, urls: list[str], proxy: str | None
+) -> None:
+    if proxy:
+        no_proxies.setenv("HTTPS_PROXY", proxy)
+    assert tls_verification(urls) is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+import time
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,20 @@ import pytest
 
 from rrm.agent.client import DirectorClient, DirectorUnavailable
 from rrm.agent.identity import KEY_FILE, AgentIdentity
-from rrm.wire.agent_auth import key_id, load_public_key, verify_agent_token
+from rrm.wire import StatusReport
+from rrm.wire.agent_auth import (
+    ALGORITHM,
+    AUDIENCE,
+    EXPIRED_TOKEN_MESSAGE,
+    AgentTokenError,
+    generate_private_key,
+    key_id,
+    load_public_key,
+    public_key_pem,
+    sign_agent_token,
+    unverified_key_id,
+    verify_agent_token,
+)
 
 
 class FakeDirector:
@@ -72,11 +86,26 @@ def test_pairing_stores_identity_and_a_0600_key(tmp_path: Path) -> None:
     assert claims.runtime_id == "rt-1"
 
 
+def test_tokens_are_byte_for_byte_what_pyjwt_makes_and_it_verifies_them() -> None:
+    import jwt
+
+    key = generate_private_key()
+    kid = key_id(public_key_pem(key))
+    claims = {"sub": "rt-1", "aud": AUDIENCE, "iat": 1_700_000_000, "exp": 1_700_000_300}
+
+    made = sign_agent_token(key, "rt-1", kid, lifetime=300, now=1_700_000_000.7)
+
+    assert made == jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
+    fresh = sign_agent_token(key, "rt-1", kid)
+    assert unverified_key_id(fresh) == kid
+    assert verify_agent_token(fresh, load_public_key(public_key_pem(key)), kid).runtime_id == "rt-1"
+
+
 def test_no_identity_stored_is_none(tmp_path: Path) -> None:
     assert AgentIdentity.load(tmp_path) is None
 
 
-def test_bearer_token_is_reused_until_close_to_expiry(
+def test_bearer_token_is_reused_for_half_its_lifetime_then_renewed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import rrm.agent.identity as identity_module
@@ -85,10 +114,54 @@ def test_bearer_token_is_reused_until_close_to_expiry(
     clock = [1_000_000.0]
     monkeypatch.setattr(identity_module.time, "time", lambda: clock[0])
     first = identity.bearer_token()
-    clock[0] += 200
+    clock[0] += identity_module.TOKEN_LIFETIME_SECONDS / 2 - 1
     assert identity.bearer_token() == first
-    clock[0] += 50
-    assert identity.bearer_token() != first
+    clock[0] += 1
+    second = identity.bearer_token()
+    assert second != first
+    clock[0] += 1
+    assert identity.bearer_token() == second
+    renewed = identity.bearer_token(renew=True)
+    assert renewed != second
+    assert identity.bearer_token() == renewed
+
+
+def test_a_token_the_director_finds_expired_is_renewed_and_the_request_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end with the real identity and the real verification: the agent's token expired while its
+    request waited (modelled by the agent's clock catching up with the director's when it is refused)."""
+    import rrm.agent.identity as identity_module
+
+    director = FakeDirector()
+    identity = paired(tmp_path, director)
+    real_time = time.time
+    clock = [real_time() - 1000]
+    monkeypatch.setattr(identity_module.time, "time", lambda: clock[0])
+    refusals: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        assert director.public_key is not None
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        try:
+            verify_agent_token(token, load_public_key(director.public_key), identity.record.key_id)
+        except AgentTokenError as exc:
+            refusals.append(str(exc))
+            clock[0] = real_time()
+            return httpx.Response(401, json={"detail": f"invalid runtime token: {exc}"})
+        return httpx.Response(204)
+
+    async def scenario() -> None:
+        client = DirectorClient(
+            ["http://d"], bearer=identity.bearer_token, transport=httpx.MockTransport(handle)
+        )
+        try:
+            await client.report_status(StatusReport())
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+    assert refusals == [EXPIRED_TOKEN_MESSAGE]
 
 
 def paired(state_dir: Path, director: FakeDirector) -> AgentIdentity:

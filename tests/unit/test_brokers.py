@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rrm.cli.main import app
+from rrm.cli.app import app
 from rrm.server.broker import service
 from rrm.server.broker.catalog_file import CatalogError, catalog_problems, load_catalog
 from rrm.server.broker.models import (

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rrm.cli import config
+from rrm.cli.app import app
 from rrm.cli.client import AdminClient, format_field_error
-from rrm.cli.main import app
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from rrm.cli.app import app
 from rrm.cli.client import AdminClient
-from rrm.cli.main import app
 
 URL = "http://cp.test:8080"
 

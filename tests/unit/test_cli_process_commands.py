@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import rrm.agent
 import rrm.server
-from rrm.cli.main import app
+from rrm.cli.app import app
 
 
 def test_server_builds_its_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

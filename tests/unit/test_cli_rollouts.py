@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rrm.cli import rollouts
+from rrm.cli.app import app
 from rrm.cli.client import AdminClient
-from rrm.cli.main import app
 
 
 def runtime(name: str, state: str, message: str = "", revision: int = 2) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import json
 import httpx
 from typer.testing import CliRunner
 
+from rrm.cli.app import app
 from rrm.cli.client import AdminClient, server_sent_events
-from rrm.cli.main import app
 
 URL = "http://cp.test:8080"
 

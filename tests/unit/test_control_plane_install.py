@@ -17,7 +17,7 @@ from install_manifests import kustomize_build, object_key, render_chart, validat
 from typer.testing import CliRunner
 
 import rrm.server
-from rrm.cli.main import app
+from rrm.cli.app import app
 from rrm.server import ServerSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+import ssl
+import urllib.request
+from collections.abc import Iterable
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from rrm.agent.verify import state_is_authentic
 from rrm.wire import DesiredState, PairRequest, PairResponse, RotateRequest, RotateResponse, StatusReport
+from rrm.wire.agent_auth import EXPIRED_TOKEN_MESSAGE
 
 log = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -38,13 +41,19 @@ class UnexpectedResponse(DirectorError):
     """An answer the contract does not allow: wrong status, malformed body, or a state that fails its hash."""
 
 
+class Bearer(Protocol):
+    """The JWT for authenticated calls (`AgentIdentity.bearer_token`); `renew=True` mints a fresh one."""
+
+    def __call__(self, *, renew: bool = False) -> str: ...
+
+
 class DirectorClient:
     """Async client of `/agent/v1`. `bearer` (set after pairing) returns the JWT for authenticated calls."""
 
     def __init__(
         self,
         director_urls: list[str],
-        bearer: Callable[[], str] | None = None,
+        bearer: Bearer | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not director_urls:
@@ -54,6 +63,7 @@ class DirectorClient:
         self.bearer = bearer
         self._http = httpx.AsyncClient(
             transport=transport,
+            verify=tls_verification(self._urls),
             timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
             # drop idle connections before the server does (it keeps them 75 s), so a request never
             # races the server closing the connection it reuses
@@ -127,12 +137,28 @@ class DirectorClient:
         timeout: httpx.Timeout | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Try the directors in order from the last one that answered; stick to whichever answers now."""
+        """Send to the directors (see `_send_once`); a token the director found expired (it was held up
+        longer than its lifetime) is renewed and the request sent again, once and at once."""
         headers = dict(headers or {})
         if authenticated:
             if self.bearer is None:
                 raise Unauthorized("no runtime identity to sign the request with")
             headers["Authorization"] = f"Bearer {self.bearer()}"
+        response = await self._send_once(method, path, headers, timeout, kwargs)
+        if authenticated and self.bearer is not None and _token_expired(response):
+            log.warning("event=token-expired method=%s path=%s action=renewing-and-retrying", method, path)
+            headers["Authorization"] = f"Bearer {self.bearer(renew=True)}"
+            response = await self._send_once(method, path, headers, timeout, kwargs)
+        if response.status_code == 401:
+            raise Unauthorized(f"{method} {path}: 401 {_detail(response)}")
+        if response.status_code >= 500:
+            raise DirectorUnavailable(f"{method} {path}: {response.status_code} {_detail(response)}")
+        return response
+
+    async def _send_once(
+        self, method: str, path: str, headers: dict[str, str], timeout: httpx.Timeout | None, kwargs: Any
+    ) -> httpx.Response:
+        """Try the directors in order from the last one that answered; stick to whichever answers now."""
         failures: list[str] = []
         for offset in range(len(self._urls)):
             index = (self._active + offset) % len(self._urls)
@@ -145,12 +171,17 @@ class DirectorClient:
             if index != self._active:
                 log.info("event=director-switched url=%s", self._urls[index])
                 self._active = index
-            if response.status_code == 401:
-                raise Unauthorized(f"{method} {path}: 401 {_detail(response)}")
-            if response.status_code >= 500:
-                raise DirectorUnavailable(f"{method} {path}: {response.status_code} {_detail(response)}")
             return response
         raise DirectorUnavailable("no director reachable: " + "; ".join(failures))
+
+
+def tls_verification(urls: Iterable[str]) -> ssl.SSLContext | bool:
+    """httpx's default (verify against its CA bundle) wherever TLS may be spoken: an https URL, or any proxy
+    from the environment. Otherwise a context that trusts no CA, so would refuse any TLS connection, and none
+    is made: it spares loading the CA bundle, about 1 MB that a plain-HTTP agent would hold for nothing."""
+    if any(url.lower().startswith("https:") for url in urls) or urllib.request.getproxies():
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _expect(response: httpx.Response, *statuses: int) -> None:
@@ -166,6 +197,12 @@ def _parse(model: type[ModelT], response: httpx.Response) -> ModelT:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
         raise UnexpectedResponse(f"malformed {model.__name__}: {exc.error_count()} errors") from exc
+
+
+def _token_expired(response: httpx.Response) -> bool:
+    """A 401 for an expired token, as opposed to one for a revoked or unknown runtime (re-pairing helps
+    there, a fresh token does not)."""
+    return response.status_code == 401 and EXPIRED_TOKEN_MESSAGE in _detail(response)
 
 
 def _detail(response: httpx.Response) -> str:

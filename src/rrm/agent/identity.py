@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 IDENTITY_FILE = "identity.json"
 KEY_FILE = "agent-key.pem"
 TOKEN_LIFETIME_SECONDS = 300.0
-TOKEN_RENEW_BEFORE_SECONDS = 60.0
+# Renewed at half its lifetime: a request held up in a director's queue (a reconnect storm delayed some by
+# more than 90 s) still carries a token with minutes to live, not one that expires while it waits.
+TOKEN_RENEW_AFTER_SECONDS = TOKEN_LIFETIME_SECONDS / 2
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class AgentIdentity:
         self.record = record
         self._key = key
         self._token: str | None = None
-        self._token_expires = 0.0
+        self._token_renew_at = 0.0
 
     @classmethod
     def load(cls, state_dir: Path) -> AgentIdentity | None:
@@ -91,10 +93,11 @@ class AgentIdentity:
         log.info("event=paired runtime=%s id=%s kind=%s", record.runtime_name, record.runtime_id, record.kind)
         return identity
 
-    def bearer_token(self) -> str:
-        """A signed JWT, reused until a minute before it expires."""
+    def bearer_token(self, *, renew: bool = False) -> str:
+        """A signed JWT, reused for half its lifetime; `renew` mints a fresh one at once (the director
+        answered that the last one had expired)."""
         now = time.time()
-        if self._token is None or now >= self._token_expires - TOKEN_RENEW_BEFORE_SECONDS:
+        if renew or self._token is None or now >= self._token_renew_at:
             self._token = sign_agent_token(
                 self._key,
                 self.record.runtime_id,
@@ -102,7 +105,7 @@ class AgentIdentity:
                 lifetime=TOKEN_LIFETIME_SECONDS,
                 now=now,
             )
-            self._token_expires = now + TOKEN_LIFETIME_SECONDS
+            self._token_renew_at = now + TOKEN_RENEW_AFTER_SECONDS
         return self._token
 
     def key_age(self) -> float:

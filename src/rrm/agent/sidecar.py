@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from rrm.agent.client import tls_verification
 from rrm.wire import LoadedComponent, SidecarReport
 
 METADATA_TIMEOUT_SECONDS = 3.0
@@ -13,9 +14,12 @@ def query_sidecar(
     port: int, api_token: str | None = None, transport: httpx.BaseTransport | None = None
 ) -> SidecarReport:
     headers = {"dapr-api-token": api_token} if api_token else {}
+    url = f"http://127.0.0.1:{port}/v1.0/metadata"
     try:
-        with httpx.Client(transport=transport, timeout=METADATA_TIMEOUT_SECONDS) as http:
-            response = http.get(f"http://127.0.0.1:{port}/v1.0/metadata", headers=headers)
+        with httpx.Client(
+            transport=transport, timeout=METADATA_TIMEOUT_SECONDS, verify=tls_verification([url])
+        ) as http:
+            response = http.get(url, headers=headers)
         response.raise_for_status()
         body = response.json()
     except (httpx.HTTPError, ValueError) as exc:

@@ -1,21 +1,28 @@
 """Runtime identity on the wire: the agent signs short-lived EdDSA JWTs with a key only it holds.
 
 The control plane stores the public half only, so nothing in its database lets anyone act as a runtime.
+Signing needs only `cryptography`; PyJWT, which verifies, is imported by the control plane alone, so that an
+agent process does not carry it (and the parts of `cryptography` it loads).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 AUDIENCE = "rrm-agent-api"
 ALGORITHM = "EdDSA"
 MAX_LIFETIME_SECONDS = 600
+# What an expired token's refusal says (the director answers 401 "invalid runtime token: <this>"): the agent
+# tells it apart from a revoked or unknown runtime, renews its token and sends the request again.
+EXPIRED_TOKEN_MESSAGE = "Signature has expired"
 
 
 class AgentTokenError(Exception):
@@ -76,13 +83,27 @@ def key_id(public_pem: str) -> str:
 def sign_agent_token(
     key: Ed25519PrivateKey, runtime_id: str, kid: str, lifetime: float = 300, now: float | None = None
 ) -> str:
+    """A compact JWS (RFC 7515, EdDSA per RFC 8037): byte for byte what PyJWT's `jwt.encode` makes of the
+    same claims and header (sorted header keys, compact JSON; Ed25519 signatures are deterministic)."""
     issued = time.time() if now is None else now
+    header = {"alg": ALGORITHM, "kid": kid, "typ": "JWT"}
     claims = {"sub": runtime_id, "aud": AUDIENCE, "iat": int(issued), "exp": int(issued + lifetime)}
-    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
+    signing_input = f"{_base64url_json(header)}.{_base64url_json(claims)}"
+    return f"{signing_input}.{_base64url(key.sign(signing_input.encode('ascii')))}"
+
+
+def _base64url_json(value: Mapping[str, object]) -> str:
+    return _base64url(json.dumps(value, separators=(",", ":")).encode())
+
+
+def _base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def unverified_key_id(token: str) -> str:
     """The `kid` header, to look the public key up before verifying."""
+    import jwt
+
     try:
         kid = jwt.get_unverified_header(token).get("kid")
     except jwt.PyJWTError as exc:
@@ -93,6 +114,8 @@ def unverified_key_id(token: str) -> str:
 
 
 def verify_agent_token(token: str, public_key: Ed25519PublicKey, kid: str) -> AgentClaims:
+    import jwt
+
     try:
         claims = jwt.decode(
             token,
@@ -102,6 +125,8 @@ def verify_agent_token(token: str, public_key: Ed25519PublicKey, kid: str) -> Ag
             options={"require": ["sub", "exp", "iat", "aud"]},
             leeway=30,
         )
+    except jwt.ExpiredSignatureError as exc:
+        raise AgentTokenError(EXPIRED_TOKEN_MESSAGE) from exc
     except jwt.PyJWTError as exc:
         raise AgentTokenError(str(exc)) from exc
     if claims["exp"] - claims["iat"] > MAX_LIFETIME_SECONDS:
