@@ -297,10 +297,11 @@ def test_two_agents_in_two_namespaces_do_not_interfere(
         fleet.server.admin.patch("/api/v1/runtimes/k8s-blue/labels", json={"set": {}, "remove": ["t-k8s"]}),
         200,
     )
+    # the agent prunes the component, then the Secret it was the last user of: two API calls
     fleet.wait_until(
-        lambda: set(cluster.components("team-blue")) == {"pair-blue"}, "blue loses the shared one"
+        lambda: set(cluster.components("team-blue")) == {"pair-blue"} and not cluster.secrets("team-blue"),
+        "blue loses the shared one, and its copy of the Secret with its last user",
     )
-    assert not cluster.secrets("team-blue"), "blue's copy of the Secret is pruned with its last user"
     holds_for(
         lambda: (
             set(cluster.components("team-green")) == {"pair-shared", "pair-green"}
