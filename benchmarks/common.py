@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import resource
 import signal
 import socket
@@ -26,6 +27,10 @@ SERVER_START_DEADLINE = 120.0
 BENCH_LABELS = {"bench": "yes"}
 SELECTOR = "bench=yes"
 LABEL_GROUPS = 10  # runtimes get one of 10 `group` labels, so placement is computed for distinct label sets
+PERCENTILES = ("p50", "p90", "p99", "max")
+# Before each measured update, with every agent synced and reported: rounds do not overlap, and no update
+# reaches an agent within a second of its previous state (which a control plane may hold back to coalesce).
+PAUSE_BEFORE_UPDATE = 1.0
 
 
 def raise_open_files(wanted: int = OPEN_FILES_WANTED) -> int:
@@ -41,9 +46,17 @@ def raise_open_files(wanted: int = OPEN_FILES_WANTED) -> int:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port below Linux's ephemeral range (32768+), so that no outgoing connection (thousands of agents
+    here, test suites beside) can take it between this check and the server's bind; and below the range the
+    integration tests pick from (20,000-32,000), so a test running beside a benchmark does not either."""
+    while True:
+        port = random.randint(10_000, 19_999)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
@@ -75,6 +88,14 @@ def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
     return {"count": len(ordered), "p50": rank(50), "p90": rank(90), "p99": rank(99), "max": ordered[-1]}
 
 
+def ratios(numerator: dict[str, Any], denominator: dict[str, Any]) -> dict[str, float | None]:
+    """Per percentile, one latency distribution over another (None where either is missing or zero)."""
+    return {
+        p: round(numerator[p] / denominator[p], 2) if numerator[p] is not None and denominator[p] else None
+        for p in PERCENTILES
+    }
+
+
 # --- the payload -----------------------------------------------------------------------------------------
 
 
@@ -101,13 +122,20 @@ def component(name: str, revision_marker: int, selector: str = SELECTOR, padding
 
 @dataclass
 class ServerProcess:
-    """`rrm server` started through `benchmarks.serve` (open-file limit raised), on its own data dir."""
+    """`rrm server` started through `benchmarks.serve` (open-file limit raised), on its own data dir; its
+    database is SQLite in that dir, or `database_url` (PostgreSQL, which replicas share)."""
 
     data_dir: Path
     log_path: Path
     port: int = field(default_factory=free_port)
+    database_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
     admin: httpx.Client | None = None
+
+    @property
+    def database(self) -> str:
+        """The database URL the server uses (as `rrm server` resolves it without `RRM_DATABASE_URL`)."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'rrm.db'}"
 
     @property
     def url(self) -> str:
@@ -121,23 +149,23 @@ class ServerProcess:
     def start(self) -> float:
         """Starts the process and waits until it answers; returns the seconds that took."""
         started = time.monotonic()
+        self.launch()
+        self.wait_ready()
+        return time.monotonic() - started
+
+    def launch(self) -> None:
+        """Starts the process without waiting for it (`wait_ready` does), so replicas start side by side."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RRM_")}
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        command = [sys.executable, "-m", "benchmarks.serve", "--port", str(self.port)]
+        command += ["--data-dir", str(self.data_dir), "--log-level", "warning"]
+        if self.database_url:
+            command += ["--database-url", self.database_url]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.serve",
-                    "--port",
-                    str(self.port),
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--log-level",
-                    "warning",
-                ],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -145,6 +173,8 @@ class ServerProcess:
                 cwd=REPO,
                 start_new_session=True,
             )
+
+    def wait_ready(self) -> None:
         wait_until(self._ready, SERVER_START_DEADLINE, f"rrm server on {self.url} (log {self.log_path})")
         token = (self.data_dir / "admin-token").read_text().strip()
         if self.admin is not None:
@@ -152,7 +182,6 @@ class ServerProcess:
         self.admin = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=300
         )
-        return time.monotonic() - started
 
     def _ready(self) -> bool:
         assert self.process is not None

@@ -5,7 +5,8 @@ on a fresh data dir registers the runtimes (admin API) and every agent pairs wit
 Ed25519 key (the real `AgentIdentity.pair`); the server is then stopped. Each benchmark starts its own
 server on a copy of that data dir, and its agents start from their stored identities, as a restarted
 `rrm agent` does. Agent state lives on tmpfs when there is one: in a real fleet every agent has its own
-disk, here 10,000 of them would otherwise queue their fsyncs behind the control plane's.
+disk, here 10,000 of them would otherwise queue their fsyncs behind the control plane's. The replicas
+benchmark builds its fleet the same way in a PostgreSQL database (`Bench.fleet_in`) and runs on it in place.
 """
 
 from __future__ import annotations
@@ -44,11 +45,15 @@ DEFAULT_HEARTBEAT_SECONDS = float(_AGENT_DEFAULTS["heartbeat_interval"])  # type
 
 @dataclass
 class FleetTemplate:
+    """A registered, paired fleet: the set-up server's data dir (its admin token and encryption key, and on
+    SQLite its database), the database URL when it is PostgreSQL, and each agent's state dir."""
+
     size: int
     data_dir: Path
     state_dirs: list[Path]
     names: list[str]
     setup: dict[str, float] = field(default_factory=dict)
+    database_url: str | None = None
 
 
 @dataclass
@@ -71,15 +76,23 @@ class Bench:
     # fleets --------------------------------------------------------------------------------------------
 
     def fleet(self, size: int) -> FleetTemplate:
+        """The SQLite fleet of `size` runtimes, built on first use; benchmarks run on copies of it."""
         if size not in self.templates:
-            self.templates[size] = self._build(size)
+            label = f"fleet-{size}"
+            self.templates[size] = self._build(size, self.workdir / label, self.agents_root / label)
         return self.templates[size]
 
-    def _build(self, size: int) -> FleetTemplate:
-        root = self.workdir / f"fleet-{size}"
+    def fleet_in(self, database_url: str, size: int, label: str) -> FleetTemplate:
+        """A fleet of `size` runtimes built in `database_url` (PostgreSQL: used in place, not copied, so it
+        is not kept among the templates); the set-up server's data dir holds the admin token and key."""
+        return self._build(size, self.workdir / label / "fleet", self.agents_root / label, database_url)
+
+    def _build(
+        self, size: int, root: Path, state_root: Path, database_url: str | None = None
+    ) -> FleetTemplate:
         names = [f"rt-{i:05d}" for i in range(size)]
-        state_dirs = [self.agents_root / f"fleet-{size}" / name for name in names]
-        server = ServerProcess(root / "data", root / "server.log")
+        state_dirs = [state_root / name for name in names]
+        server = ServerProcess(root / "data", root / "server.log", database_url=database_url)
         server.start()
         try:
             started = time.monotonic()
@@ -90,7 +103,7 @@ class Bench:
             else:
                 self.log(f"fleet of {size}: registering runtimes straight into the stopped server's database")
                 server.stop()
-                tokens = _register_directly(server.data_dir, names)
+                tokens = _register_directly(server.database, names)
                 server.start()
             registered = time.monotonic() - started
             self.log(f"fleet of {size}: {size / registered:.0f} registrations/s; pairing the agents")
@@ -115,6 +128,7 @@ class Bench:
             state_dirs,
             names,
             {"register_per_second": round(size / registered, 1), "pair_per_second": round(size / paired, 1)},
+            database_url,
         )
 
     def split(self, items: Sequence[Any]) -> list[list[Any]]:
@@ -142,7 +156,10 @@ class Bench:
         wait_seconds: float = DEFAULT_WAIT_SECONDS,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_SECONDS,
         ramp_seconds: float | None = None,
+        spread_urls: bool = False,
     ) -> None:
+        """Agents from the template's identities, talking to `urls` (the agent's director list, tried in
+        order). With `spread_urls`, the agents of each worker take turns at which URL they try first."""
         caches = self.agents_root / "caches" / label
         if caches.exists():
             shutil.rmtree(caches)
@@ -160,6 +177,7 @@ class Bench:
                     "wait_seconds": wait_seconds,
                     "heartbeat_interval": heartbeat_interval,
                     "ramp_seconds": ramp,
+                    "spread_urls": spread_urls,
                 }
                 for chunk in self.split(specs)
             ],
@@ -201,6 +219,14 @@ class Bench:
     def applied_times(self, hash: str) -> list[float | None]:
         return [t for reply in self.pool.broadcast("applied_times", hash=hash) for t in reply]
 
+    def applied_by_director(self, hash: str) -> list[tuple[str, str, float | None]]:
+        """Per agent: the director it started with, the one it talks to now, when it applied `hash`."""
+        return [
+            (first, active, t)
+            for reply in self.pool.broadcast("applied_by_director", hash=hash)
+            for first, active, t in reply
+        ]
+
     def failures(self, reset: bool = False) -> dict[str, int]:
         total: dict[str, int] = {}
         for reply in self.pool.broadcast("failures", reset=reset):
@@ -227,14 +253,14 @@ def _labels(index: int) -> dict[str, str]:
     return {**BENCH_LABELS, "group": f"g{index % LABEL_GROUPS}"}
 
 
-def _register_directly(data_dir: Path, names: list[str]) -> list[str]:
+def _register_directly(database_url: str, names: list[str]) -> list[str]:
     """What `POST /api/v1/runtimes` stores, for every name, in one transaction; returns the pairing tokens."""
     from rrm.server.auth import PAIRING_TOKEN_PREFIX, new_token, token_hash
     from rrm.store import Database
     from rrm.store import repositories as repo
     from rrm.store.tables import Runtime
 
-    db = Database(f"sqlite:///{data_dir / 'rrm.db'}")
+    db = Database(database_url)
     now = datetime.now(UTC)
     expires = now + timedelta(days=1)
     tokens = []

@@ -7,14 +7,13 @@ import json
 import time
 from typing import Any
 
-from benchmarks.common import ProcessSampler, component, percentiles, wait_until
+from benchmarks.common import PAUSE_BEFORE_UPDATE, ProcessSampler, component, percentiles, ratios, wait_until
 from benchmarks.etcd import EtcdProcess, b64, etcd_binary
 from benchmarks.fleets import Bench, desired_hash, sync_deadline
 from benchmarks.profile import profiled
 
 COMPONENT = "bench-propagation"
 ETCD_KEY = "/rrm-bench/desired-state"
-PERCENTILES = ("p50", "p90", "p99", "max")
 
 
 def run(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
@@ -28,13 +27,9 @@ def run(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
     etcd = run_etcd(bench, size, rounds, payload)
     result: dict[str, Any] = {"size": size, "rounds": rounds, "rrm": rrm, "etcd": etcd}
     if etcd.get("status") == "ok" and "error" not in rrm:
-        result["ratio"] = _ratios(rrm["latency"], etcd["latency"])
-        result["ratio_from_request"] = _ratios(rrm["latency_from_request"], etcd["latency_from_request"])
+        result["ratio"] = ratios(rrm["latency"], etcd["latency"])
+        result["ratio_from_request"] = ratios(rrm["latency_from_request"], etcd["latency_from_request"])
     return result
-
-
-def _ratios(rrm: dict[str, Any], etcd: dict[str, Any]) -> dict[str, float | None]:
-    return {p: round(rrm[p] / etcd[p], 2) if rrm[p] is not None and etcd[p] else None for p in PERCENTILES}
 
 
 def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
@@ -60,6 +55,7 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
             worker.__enter__()
         with ProcessSampler(server.pid) as sampler, profiled(bench.pids(server), bench.profile_dir, label):
             for marker in range(1, rounds + 1):
+                time.sleep(PAUSE_BEFORE_UPDATE)
                 sent = time.monotonic()
                 server.apply(component(COMPONENT, marker))
                 answered = time.monotonic()
@@ -81,7 +77,6 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
                     incomplete = f"stopped after update {marker}: {exc}"
                     bench.log(f"propagation {size}: {incomplete}")
                     break
-                time.sleep(1.0)
         for worker in generator:
             worker.__exit__()
         synced = server.synced_count()

@@ -9,9 +9,15 @@ import time
 from typing import Any
 
 import rrm
+from benchmarks.common import PERCENTILES
 from benchmarks.etcd import etcd_version
 
-PERCENTILES = ("p50", "p90", "p99", "max")
+BENCHMARKS = ("propagation", "replicas", "footprint", "throughput", "storm")
+# Two replicas: a change written through A reaches the agents long-polling B "within the same latency" as
+# those on A: B's p99 at most 1.5 x A's, or A's + 0.1 s (at 100 runtimes p99 is tens of ms, where a ratio
+# alone is noise).
+REPLICA_RATIO_LIMIT = 1.5
+REPLICA_SLACK_SECONDS = 0.1
 
 
 def machine() -> dict[str, Any]:
@@ -50,12 +56,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Run {m['date']} on {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, rrm {m['rrm']}, "
         f"etcd {m['etcd']}; agents and control plane share the machine. Command: `{results['command']}`.",
     ]
-    failed = [
-        (name, r)
-        for name in ("propagation", "footprint", "throughput", "storm")
-        for r in _as_list(results.get(name))
-        if "error" in r
-    ]
+    failed = [(name, r) for name in BENCHMARKS for r in _as_list(results.get(name)) if "error" in r]
     results = {
         k: [r for r in v if "error" not in r] if isinstance(v, list) else v for k, v in results.items()
     }
@@ -64,6 +65,8 @@ def markdown(results: dict[str, Any]) -> str:
             results[name] = None
     if results.get("propagation"):
         parts.append(_propagation(results["propagation"]))
+    if results.get("replicas"):
+        parts.append(_replicas(results["replicas"]))
     intervals = results.get("agent_intervals", {})
     if results.get("footprint"):
         rows = [
@@ -206,6 +209,79 @@ def _propagation(runs: list[dict[str, Any]]) -> str:
     )
 
 
+def _replicas(runs: list[dict[str, Any]]) -> str:
+    def cells(latency: dict[str, Any] | None) -> list[str]:
+        return [_s(latency.get(p)) for p in PERCENTILES] if latency else ["-"] * len(PERCENTILES)
+
+    def ratio_cells(ratio: dict[str, Any] | None) -> list[str]:
+        ratio = ratio or {}
+        return [f"{ratio[p]:.2f}" if ratio.get(p) is not None else "-" for p in PERCENTILES]
+
+    ok = [r for r in runs if r.get("status") == "ok"]
+    notes = [
+        f"**two replicas at N = {r['size']:,} not measured**: {r['reason']}"
+        for r in runs
+        if r.get("status") == "unavailable"
+    ]
+    notes += [f"**two replicas at N = {r['size']:,}**: {r['incomplete']}" for r in ok if r.get("incomplete")]
+    if not ok:
+        return "\n\n".join(notes)
+    sides = [f"on A {p} s" for p in PERCENTILES] + [f"on B {p} s" for p in PERCENTILES]
+    sides += [f"B/A {p}" for p in PERCENTILES]
+    answer_rows = [
+        [
+            f"{r['size']:,}",
+            *cells(r["on_a"]["latency"]),
+            *cells(r["on_b"]["latency"]),
+            *ratio_cells(r["ratio_b_to_a"]),
+            f"{r['on_a']['lost']} / {r['on_b']['lost']}",
+            f"{r['on_a']['applied_before_admin_answer']} / {r['on_b']['applied_before_admin_answer']}",
+        ]
+        for r in ok
+    ]
+    request_rows = [
+        [
+            f"{r['size']:,}",
+            *cells(r["on_a"]["latency_from_request"]),
+            *cells(r["on_b"]["latency_from_request"]),
+            *ratio_cells(r["ratio_b_to_a_from_request"]),
+        ]
+        for r in ok
+    ]
+    overall_rows = []
+    for r in ok:
+        one = (r.get("one_replica_sqlite") or {}).get("latency")
+        to_one = (r.get("ratio_to_one_replica") or {}).get("p99")
+        overall_rows.append(
+            [
+                f"{r['size']:,}",
+                f"{r['agents']['a']:,} / {r['agents']['b']:,}",
+                *cells(r["all"]["latency"]),
+                *(cells(one) if one else ["not run"] * len(PERCENTILES)),
+                f"{to_one:.2f}" if to_one is not None else "-",
+                _s(r["admin_answer"]["p50"]),
+                str(r["switched_replica"]),
+                ", ".join(f"{k} {v}" for k, v in sorted(r["failed_requests"].items())) or "0",
+                r["leader"],
+            ]
+        )
+    overall_header = ["N", "agents on A / B"] + [f"2 replicas {p} s" for p in PERCENTILES]
+    overall_header += [f"1 replica (SQLite) {p} s" for p in PERCENTILES]
+    overall_header += ["2 / 1 p99", "admin answer p50 s", "switched replica", "failed requests", "leader"]
+    return (
+        "### Two replicas on one PostgreSQL database, every update written through replica A: "
+        "from A's answer to applied, agents long-polling A / B"
+        + "\n\n"
+        + _table(["N", *sides, "lost (A / B)", "before the answer (A / B)"], answer_rows)
+        + "\n\n### Two replicas, from the write request sent\n\n"
+        + _table(["N", *sides], request_rows)
+        + "\n\n### Two replicas (all agents) against one replica on SQLite (propagation, same run), "
+        "from the answer\n\n"
+        + _table(overall_header, overall_rows)
+        + "".join(f"\n\n{line}" for line in notes)
+    )
+
+
 def _as_list(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, list):
         return value
@@ -214,7 +290,7 @@ def _as_list(value: Any) -> list[dict[str, Any]]:
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    for name in ("propagation", "footprint", "throughput", "storm"):
+    for name in BENCHMARKS:
         for r in _as_list(results.get(name)):
             if "error" in r:
                 found.append(
@@ -249,6 +325,24 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"≤ {limit} s and ≤ 1.5 x etcd p99",
             f"{_s(p99)} s, {ratio if ratio is not None else '-'} x etcd",
             p99 is not None and p99 <= limit and ratio is not None and ratio <= 1.5 and r["rrm"]["lost"] == 0,
+        )
+    for r in results.get("replicas", []):
+        target = f"a change through replica A wakes long-polls on replica B, {r['size']:,} runtimes"
+        wanted = f"B p99 ≤ {REPLICA_RATIO_LIMIT:g} x A p99 (or A + {REPLICA_SLACK_SECONDS:g} s), nothing lost"
+        if r.get("status") != "ok":
+            add(target, wanted, r.get("reason", "not measured")[:120], False)
+            continue
+        a_p99, b_p99 = r["on_a"]["latency"]["p99"], r["on_b"]["latency"]["p99"]
+        ratio = r["ratio_b_to_a"]["p99"]
+        add(
+            target,
+            wanted,
+            f"B {_s(b_p99)} s, A {_s(a_p99)} s ({ratio if ratio is not None else '-'} x), "
+            f"{r['all']['lost']} lost",
+            a_p99 is not None
+            and b_p99 is not None
+            and b_p99 <= max(REPLICA_RATIO_LIMIT * a_p99, a_p99 + REPLICA_SLACK_SECONDS)
+            and r["all"]["lost"] == 0,
         )
     for r in results.get("footprint", []):
         if r["size"] == 10000:

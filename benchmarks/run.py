@@ -1,7 +1,7 @@
 """Runs the benchmarks and writes benchmarks/results/latest.json and latest.md.
 
     .venv/bin/python -m benchmarks.run [--sizes 100,1000,10000]
-        [--only propagation,footprint,throughput,storm]
+        [--only propagation,replicas,footprint,throughput,storm] [--replica-sizes 100,1000]
         [--footprint-sizes 1000,10000] [--duration 60] [--throughput-runtimes 1000] [--storm-size 10000] ...
     .venv/bin/python -m benchmarks.run --smoke      # every benchmark at N = 20, short windows
 
@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import footprint, propagation, report, storm, throughput
+from benchmarks import footprint, propagation, replicas, report, storm, throughput
 from benchmarks.common import REPO, raise_open_files
 from benchmarks.fleets import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_WAIT_SECONDS, Bench
 from benchmarks.workers import WorkerPool
 
-BENCHMARKS = ("propagation", "footprint", "throughput", "storm")
+BENCHMARKS = ("propagation", "replicas", "footprint", "throughput", "storm")
 SMOKE_SIZE = 20
 
 
@@ -41,6 +41,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=env("RRM_BENCH_ONLY", ",".join(BENCHMARKS)), help="comma-separated")
     parser.add_argument("--sizes", default=env("RRM_BENCH_SIZES", "100,1000,10000"), help="propagation sizes")
+    parser.add_argument(
+        "--replica-sizes",
+        default=env("RRM_BENCH_REPLICA_SIZES", "100,1000"),
+        help="two-replica propagation sizes (PostgreSQL at $RRM_TEST_DATABASE_URL)",
+    )
     parser.add_argument("--footprint-sizes", default=env("RRM_BENCH_FOOTPRINT_SIZES", "1000,10000"))
     parser.add_argument(
         "--duration", type=float, default=float(env("RRM_BENCH_DURATION", "60")), help="footprint window, s"
@@ -76,7 +81,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.smoke:
-        args.sizes = args.footprint_sizes = str(SMOKE_SIZE)
+        args.sizes = args.replica_sizes = args.footprint_sizes = str(SMOKE_SIZE)
         args.throughput_runtimes = args.storm_size = SMOKE_SIZE
         args.duration, args.rounds, args.write_seconds, args.burst = 3.0, 1, 2.0, 10
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -137,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             results["propagation"] = []
             for n in _sizes(args.sizes):
                 results["propagation"].append(_attempt(bench, propagation.run, n, args.rounds))
+                _write(results, bench, args.out, started)
+        if "replicas" in args.only:
+            results["replicas"] = []
+            one_replica = {r["size"]: r["rrm"] for r in results.get("propagation", []) if "rrm" in r}
+            for n in _sizes(args.replica_sizes):
+                results["replicas"].append(_attempt(bench, replicas.run, n, args.rounds, one_replica.get(n)))
                 _write(results, bench, args.out, started)
         if "footprint" in args.only:
             results["footprint"] = []

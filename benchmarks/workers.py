@@ -127,6 +127,7 @@ class SimAgent:
     agent: Agent
     client: BenchClient
     target: BenchTarget
+    first_url: str
     task: asyncio.Task[None] | None = None
 
 
@@ -205,14 +206,19 @@ class Worker:
         wait_seconds: float,
         heartbeat_interval: float,
         ramp_seconds: float,
+        spread_urls: bool = False,
     ) -> int:
-        """Start an agent for each (name, state dir, cache dir, index), spread over `ramp_seconds`."""
+        """Start an agent for each (name, state dir, cache dir, index), spread over `ramp_seconds`. With
+        `spread_urls`, the agents take turns at which of `urls` they try first (the k-th of this worker's
+        from `urls[k % len(urls)]` on, round the list), so every worker runs as many agents on each."""
         for position, (_, state_dir, cache_dir, _index) in enumerate(specs):
             identity = AgentIdentity.load(Path(state_dir))
             assert identity is not None, f"{state_dir} holds no identity"
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             transport = httpx.AsyncHTTPTransport(verify=_TLS, limits=_agent_limits())
-            client = BenchClient(urls, self.failures, bearer=identity.bearer_token, transport=transport)
+            shift = position % len(urls) if spread_urls else 0
+            directors = urls[shift:] + urls[:shift]
+            client = BenchClient(directors, self.failures, bearer=identity.bearer_token, transport=transport)
             target = BenchTarget()
             agent = Agent(
                 client,
@@ -222,7 +228,7 @@ class Worker:
                 wait_seconds=wait_seconds,
                 heartbeat_interval=heartbeat_interval,
             )
-            sim = SimAgent(agent, client, target)
+            sim = SimAgent(agent, client, target, client.active_url)
             delay = ramp_seconds * position / max(1, len(specs))
             sim.task = asyncio.create_task(_run_after(delay, agent))
             self.agents.append(sim)
@@ -238,6 +244,10 @@ class Worker:
 
     async def cmd_applied_times(self, hash: str) -> list[float | None]:
         return [a.target.applied.get(hash) for a in self.agents]
+
+    async def cmd_applied_by_director(self, hash: str) -> list[tuple[str, str, float | None]]:
+        """Per agent: the director it started with, the one it talks to now, when it applied `hash`."""
+        return [(a.first_url, a.client.active_url, a.target.applied.get(hash)) for a in self.agents]
 
     async def cmd_received(self, since: float) -> list[list[float]]:
         """Per agent, when it received a new desired state (a 200) after `since`."""

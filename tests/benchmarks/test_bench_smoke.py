@@ -1,6 +1,8 @@
 """Every benchmark at N = 20 with short windows: they run and produce well-formed results. Not how fast.
 
-In CI (CI=true) the etcd baseline must have run; elsewhere a machine without etcd may report it unavailable.
+In CI (CI=true) the etcd baseline and the two-replica run (PostgreSQL at `RRM_TEST_DATABASE_URL`, default
+postgresql://postgres@127.0.0.1:5432/test) must have run; elsewhere a machine without etcd or PostgreSQL may
+report them unavailable (the replicas test is then skipped).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RRM_")}
+    # no RRM_BENCH_* settings from outside; the PostgreSQL server to use for the replicas run is kept
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RRM_") or k == "RRM_TEST_DATABASE_URL"}
     completed = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--smoke", "--workers", "2", "--out", str(out)],
         cwd=REPO,
@@ -38,7 +41,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((out / "latest.json").read_text())
     failed = [
         f"{name}: {entry.get('error') or entry['rrm']['error']}"
-        for name in ("propagation", "footprint", "throughput", "storm")
+        for name in ("propagation", "replicas", "footprint", "throughput", "storm")
         for entry in (loaded[name] if isinstance(loaded[name], list) else [loaded[name]])
         if "error" in entry or "error" in entry.get("rrm", {})
     ]
@@ -46,8 +49,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return loaded
 
 
-def _well_formed(latency: dict[str, Any]) -> None:
-    assert latency["count"] >= SMOKE_SIZE
+def _well_formed(latency: dict[str, Any], count: int = SMOKE_SIZE) -> None:
+    assert latency["count"] >= count
     values = [latency[p] for p in PERCENTILES]
     assert all(isinstance(v, float) and v >= 0 for v in values), latency
     assert values == sorted(values), latency
@@ -73,6 +76,26 @@ def test_propagation_reaches_every_agent_and_compares_with_etcd(results: dict[st
     assert etcd["status"] == "ok" and etcd["lost"] == 0 and etcd["failed_watches"] == 0
     _well_formed(etcd["latency_from_request"])
     assert set(run["ratio_from_request"]) == set(PERCENTILES)
+
+
+def test_replicas_wake_long_polls_held_on_either_replica(results: dict[str, Any]) -> None:
+    (run,) = results["replicas"]
+    if run["status"] == "unavailable":
+        assert os.environ.get("CI") != "true", f"PostgreSQL must be reachable in CI: {run['reason']}"
+        pytest.skip(run["reason"])
+    assert run["status"] == "ok" and run["size"] == SMOKE_SIZE
+    assert run["agents"] == {"a": SMOKE_SIZE // 2, "b": SMOKE_SIZE // 2}
+    for side in ("on_a", "on_b", "all"):
+        assert run[side]["lost"] == 0, side
+        count = SMOKE_SIZE if side == "all" else SMOKE_SIZE // 2
+        _well_formed(run[side]["latency"], count)
+        _well_formed(run[side]["latency_from_request"], count)
+    assert run["synced_by_control_plane"] == {"a": SMOKE_SIZE, "b": SMOKE_SIZE}
+    assert run["leader"] in ("a", "b")
+    assert set(run["ratio_b_to_a"]) == set(PERCENTILES)
+    # the propagation benchmark ran at the same size, so the single-replica figures sit beside these
+    _well_formed(run["one_replica_sqlite"]["latency"])
+    assert set(run["ratio_to_one_replica"]) == set(PERCENTILES)
 
 
 def test_footprint_measures_the_control_plane_and_one_agent(results: dict[str, Any]) -> None:
