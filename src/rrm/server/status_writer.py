@@ -70,9 +70,11 @@ class StatusWriter:
 
     def _flush(self, batch: dict[str, _Pending], touched: set[str]) -> None:
         now = datetime.now(UTC)
-        with self._db.write() as session:
+        # Status rows are each runtime's own: replicas write them side by side. Only events need the
+        # exclusive lock (their ids must commit in order for the event stream).
+        with self._db.write(exclusive=False) as session:
             if touched:
-                repo.touch_statuses(session, list(touched), now)
+                repo.touch_statuses(session, sorted(touched), now)
             applied_before = repo.applied_hashes(session, list(batch))
             statuses, events = [], []
             for runtime_id, pending in batch.items():
@@ -93,5 +95,7 @@ class StatusWriter:
                         f"applied {body.applied_hash[:12]}: {len(body.resources)} resources, {failed} failed"
                     )
                     events.append(("DesiredStateApplied", f"runtime/{pending.runtime_name}", message))
-            repo.save_statuses(session, statuses, now)
-            repo.record_events(session, events, now)
+            repo.save_statuses(session, sorted(statuses, key=lambda s: s["runtime_id"]), now)
+            if events:
+                self._db.take_write_lock(session)
+                repo.record_events(session, events, now)

@@ -98,9 +98,15 @@ class Database:
         `exclusive=False` to run concurrently on PostgreSQL.
         """
         with self._write_sessions() as session, session.begin():
-            if exclusive and not self.is_sqlite:
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
+            if exclusive:
+                self.take_write_lock(session)
             yield session
+
+    def take_write_lock(self, session: Session) -> None:
+        """Make a non-exclusive write exclusive from here to its commit, before it records an event or a
+        change (SQLite's writes are exclusive from their start)."""
+        if not self.is_sqlite:
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
 
     def ping(self) -> None:
         with self._reader.connect() as connection:
