@@ -106,6 +106,7 @@ def markdown(results: dict[str, Any]) -> str:
                     "writes/s (no agents)",
                     "write p50 s",
                     "write p99 s",
+                    "writes/s in applies of 10 (no agents)",
                     "burst writes/s (agents connected)",
                 ],
                 [
@@ -114,6 +115,7 @@ def markdown(results: dict[str, Any]) -> str:
                         f"{t['writes_per_second']:.0f}",
                         _s(t["write_latency"]["p50"]),
                         _s(t["write_latency"]["p99"]),
+                        f"{t['batched']['writes_per_second']:.0f}" if "batched" in t else "-",
                         f"{b['writes_per_second']:.0f}",
                     ]
                 ],
@@ -366,7 +368,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(
             f"component writes, {t['runtimes']:,} runtimes",
             "≥ 500 per second",
-            f"{t['writes_per_second']:.0f} per second",
+            f"{t['writes_per_second']:.0f} per second one per request"
+            + (
+                f"; {t['batched']['writes_per_second']:.0f} per second in applies of 10"
+                if "batched" in t
+                else ""
+            ),
             t["writes_per_second"] >= 500,
         )
         b = t["burst"]

@@ -29,6 +29,9 @@ def run(bench: Bench, size: int, seconds: float, burst: int, window: float) -> d
         bench.log(f"throughput: writing for {seconds:.0f} s, {size} runtimes, no agents")
         with ProcessSampler(server.pid) as sampler, profiled(bench.pids(server), bench.profile_dir, "writes"):
             quiet = asyncio.run(_write(server, names, seconds=seconds))
+        bench.log(f"throughput: writing for {seconds:.0f} s in applies of {COMPONENTS} components")
+        with profiled(bench.pids(server), bench.profile_dir, "writes-batched"):
+            batched = asyncio.run(_write(server, names, seconds=seconds, batch=True, first_marker=500_000))
         current = desired_hash(server, template.names[0])
         bench.start_agents(template, [server.url], "throughput")
         bench.wait_reported(current, size, sync_deadline(size), f"{size} agents synced")
@@ -51,6 +54,12 @@ def run(bench: Bench, size: int, seconds: float, burst: int, window: float) -> d
         "components_placed": COMPONENTS,
         "writes_per_second": quiet["per_second"],
         "write_latency": quiet["latency"],
+        "batched": {
+            "components_per_apply": COMPONENTS,
+            "writes_per_second": batched["per_second"],
+            "applies_per_second": round(batched["per_second"] / COMPONENTS, 1),
+            "apply_latency": batched["latency"],
+        },
         "server": sampler.result(),
         "burst": {
             "writes": burst,
@@ -75,11 +84,14 @@ async def _write(
     seconds: float | None = None,
     count: int | None = None,
     first_marker: int = 1,
+    batch: bool = False,
 ) -> dict[str, Any]:
-    """Component updates (each a new revision) from CONCURRENCY clients, until `seconds` or `count`."""
+    """Component updates (each a new revision) from CONCURRENCY clients, until `seconds` or `count`; with
+    `batch`, each request updates every component in `names` (one apply, one transaction)."""
     assert server.admin is not None
     headers = {"Authorization": server.admin.headers["Authorization"]}
     latencies: list[float] = []
+    written = 0
     markers = iter(range(first_marker, first_marker + 10**9))
     started = time.monotonic()
     deadline = started + seconds if seconds is not None else float("inf")
@@ -87,21 +99,26 @@ async def _write(
     end = first_marker + count if count is not None else None
 
     async def writer(client: httpx.AsyncClient) -> None:
+        nonlocal written
         while time.monotonic() < deadline:
             marker = next(markers)  # each writer takes the next marker, so `count` writes are made exactly
             if end is not None and marker >= end:
                 return
-            document = component(names[marker % len(names)], marker)
+            if batch:
+                documents = [component(name, marker) for name in names]
+            else:
+                documents = [component(names[marker % len(names)], marker)]
             sent = time.monotonic()
-            response = await client.post("/api/v1/apply", json={"documents": [document]})
+            response = await client.post("/api/v1/apply", json={"documents": documents})
             if response.status_code != 200:
                 raise RuntimeError(f"apply answered {response.status_code}: {response.text[:300]}")
             latencies.append(time.monotonic() - sent)
+            written += len(documents)
 
     async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120) as client:
         await asyncio.gather(*(writer(client) for _ in range(CONCURRENCY)))
     elapsed = time.monotonic() - started
-    return {"per_second": round(len(latencies) / elapsed, 1), "latency": percentiles(latencies)}
+    return {"per_second": round(written / elapsed, 1), "latency": percentiles(latencies)}
 
 
 def _most_within(times: list[float], window: float) -> int:

@@ -91,9 +91,10 @@ class Fleet:
         self._closing = False
         self._deliveries: dict[str, Delivery] = {}
         self._sent_at: dict[str, float] = {}  # runtime id → when its last state was sent (monotonic)
-        # runtime id → what its desired state depends on besides the components: (labels, the revisions
-        # rollouts hand it, its scenarios); dropped when the runtime, a rollout or the registry changes
-        self._placement_keys: dict[str, tuple[Any, ...]] = {}
+        # the runtimes by what their desired state depends on besides the components: (labels, the
+        # revisions rollouts hand them, their scenarios); rebuilt after a runtime, a rollout or the registry
+        # changed, so that a component change costs one render per group and one comparison per runtime
+        self._groups: dict[tuple[Any, ...], list[str]] | None = None
         self._renders: dict[tuple[Any, ...], Delivery] = {}
         self._signals: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
@@ -180,11 +181,10 @@ class Fleet:
             self.runtimes, self.components, self.secrets, self._keys, self._key_of = {}, {}, {}, {}, {}
             self.rollouts = {}
         registry_changed = self.registry.merge(loaded.registry, full=full)
-        if full or loaded.rollouts or registry_changed:
-            self._placement_keys = {}
+        if full or loaded.runtimes or loaded.rollouts or registry_changed:
+            self._groups = None
         for runtime_id, entry in loaded.runtimes.items():
             self.forget_keys(runtime_id)
-            self._placement_keys.pop(runtime_id, None)
             if entry is None:
                 self.runtimes.pop(runtime_id, None)
                 self.registry.forget_runtime(runtime_id)
@@ -199,7 +199,8 @@ class Fleet:
             self._renders = {}
         # a rollout or a Compass change keeps the renders (their keys tell them apart)
         if full or loaded.components or loaded.secrets or loaded.rollouts or registry_changed:
-            self._recompute(self.runtimes)
+            self._recompute_all()
+            self._recompute([r for r in loaded.runtimes if r not in self.runtimes])  # deleted ones
         else:
             self._recompute(loaded.runtimes)
 
@@ -207,7 +208,6 @@ class Fleet:
 
     def _recompute(self, runtime_ids: Iterable[str]) -> None:
         placements: dict[tuple[Any, ...], Delivery] = {}
-        components = list(self.components.values())
         for runtime_id in list(runtime_ids):
             entry = self.runtimes.get(runtime_id)
             if entry is None:
@@ -215,20 +215,36 @@ class Fleet:
                 self._sent_at.pop(runtime_id, None)
                 self._wake(runtime_id)
                 continue
-            key = self._placement_keys.get(runtime_id)
-            if key is None:
-                scenarios = self.registry.explicit_scenarios(runtime_id)
-                key = (entry.labels, self._rollout_choices(runtime_id), scenarios)
-                self._placement_keys[runtime_id] = key
+            key = self._placement_key(runtime_id, entry)
             delivery = placements.get(key)
             if delivery is None:
-                labels, choices, scenarios = key
-                delivery = self._render(
-                    place(self._with_rollouts(components, choices), dict(labels)),
-                    self.registry.connectivity(dict(labels), scenarios),
-                )
-                placements[key] = delivery
-            previous = self._deliveries.get(runtime_id)
+                delivery = placements[key] = self._delivery_for(key)
+            self._deliver(runtime_id, delivery)
+
+    def _recompute_all(self) -> None:
+        if self._groups is None:
+            groups: dict[tuple[Any, ...], list[str]] = {}
+            for runtime_id, entry in self.runtimes.items():
+                groups.setdefault(self._placement_key(runtime_id, entry), []).append(runtime_id)
+            self._groups = groups
+        for key, runtime_ids in self._groups.items():
+            delivery = self._delivery_for(key)
+            for runtime_id in runtime_ids:
+                self._deliver(runtime_id, delivery)
+
+    def _placement_key(self, runtime_id: str, entry: RuntimeEntry) -> tuple[Any, ...]:
+        return (entry.labels, self._rollout_choices(runtime_id), self.registry.explicit_scenarios(runtime_id))
+
+    def _delivery_for(self, key: tuple[Any, ...]) -> Delivery:
+        labels, choices, scenarios = key
+        return self._render(
+            place(self._with_rollouts(list(self.components.values()), choices), dict(labels)),
+            self.registry.connectivity(dict(labels), scenarios),
+        )
+
+    def _deliver(self, runtime_id: str, delivery: Delivery) -> None:
+        previous = self._deliveries.get(runtime_id)
+        if previous is not delivery:
             self._deliveries[runtime_id] = delivery
             if previous is None or previous.hash != delivery.hash:
                 self._wake(runtime_id)
