@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from rrm.core.conditions import Condition, Observed, evaluate
+from rrm.server.fleet import Delivery
 from rrm.server.metrics import LEADER, RUNTIMES
 from rrm.server.rollouts.controller import run_rollouts
 from rrm.server.state import ServerState, utcnow
@@ -39,9 +41,11 @@ class ConditionWatch:
         self.recorded: dict[tuple[str, str], str] | None = None
         self.watermark: datetime | None = None
         self.tokens_cleaned: datetime | None = None
+        self.evaluated: dict[str, _Evaluated] = {}
 
     def reset(self) -> None:
         self.observed, self.recorded, self.watermark, self.tokens_cleaned = {}, None, None, None
+        self.evaluated = {}
 
     def refresh(self, session: Session, now: datetime) -> None:
         since = None if self.watermark is None else self.watermark - self.MARGIN
@@ -58,6 +62,8 @@ class ConditionWatch:
         reports = repo.reports_of(session, stale) if stale else {}
         for c in contacts:
             known = self.observed.get(c.runtime_id)
+            if known is not None and c.runtime_id not in reports and known.last_seen == c.last_seen:
+                continue  # re-read within the margin, unchanged: keep the object, so nothing is re-evaluated
             report = reports.get(c.runtime_id, known.report if known else {})
             self.observed[c.runtime_id] = Observed(c.last_seen, c.heartbeat_interval, c.applied_hash, report)
         self.watermark = now
@@ -68,18 +74,51 @@ class ConditionWatch:
                 for type_, (status, _) in per_type.items()
             }
 
-    def evaluate(self, state: ServerState, now: datetime) -> dict[str, list[Condition]]:
+    def evaluate(self, state: ServerState, now: datetime) -> tuple[dict[str, list[Condition]], list[str]]:
+        """Every runtime's conditions, and the runtimes evaluated anew: those whose report or desired state
+        changed, or whose heartbeat deadline passed. The others keep what they had (only the ages in the
+        messages would differ, and nothing here records those)."""
         grace = state.settings.heartbeat_grace
         fleet = state.fleet
         for runtime_id in [r for r in self.observed if r not in fleet.runtimes]:
             del self.observed[runtime_id]
-        result = {}
-        for runtime_id in list(fleet.runtimes):
+        for runtime_id in [r for r in self.evaluated if r not in fleet.runtimes]:
+            del self.evaluated[runtime_id]
+        fresh = []
+        for runtime_id in fleet.runtimes:
+            observed = self.observed.get(runtime_id)
             delivery = fleet.delivery(runtime_id)
+            known = self.evaluated.get(runtime_id)
+            if (
+                known is not None
+                and known.observed is observed
+                and known.delivery is delivery
+                and now < known.recheck_at
+            ):
+                continue
             desired_hash = delivery.hash if delivery else ""
             names = [c[0] for c in delivery.components] if delivery else []
-            result[runtime_id] = evaluate(self.observed.get(runtime_id), desired_hash, names, now, grace)
-        return result
+            conditions = evaluate(observed, desired_hash, names, now, grace)
+            recheck_at = _recheck_at(observed, conditions, grace)
+            self.evaluated[runtime_id] = _Evaluated(observed, delivery, recheck_at, conditions)
+            fresh.append(runtime_id)
+        return {r: e.conditions for r, e in self.evaluated.items()}, fresh
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    observed: Observed | None
+    delivery: Delivery | None
+    recheck_at: datetime  # when Connected turns False if nothing is heard before
+    conditions: list[Condition]
+
+
+def _recheck_at(observed: Observed | None, conditions: list[Condition], grace: float) -> datetime:
+    """While connected: when the heartbeat deadline passes. Otherwise only a new report changes anything."""
+    still_connected = any(c.type == "Connected" and c.status == "True" for c in conditions)
+    if observed is None or observed.last_seen is None or not still_connected:
+        return datetime.max.replace(tzinfo=UTC)
+    return observed.last_seen + timedelta(seconds=grace * observed.heartbeat_interval)
 
 
 def publish_metrics(conditions: dict[str, list[Condition]]) -> None:
@@ -92,14 +131,18 @@ def publish_metrics(conditions: dict[str, list[Condition]]) -> None:
 
 
 def record_transitions(
-    state: ServerState, watch: ConditionWatch, conditions: dict[str, list[Condition]], now: datetime
+    state: ServerState,
+    watch: ConditionWatch,
+    conditions: dict[str, list[Condition]],
+    fresh: list[str],
+    now: datetime,
 ) -> None:
     """Persist what changed since the last pass, one event per change; the first sighting is no event."""
     assert watch.recorded is not None
     changed = [
         (runtime_id, condition)
-        for runtime_id, per_runtime in conditions.items()
-        for condition in per_runtime
+        for runtime_id in fresh
+        for condition in conditions[runtime_id]
         if watch.recorded.get((runtime_id, condition.type)) != condition.status
     ]
     events = []
@@ -137,9 +180,9 @@ def housekeeping_pass(state: ServerState, leadership: Leadership, watch: Conditi
     else:
         with state.db.read() as session:
             watch.refresh(session, now)
-        conditions = watch.evaluate(state, now)
+        conditions, fresh = watch.evaluate(state, now)
         publish_metrics(conditions)
-        record_transitions(state, watch, conditions, now)
+        record_transitions(state, watch, conditions, fresh, now)
     return run_rollouts(state.db, state.fleet, state.settings.heartbeat_grace, leading, utcnow())
 
 
