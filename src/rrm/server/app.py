@@ -29,6 +29,7 @@ from rrm.server.sessions import KEY_PURPOSE, DashboardSessions
 from rrm.server.settings import ServerSettings
 from rrm.server.state import ServerState, utcnow
 from rrm.server.status_writer import StatusWriter
+from rrm.server.writes import WriteBatcher
 from rrm.store import Database
 from rrm.store import repositories as repo
 from rrm.store.leadership import Leadership
@@ -79,6 +80,7 @@ def build_state(settings: ServerSettings) -> ServerState:
         events=EventBroadcaster(db),
         sessions=DashboardSessions(box.derive_key(KEY_PURPOSE), admin_auth),
         status_writer=StatusWriter(db),
+        writes=WriteBatcher(db, fleet),
     )
 
 

@@ -14,6 +14,7 @@ from rrm.server.secretbox import SecretBox
 from rrm.server.sessions import DashboardSessions
 from rrm.server.settings import ServerSettings
 from rrm.server.status_writer import StatusWriter
+from rrm.server.writes import WriteBatcher
 from rrm.store import Database
 
 
@@ -28,6 +29,7 @@ class ServerState:
     events: EventBroadcaster
     sessions: DashboardSessions
     status_writer: StatusWriter
+    writes: WriteBatcher
     ready: bool = False
 
 

@@ -26,6 +26,7 @@ from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.queries import read
 from rrm.server.rollouts.lifecycle import on_component_revision, revisions_kept_by_rollouts
 from rrm.server.state import ServerState, server_state, utcnow
+from rrm.server.writes import Discard
 from rrm.store import compass as compass_store
 from rrm.store import repositories as repo
 from rrm.store.tables import Runtime
@@ -253,7 +254,7 @@ async def apply(body: ApplyRequest, state: ServerState = Depends(server_state)) 
         if body.strict and outcome.warnings:
             raise InvalidInput(outcome.warnings)
         if body.dry_run:
-            session.rollback()
+            raise Discard(outcome)
         return outcome
 
     outcome = await write(state, work)

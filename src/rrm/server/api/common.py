@@ -3,7 +3,6 @@ then the fleet's memory brought up to date, so the next read already shows the w
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -31,17 +30,11 @@ def writer(role: str = Depends(reader)) -> str:
 
 
 async def write(state: ServerState, work: Callable[[Session], T]) -> T:
-    """Run `work` in one write transaction off the event loop, then bring the fleet's memory up to date."""
-
-    def run() -> T:
-        with state.db.write() as session:
-            return work(session)
-
+    """Run `work` in a write transaction off the event loop (committed together with the writes that arrive
+    beside it), then bring the fleet's memory up to date; answers only after the commit."""
     try:
-        result = await asyncio.to_thread(run)
+        return await state.writes.submit(work)
     except InvalidInput as exc:
         raise HTTPException(422, [p.as_dict() for p in exc.problems]) from exc
     except Conflict as exc:
         raise HTTPException(409, str(exc)) from exc
-    await state.fleet.catch_up()
-    return result
