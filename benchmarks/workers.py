@@ -37,7 +37,7 @@ from rrm.agent.config import AgentConfig
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.loop import Agent
 from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target
-from rrm.wire import DesiredState, ResourceResult, StatusReport
+from rrm.wire.plain import DesiredState, ResourceResult, StatusReport, dumps
 
 COMMAND_TIMEOUT = 1800.0
 CONNECT_TIMEOUT_SECONDS = 60.0
@@ -257,7 +257,7 @@ class Worker:
         """The desired-state body the first agent holds, serialized as the control plane does."""
         for a in self.agents:
             if a.agent.state is not None:
-                return a.agent.state.model_dump_json()
+                return dumps(a.agent.state).decode()
         return None
 
     async def cmd_failures(self, reset: bool = False) -> dict[str, int]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 from rrm.agent.cache import DesiredStateCache
 from rrm.core.hashing import state_hash
-from rrm.wire import DeliveredSecret, DesiredState
+from rrm.wire.plain import DeliveredSecret, DesiredState
 
 COMPONENTS = [
     {
@@ -46,7 +47,7 @@ def test_corrupt_cache_is_ignored(tmp_path: Path) -> None:
 
 def test_cache_whose_content_does_not_match_its_hash_is_ignored(tmp_path: Path) -> None:
     cache = DesiredStateCache(tmp_path)
-    tampered = valid_state().model_copy(update={"secrets": [SECRETS[0].model_copy(update={"revision": 5})]})
+    tampered = replace(valid_state(), secrets=[replace(SECRETS[0], revision=5)])
     cache.save(tampered)
 
     assert cache.load() is None

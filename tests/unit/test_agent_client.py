@@ -21,7 +21,6 @@ from rrm.agent.client import (
     tls_verification,
 )
 from rrm.core.hashing import state_hash
-from rrm.wire import DeliveredSecret, DesiredState, PairRequest, ResourceResult, StatusReport
 from rrm.wire.agent_auth import (
     AgentTokenError,
     generate_private_key,
@@ -31,6 +30,7 @@ from rrm.wire.agent_auth import (
     sign_agent_token,
     verify_agent_token,
 )
+from rrm.wire.plain import DeliveredSecret, DesiredState, PairRequest, ResourceResult, StatusReport, encode
 
 COMPONENTS = [
     {
@@ -61,7 +61,7 @@ def test_fetch_sends_etag_wait_and_bearer_and_returns_verified_state() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json=STATE.model_dump(mode="json"), headers={"ETag": f'"{STATE.hash}"'})
+        return httpx.Response(200, json=encode(STATE), headers={"ETag": f'"{STATE.hash}"'})
 
     async def scenario() -> DesiredState | None:
         client = client_for(handler)
@@ -99,7 +99,7 @@ def test_not_modified_is_none() -> None:
     ],
 )
 def test_state_that_does_not_match_its_hash_is_rejected(tamper: Callable[[dict[str, Any]], None]) -> None:
-    body = json.loads(STATE.model_dump_json())
+    body = encode(STATE)
     tamper(body)
 
     async def scenario() -> None:
@@ -111,6 +111,23 @@ def test_state_that_does_not_match_its_hash_is_rejected(tamper: Callable[[dict[s
 
     with pytest.raises(UnexpectedResponse, match="does not match"):
         run(scenario())
+
+
+def test_a_malformed_state_is_an_unexpected_response_naming_the_field_and_no_value() -> None:
+    body = encode(STATE)
+    body["secrets"][0]["revision"] = "p"
+
+    async def scenario() -> None:
+        client = client_for(lambda request: httpx.Response(200, json=body))
+        try:
+            await client.fetch_desired(None, wait=0)
+        finally:
+            await client.close()
+
+    with pytest.raises(UnexpectedResponse) as error:
+        run(scenario())
+    expected = "malformed DesiredState: secrets[0].revision: expected an integer, got a string"
+    assert str(error.value) == expected
 
 
 def test_connection_errors_fail_over_to_the_next_director_and_stick_to_it() -> None:

@@ -13,7 +13,6 @@ import pytest
 
 from rrm.agent.client import DirectorClient, DirectorUnavailable
 from rrm.agent.identity import KEY_FILE, AgentIdentity
-from rrm.wire import StatusReport
 from rrm.wire.agent_auth import (
     ALGORITHM,
     AUDIENCE,
@@ -27,6 +26,7 @@ from rrm.wire.agent_auth import (
     unverified_key_id,
     verify_agent_token,
 )
+from rrm.wire.plain import StatusReport
 
 
 class FakeDirector:

@@ -17,7 +17,7 @@ from rrm.agent.client import DirectorClient, Unauthorized
 from rrm.agent.loop import Agent
 from rrm.agent.targets.selfhosted import SelfHostedTarget
 from rrm.core.hashing import state_hash
-from rrm.wire import DesiredState, StatusReport
+from rrm.wire.plain import DesiredState, StatusReport
 
 
 def component(name: str) -> dict[str, Any]:

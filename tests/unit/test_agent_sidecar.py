@@ -9,12 +9,13 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from rrm.agent.reload import run_reload_command
 from rrm.agent.sidecar import query_sidecar
 from rrm.agent.status import NOT_LOADED_MESSAGE, mark_unloaded
-from rrm.wire import LoadedComponent, ResourceResult, SidecarReport
+from rrm.wire.plain import LoadedComponent, ResourceResult, SidecarReport
 
 METADATA = {
     "id": "orders",
@@ -66,6 +67,16 @@ def test_sidecar_report_lists_loaded_components_and_sends_api_token(daprd_port: 
         components=[LoadedComponent(name="cache", type="state.redis", version="v1")],
     )
     assert FakeDaprd.seen_tokens[-1] == "tok"
+
+
+def test_an_id_or_version_that_is_not_a_string_is_reported_as_unknown() -> None:
+    odd = {**METADATA, "id": 7, "runtimeVersion": ["1.18"]}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=odd))
+
+    report = query_sidecar(3500, transport=transport)
+
+    assert (report.reachable, report.app_id, report.runtime_version) == (True, None, None)
+    assert [c.name for c in report.components] == ["cache"]
 
 
 def test_unreachable_sidecar_is_reported_not_raised() -> None:

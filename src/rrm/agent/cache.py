@@ -9,11 +9,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from rrm.agent.atomic import write_atomic
 from rrm.agent.verify import state_is_authentic
-from rrm.wire import DesiredState
+from rrm.wire.plain import DesiredState, WireError, decode, dumps
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +24,10 @@ class DesiredStateCache:
 
     def load(self) -> DesiredState | None:
         try:
-            state = DesiredState.model_validate_json(self.path.read_bytes())
+            state = decode(DesiredState, self.path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValidationError) as exc:
+        except (OSError, WireError) as exc:
             log.warning("event=cache-ignored path=%s reason=%s", self.path, type(exc).__name__)
             return None
         if not state_is_authentic(state):
@@ -38,4 +36,4 @@ class DesiredStateCache:
         return state
 
     def save(self, state: DesiredState) -> None:
-        write_atomic(self.path, state.model_dump_json().encode(), mode=0o600)
+        write_atomic(self.path, dumps(state), mode=0o600)

@@ -9,14 +9,23 @@ from collections.abc import Iterable
 from typing import Any, Protocol, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
 
 from rrm.agent.verify import state_is_authentic
-from rrm.wire import DesiredState, PairRequest, PairResponse, RotateRequest, RotateResponse, StatusReport
 from rrm.wire.agent_auth import EXPIRED_TOKEN_MESSAGE
+from rrm.wire.plain import (
+    DesiredState,
+    PairRequest,
+    PairResponse,
+    RotateRequest,
+    RotateResponse,
+    StatusReport,
+    WireError,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
-ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
 
 MAX_WAIT_SECONDS = 300.0
 TIMEOUT_MARGIN_SECONDS = 10.0
@@ -97,18 +106,16 @@ class DirectorClient:
         return state
 
     async def report_status(self, report: StatusReport) -> None:
-        response = await self._send("PUT", "/agent/v1/status", json=report.model_dump(mode="json"))
+        response = await self._send("PUT", "/agent/v1/status", json=encode(report))
         _expect(response, 200, 204)
 
     async def pair(self, request: PairRequest) -> PairResponse:
-        response = await self._send(
-            "POST", "/agent/v1/pair", json=request.model_dump(mode="json"), authenticated=False
-        )
+        response = await self._send("POST", "/agent/v1/pair", json=encode(request), authenticated=False)
         _expect(response, 200, 201)
         return _parse(PairResponse, response)
 
     async def rotate(self, request: RotateRequest) -> RotateResponse:
-        response = await self._send("POST", "/agent/v1/rotate", json=request.model_dump(mode="json"))
+        response = await self._send("POST", "/agent/v1/rotate", json=encode(request))
         _expect(response, 200)
         return _parse(RotateResponse, response)
 
@@ -192,11 +199,11 @@ def _expect(response: httpx.Response, *statuses: int) -> None:
         )
 
 
-def _parse(model: type[ModelT], response: httpx.Response) -> ModelT:
+def _parse(kind: type[T], response: httpx.Response) -> T:
     try:
-        return model.model_validate_json(response.content)
-    except ValidationError as exc:
-        raise UnexpectedResponse(f"malformed {model.__name__}: {exc.error_count()} errors") from exc
+        return decode(kind, response.content)
+    except WireError as exc:
+        raise UnexpectedResponse(f"malformed {kind.__name__}: {exc}") from exc
 
 
 def _token_expired(response: httpx.Response) -> bool:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rrm.core.diff import diff
-from rrm.wire import DriftRecord
+from rrm.wire.plain import DriftRecord
 
 MAX_PATHS = 20
 

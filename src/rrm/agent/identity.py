@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import rrm
 from rrm.agent.atomic import make_private_dir, write_atomic
 from rrm.agent.client import DirectorClient
-from rrm.wire import PairRequest, RotateRequest
 from rrm.wire.agent_auth import (
     generate_private_key,
     key_id,
@@ -25,6 +24,7 @@ from rrm.wire.agent_auth import (
     public_key_pem,
     sign_agent_token,
 )
+from rrm.wire.plain import PairRequest, RotateRequest
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from rrm.agent.identity import AgentIdentity
 from rrm.agent.status import build_status_report
 from rrm.agent.targets.base import ApplyOutcome, NativeObject, Target
 from rrm.core.diff import diff
-from rrm.wire import DesiredState, DriftRecord, ReloadResult, SidecarReport, StatusReport
+from rrm.wire.plain import DesiredState, DriftRecord, ReloadResult, SidecarReport, StatusReport
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 
-from rrm.wire import ReloadResult
+from rrm.wire.plain import ReloadResult
 
 log = logging.getLogger(__name__)
 

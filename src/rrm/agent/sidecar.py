@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from rrm.agent.client import tls_verification
-from rrm.wire import LoadedComponent, SidecarReport
+from rrm.wire.plain import LoadedComponent, SidecarReport
 
 METADATA_TIMEOUT_SECONDS = 3.0
 
@@ -35,7 +35,12 @@ def query_sidecar(
     ]
     return SidecarReport(
         reachable=True,
-        app_id=body.get("id"),
-        runtime_version=body.get("runtimeVersion"),
+        app_id=_text_or_none(body.get("id")),
+        runtime_version=_text_or_none(body.get("runtimeVersion")),
         components=components,
     )
+
+
+def _text_or_none(value: object) -> str | None:
+    """A string as it is, anything else as unknown: the report must stay what the protocol allows."""
+    return value if isinstance(value, str) else None

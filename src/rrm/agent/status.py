@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import rrm
-from rrm.wire import DriftRecord, ReloadResult, ResourceResult, SidecarReport, StatusReport
+from rrm.wire.plain import DriftRecord, ReloadResult, ResourceResult, SidecarReport, StatusReport
 
 NOT_LOADED_MESSAGE = "written, but the sidecar does not list it as loaded (yet)"
 
@@ -16,7 +17,7 @@ def mark_unloaded(resources: Iterable[ResourceResult], sidecar: SidecarReport | 
         return list(resources)
     loaded = {component.name for component in sidecar.components}
     return [
-        r.model_copy(update={"state": "pending", "message": NOT_LOADED_MESSAGE})
+        replace(r, state="pending", message=NOT_LOADED_MESSAGE)
         if r.state == "applied" and r.kind == "Component" and r.name not in loaded
         else r
         for r in resources

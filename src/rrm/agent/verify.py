@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rrm.core.hashing import state_hash
-from rrm.wire import DesiredState
+from rrm.wire.plain import DesiredState
 
 
 def state_is_authentic(state: DesiredState) -> bool:

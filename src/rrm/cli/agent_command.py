@@ -1,16 +1,27 @@
 """`rrm agent`: the command, and the short way into it that loads nothing of the rest of the CLI.
 
 An agent runs on every runtime for as long as the runtime lives, so what its process holds in memory
-matters: `main` builds a typer app with only this command (usage, help and errors read exactly as in the full
-CLI) and never imports the admin commands, rich, the server or its libraries.
+matters: `main` never imports the admin commands, rich, the server or its libraries. A plain command line,
+as agents are started (`--option value` or `--option=value`, known options, plain values), is read with the
+standard library from the options `agent` declares (`read_plainly`): typer reads every value through
+pydantic, which would stay loaded, about 10 MB, for the agent's lifetime. Anything else (help, a mistake, an
+unusual form) goes to a typer app with only this command, so usage, help and errors read exactly as in the
+full CLI.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
+import re
 import sys
+import typing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
+from typer.models import OptionInfo
 
 LOG_LEVEL_OPTION = typer.Option("info", "--log-level", help="debug, info, warning or error")
 
@@ -75,6 +86,16 @@ def agent(
 def main(args: list[str]) -> None:
     """Run `rrm agent ARGS…` (`args` start with "agent") with only this command loaded."""
     _skip_httpx_command_line()
+    values = read_plainly(args[1:])
+    if values is not None:
+        try:
+            agent(**values)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # as typer (click) ends then
+            print("\nAborted!", file=sys.stderr)
+            sys.exit(1)
+        return
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.callback()(_group)
     app.command("agent")(agent)
@@ -91,3 +112,91 @@ def _skip_httpx_command_line() -> None:
     optional import fail, and httpx defines a stub `httpx.main` instead. Nothing else changes in httpx."""
     if "httpx" not in sys.modules:
         sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _Option:
+    parameter: str
+    kind: Any  # str, Path, int, float, or a list of one of them (a repeatable option)
+    default: Any  # `...` when required
+    envvar: str | None
+
+
+PLAIN_NUMBERS = {int: re.compile(r"[0-9]{1,9}"), float: re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")}
+
+
+def read_plainly(args: list[str]) -> dict[str, Any] | None:
+    """`agent`'s arguments from a plain command line, exactly as typer would read them. None for anything
+    else, which typer then reads (or refuses) as it always did: an unknown option or argument (`--help` among
+    them), a missing value or required option, an empty value or one starting with "-", a number in any form
+    but plain digits, a single option given twice, an empty environment variable."""
+    options = _options()
+    if options is None:
+        return None
+    values: dict[str, Any] = {}
+    rest = list(args)
+    while rest:
+        name, has_value, value = rest.pop(0).partition("=")
+        if not has_value:
+            if not rest:
+                return None
+            value = rest.pop(0)
+        option = options.get(name)
+        read = None if option is None else _read(value, option.kind)
+        if option is None or read is None:
+            return None
+        if typing.get_origin(option.kind) is list:
+            values.setdefault(option.parameter, []).append(read)
+        elif option.parameter in values:
+            return None
+        else:
+            values[option.parameter] = read
+    for option in options.values():
+        if option.parameter in values:
+            continue
+        environment = os.environ.get(option.envvar) if option.envvar else None
+        if environment is not None:
+            read = _read(environment, option.kind)
+            if read is None or typing.get_origin(option.kind) is list:
+                return None
+            values[option.parameter] = read
+        elif option.default is ...:
+            return None
+        else:
+            default = option.default
+            values[option.parameter] = list(default) if isinstance(default, list) else default
+    return values
+
+
+def _options() -> dict[str, _Option] | None:
+    """`agent`'s options by name, from its signature: the one definition of the command line. None when it
+    declares what `read_plainly` does not read (an argument, a default factory, several environment
+    variables): then typer reads every command line."""
+    hints = typing.get_type_hints(agent)
+    options = {}
+    for parameter in inspect.signature(agent).parameters.values():
+        info = parameter.default
+        if (
+            not isinstance(info, OptionInfo)
+            or info.default_factory
+            or not isinstance(info.envvar, str | None)
+        ):
+            return None
+        for name in info.param_decls or (f"--{parameter.name.replace('_', '-')}",):
+            options[name] = _Option(parameter.name, hints[parameter.name], info.default, info.envvar)
+    return options
+
+
+def _read(value: str, kind: Any) -> Any:
+    """`value` as `kind`, or None where typer might read it otherwise, or refuse it."""
+    if typing.get_origin(kind) is list:
+        (kind,) = typing.get_args(kind)
+    if not value or value.startswith("-"):
+        return None
+    if kind is str:
+        return value
+    if kind is Path:
+        return Path(value)
+    if kind in PLAIN_NUMBERS and PLAIN_NUMBERS[kind].fullmatch(value):
+        return kind(value)
+    return None

@@ -1,14 +1,39 @@
-"""Pydantic models of the agent API (`/agent/v1/...`)."""
+"""Pydantic models of the agent API (`/agent/v1/...`): the protocol's definition, used by the control plane.
+
+Agents use their pydantic-free mirror, `rrm.wire.plain`, which also defines the values a few fields may take.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-RuntimeKind = Literal["selfhosted", "kubernetes", "kyma-managed", "kyma-standalone", "cloudfoundry"]
-RUNTIME_KINDS: tuple[str, ...] = RuntimeKind.__args__  # type: ignore[attr-defined]
+from rrm.wire.plain import (
+    MAX_HEARTBEAT_INTERVAL,
+    RUNTIME_KINDS,
+    DriftChange,
+    ResourceState,
+    RuntimeKind,
+)
+
+__all__ = [
+    "RUNTIME_KINDS",
+    "DeliveredSecret",
+    "DesiredState",
+    "DriftRecord",
+    "LoadedComponent",
+    "PairRequest",
+    "PairResponse",
+    "ReloadResult",
+    "ResourceResult",
+    "RotateRequest",
+    "RotateResponse",
+    "RuntimeKind",
+    "SidecarReport",
+    "StatusReport",
+]
 
 
 class PairRequest(BaseModel):
@@ -59,7 +84,7 @@ class DesiredState(BaseModel):
 class ResourceResult(BaseModel):
     kind: str = "Component"
     name: str
-    state: Literal["applied", "failed", "pending"]
+    state: ResourceState
     message: str = ""
     revision: int | None = None
 
@@ -93,7 +118,7 @@ class DriftRecord(BaseModel):
     """An object the agent manages that was changed outside rrm and put back."""
 
     resource: str
-    change: Literal["modified", "deleted", "created"]
+    change: DriftChange
     detected_at: datetime
     fields: list[str] = Field(default=[], description="paths that changed (never values), for `modified`")
 
@@ -108,5 +133,5 @@ class StatusReport(BaseModel):
     drift: list[DriftRecord] = []
     agent_version: str = ""
     target: str = ""
-    heartbeat_interval: float = Field(default=15.0, gt=0, le=3600)
+    heartbeat_interval: float = Field(default=15.0, gt=0, le=MAX_HEARTBEAT_INTERVAL)
     message: str = ""

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, TypeAlias
 from rrm.agent.config import AgentConfig
 from rrm.core.diff import Changeset
 from rrm.core.resources import REVISION_ANNOTATION
-from rrm.wire import DesiredState, ReloadResult, ResourceResult, SidecarReport
+from rrm.wire.plain import DesiredState, ReloadResult, ResourceResult, SidecarReport
 
 NativeObject: TypeAlias = dict[str, Any]
 NativeChanges: TypeAlias = Changeset[str, NativeObject]

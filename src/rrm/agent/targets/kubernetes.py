@@ -33,7 +33,7 @@ from rrm.agent.targets.kube.objects import (
 from rrm.agent.targets.kube.restarts import Concern, Restarter
 from rrm.agent.targets.kube.watch import ChangeWatcher
 from rrm.core.names import dns1123_label_error
-from rrm.wire import DesiredState
+from rrm.wire.plain import DesiredState
 
 log = logging.getLogger(__name__)
 
