@@ -182,3 +182,12 @@ def test_configuration_errors_exit_with_2(tmp_path: Path, change: dict[str, Any]
     for key, value in change.items():
         setattr(config, key, value)
     assert run_agent(config) == 2
+
+
+@pytest.mark.parametrize(("wait", "reported"), [(0.0, 20.0), (5.0, 5.0), (60.0, 20.0)])
+def test_the_reported_heartbeat_interval_is_how_often_contact_comes(
+    tmp_path: Path, wait: float, reported: float
+) -> None:
+    agent = make_agent(tmp_path, FakeDirector(make_state("a")), heartbeat=20.0)
+    agent.wait_seconds = wait
+    assert asyncio.run(agent.status_report()).heartbeat_interval == reported

@@ -201,8 +201,9 @@ class Agent:
             reload=self.last_reload,
             drift=self.drift,
             target=self.target.name,
-            # the server also counts each long-poll as contact, so contact comes at least this often
-            heartbeat_interval=min(self.heartbeat_interval, self.wait_seconds),
+            # the server also counts each long-poll as contact, so contact comes at least this often (a
+            # wait of 0, polling without holding, promises no more than the heartbeat)
+            heartbeat_interval=min(self.heartbeat_interval, self.wait_seconds or self.heartbeat_interval),
             message=""
             if self.confirmed or self.state is None
             else "serving the cached state; no director yet",
