@@ -90,6 +90,7 @@ class Fleet:
         self._key_of: dict[str, str] = {}  # runtime id → its one key id
         self._closing = False
         self._deliveries: dict[str, Delivery] = {}
+        self.deliveries_version = 0  # grows whenever a runtime's delivery changes or goes (for the leader)
         self._sent_at: dict[str, float] = {}  # runtime id → when its last state was sent (monotonic)
         # the runtimes by what their desired state depends on besides the components: (labels, the
         # revisions rollouts hand them, their scenarios); rebuilt after a runtime, a rollout or the registry
@@ -211,7 +212,8 @@ class Fleet:
         for runtime_id in list(runtime_ids):
             entry = self.runtimes.get(runtime_id)
             if entry is None:
-                self._deliveries.pop(runtime_id, None)
+                if self._deliveries.pop(runtime_id, None) is not None:
+                    self.deliveries_version += 1
                 self._sent_at.pop(runtime_id, None)
                 self._wake(runtime_id)
                 continue
@@ -246,6 +248,7 @@ class Fleet:
         previous = self._deliveries.get(runtime_id)
         if previous is not delivery:
             self._deliveries[runtime_id] = delivery
+            self.deliveries_version += 1
             if previous is None or previous.hash != delivery.hash:
                 self._wake(runtime_id)
 

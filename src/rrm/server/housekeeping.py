@@ -5,6 +5,7 @@ rollouts (`rrm.server.rollouts.controller`). The leader also publishes the condi
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -37,15 +38,18 @@ class ConditionWatch:
     MARGIN = timedelta(seconds=10)
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.observed: dict[str, Observed] = {}
         self.recorded: dict[tuple[str, str], str] | None = None
         self.watermark: datetime | None = None
         self.tokens_cleaned: datetime | None = None
         self.evaluated: dict[str, _Evaluated] = {}
-
-    def reset(self) -> None:
-        self.observed, self.recorded, self.watermark, self.tokens_cleaned = {}, None, None, None
-        self.evaluated = {}
+        self.counts: Counter[tuple[str, str]] = Counter()  # (type, status) → runtimes, for the metrics
+        self._heard: set[str] = set()  # runtimes with a new report or contact since the last evaluation
+        self._due: list[tuple[datetime, str]] = []  # heap: when a runtime's heartbeat deadline passes
+        self._deliveries_seen = -1  # Fleet.deliveries_version at the last evaluation
 
     def refresh(self, session: Session, now: datetime) -> None:
         since = None if self.watermark is None else self.watermark - self.MARGIN
@@ -66,6 +70,7 @@ class ConditionWatch:
                 continue  # re-read within the margin, unchanged: keep the object, so nothing is re-evaluated
             report = reports.get(c.runtime_id, known.report if known else {})
             self.observed[c.runtime_id] = Observed(c.last_seen, c.heartbeat_interval, c.applied_hash, report)
+            self._heard.add(c.runtime_id)
         self.watermark = now
         if self.recorded is None:
             self.recorded = {
@@ -74,18 +79,24 @@ class ConditionWatch:
                 for type_, (status, _) in per_type.items()
             }
 
-    def evaluate(self, state: ServerState, now: datetime) -> tuple[dict[str, list[Condition]], list[str]]:
-        """Every runtime's conditions, and the runtimes evaluated anew: those whose report or desired state
-        changed, or whose heartbeat deadline passed. The others keep what they had (only the ages in the
-        messages would differ, and nothing here records those)."""
-        grace = state.settings.heartbeat_grace
+    def evaluate(self, state: ServerState, now: datetime) -> dict[str, list[Condition]]:
+        """The conditions of the runtimes evaluated anew: those heard from, those whose heartbeat deadline
+        passed, and, after any desired state changed, all whose desired state did. The others keep what
+        they had (only the ages in the messages would differ, and nothing here records those)."""
         fleet = state.fleet
-        for runtime_id in [r for r in self.observed if r not in fleet.runtimes]:
-            del self.observed[runtime_id]
-        for runtime_id in [r for r in self.evaluated if r not in fleet.runtimes]:
-            del self.evaluated[runtime_id]
-        fresh = []
-        for runtime_id in fleet.runtimes:
+        candidates, self._heard = self._heard, set()
+        if fleet.deliveries_version != self._deliveries_seen:
+            self._deliveries_seen = fleet.deliveries_version
+            candidates.update(fleet.runtimes)
+            for runtime_id in [r for r in self.evaluated if r not in fleet.runtimes]:
+                self.counts.subtract((c.type, c.status) for c in self.evaluated.pop(runtime_id).conditions)
+                self.observed.pop(runtime_id, None)
+        while self._due and self._due[0][0] <= now:
+            candidates.add(heapq.heappop(self._due)[1])
+        fresh = {}
+        for runtime_id in candidates:
+            if runtime_id not in fleet.runtimes:
+                continue
             observed = self.observed.get(runtime_id)
             delivery = fleet.delivery(runtime_id)
             known = self.evaluated.get(runtime_id)
@@ -98,11 +109,16 @@ class ConditionWatch:
                 continue
             desired_hash = delivery.hash if delivery else ""
             names = [c[0] for c in delivery.components] if delivery else []
-            conditions = evaluate(observed, desired_hash, names, now, grace)
-            recheck_at = _recheck_at(observed, conditions, grace)
+            conditions = evaluate(observed, desired_hash, names, now, state.settings.heartbeat_grace)
+            recheck_at = _recheck_at(observed, conditions, state.settings.heartbeat_grace)
+            if recheck_at != NEVER:
+                heapq.heappush(self._due, (recheck_at, runtime_id))
+            if known is not None:
+                self.counts.subtract((c.type, c.status) for c in known.conditions)
+            self.counts.update((c.type, c.status) for c in conditions)
             self.evaluated[runtime_id] = _Evaluated(observed, delivery, recheck_at, conditions)
-            fresh.append(runtime_id)
-        return {r: e.conditions for r, e in self.evaluated.items()}, fresh
+            fresh[runtime_id] = conditions
+        return fresh
 
 
 @dataclass(frozen=True)
@@ -113,36 +129,36 @@ class _Evaluated:
     conditions: list[Condition]
 
 
+NEVER = datetime.max.replace(tzinfo=UTC)
+
+
 def _recheck_at(observed: Observed | None, conditions: list[Condition], grace: float) -> datetime:
-    """While connected: when the heartbeat deadline passes. Otherwise only a new report changes anything."""
+    """While connected: just after the heartbeat deadline. Otherwise only a new report changes anything."""
     still_connected = any(c.type == "Connected" and c.status == "True" for c in conditions)
     if observed is None or observed.last_seen is None or not still_connected:
-        return datetime.max.replace(tzinfo=UTC)
-    return observed.last_seen + timedelta(seconds=grace * observed.heartbeat_interval)
+        return NEVER
+    return observed.last_seen + timedelta(seconds=grace * observed.heartbeat_interval + 0.001)
 
 
-def publish_metrics(conditions: dict[str, list[Condition]]) -> None:
-    counts: Counter[tuple[str, str]] = Counter(
-        (c.type, c.status) for per_runtime in conditions.values() for c in per_runtime
-    )
+def publish_metrics(counts: Counter[tuple[str, str]]) -> None:
     RUNTIMES.clear()
     for (type_, status), count in counts.items():
-        RUNTIMES.labels(type_, status).set(count)
+        if count:
+            RUNTIMES.labels(type_, status).set(count)
 
 
 def record_transitions(
     state: ServerState,
     watch: ConditionWatch,
-    conditions: dict[str, list[Condition]],
-    fresh: list[str],
+    fresh: dict[str, list[Condition]],
     now: datetime,
 ) -> None:
     """Persist what changed since the last pass, one event per change; the first sighting is no event."""
     assert watch.recorded is not None
     changed = [
         (runtime_id, condition)
-        for runtime_id in fresh
-        for condition in conditions[runtime_id]
+        for runtime_id, conditions in fresh.items()
+        for condition in conditions
         if watch.recorded.get((runtime_id, condition.type)) != condition.status
     ]
     events = []
@@ -180,9 +196,9 @@ def housekeeping_pass(state: ServerState, leadership: Leadership, watch: Conditi
     else:
         with state.db.read() as session:
             watch.refresh(session, now)
-        conditions, fresh = watch.evaluate(state, now)
-        publish_metrics(conditions)
-        record_transitions(state, watch, conditions, fresh, now)
+        fresh = watch.evaluate(state, now)
+        publish_metrics(watch.counts)
+        record_transitions(state, watch, fresh, now)
     return run_rollouts(state.db, state.fleet, state.settings.heartbeat_grace, leading, utcnow())
 
 

@@ -33,9 +33,14 @@ class ServerState:
     ready: bool = False
 
 
-def server_state(request: Request) -> ServerState:
+def state_of(request: Request) -> ServerState:
     state: ServerState = request.app.state.rrm
     return state
+
+
+async def server_state(request: Request) -> ServerState:
+    """The dependency; async, so FastAPI does not hop to its thread pool for it on every request."""
+    return state_of(request)
 
 
 def utcnow() -> datetime:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, token_hash
 from rrm.server.fleet import RuntimeEntry
 from rrm.server.metrics import DESIRED_STATE_RESPONSES, STATUS_REPORTS
-from rrm.server.state import ServerState, server_state, utcnow
+from rrm.server.state import ServerState, server_state, state_of, utcnow
 from rrm.store import repositories as repo
 from rrm.wire import PairRequest, PairResponse, RotateRequest, RotateResponse, StatusReport
 from rrm.wire.agent_auth import key_id, load_public_key
@@ -68,7 +68,7 @@ async def desired_state(request: Request) -> Response:
     """`GET /agent/v1/desired-state?wait=S`, `If-None-Match`: the state, or 304 when it is still that one
     after at most S seconds. Every agent holds one of these at all times, so it is a plain Starlette
     endpoint: FastAPI's dependency and parameter machinery would cost more than the work itself."""
-    state = server_state(request)
+    state = state_of(request)
     runtime = await state.agent_auth.runtime(bearer(request))
     wait = _wait_seconds(request.query_params.get("wait", "0"))
     state.status_writer.touch(runtime.id)

@@ -58,8 +58,9 @@ def advance_rollouts(db: Database, fleet: Fleet, grace: float, now: datetime) ->
         rows = [r for r in rollout_repo.active_rollouts(session) if r.state == core.PROGRESSING]
         concerned = {r for row in rows for r in started_runtimes(waves_of(row), len(row.wave_starts))}
         statuses = repo.statuses_for(session, sorted(concerned)) if concerned else {}
-    names = {runtime_id: entry.name for runtime_id, entry in list(fleet.runtimes.items())}
     stored = False
+    # runtime names for the events (waves name runtimes not started yet too); only when a rollout progresses
+    names = {runtime_id: entry.name for runtime_id, entry in list(fleet.runtimes.items())} if rows else {}
     for row in rows:
         if fleet.rollout_assignment(row.component) != assignment_of(row):
             continue  # this process has not rendered the rollout's latest state yet: judge it next pass
