@@ -10,30 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from rrm.wire.plain import (
-    MAX_HEARTBEAT_INTERVAL,
-    RUNTIME_KINDS,
-    DriftChange,
-    ResourceState,
-    RuntimeKind,
-)
-
-__all__ = [
-    "RUNTIME_KINDS",
-    "DeliveredSecret",
-    "DesiredState",
-    "DriftRecord",
-    "LoadedComponent",
-    "PairRequest",
-    "PairResponse",
-    "ReloadResult",
-    "ResourceResult",
-    "RotateRequest",
-    "RotateResponse",
-    "RuntimeKind",
-    "SidecarReport",
-    "StatusReport",
-]
+from rrm.wire import __all__ as __all__  # the package keeps the one list of names
+from rrm.wire.plain import MAX_HEARTBEAT_INTERVAL, DriftChange, ResourceState, RuntimeKind
+from rrm.wire.plain import RUNTIME_KINDS as RUNTIME_KINDS  # one of them
 
 
 class PairRequest(BaseModel):
