@@ -219,3 +219,30 @@ def test_a_secret_reaches_only_agents_whose_components_use_it(fleet: Fleet, admi
         lambda: not files_containing([user.state_dir, user.resources_path], SECRET_VALUE),
         "the secret leaves the files of a runtime that stopped using it",
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"applied_hash": None, "agent_version": "bad", "heartbeat_interval": -1}, "heartbeat_interval"),
+        (
+            {"applied_hash": None, "agent_version": "bad", "heartbeat_interval": 1, "resources": "x"},
+            "resources",
+        ),
+        ("not json", ""),
+    ],
+)
+def test_a_malformed_status_report_is_refused_naming_the_field_and_stores_nothing(
+    admin: httpx.Client, runtimes: tuple[AgentIdentity, AgentIdentity], body: object, field: str
+) -> None:
+    a, _ = runtimes
+    before = runtime(admin, "iso-a")
+    content = body if isinstance(body, str) else json.dumps(body)
+    answer = a.request(
+        "PUT", "/agent/v1/status", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    assert all(problem["loc"][0] == "body" for problem in answer.json()["detail"])
+    assert field in answer.text
+    after = runtime(admin, "iso-a")
+    assert after["agent_version"] == before["agent_version"] != "bad"

@@ -123,6 +123,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(rollouts.router)
     app.include_router(agent.router)
     app.add_route(agent.DESIRED_STATE_PATH, agent.desired_state, methods=["GET"])
+    app.add_route(agent.STATUS_PATH, agent.report_status, methods=["PUT"])
     app.include_router(stream.router)
     app.include_router(ui.router)
     app.include_router(compass.router)

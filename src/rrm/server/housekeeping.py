@@ -50,24 +50,25 @@ class ConditionWatch:
         self._heard: set[str] = set()  # runtimes with a new report or contact since the last evaluation
         self._due: list[tuple[datetime, str]] = []  # heap: when a runtime's heartbeat deadline passes
         self._deliveries_seen = -1  # Fleet.deliveries_version at the last evaluation
+        self._reported_at: dict[str, datetime | None] = {}  # the report in `observed` is the one of then
 
     def refresh(self, session: Session, now: datetime) -> None:
         since = None if self.watermark is None else self.watermark - self.MARGIN
         contacts = repo.contacts_since(session, since)
-        # a long-poll moves only `last_seen`: the stored report is decoded again only when a new one came
+        # a long-poll moves only `last_seen`: a report is decoded once, when a new one came
         stale = [
             c.runtime_id
             for c in contacts
             if c.runtime_id not in self.observed
-            or since is None
             or c.reported_at is None
-            or c.reported_at >= since
+            or c.reported_at != self._reported_at.get(c.runtime_id)
         ]
         reports = repo.reports_of(session, stale) if stale else {}
         for c in contacts:
             known = self.observed.get(c.runtime_id)
             if known is not None and c.runtime_id not in reports and known.last_seen == c.last_seen:
                 continue  # re-read within the margin, unchanged: keep the object, so nothing is re-evaluated
+            self._reported_at[c.runtime_id] = c.reported_at
             report = reports.get(c.runtime_id, known.report if known else {})
             self.observed[c.runtime_id] = Observed(c.last_seen, c.heartbeat_interval, c.applied_hash, report)
             self._heard.add(c.runtime_id)
@@ -91,6 +92,7 @@ class ConditionWatch:
             for runtime_id in [r for r in self.evaluated if r not in fleet.runtimes]:
                 self.counts.subtract((c.type, c.status) for c in self.evaluated.pop(runtime_id).conditions)
                 self.observed.pop(runtime_id, None)
+                self._reported_at.pop(runtime_id, None)
         while self._due and self._due[0][0] <= now:
             candidates.add(heapq.heappop(self._due)[1])
         fresh = {}

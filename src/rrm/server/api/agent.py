@@ -7,6 +7,7 @@ import logging
 import math
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import ValidationError
 
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, token_hash
 from rrm.server.fleet import RuntimeEntry
@@ -96,15 +97,22 @@ def _wait_seconds(value: str) -> float:
 DESIRED_STATE_PATH = f"{router.prefix}/desired-state"  # added to the app by rrm.server.app
 
 
-@router.put("/status", status_code=204)
-async def report_status(
-    body: StatusReport,
-    runtime: RuntimeEntry = Depends(calling_runtime),
-    state: ServerState = Depends(server_state),
-) -> Response:
+async def report_status(request: Request) -> Response:
+    """`PUT /agent/v1/status` with a `StatusReport`: 204 once it is committed. A plain Starlette endpoint,
+    as `desired_state`: every agent sends one after every change and on every heartbeat."""
+    state = state_of(request)
+    runtime = await state.agent_auth.runtime(bearer(request))
+    try:
+        body = StatusReport.model_validate_json(await request.body())
+    except ValidationError as exc:
+        problems = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise HTTPException(422, problems) from None
     await state.status_writer.submit(runtime.id, runtime.name, body)
     STATUS_REPORTS.inc()
     return Response(status_code=204)
+
+
+STATUS_PATH = f"{router.prefix}/status"  # added to the app by rrm.server.app
 
 
 @router.post("/rotate", response_model=RotateResponse)
