@@ -5,8 +5,9 @@ desired state of the runtimes concerned (pure core functions, memoized per disti
 distinct set of placed revisions, so runtimes with the same placement share one encoded body) and wakes
 the long-polls whose state changed. A waiting long-poll holds no database connection and no thread.
 
-A burst of writes coalesces: a runtime is sent at most one state per delivery window. The first change
-goes out at once; later ones within the window are held and the newest is sent when the window ends.
+A burst of writes coalesces: a runtime is sent at most one state per delivery window, counted from when
+its agent had the previous one (its next request carries that state's ETag). The first change goes out at
+once; later ones within the window are held and the newest is sent when the window ends.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class Fleet:
         self._closing = False
         self._deliveries: dict[str, Delivery] = {}
         self.deliveries_version = 0  # grows whenever a runtime's delivery changes or goes (for the leader)
-        self._sent_at: dict[str, float] = {}  # runtime id → when its last state was sent (monotonic)
+        self._sent_at: dict[str, float] = {}  # runtime id → when its delivery window began (monotonic)
+        self._unconfirmed: dict[str, str] = {}  # runtime id → ETag sent, until its agent asks with it
         # the runtimes by what their desired state depends on besides the components: (labels, the
         # revisions rollouts hand them, their scenarios); rebuilt after a runtime, a rollout or the registry
         # changed, so that a component change costs one render per group and one comparison per runtime
@@ -215,6 +217,7 @@ class Fleet:
                 if self._deliveries.pop(runtime_id, None) is not None:
                     self.deliveries_version += 1
                 self._sent_at.pop(runtime_id, None)
+                self._unconfirmed.pop(runtime_id, None)
                 self._wake(runtime_id)
                 continue
             key = self._placement_key(runtime_id, entry)
@@ -313,6 +316,9 @@ class Fleet:
         A state that changed within the delivery window of the last one sent to this runtime is held until
         the window ends (an agent without a state, `etag` None, is never held)."""
         deadline = time.monotonic() + timeout
+        if etag is not None and self._unconfirmed.get(runtime_id) == etag:
+            del self._unconfirmed[runtime_id]  # the agent has the state sent last: its window runs from now
+            self._sent_at[runtime_id] = time.monotonic()
         while True:
             if self._closing:
                 return None
@@ -326,6 +332,7 @@ class Fleet:
                 held = 0.0 if etag is None else last_sent + self._delivery_window - now
                 if held <= 0:
                     self._sent_at[runtime_id] = now
+                    self._unconfirmed[runtime_id] = current.etag
                     return current
                 remaining = min(remaining, held)
             if remaining <= 0:
