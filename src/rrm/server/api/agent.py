@@ -8,6 +8,7 @@ import math
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import ValidationError
+from starlette.routing import Route
 
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, token_hash
 from rrm.server.fleet import RuntimeEntry
@@ -21,8 +22,9 @@ log = logging.getLogger("rrm.server.agent_api")
 router = APIRouter(prefix="/agent/v1", tags=["agent"])
 
 
-async def calling_runtime(request: Request, state: ServerState = Depends(server_state)) -> RuntimeEntry:
-    return await state.agent_auth.runtime(bearer(request))
+async def calling_runtime(request: Request) -> RuntimeEntry:
+    """The runtime whose key signed the request (a dependency, and called by the plain endpoints)."""
+    return await state_of(request).agent_auth.runtime(bearer(request))
 
 
 @router.post("/pair", status_code=201, response_model=PairResponse)
@@ -69,8 +71,7 @@ async def desired_state(request: Request) -> Response:
     """`GET /agent/v1/desired-state?wait=S`, `If-None-Match`: the state, or 304 when it is still that one
     after at most S seconds. Every agent holds one of these at all times, so it is a plain Starlette
     endpoint: FastAPI's dependency and parameter machinery would cost more than the work itself."""
-    state = state_of(request)
-    runtime = await state.agent_auth.runtime(bearer(request))
+    state, runtime = state_of(request), await calling_runtime(request)
     wait = _wait_seconds(request.query_params.get("wait", "0"))
     state.status_writer.touch(runtime.id)
     etag = request.headers.get("if-none-match")
@@ -94,14 +95,10 @@ def _wait_seconds(value: str) -> float:
     return wait
 
 
-DESIRED_STATE_PATH = f"{router.prefix}/desired-state"  # added to the app by rrm.server.app
-
-
 async def report_status(request: Request) -> Response:
     """`PUT /agent/v1/status` with a `StatusReport`: 204 once it is committed. A plain Starlette endpoint,
     as `desired_state`: every agent sends one after every change and on every heartbeat."""
-    state = state_of(request)
-    runtime = await state.agent_auth.runtime(bearer(request))
+    state, runtime = state_of(request), await calling_runtime(request)
     try:
         body = StatusReport.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -112,7 +109,11 @@ async def report_status(request: Request) -> Response:
     return Response(status_code=204)
 
 
-STATUS_PATH = f"{router.prefix}/status"  # added to the app by rrm.server.app
+# the plain endpoints, added to the app beside `router` by rrm.server.app
+PLAIN_ROUTES = [
+    Route(f"{router.prefix}/desired-state", desired_state, methods=["GET"]),
+    Route(f"{router.prefix}/status", report_status, methods=["PUT"]),
+]
 
 
 @router.post("/rotate", response_model=RotateResponse)

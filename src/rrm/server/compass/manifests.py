@@ -126,38 +126,30 @@ APPLICATION_SCHEMA: dict[str, Any] = {
         },
     },
 }
-LABEL_DEFINITION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"type": "string"},
-        "kind": {"type": "string"},
-        "metadata": {**_METADATA, "properties": {"name": {"type": "string"}}},
-        "spec": {
-            "type": "object",
-            "required": ["schema"],
-            "additionalProperties": False,
-            "properties": {"schema": {"type": "object"}},
+
+
+def _one_field_document(spec_field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A document named by `metadata.name` whose spec is exactly one required field."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {**_METADATA, "properties": {"name": {"type": "string"}}},
+            "spec": {
+                "type": "object",
+                "required": [spec_field],
+                "additionalProperties": False,
+                "properties": {spec_field: schema},
+            },
         },
-    },
-}
-ASSIGNMENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"type": "string"},
-        "kind": {"type": "string"},
-        "metadata": {**_METADATA, "properties": {"name": {"type": "string"}}},
-        "spec": {
-            "type": "object",
-            "required": ["selector"],
-            "additionalProperties": False,
-            "properties": {"selector": {"type": "string"}},
-        },
-    },
-}
+    }
+
+
+LABEL_DEFINITION_SCHEMA = _one_field_document("schema", {"type": "object"})
+ASSIGNMENT_SCHEMA = _one_field_document("selector", {"type": "string"})
 
 
 @dataclass
