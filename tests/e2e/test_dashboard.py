@@ -11,7 +11,9 @@ import uuid
 from pathlib import Path
 
 import yaml
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, Route, expect
+
+from integration.harness import apply, component, wait_until
 
 from .conftest import NEVER_CONNECTED, PROD_RUNTIMES, STOPPED, VIEWPORT, Screenshot, Stack
 
@@ -209,6 +211,34 @@ def test_a_component_applied_through_the_cli_shows_up_live(
     assert_not_reloaded(page)
     expect(page.locator("#manifest")).to_contain_text("secretKeyRef")
     show(page, screenshot, "component")
+
+
+def test_a_change_made_before_the_page_starts_following_events_still_shows_up(
+    page: Page, stack: Stack, screenshot: Screenshot
+) -> None:
+    """The page starts its event stream only after it has loaded; what happens in between is not lost."""
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # the stream's request waits until released
+        held.append(route)
+
+    page.route("**/api/v1/events/stream*", hold)
+    page.goto("/ui/components")
+    # Playwright hands over the request only while it is called, hence the evaluate
+    wait_until(lambda: page.evaluate("true") and held, message="the page did not open its event stream")
+    mark_page(page)
+    name = f"e2e-early-{uuid.uuid4().hex[:8]}"
+    apply(stack.server.admin, [component(name, "env=nowhere")])  # no agent reports on it
+    wait_until(
+        lambda: stack.server.admin.get("/api/v1/events", params={"subject": f"component/{name}"}).json(),
+        message=f"no event was recorded for component/{name}",
+    )
+    held[0].continue_()
+    page.unroute("**/api/v1/events/stream*")
+    expect(page.locator(f'#components tr[data-component="{name}"]')).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#live-status")).to_have_text("live")
+    assert_not_reloaded(page)
+    stack.server.admin.delete(f"/api/v1/components/{name}").raise_for_status()
 
 
 def test_stopping_an_agent_turns_its_runtime_not_connected_on_the_page(

@@ -182,13 +182,21 @@ def _register(path: str, fragment: str, view: View) -> None:
     async def page(
         request: Request, role: str = Depends(signed_in_role), state: ServerState = Depends(server_state)
     ) -> Response:
+        # read before the page, so that the live region follows every event the page may not show yet
+        events_after = await state.events.latest_id()
         shown = await view(state, request)
         live = FRAGMENTS_PATH + fragment.format(
             **{k: quote(v, safe="") for k, v in request.path_params.items()}
         )
         if request.url.query:
             live += f"?{request.url.query}"
-        context = {**shown.context, "page": shown, "role": role, "live_url": live}
+        context = {
+            **shown.context,
+            "page": shown,
+            "role": role,
+            "live_url": live,
+            "events_after": events_after,
+        }
         return _html("page.html", context, shown.status)
 
     async def part(request: Request, state: ServerState = Depends(server_state)) -> Response:

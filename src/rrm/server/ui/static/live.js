@@ -77,9 +77,13 @@
   }
 
   let missedEvents = false;
+  // The newest event the page has seen: at first the newest one when the server rendered it, so that an
+  // event recorded between that and the stream's start is not missed.
+  let lastEventId = region.dataset.eventsAfter || "";
 
   function connect() {
-    const source = new EventSource("/api/v1/events/stream");
+    const query = /^\d+$/.test(lastEventId) ? `?after=${lastEventId}` : "";
+    const source = new EventSource("/api/v1/events/stream" + query);
     source.onopen = () => {
       showState("live", "live");
       if (missedEvents) {
@@ -88,6 +92,7 @@
       }
     };
     source.onmessage = (message) => {
+      if (message.lastEventId) lastEventId = message.lastEventId;
       let event;
       try {
         event = JSON.parse(message.data);
