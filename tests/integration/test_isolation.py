@@ -147,6 +147,8 @@ def test_forged_or_foreign_tokens_are_refused(
         assert response.status_code == 401, f"{what}: {method} {path} answered {response.status_code}"
     anonymous = httpx.request(method, f"{server.url}{path}", json=body() if body else None, timeout=30)
     assert anonymous.status_code == 401, f"no token: {method} {path} answered {anonymous.status_code}"
+    assert anonymous.json() == {"detail": "missing bearer token"}
+    assert anonymous.headers["www-authenticate"] == "Bearer"
     # Nothing forged changed b: its own key still works and its status was not written.
     assert expect_status(b.desired_state(), 200).json()["components"]
     assert "forged" not in (
@@ -246,3 +248,14 @@ def test_a_malformed_status_report_is_refused_naming_the_field_and_stores_nothin
     assert field in answer.text
     after = runtime(admin, "iso-a")
     assert after["agent_version"] == before["agent_version"] != "bad"
+
+
+def test_the_agent_endpoints_refuse_other_methods(
+    server: ServerProcess, runtimes: tuple[AgentIdentity, ...]
+) -> None:
+    """The long-poll and the status report are served ahead of the app's routing; other methods on their
+    paths still get the app's 405."""
+    a = runtimes[0]
+    for method, path in (("POST", "/agent/v1/desired-state"), ("GET", "/agent/v1/status")):
+        response = a.request(method, path)
+        assert response.status_code == 405, f"{method} {path} answered {response.status_code}"

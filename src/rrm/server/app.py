@@ -147,7 +147,7 @@ def serve(settings: ServerSettings) -> None:
         state.db.url.split("@")[-1],
     )
     config = uvicorn.Config(
-        create_app(state),
+        agent.AgentFastPath(create_app(state)),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
