@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -139,12 +140,13 @@ def serve(settings: ServerSettings) -> None:
     )
     state = build_state(settings)
     log.info(
-        "rrm %s control plane on http://%s:%d, data in %s, database %s",
+        "rrm %s control plane on http://%s:%d, data in %s, database %s, open-file limit %d",
         rrm.__version__,
         settings.host,
         settings.port,
         settings.data_dir,
         state.db.url.split("@")[-1],
+        raise_open_file_limit(),
     )
     config = uvicorn.Config(
         agent.AgentFastPath(create_app(state)),
@@ -156,6 +158,19 @@ def serve(settings: ServerSettings) -> None:
         access_log=os.environ.get("RRM_ACCESS_LOG") == "1",
     )
     _Server(config, state).run()
+
+
+def raise_open_file_limit() -> int:
+    """Lift the soft open-file limit to the hard one: each agent holds a connection open (two while it
+    reports), and a soft limit of 1,024, common by default, would refuse agents from about 500 on."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
+            return soft
+    return hard
 
 
 class _Server(uvicorn.Server):
