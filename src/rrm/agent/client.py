@@ -30,7 +30,11 @@ T = TypeVar("T")
 MAX_WAIT_SECONDS = 300.0
 TIMEOUT_MARGIN_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5.0
-KEEPALIVE_SECONDS = 60.0
+# An idle connection is dropped after this: well before the server drops it (75 s), and soon enough that the
+# connection of a status report (sent beside the long-poll's, every heartbeat) does not stay open between
+# heartbeats: the control plane then holds about one connection per agent, not two (at 10,000 idle agents
+# its RSS went from 454 to 409 MB).
+KEEPALIVE_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 
 
@@ -74,8 +78,6 @@ class DirectorClient:
             transport=transport,
             verify=tls_verification(self._urls),
             timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
-            # drop idle connections before the server does (it keeps them 75 s), so a request never
-            # races the server closing the connection it reuses
             limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
         )
 
