@@ -154,7 +154,7 @@ def serve(settings: ServerSettings) -> None:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
-        timeout_keep_alive=75,  # longer than the agents' heartbeat, which then reuses its connection
+        timeout_keep_alive=75,  # longer than the agents keep idle connections (10 s): they close first
         access_log=os.environ.get("RRM_ACCESS_LOG") == "1",
     )
     _Server(config, state).run()
