@@ -23,7 +23,8 @@ class Leadership:
     def __init__(self, url: str, sqlite_path: Path | None) -> None:
         self._url = url.replace("postgresql+psycopg://", "postgresql://", 1)
         self._sqlite_path = sqlite_path
-        self._connection: psycopg.Connection | None = None
+        self._connection: psycopg.Connection | None = None  # PostgreSQL: the leader's, or a standby's
+        self._leading = False
         self._fd: int | None = None
 
     def try_acquire(self) -> bool:
@@ -48,33 +49,34 @@ class Leadership:
         return True
 
     def _try_advisory_lock(self) -> bool:
-        if self._connection is not None:
-            try:
+        """A standby keeps its one connection and asks again on it each time, rather than connecting anew."""
+        try:
+            if self._connection is None:
+                self._connection = psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=5, application_name="rrm-leader"
+                )
+            if self._leading:
                 self._connection.execute("SELECT 1")
                 return True
-            except psycopg.Error:
-                log.warning("lost the leader connection; giving up leadership")
-                self.release()
-        try:
-            connection = psycopg.connect(
-                self._url, autocommit=True, connect_timeout=5, application_name="rrm-leader"
-            )
+            row = self._connection.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
         except psycopg.Error as exc:
-            log.warning("cannot connect to compete for leadership: %s", exc)
+            if self._leading:
+                log.warning("lost the leader connection; giving up leadership")
+            else:
+                log.warning("cannot compete for leadership: %s", exc)
+            self.release()
             return False
-        row = connection.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
         if row and row[0]:
-            self._connection = connection
+            self._leading = True
             log.info("this replica now runs the singleton work")
-            return True
-        connection.close()
-        return False
+        return self._leading
 
     def release(self) -> None:
         if self._connection is not None:
             with contextlib.suppress(psycopg.Error):
                 self._connection.close()
             self._connection = None
+        self._leading = False
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
