@@ -20,4 +20,3 @@ def main() -> None:
     from rrm.cli.app import app
 
     app(prog_name="rrm")
-
