@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import resource
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from sqlalchemy import text
 
 from rrm.server.app import raise_open_file_limit
 from rrm.store import Database
+from rrm.store.database import HEAD_REVISION, MIGRATIONS
 
 SQLITE_TEMP_STORE_MEMORY = 2
 
@@ -42,3 +45,42 @@ def test_sqlite_keeps_temporary_data_in_memory(tmp_path: Path) -> None:
             assert session.scalar(text("PRAGMA temp_store")) == SQLITE_TEMP_STORE_MEMORY
     finally:
         db.dispose()
+
+
+def test_the_known_head_revision_is_alembics() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+SERVER_ON_SQLITE = """
+import sys
+from pathlib import Path
+import rrm.server.app
+from rrm.store import Database
+from rrm.store.leadership import Leadership
+
+path = Path(sys.argv[1])
+db = Database(f"sqlite:///{path}")
+db.migrate()
+assert Leadership(db.url, path).try_acquire()
+print(" ".join(m for m in ("alembic", "psycopg") if m in sys.modules))
+"""
+
+
+def test_a_server_on_an_up_to_date_sqlite_database_loads_neither_alembic_nor_psycopg(tmp_path: Path) -> None:
+    """Each would stay in memory for the life of the process: about 10 MB apiece."""
+    path = tmp_path / "rrm.db"
+    first = subprocess.run(
+        [sys.executable, "-c", SERVER_ON_SQLITE, str(path)], capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["alembic"], "a new database is migrated with Alembic"
+    again = subprocess.run(
+        [sys.executable, "-c", SERVER_ON_SQLITE, str(path)], capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split() == []

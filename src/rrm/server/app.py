@@ -34,7 +34,6 @@ from rrm.server.writes import WriteBatcher
 from rrm.store import Database
 from rrm.store import repositories as repo
 from rrm.store.leadership import Leadership
-from rrm.store.notifications import ChangeListener
 
 log = logging.getLogger("rrm.server")
 ADMIN_TOKEN_FILE = "admin-token"
@@ -92,6 +91,8 @@ def create_app(state: ServerState) -> FastAPI:
         loop = asyncio.get_running_loop()
         listener = None
         if not state.db.is_sqlite:
+            from rrm.store.notifications import ChangeListener  # psycopg: only on PostgreSQL
+
             listener = ChangeListener(state.db.url, lambda: loop.call_soon_threadsafe(state.fleet.nudge))
             listener.start()
         leadership = Leadership(state.db.url, state.db.sqlite_path)

@@ -8,12 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD_REVISION = "0005"  # the newest file in migrations/versions (a unit test holds the two together)
 # PostgreSQL advisory lock keys ("rrm" + a number), shared by every replica.
 WRITE_LOCK = 0x72726D01
 MIGRATION_LOCK = 0x72726D02
@@ -70,7 +69,15 @@ class Database:
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent; replicas starting together take turns)."""
+        """Bring the schema to the newest revision (idempotent; replicas starting together take turns).
+
+        A database already there is left alone without loading Alembic (10 MB that a long-running server
+        would keep for nothing)."""
+        if self._schema_revision() == HEAD_REVISION:
+            return
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self._writer.connect() as connection:
@@ -85,6 +92,12 @@ class Database:
                 if not self.is_sqlite:
                     connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
                     connection.commit()
+
+    def _schema_revision(self) -> str | None:
+        with self._reader.connect() as connection:
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -3,6 +3,7 @@
 PostgreSQL: a session advisory lock held on a dedicated connection; when its holder dies the database
 drops the connection and the lock with it, and another replica takes over on its next try.
 SQLite: an exclusive `flock` on a file beside the database, so two processes on one file cannot both lead.
+psycopg (10 MB) is imported only on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import fcntl
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("rrm.store.leadership")
 LEADER_LOCK = 0x72726D03
@@ -50,6 +53,8 @@ class Leadership:
 
     def _try_advisory_lock(self) -> bool:
         """A standby keeps its one connection and asks again on it each time, rather than connecting anew."""
+        import psycopg
+
         try:
             if self._connection is None:
                 self._connection = psycopg.connect(
@@ -73,7 +78,7 @@ class Leadership:
 
     def release(self) -> None:
         if self._connection is not None:
-            with contextlib.suppress(psycopg.Error):
+            with contextlib.suppress(Exception):  # a connection already broken
                 self._connection.close()
             self._connection = None
         self._leading = False
