@@ -89,47 +89,10 @@ _CREDENTIALS = {
         },
     },
 }
-APPLICATION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"type": "string"},
-        "kind": {"type": "string"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "description": _TEXT,
-                "provider": {"type": "string", "maxLength": 256},
-                "baseUrl": _URL,
-                "scenarios": {"type": "array", "items": {"type": "string"}},
-                "apis": {"type": "array", "items": _API},
-                "events": {"type": "array", "items": _EVENT},
-                "bundles": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "name": {"type": "string"},
-                            "description": _TEXT,
-                            "apis": {"type": "array", "items": {"type": "string"}},
-                            "events": {"type": "array", "items": {"type": "string"}},
-                            "credentials": _CREDENTIALS,
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
 
 
-def _one_field_document(spec_field: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A document named by `metadata.name` whose spec is exactly one required field."""
+def _document(metadata: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The envelope every rrm.io document shares: apiVersion, kind, metadata and a closed spec."""
     return {
         "type": "object",
         "required": ["apiVersion", "kind", "metadata", "spec"],
@@ -137,15 +100,46 @@ def _one_field_document(spec_field: str, schema: dict[str, Any]) -> dict[str, An
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {**_METADATA, "properties": {"name": {"type": "string"}}},
-            "spec": {
-                "type": "object",
-                "required": [spec_field],
-                "additionalProperties": False,
-                "properties": {spec_field: schema},
-            },
+            "metadata": metadata,
+            "spec": {"type": "object", "additionalProperties": False, **spec},
         },
     }
+
+
+APPLICATION_SCHEMA = _document(
+    _METADATA,
+    {
+        "properties": {
+            "description": _TEXT,
+            "provider": {"type": "string", "maxLength": 256},
+            "baseUrl": _URL,
+            "scenarios": {"type": "array", "items": {"type": "string"}},
+            "apis": {"type": "array", "items": _API},
+            "events": {"type": "array", "items": _EVENT},
+            "bundles": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "description": _TEXT,
+                        "apis": {"type": "array", "items": {"type": "string"}},
+                        "events": {"type": "array", "items": {"type": "string"}},
+                        "credentials": _CREDENTIALS,
+                    },
+                },
+            },
+        }
+    },
+)
+
+
+def _one_field_document(spec_field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A document named by `metadata.name` whose spec is exactly one required field."""
+    metadata = {**_METADATA, "properties": {"name": {"type": "string"}}}
+    return _document(metadata, {"required": [spec_field], "properties": {spec_field: schema}})
 
 
 LABEL_DEFINITION_SCHEMA = _one_field_document("schema", {"type": "object"})
