@@ -56,6 +56,15 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+async def fetch_served(body: dict[str, Any]) -> None:
+    """Fetch the desired state from a director that answers `body`."""
+    client = client_for(lambda request: httpx.Response(200, json=body))
+    try:
+        await client.fetch_desired(None, wait=0)
+    finally:
+        await client.close()
+
+
 def test_fetch_sends_etag_wait_and_bearer_and_returns_verified_state() -> None:
     seen: list[httpx.Request] = []
 
@@ -102,30 +111,16 @@ def test_state_that_does_not_match_its_hash_is_rejected(tamper: Callable[[dict[s
     body = encode(STATE)
     tamper(body)
 
-    async def scenario() -> None:
-        client = client_for(lambda request: httpx.Response(200, json=body))
-        try:
-            await client.fetch_desired(None, wait=0)
-        finally:
-            await client.close()
-
     with pytest.raises(UnexpectedResponse, match="does not match"):
-        run(scenario())
+        run(fetch_served(body))
 
 
 def test_a_malformed_state_is_an_unexpected_response_naming_the_field_and_no_value() -> None:
     body = encode(STATE)
     body["secrets"][0]["revision"] = "p"
 
-    async def scenario() -> None:
-        client = client_for(lambda request: httpx.Response(200, json=body))
-        try:
-            await client.fetch_desired(None, wait=0)
-        finally:
-            await client.close()
-
     with pytest.raises(UnexpectedResponse) as error:
-        run(scenario())
+        run(fetch_served(body))
     expected = "malformed DesiredState: secrets[0].revision: expected an integer, got a string"
     assert str(error.value) == expected
 
