@@ -207,6 +207,17 @@ class Bench:
             ) from None
         return time.monotonic() - started
 
+    def incomplete_after_update(self, hash: str, size: int, label: str, marker: int) -> str:
+        """Every status report of update `marker` in before the next update, so rounds do not overlap;
+        "" when they came, else why the benchmark stops here (logged)."""
+        try:
+            self.wait_reported(hash, size, 60 + size / 50, "status reports after the update")
+        except TimeoutError as exc:
+            incomplete = f"stopped after update {marker}: {exc}"
+            self.log(f"{label}: {incomplete}")
+            return incomplete
+        return ""
+
     def wait_applied(self, hash: str, size: int, timeout: float) -> int:
         """Wait until every agent has applied `hash`, or the timeout; returns how many did."""
         deadline = time.monotonic() + timeout

@@ -70,12 +70,8 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
                     f"propagation {size}: update {marker}: p99 {percentiles(latencies)['p99']:.3f} s, "
                     f"admin answer {answered - sent:.3f} s"
                 )
-                # every status report in before the next update, so rounds do not overlap
-                try:
-                    bench.wait_reported(current, size, 60 + size / 50, "status reports after the update")
-                except TimeoutError as exc:
-                    incomplete = f"stopped after update {marker}: {exc}"
-                    bench.log(f"propagation {size}: {incomplete}")
+                incomplete = bench.incomplete_after_update(current, size, f"propagation {size}", marker)
+                if incomplete:
                     break
         for worker in generator:
             worker.__exit__()

@@ -121,11 +121,8 @@ def _measure(bench: Bench, size: int, rounds: int, database_url: str) -> dict[st
                     f"applied on A {_s(updates[-1]['a']['first'])} / on B {_s(updates[-1]['b']['first'])}, "
                     f"p99 on A {_s(updates[-1]['a']['p99'])} / on B {_s(updates[-1]['b']['p99'])}"
                 )
-                try:
-                    bench.wait_reported(current, size, 60 + size / 50, "status reports after the update")
-                except TimeoutError as exc:
-                    incomplete = f"stopped after update {marker}: {exc}"
-                    bench.log(f"replicas {size}: {incomplete}")
+                incomplete = bench.incomplete_after_update(current, size, f"replicas {size}", marker)
+                if incomplete:
                     break
         switched = sum(
             1 for first, active, _ in bench.applied_by_director(current) if first.rstrip("/") != active
