@@ -115,10 +115,26 @@ class Secret(Base):
 
 
 class AdminToken(Base):
+    """Only the sha256 of an admin or viewer token is kept; past `expires_at` it is refused."""
+
     __tablename__ = "admin_tokens"
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(16))
     description: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+
+
+class DashboardSession(Base):
+    """A dashboard sign-in: the cookie holds the session id, this row its sha256. Sign-out deletes the row,
+    so every replica stops accepting the cookie at once; revoking the token deletes its sessions."""
+
+    __tablename__ = "dashboard_sessions"
+    session_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(
+        ForeignKey("admin_tokens.token_hash", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime]
     created_at: Mapped[datetime]
 
 
