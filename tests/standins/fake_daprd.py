@@ -3,32 +3,56 @@
 Run it as its own process, as daprd would be run next to an app:
 
     python fake_daprd.py --port P --resources-path DIR [--app-id ID] [--api-token T] [--no-hot-reload]
+                         [--rescan-interval SECONDS] [--init-delay SECONDS]
 
-What it mirrors of daprd (1.18, self-hosted, `--resources-path DIR`):
+What it mirrors of daprd (v1.18.3, self-hosted, `--resources-path DIR`); the source named for each rule is in
+dapr/dapr at that tag:
 - Loading: only `.yaml`/`.yml` files directly in DIR; each file split on `\\n---`; a document is kept only
   if `apiVersion == "dapr.io/v1alpha1"` and `kind == "Component"`; documents that do not parse are skipped
-  (a truncated file looks like a deletion). The same component name twice is fatal: exit code 1.
-- Hot reload (on by default; `--no-hot-reload` turns it off): the directory is re-read continuously. A
-  component is closed and re-initialised only when its spec, auth or scopes changed (labels and
-  annotations are ignored, as in Dapr); a removed file unloads its components. Without hot reload the
-  directory is read at start only, and SIGHUP reloads everything from scratch, as a restart would.
+  (a truncated file looks like a deletion).
+- Duplicates (pkg/internal/loader/disk/disk.go `filterManifests`): the same component name twice is an error
+  of the loader, "duplicate definition of Component name ...", fatal at start (pkg/runtime/runtime.go
+  `loadComponents`) and on a hot reload (pkg/runtime/hotreload/loader/disk/resource.go `run`: "failed to load
+  resources from disk"): the stand-in exits with code 1.
+- Scopes (same `filterManifests`): a component whose `scopes` is non-empty and does not name `--app-id` is
+  not loaded at all; one that goes out of scope is closed like a deleted one.
+- Hot reload (on by default; `--no-hot-reload` turns it off): daprd watches DIR (pkg/runtime/hotreload/
+  loader/disk/disk.go) and reconciles what it read against what it holds (pkg/runtime/hotreload/differ): the
+  stand-in re-reads DIR every `--rescan-interval` seconds (default 0.2: the issue measured daprd noticing a
+  change after about 200 ms), never on a request. A component is closed and re-initialised only when its
+  spec, auth or scopes changed (differ.AreSame ignores labels and annotations); a removed file unloads its
+  components. Without hot reload DIR is read at start only, and SIGHUP reloads everything from scratch, as a
+  restart would.
+- Initialisation (pkg/runtime/processor/components.go `processComponents`): components are initialised one at
+  a time from one queue, secret stores first; each takes `--init-delay` seconds (default 0.3) before it is
+  listed by `/v1.0/metadata`; while it re-initialises, a changed component is not listed (the reconciler
+  closes the old one first: pkg/runtime/hotreload/reconciler/components.go `update`).
+- Unknown type or version: daprd's registries know only what it was built with; the stand-in knows the
+  components-contrib metadata shipped in rrm (rrm.dapr.catalog). Anything else fails at creation with the
+  registry's words ("couldn't find state store state.x/v1", "couldn't find binding NAME (TYPE/VERSION)",
+  "incorrect type TYPE" for an unknown category) and is not listed.
+- Init errors (`processComponents`): logged as daprd logs them ("Failed to init component ...", then "Error
+  processing component, daprd will exit gracefully: process component NAME error: [INIT_COMPONENT_FAILURE]:
+  ..."); with `spec.ignoreErrors` false daprd then shuts down (exit code 1 here); with `ignoreErrors: true`
+  ("Ignoring error processing component: ...") the component is left out and daprd runs on.
 - Secrets: `secretstores.local.file` reads its `secretsFile` (JSON; `multiValued`, `nestedSeparator`)
   once, when it is initialised. A component with `secretKeyRef` items resolves them at its own
   initialisation against the store named in `auth.secretStore`; while that store is not loaded it stays
   pending (Dapr defers it) and is not listed. Rotating a value therefore reaches a component only when the
   store is re-initialised (its spec changed) and the component is re-initialised too.
-- A component that fails to initialise with `spec.ignoreErrors` false shuts daprd down (exit code 1);
-  with `ignoreErrors: true` it is left unregistered.
 - `GET /v1.0/metadata` answers `{"id", "runtimeVersion", "enabledFeatures", "components": [{"name",
-  "type", "version", "capabilities": []}]}`, never metadata values; with `--api-token` (or
-  `DAPR_API_TOKEN`) every `/v1.0/` endpoint except `/v1.0/healthz` needs the `dapr-api-token` header.
+  "type", "version", "capabilities": []}]}` (pkg/api/http/metadata.go), never metadata values nor init
+  errors; with `--api-token` (or `DAPR_API_TOKEN`) every `/v1.0/` endpoint except `/v1.0/healthz` needs the
+  `dapr-api-token` header.
 
 What it does not mirror: no component is really initialised (nothing connects anywhere; only local.file
 stores do their file read), no other resource kinds (Configuration, Resiliency, Subscription, HTTPEndpoint),
-no building-block APIs, no scopes filtering by app id, no capabilities.
+no namespaces, no building-block APIs, no capabilities, and no per-component init timeout.
 
-Test-only: `GET /test/resolved/<component>` answers 200 `{"name", "metadata": {item: resolved value}}` for
-a loaded component (what its metadata resolved to at its last initialisation), else 404 with the reason.
+Test-only (daprd has no such endpoints; it only logs): `GET /test/resolved/<component>` answers 200
+`{"name", "metadata": {item: resolved value}, "errors"}` for a loaded component (what its metadata resolved
+to at its last initialisation), else 404 with the reason; `GET /test/init-errors` answers `{name: message}`
+for every component whose last initialisation failed and that is still in DIR.
 """
 
 from __future__ import annotations
@@ -39,6 +63,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,11 +71,27 @@ from typing import Any
 
 import yaml
 
+from rrm.dapr import catalog
+
 API_VERSION = "dapr.io/v1alpha1"
 KIND = "Component"
 LOCAL_FILE_STORE = "secretstores.local.file"
 RUNTIME_VERSION = "1.18.3"
-RESCAN_SECONDS = 0.2
+RESCAN_INTERVAL = 0.2
+# A component that connects somewhere (a state store, a broker) takes a few hundred milliseconds to
+# initialise; local ones (bindings.http, in-memory) take milliseconds. 0.3 s errs on the slow side.
+INIT_DELAY = 0.3
+# What daprd's registries say when they do not know a type (pkg/components/<category>/registry.go `Create`).
+REGISTRY_NOUNS = {
+    "state": "state store",
+    "pubsub": "message bus",
+    "secretstores": "secret store",
+    "configuration": "configuration store",
+    "lock": "lock store",
+    "crypto": "crypto provider",
+    "conversation": "conversation",
+}
+CATEGORIES = {*REGISTRY_NOUNS, "bindings", "middleware"}
 
 
 def log(message: str) -> None:
@@ -142,6 +183,39 @@ class LocalFileStore:
         return self.secrets[name][key]
 
 
+def log_name(manifest: dict[str, Any]) -> str:
+    """How daprd names a component in its logs (utils.ComponentLogName): `name (type/version)`."""
+    spec = spec_of(manifest)
+    return f"{manifest['metadata']['name']} ({spec.get('type')}/{spec.get('version')})"
+
+
+def in_scope(manifest: dict[str, Any], app_id: str) -> bool:
+    """pkg/internal/loader/disk/disk.go `filterManifests`: no scopes, or scopes naming this app."""
+    scopes = manifest.get("scopes") or []
+    return not scopes or app_id in scopes
+
+
+def known_category(manifest: dict[str, Any]) -> bool:
+    """processComponentAndDependents refuses a type of no category before any registry is asked."""
+    return str(spec_of(manifest).get("type", "")).split(".", 1)[0] in CATEGORIES
+
+
+def creation_error(manifest: dict[str, Any]) -> str | None:
+    """Why daprd's registry cannot create this type/version, in its words; None when it can."""
+    spec = spec_of(manifest)
+    component_type, version = str(spec.get("type", "")), str(spec.get("version", ""))
+    if catalog.component_schema(component_type, version) is not None:
+        return None
+    category = component_type.split(".", 1)[0]
+    if category == "bindings":  # pkg/runtime/processor/binding/binding.go `Init`
+        return f"couldn't find binding {log_name(manifest)}"
+    noun = REGISTRY_NOUNS.get(category, "HTTP middleware")
+    return (
+        f"[CREATE_COMPONENT_FAILURE]: initialization error occurred for {log_name(manifest)}: "
+        f"couldn't find {noun} {component_type}/{version}"
+    )
+
+
 @dataclass
 class Loaded:
     manifest: dict[str, Any]
@@ -154,58 +228,94 @@ class Loaded:
 class Sidecar:
     """The components a daprd would hold after seeing the resources directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, app_id: str = "app", init_delay: float = 0.0) -> None:
         self.directory = directory
-        self.lock = threading.Lock()
+        self.app_id = app_id
+        self.init_delay = init_delay
+        self.lock = threading.Lock()  # guards the state below; never held while a component initialises
+        self.queue = threading.Lock()  # daprd initialises components one at a time
         self.loaded: dict[str, Loaded] = {}
         self.pending: dict[str, str] = {}
+        self.init_errors: dict[str, str] = {}
 
     def reload(self, from_scratch: bool = False) -> None:
-        with self.lock:
-            manifests = read_components(self.directory)
-            wanted: dict[str, dict[str, Any]] = {}
-            for manifest in manifests:
-                name = (manifest.get("metadata") or {}).get("name")
-                if not isinstance(name, str) or not name:
-                    log("skipping a component without metadata.name")
-                    continue
-                if name in wanted:
-                    fatal(f"duplicate definition of component name {name!r}")
-                wanted[name] = manifest
-            if from_scratch:
-                self.loaded.clear()
-            for name in [n for n in self.loaded if n not in wanted]:
-                log(f"component {name} closed (deleted)")
-                del self.loaded[name]
-            self.pending = {}
+        """Read the directory once and bring what is loaded in line with it (one hot-reload pass)."""
+        with self.queue:
+            wanted = self._wanted()
+            with self.lock:
+                if from_scratch:
+                    self.loaded.clear()
+                for name in [n for n in self.loaded if n not in wanted]:
+                    log(f"component {log_name(self.loaded[name].manifest)} closed (deleted or out of scope)")
+                    del self.loaded[name]
+                self.init_errors = {n: e for n, e in self.init_errors.items() if n in wanted}
+                self.pending = {}
             stores_first = sorted(wanted.values(), key=lambda m: spec_of(m).get("type") != LOCAL_FILE_STORE)
             for manifest in stores_first:
                 self._reconcile(manifest)
 
+    def _wanted(self) -> dict[str, dict[str, Any]]:
+        """The in-scope components by name; a name defined twice is fatal, as for daprd's disk loader."""
+        wanted: dict[str, dict[str, Any]] = {}
+        for manifest in read_components(self.directory):
+            name = (manifest.get("metadata") or {}).get("name")
+            if not isinstance(name, str) or not name:
+                log("skipping a component without metadata.name")
+                continue
+            if name in wanted:
+                fatal(
+                    "failed to load resources from disk: duplicate definition of Component name "
+                    f"{log_name(manifest)} with existing {log_name(wanted[name])}"
+                )
+            wanted[name] = manifest
+        return {name: m for name, m in wanted.items() if in_scope(m, self.app_id)}
+
     def _reconcile(self, manifest: dict[str, Any]) -> None:
         name = manifest["metadata"]["name"]
-        current = self.loaded.get(name)
-        if current is not None and current.identity == identity(manifest):
-            return
+        with self.lock:
+            current = self.loaded.get(name)
+            if current is not None and current.identity == identity(manifest):
+                return
+            if current is not None:
+                log(f"Closing existing Component to reload: {log_name(current.manifest)}")
+                del self.loaded[name]
         store: LocalFileStore | None = None
         if any(isinstance(i, dict) and "secretKeyRef" in i for i in self._items(manifest)):
             store_name = str((manifest.get("auth") or {}).get("secretStore"))
-            store = self.loaded[store_name].store if store_name in self.loaded else None
-            if store is None:
-                self.pending[name] = f"waiting for secret store {store_name!r}"
-                self.loaded.pop(name, None)
-                return
+            with self.lock:
+                store = self.loaded[store_name].store if store_name in self.loaded else None
+                if store is None:
+                    self.pending[name] = f"waiting for secret store {store_name!r}"
+                    return
+        if not known_category(manifest):
+            self._failed(manifest, f"incorrect type {spec_of(manifest).get('type')}")
+            return
         try:
+            refused = creation_error(manifest)
+            if refused is not None:
+                raise LookupError(refused)
+            time.sleep(self.init_delay)
             loaded = self._initialise(manifest, store)
         except Exception as exc:
-            if spec_of(manifest).get("ignoreErrors") is True:
-                log(f"component {name} failed to init, ignored: {exc}")
-                self.loaded.pop(name, None)
-                return
-            fatal(f"component {name} failed to init: {exc}")
+            log(f"Failed to init component {log_name(manifest)}: {exc}")
+            prefix = f"[INIT_COMPONENT_FAILURE]: initialization error occurred for {log_name(manifest)}"
+            self._failed(manifest, f"{prefix}: {exc}")
             return
-        log(f"component {name} {'re-initialised' if current else 'loaded'} ({spec_of(manifest).get('type')})")
-        self.loaded[name] = loaded
+        log(f"Component loaded: {log_name(manifest)}")
+        with self.lock:
+            self.loaded[name] = loaded
+            self.init_errors.pop(name, None)
+
+    def _failed(self, manifest: dict[str, Any], error: str) -> None:
+        """processor/components.go `processComponents`: daprd exits unless the component ignores errors."""
+        name = manifest["metadata"]["name"]
+        message = f"process component {name} error: {error}"
+        with self.lock:
+            self.init_errors[name] = message
+        if spec_of(manifest).get("ignoreErrors") is True:
+            log(f"Ignoring error processing component: {message}")
+            return
+        fatal(f"Error processing component, daprd will exit gracefully: {message}")
 
     @staticmethod
     def _items(manifest: dict[str, Any]) -> list[Any]:
@@ -247,10 +357,15 @@ class Sidecar:
             if name in self.loaded:
                 loaded = self.loaded[name]
                 return 200, {"name": name, "metadata": loaded.resolved, "errors": loaded.errors}
-            return 404, {"name": name, "reason": self.pending.get(name, "not loaded")}
+            reason = self.init_errors.get(name) or self.pending.get(name, "not loaded")
+            return 404, {"name": name, "reason": reason}
+
+    def errors(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.init_errors)
 
 
-def make_handler(sidecar: Sidecar, app_id: str, api_token: str | None, hot_reload: bool) -> type:
+def make_handler(sidecar: Sidecar, api_token: str | None, hot_reload: bool) -> type:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/v1.0/healthz":
@@ -260,13 +375,11 @@ def make_handler(sidecar: Sidecar, app_id: str, api_token: str | None, hot_reloa
             if self.path.startswith("/v1.0/") and token_missing:
                 self._send(401, {"errorCode": "ERR_API_TOKEN", "message": "invalid api token"})
                 return
-            if hot_reload:
-                sidecar.reload()
             if self.path == "/v1.0/metadata":
                 self._send(
                     200,
                     {
-                        "id": app_id,
+                        "id": sidecar.app_id,
                         "runtimeVersion": RUNTIME_VERSION,
                         "enabledFeatures": ["HotReload"] if hot_reload else [],
                         "components": sidecar.metadata_components(),
@@ -274,6 +387,8 @@ def make_handler(sidecar: Sidecar, app_id: str, api_token: str | None, hot_reloa
                 )
             elif self.path.startswith("/test/resolved/"):
                 self._send(*sidecar.resolved(self.path.removeprefix("/test/resolved/")))
+            elif self.path == "/test/init-errors":
+                self._send(200, sidecar.errors())
             else:
                 self._send(404, {"errorCode": "ERR_NOT_FOUND", "message": self.path})
 
@@ -291,6 +406,13 @@ def make_handler(sidecar: Sidecar, app_id: str, api_token: str | None, hot_reloa
     return Handler
 
 
+def watch(sidecar: Sidecar, interval: float) -> None:
+    """daprd's hot reload: notice a change of the directory within `interval` and reconcile it."""
+    while True:
+        time.sleep(interval)
+        sidecar.reload()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
@@ -298,23 +420,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-id", default="app")
     parser.add_argument("--api-token", default=os.environ.get("DAPR_API_TOKEN"))
     parser.add_argument("--no-hot-reload", dest="hot_reload", action="store_false")
+    parser.add_argument("--rescan-interval", type=float, default=RESCAN_INTERVAL)
+    parser.add_argument("--init-delay", type=float, default=INIT_DELAY)
     args = parser.parse_args(argv)
     if not args.resources_path.is_dir():
         fatal(f"resources path {args.resources_path} does not exist")
-    sidecar = Sidecar(args.resources_path)
+    sidecar = Sidecar(args.resources_path, args.app_id, args.init_delay)
     sidecar.reload()
-    handler = make_handler(sidecar, args.app_id, args.api_token, args.hot_reload)
+    handler = make_handler(sidecar, args.api_token, args.hot_reload)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=sidecar.reload, args=(True,)).start())
     if args.hot_reload:
-        watcher = threading.Event()
-
-        def watch() -> None:
-            while not watcher.wait(RESCAN_SECONDS):
-                sidecar.reload()
-
-        threading.Thread(target=watch, daemon=True).start()
+        threading.Thread(target=watch, args=(sidecar, args.rescan_interval), daemon=True).start()
     log(f"listening on 127.0.0.1:{args.port}, resources {args.resources_path}, hot reload {args.hot_reload}")
     server.serve_forever()
     return 0

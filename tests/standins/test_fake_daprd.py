@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,22 @@ STANDIN = Path(fake_daprd.__file__)
 
 
 def component(
-    name: str, type: str = "bindings.http", items: list[dict[str, Any]] | None = None, **extra: Any
+    name: str,
+    type: str = "bindings.http",
+    items: list[dict[str, Any]] | None = None,
+    *,
+    version: str = "v1",
+    ignoreErrors: bool = False,
+    **extra: Any,
 ) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": type, "version": version, "metadata": items or []}
+    if ignoreErrors:
+        spec["ignoreErrors"] = True
     return {
         "apiVersion": "dapr.io/v1alpha1",
         "kind": "Component",
         "metadata": {"name": name},
-        "spec": {"type": type, "version": "v1", "metadata": items or []},
+        "spec": spec,
         **extra,
     }
 
@@ -84,6 +95,52 @@ def test_a_rotated_value_reaches_a_component_only_through_a_renamed_store(tmp_pa
     assert [c["name"] for c in sidecar.metadata_components()] == ["store-b", "web"]
 
 
+def test_a_component_scoped_to_other_apps_is_not_loaded(tmp_path: Path) -> None:
+    """pkg/internal/loader/disk/disk.go `filterManifests`: non-empty scopes without our app id: skipped."""
+    write(tmp_path / "a.yaml", component("mine", scopes=["x", "app"]), component("theirs", scopes=["x"]))
+    write(tmp_path / "b.yaml", component("everyone"))
+    sidecar = fake_daprd.Sidecar(tmp_path, app_id="app")
+    sidecar.reload()
+    assert [c["name"] for c in sidecar.metadata_components()] == ["everyone", "mine"]
+
+    write(tmp_path / "a.yaml", component("mine", scopes=["x"]))
+    sidecar.reload()
+    assert [c["name"] for c in sidecar.metadata_components()] == ["everyone"], "out of scope: closed"
+    assert sidecar.errors() == {}, "a component out of scope is skipped, not failed"
+
+
+def test_an_unknown_type_or_version_fails_init_in_daprds_words_and_is_not_listed(tmp_path: Path) -> None:
+    """pkg/runtime/processor/components.go `processComponentAndDependents` and `processComponents`, the
+    registries' `Create` (pkg/components/state/registry.go) and pkg/runtime/processor/binding/binding.go
+    `Init`: the error is logged, the component is not registered; `ignoreErrors: true` keeps daprd up."""
+    write(
+        tmp_path / "a.yaml",
+        component("web"),
+        component("old-web", "bindings.http", version="v9", ignoreErrors=True),
+        component("nosuch", "state.nosuch", ignoreErrors=True),
+        component("typo", "stat.redis", ignoreErrors=True),
+        component("memory", "state.in-memory"),
+    )
+    sidecar = fake_daprd.Sidecar(tmp_path)
+    sidecar.reload()
+    assert [c["name"] for c in sidecar.metadata_components()] == ["memory", "web"]
+    init = "[INIT_COMPONENT_FAILURE]: initialization error occurred for"
+    assert sidecar.errors() == {
+        "old-web": f"process component old-web error: {init} old-web (bindings.http/v9): "
+        "couldn't find binding old-web (bindings.http/v9)",
+        "nosuch": f"process component nosuch error: {init} nosuch (state.nosuch/v1): "
+        "[CREATE_COMPONENT_FAILURE]: initialization error occurred for nosuch (state.nosuch/v1): "
+        "couldn't find state store state.nosuch/v1",
+        "typo": "process component typo error: incorrect type stat.redis",
+    }
+    assert sidecar.resolved("nosuch")[0] == 404
+
+    write(tmp_path / "a.yaml", component("web"), component("old-web", "bindings.http", version="v1"))
+    sidecar.reload()
+    assert [c["name"] for c in sidecar.metadata_components()] == ["old-web", "web"]
+    assert sidecar.errors() == {}, "a fixed or removed component's error is gone"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -97,19 +154,42 @@ def healthy(url: str) -> bool:
         return False
 
 
-def test_serves_metadata_behind_the_api_token_and_dies_on_a_duplicate_name(tmp_path: Path) -> None:
-    write(tmp_path / "a.yaml", component("one"))
+@contextmanager
+def running(resources: Path, *options: str) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """The stand-in as its own process: (process, url, log file); killed at the end if still running."""
     port = free_port()
-    args = [sys.executable, str(STANDIN), "--port", str(port), "--resources-path", str(tmp_path)]
-    log = tmp_path / "daprd.log"
+    args = [sys.executable, str(STANDIN), "--port", str(port), "--resources-path", str(resources)]
+    log = resources.parent / f"daprd-{port}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([*args, "--app-id", "x", "--api-token", "t"], stderr=out)
+        process = subprocess.Popen([*args, *options], stderr=out)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while not healthy(url):
-            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-            time.sleep(0.1)
+        wait_until(lambda: healthy(url), f"the stand-in did not start: {log.read_text()}", process)
+        yield process, url, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def wait_until(predicate: Callable[[], Any], message: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while not predicate():
+        assert time.monotonic() < deadline and process.poll() is None, message
+        time.sleep(0.05)
+
+
+def names(url: str) -> list[str]:
+    return [c["name"] for c in httpx.get(f"{url}/v1.0/metadata").json()["components"]]
+
+
+def test_serves_metadata_behind_the_api_token_and_dies_on_a_duplicate_name(tmp_path: Path) -> None:
+    """Duplicate: pkg/internal/loader/disk/disk.go `filterManifests` returns "duplicate definition", which
+    pkg/runtime/hotreload/loader/disk/resource.go `run` returns as fatal ("failed to load resources")."""
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    write(resources / "a.yaml", component("one"))
+    with running(resources, "--app-id", "x", "--api-token", "t") as (process, url, log):
         assert httpx.get(f"{url}/v1.0/metadata").status_code == 401
         body = httpx.get(f"{url}/v1.0/metadata", headers={"dapr-api-token": "t"}).json()
         assert body["id"] == "x" and body["enabledFeatures"] == ["HotReload"]
@@ -117,10 +197,58 @@ def test_serves_metadata_behind_the_api_token_and_dies_on_a_duplicate_name(tmp_p
             {"name": "one", "type": "bindings.http", "version": "v1", "capabilities": []}
         ]
 
-        write(tmp_path / "b.yaml", component("one"))
+        write(resources / "b.yaml", component("one"))
         assert process.wait(20) == 1
-        assert "duplicate" in log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        assert "duplicate definition of Component name one (bindings.http/v1)" in log.read_text()
+
+
+def test_rescans_on_its_timer_not_on_a_request(tmp_path: Path) -> None:
+    """daprd notices a change through its directory watch (pkg/runtime/hotreload/loader/disk/disk.go), never
+    because someone asked for /v1.0/metadata."""
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    with running(resources, "--rescan-interval", "3600", "--init-delay", "0") as (process, url, _):
+        write(resources / "a.yaml", component("one"))
+        assert [names(url) for _ in range(5)] == [[]] * 5, "a request made the stand-in re-read the directory"
+    with running(resources, "--init-delay", "0") as (process, url, _):
+        write(resources / "b.yaml", component("two"))
+        wait_until(lambda: names(url) == ["one", "two"], "the timer never picked the new file up", process)
+
+
+def test_a_new_component_is_listed_only_after_its_initialisation(tmp_path: Path) -> None:
+    """pkg/runtime/processor/components.go: a component is registered (and listed) once its Init returned."""
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    with running(resources, "--rescan-interval", "0.05", "--init-delay", "1.5") as (process, url, log):
+        written = time.monotonic()
+        write(resources / "a.yaml", component("one"))
+        wait_until(lambda: names(url) == ["one"], "never loaded", process)
+        assert time.monotonic() - written >= 1.5, "listed before its initialisation took its time"
+        assert "Component loaded: one (bindings.http/v1)" in log.read_text()
+
+
+def test_an_init_error_without_ignore_errors_shuts_daprd_down(tmp_path: Path) -> None:
+    """pkg/runtime/processor/components.go `processComponents`: "Error processing component, daprd will
+    exit gracefully"; the error ends the runtime. Until then the error is visible only in the log (and, for
+    tests, at /test/init-errors): /v1.0/metadata has no field for it."""
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    write(resources / "a.yaml", component("one"), component("ignored", "state.nosuch", ignoreErrors=True))
+    with running(resources, "--init-delay", "0") as (process, url, log):
+        assert names(url) == ["one"]
+        assert set(httpx.get(f"{url}/test/init-errors").json()) == {"ignored"}
+        assert set(httpx.get(f"{url}/v1.0/metadata").json()) == {
+            "id",
+            "runtimeVersion",
+            "enabledFeatures",
+            "components",
+        }
+        write(resources / "b.yaml", component("two", "bindings.http", version="v2"))
+        assert process.wait(20) == 1
+        text = log.read_text()
+        assert "Ignoring error processing component: process component ignored error:" in text
+        assert (
+            "Error processing component, daprd will exit gracefully: process component two error: "
+            "[INIT_COMPONENT_FAILURE]: initialization error occurred for two (bindings.http/v2): "
+            "couldn't find binding two (bindings.http/v2)"
+        ) in text
