@@ -13,7 +13,7 @@ import pytest
 import yaml
 from install_manifests import validate_all
 
-from rrm.cli.install import agent_manifests
+from rrm.install import AgentInstallValues, agent_objects
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUSTOMIZE_BASE = DEPLOY / "agent"
@@ -23,6 +23,27 @@ PLACEHOLDERS = {
     "director_url": "https://rrm.example.com",
     "pairing_token": "REPLACE-WITH-A-PAIRING-TOKEN",
 }
+
+
+def agent_manifests(
+    runtime: str,
+    director_url: str,
+    pairing_token: str,
+    *,
+    target_namespaces: tuple[str, ...] = ("default",),
+    image: str = "rrm:0.1.0",
+    restarts: bool = True,
+) -> list[dict[str, Any]]:
+    return agent_objects(
+        AgentInstallValues(
+            runtime,
+            director_url,
+            pairing_token,
+            target_namespaces=target_namespaces,
+            image=image,
+            restarts=restarts,
+        )
+    )
 
 
 def kustomize_resources() -> list[dict[str, Any]]:
@@ -56,7 +77,7 @@ def test_the_kustomize_base_is_what_the_cli_prints_with_placeholders() -> None:
 @pytest.mark.parametrize("restarts", [True, False])
 def test_cli_manifests_are_valid_and_least_privilege(restarts: bool) -> None:
     objects = agent_manifests(
-        "edge-1", "http://cp:8080", "rrmpt_x", target_namespaces=["shop", "billing"], restarts=restarts
+        "edge-1", "http://cp:8080", "rrmpt_x", target_namespaces=("shop", "billing"), restarts=restarts
     )
     validate_all(objects)
     roles = [o for o in objects if o["kind"] == "Role"]
@@ -99,7 +120,7 @@ def test_the_helm_chart_renders_the_same_objects_as_the_cli(restarts: bool) -> N
     rendered = render_chart(values)
     validate_all(rendered)
     expected = agent_manifests(
-        "edge-1", "http://cp:8080", "rrmpt_x", target_namespaces=["shop", "billing"], restarts=restarts
+        "edge-1", "http://cp:8080", "rrmpt_x", target_namespaces=("shop", "billing"), restarts=restarts
     )
     # Helm installs into a namespace it creates (--create-namespace) and keeps the agent's key on uninstall.
     expected = [o for o in expected if o["kind"] != "Namespace"]
