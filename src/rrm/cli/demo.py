@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 import httpx
@@ -41,6 +44,10 @@ READY_DEADLINE = 60.0
 POLL_INTERVAL = 0.5
 STOP_GRACE = 10.0
 LOG_TAIL_LINES = 30
+# Ctrl-C, and how `timeout`, systemd and CI runners stop a process: the demo's children run in sessions of
+# their own (so a Ctrl-C reaches only the demo), hence only the demo can stop them.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SignalHandler = Callable[[int, FrameType | None], Any] | int
 
 
 class DemoError(Exception):
@@ -103,6 +110,21 @@ def stop(processes: Sequence[Process]) -> None:
             process.popen.kill()
             process.popen.wait()
         process.log_file.close()
+
+
+def stop_requested(signum: int, _: FrameType | None) -> None:
+    """SIGTERM and SIGHUP stop the demo as Ctrl-C does: the `finally` of `run_fleet` stops its children."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def signals_handled(handler: SignalHandler) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def check_alive(processes: Sequence[Process]) -> None:
@@ -256,25 +278,28 @@ def run_fleet(data_dir: Path, port: int, once: bool) -> None:
         show_usage(url, token, data_dir)
         if once:
             return
-        typer.echo(f"\nRunning; data and logs in {data_dir}. Press Ctrl-C to stop.")
+        typer.echo(f"\nRunning; data and logs in {data_dir}. Press Ctrl-C (or send SIGTERM) to stop.")
         server.popen.wait()
         raise DemoError(f"the control plane exited with code {server.popen.returncode}", [server.log_path])
     except (ApiError, ControlPlaneUnreachable) as exc:
         raise DemoError(str(exc), [data_dir / "control-plane.log"]) from None
     finally:
-        stop(list(agents.values()))  # before the control plane, so their last report still lands
-        stop([server] if server else [])
+        with signals_handled(signal.SIG_IGN):  # a second signal must not cut the stopping short
+            stop(list(agents.values()))  # before the control plane, so their last report still lands
+            stop([server] if server else [])
 
 
 def run_demo(once: bool, port: int | None, data_dir: Path | None) -> int:
-    """0 after Ctrl-C or `--once`; 1 with the reason and the relevant log's tail when anything failed."""
+    """0 after Ctrl-C, SIGTERM, SIGHUP or `--once`; 1 with the reason and the relevant log's tail when
+    anything failed."""
     directory = (data_dir or Path(tempfile.mkdtemp(prefix="rrm-demo-"))).resolve()
     if (directory / "control-plane").exists():
         typer.echo(f"error: {directory} already holds a demo; pass a new --data-dir", err=True)
         return 1
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        run_fleet(directory, port or free_port(), once)
+        with signals_handled(stop_requested):
+            run_fleet(directory, port or free_port(), once)
     except DemoError as exc:
         typer.echo(f"error: {exc}", err=True)
         for log in exc.logs:
