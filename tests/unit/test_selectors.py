@@ -103,9 +103,9 @@ def req(key: str, operator: str, *values: str) -> Requirement:
         ("region in (eu,us)", [req("region", "in", "eu", "us")]),
         ("region in(us,eu,us)", [req("region", "in", "eu", "us")]),
         ("region notin ( eu , us )", [req("region", "notin", "eu", "us")]),
-        ("region in ()", [req("region", "in", "")]),
+        ("region in (,)", [req("region", "in", "")]),
         (
-            "x in (foo,,baz),y,z notin ()",
+            "x in (foo,,baz),y,z notin (,)",
             [req("x", "in", "", "baz", "foo"), req("y", "exists"), req("z", "notin", "")],
         ),
         ("x in (a,)", [req("x", "in", "", "a")]),
@@ -130,6 +130,8 @@ def test_parse(text: str, expected: list[Requirement]) -> None:
     ("text", "position", "fragment"),
     [
         ("env in (a", 9, "found end of string, expected ',' or ')'"),
+        ("env in ()", 8, "an empty list: 'in' and 'notin' need at least one value"),
+        ("env notin ( )", 12, "an empty list"),
         ("env in a)", 7, "expected '('"),
         ("env in", 6, "expected '('"),
         ("env in (a))", 10, "expected ',' or end of string"),
@@ -189,8 +191,8 @@ def test_requirement_rejects_what_cannot_be_written(key: str, operator: str, val
 
 
 def test_canonical_form() -> None:
-    selector = parse_selector(" zone notin (b , a,a), env == prod , !legacy,gpu, tier in ()")
-    assert str(selector) == "env=prod,gpu,!legacy,tier in (),zone notin (a,b)"
+    selector = parse_selector(" zone notin (b , a,a), env == prod , !legacy,gpu, tier in (,)")
+    assert str(selector) == "env=prod,gpu,!legacy,tier in (,),zone notin (a,b)"
     assert parse_selector(str(selector)) == selector
     assert str(parse_selector("")) == ""
 
@@ -215,8 +217,8 @@ def test_canonical_form() -> None:
         ("region in (eu,us)", {"region": "us"}, True),
         ("region in (eu,us)", {"region": "ap"}, False),
         ("region in (eu,us)", {}, False),
-        ("region in ()", {"region": ""}, True),
-        ("region in ()", {"region": "eu"}, False),
+        ("region in (,)", {"region": ""}, True),
+        ("region in (,)", {"region": "eu"}, False),
         ("region notin (eu,us)", {"region": "ap"}, True),
         ("region notin (eu,us)", {"region": "eu"}, False),
         ("region notin (eu,us)", {}, True),
@@ -269,7 +271,7 @@ def spec_text(draw: st.DrawFn, key: str, operator: str, values: list[str]) -> st
     if operator == "!":
         return f"!{blank()}{key}"
     if operator in ("in", "notin"):
-        items = f"{blank()},{blank()}".join(values)
+        items = f"{blank()},{blank()}".join(values) or ","  # `()` is refused; `(,)` is the empty value
         return f"{key} {operator}{blank()}({blank()}{items}{blank()})"
     return f"{key}{blank()}{operator}{blank()}{values[0]}"
 

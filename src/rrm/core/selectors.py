@@ -4,7 +4,8 @@
 
 Requirements separated by commas must all hold; the empty selector matches every label set. As in
 Kubernetes, `!=` and `notin` also match when the key is absent, the empty string is a valid value
-(`env=`, `env in ()`), and `in`/`notin` are keywords only where an operator is expected.
+(`env=`, `env in (,prod)`), and `in`/`notin` are keywords only where an operator is expected. An empty list,
+`env in ()`, is refused: Kubernetes refuses an empty set for `in` and `notin`.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class Requirement:
         if self.operator == DOES_NOT_EXIST:
             return f"!{self.key}"
         if self.operator in _SET_OPERATORS:
-            return f"{self.key} {self.operator} ({','.join(self.values)})"
+            items = ",".join(self.values)
+            return f"{self.key} {self.operator} ({items or ','})"  # only the empty value: `(,)`, not `()`
         return f"{self.key}{self.operator}{self.values[0]}"
 
 
@@ -214,10 +216,16 @@ class _Parser:
         return self.value(token)
 
     def value_list(self) -> tuple[str, ...]:
-        """list := "(" VALUE? ("," VALUE?)* ")" — a missing item is the empty value, so `()` is `("")`."""
+        """list := "(" VALUE? ("," VALUE?)+ ")" | "(" VALUE ")" — a missing item between commas is the empty
+        value; an empty list `()` is refused, as Kubernetes refuses an empty set for `in` and `notin`."""
         token = self.take()
         if token.text != "(":
             raise self.unexpected(token, "'('")
+        if self.peek().text == ")":
+            raise self.error(
+                self.peek(),
+                "an empty list: 'in' and 'notin' need at least one value ('key=' selects the empty one)",
+            )
         values: list[str] = []
         expecting_value = True
         while True:
