@@ -61,11 +61,16 @@ class DesiredState(BaseModel):
 
 
 class ResourceResult(BaseModel):
+    """One delivered resource: applied or failed, whether the sidecar lists it as loaded (None when the
+    agent cannot see the sidecar), and since when (the agent's clock) it has been in this state."""
+
     kind: str = "Component"
     name: str
     state: ResourceState
     message: str = ""
     revision: int | None = None
+    loaded: bool | None = None
+    since: datetime | None = None
 
 
 class LoadedComponent(BaseModel):

@@ -64,6 +64,8 @@ class ResourceResult:
     state: ResourceState
     message: str = ""
     revision: int | None = None
+    loaded: bool | None = None
+    since: datetime | None = None
 
     def __post_init__(self) -> None:
         _check_choice("state", self.state, RESOURCE_STATES)
