@@ -28,6 +28,7 @@ OPTIONS = [
     "--wait",
     "--heartbeat-interval",
     "--reconcile-interval",
+    "--load-deadline",
     "--health-port",
     "--kubeconfig",
     "--namespace",

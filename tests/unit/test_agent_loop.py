@@ -40,10 +40,12 @@ class FakeDirector:
     def __init__(self, *answers: DesiredState | Exception | None) -> None:
         self.answers = list(answers)
         self.etags: list[str | None] = []
+        self.waits: list[float] = []
         self.reports: list[StatusReport] = []
 
     async def fetch_desired(self, etag: str | None, wait: float) -> DesiredState | None:
         self.etags.append(etag)
+        self.waits.append(wait)
         if not self.answers:
             await asyncio.Event().wait()
         answer = self.answers.pop(0)
@@ -87,15 +89,22 @@ def run_with(agent_work: Awaitable[None], check: Callable[[], Awaitable[None]]) 
 
 
 def test_cached_state_is_applied_without_pruning_then_pruned_once_confirmed(tmp_path: Path) -> None:
-    agent = make_agent(tmp_path, FakeDirector(None))
+    director = FakeDirector(None, None)
+    agent = make_agent(tmp_path, director)
     agent.cache.save(make_state("a"))
     (tmp_path / "resources" / "rrm-stale.yaml").write_text(yaml.safe_dump(component("stale")))
 
     asyncio.run(agent.start_from_cache())
     assert files(agent) == ["rrm-a.yaml", "rrm-stale.yaml"]
+    report = asyncio.run(agent.status_report())
+    assert report.applied_hash is None, "a state was reported applied while a file outside it remained"
+    assert "removing 1 object(s) of an earlier state" in report.message
 
     asyncio.run(agent.sync_once())
     assert files(agent) == ["rrm-a.yaml"]
+    assert asyncio.run(agent.status_report()).applied_hash == make_state("a").hash
+    asyncio.run(agent.sync_once())
+    assert director.waits == [0.0, agent.wait_seconds], "the first request must not wait, later ones do"
 
 
 def test_fetched_state_is_cached_applied_and_pruned(tmp_path: Path) -> None:
@@ -170,7 +179,13 @@ def test_without_token_or_identity_the_agent_exits_with_2(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "change",
-    [{"target": "mainframe"}, {"resources_path": None}, {"heartbeat_interval": 0}, {"director_urls": []}],
+    [
+        {"target": "mainframe"},
+        {"resources_path": None},
+        {"heartbeat_interval": 0},
+        {"load_deadline": 0},
+        {"director_urls": []},
+    ],
 )
 def test_configuration_errors_exit_with_2(tmp_path: Path, change: dict[str, Any]) -> None:
     config = AgentConfig(

@@ -1,4 +1,5 @@
-"""What daprd reports as loaded, read from a real HTTP endpoint on loopback, and the reload hook."""
+"""What daprd reports as loaded (read from a real HTTP endpoint on loopback), how the agent judges it, and the
+reload hook."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from rrm.agent.loading import Expected, LoadWatch
 from rrm.agent.reload import run_reload_command
 from rrm.agent.sidecar import query_sidecar
-from rrm.agent.status import NOT_LOADED_MESSAGE, mark_unloaded
 from rrm.wire.plain import LoadedComponent, ResourceResult, SidecarReport
 
 METADATA = {
@@ -86,23 +87,104 @@ def test_unreachable_sidecar_is_reported_not_raised() -> None:
     assert report.error
 
 
-def test_component_counts_as_loaded_only_when_daprd_lists_it() -> None:
-    sidecar = SidecarReport(reachable=True, components=[LoadedComponent(name="cache", type="state.redis")])
-    resources = [
-        ResourceResult(name="cache", state="applied"),
-        ResourceResult(name="queue", state="applied"),
-        ResourceResult(name="broken", state="failed", message="conflict"),
-    ]
+def listing(*components: tuple[str, str, str], app_id: str = "orders") -> SidecarReport:
+    loaded = [LoadedComponent(name=n, type=t, version=v) for n, t, v in components]
+    return SidecarReport(reachable=True, app_id=app_id, components=loaded)
 
-    marked = mark_unloaded(resources, sidecar)
 
-    assert [(r.name, r.state) for r in marked] == [
-        ("cache", "applied"),
-        ("queue", "pending"),
-        ("broken", "failed"),
-    ]
-    assert marked[1].message == NOT_LOADED_MESSAGE
-    assert mark_unloaded(resources, SidecarReport(reachable=False)) == resources
+EXPECTED = {
+    "cache": Expected("state.redis", "v1"),
+    "queue": Expected("pubsub.redis", "v1"),
+    "elsewhere": Expected("bindings.http", "v1", scopes=("billing",)),
+}
+APPLIED = [
+    ResourceResult(name="cache", state="applied"),
+    ResourceResult(name="queue", state="applied"),
+    ResourceResult(name="elsewhere", state="applied"),
+    ResourceResult(name="broken", state="failed", message="conflict"),
+]
+
+
+def judged(watch: LoadWatch) -> dict[str, tuple[str, bool | None]]:
+    return {r.name: (r.state, r.loaded) for r in watch.results(APPLIED)}
+
+
+def test_a_component_counts_as_loaded_only_when_listed_with_the_applied_type_and_version() -> None:
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin(EXPECTED, now=0)
+
+    watch.observe(listing(("cache", "state.redis", "v1"), ("queue", "pubsub.redis", "v2")), now=1)
+
+    assert judged(watch) == {
+        "cache": ("applied", True),
+        "queue": ("applied", False),
+        "elsewhere": ("applied", None),  # scoped to another app id: not this sidecar's to load
+        "broken": ("failed", None),
+    }
+    assert "lists it as pubsub.redis v2, not pubsub.redis v1" in watch.results(APPLIED)[1].message
+    assert watch.following
+
+
+def test_what_is_not_loaded_by_the_deadline_is_failed_and_a_later_load_still_counts() -> None:
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin(EXPECTED, now=0)
+    watch.observe(listing(("cache", "state.redis", "v1")), now=59)
+    assert judged(watch)["queue"] == ("applied", False) and watch.following
+
+    watch.observe(listing(("cache", "state.redis", "v1")), now=60)
+
+    assert not watch.following
+    queue = watch.results(APPLIED)[1]
+    assert (queue.state, queue.loaded) == ("failed", False)
+    assert queue.message.startswith("not loaded within the load deadline (60 s)")
+    watch.observe(listing(("cache", "state.redis", "v1"), ("queue", "pubsub.redis", "v1")), now=70)
+    assert judged(watch)["queue"] == ("applied", True)
+
+
+def test_a_dropped_component_is_followed_again_with_a_new_deadline() -> None:
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin(EXPECTED, now=0)
+    both = listing(("cache", "state.redis", "v1"), ("queue", "pubsub.redis", "v1"))
+    assert watch.observe(both, now=1) == (True, False)
+    assert not watch.following
+
+    assert watch.observe(listing(("cache", "state.redis", "v1")), now=500) == (False, True)
+
+    assert watch.following and watch.remaining(500) == 60
+    assert judged(watch)["queue"] == ("applied", False)
+
+
+def test_an_unreachable_sidecar_changes_nothing_known_and_is_named_in_the_message() -> None:
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin(EXPECTED, now=0)
+    watch.observe(listing(("cache", "state.redis", "v1")), now=1)
+
+    watch.observe(SidecarReport(reachable=False, error="ConnectError: refused"), now=2)
+
+    assert judged(watch)["cache"] == ("applied", True)
+    assert "sidecar unreachable: ConnectError: refused" in watch.results(APPLIED)[1].message
+
+
+def test_since_moves_only_when_the_state_changes() -> None:
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin(EXPECTED, now=0)
+    watch.observe(listing(), now=1)
+    first = {r.name: r.since for r in watch.results(APPLIED)}
+    time.sleep(0.01)
+    assert {r.name: r.since for r in watch.results(APPLIED)} == first
+
+    watch.observe(listing(("cache", "state.redis", "v1")), now=2)
+
+    later = {r.name: r.since for r in watch.results(APPLIED)}
+    assert later["cache"] is not None and first["cache"] is not None and later["cache"] > first["cache"]
+    assert later["queue"] == first["queue"]
+
+
+def test_without_a_sidecar_to_ask_results_stay_as_applied() -> None:
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin(EXPECTED, now=0)
+    watch.observe(None, now=100)
+    assert judged(watch)["cache"] == ("applied", None)
 
 
 def test_reload_command_keeps_exit_code_and_output_tail() -> None:

@@ -28,6 +28,7 @@ class AgentConfig:
     log_level: str = "info"
     rotate_interval: float = 86400.0
     reconcile_interval: float = 60.0
+    load_deadline: float = 60.0
     health_port: int | None = None
     kubeconfig: Path | None = None
     namespaces: list[str] = field(default_factory=list)

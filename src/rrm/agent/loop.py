@@ -2,8 +2,13 @@
 and a periodic reconcile that puts back what was changed outside rrm (sooner when the target watches).
 
 Never delete on uncertainty: a cached state is applied without pruning; pruning starts once a director has
-confirmed the state (a verified 200, or a 304 for the cached hash). Errors keep everything in place and retry.
-Reconciles never overlap: one lock serialises them, whichever task asks.
+confirmed the state (a verified 200, or a 304 for the cached hash), which a restarted agent asks for at once
+with one request that does not wait. A state counts as applied only once nothing the agent owns outside it
+is left, so a restart in the middle of deleting never reports the new hash early. Errors keep everything in
+place and retry. Reconciles never overlap: one lock serialises them, whichever task asks.
+
+After each apply the agent follows the sidecar until it has loaded what was applied (`rrm.agent.loading`)
+and reports at once when it has, or when the load deadline passed.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 
 from rrm.agent.backoff import Backoff
@@ -18,6 +24,7 @@ from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, DirectorError, Unauthorized
 from rrm.agent.drift import drift_records
 from rrm.agent.identity import AgentIdentity
+from rrm.agent.loading import LoadWatch, expected_components
 from rrm.agent.status import build_status_report
 from rrm.agent.targets.base import ApplyOutcome, NativeObject, Target
 from rrm.core.diff import diff
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 
 DRIFT_RECORDS_KEPT = 20
 MIN_RECONCILE_SPACING = 1.0  # a controller fighting over an object cannot make the agent spin
+FIRST_LOAD_POLL = 0.1  # seconds after an apply; doubling up to LAST_LOAD_POLL while nothing new loads
+LAST_LOAD_POLL = 2.0
 
 
 class Agent:
@@ -41,6 +50,7 @@ class Agent:
         heartbeat_interval: float = 60.0,
         rotate_interval: float = 86400.0,
         reconcile_interval: float = 60.0,
+        load_deadline: float = 60.0,
     ) -> None:
         self.client = client
         self.target = target
@@ -58,6 +68,9 @@ class Agent:
         self.drift: deque[DriftRecord] = deque(maxlen=DRIFT_RECORDS_KEPT)
         self._snapshot: dict[str, NativeObject] | None = None
         self.ready = False
+        self.leftovers = 0  # objects the agent owns that the current state does not hold
+        self.loads = LoadWatch(load_deadline)
+        self._following: asyncio.Task[None] | None = None
         self._report_now = asyncio.Event()
         self._wake = asyncio.Event()
         self._reconciling = asyncio.Lock()
@@ -103,9 +116,10 @@ class Agent:
             await asyncio.sleep(backoff.next_delay())
 
     async def sync_once(self) -> None:
-        """One long-poll; a new verified state is cached and applied, a 304 triggers a drift check."""
+        """One long-poll; a new verified state is cached and applied, a 304 triggers a drift check. Until a
+        director has confirmed a state the request does not wait, so a restarted agent prunes at once."""
         etag = self.state.hash if self.state is not None else None
-        fetched = await self.client.fetch_desired(etag, self.wait_seconds)
+        fetched = await self.client.fetch_desired(etag, self.wait_seconds if self.confirmed else 0.0)
         if fetched is not None:
             log.info(
                 "event=fetched hash=%s components=%d secrets=%d",
@@ -143,21 +157,29 @@ class Agent:
         if state is None:
             return
         try:
-            outcome, drift = await asyncio.to_thread(self._reconcile_blocking, state, prune, check_drift)
+            outcome, drift, leftovers = await asyncio.to_thread(
+                self._reconcile_blocking, state, prune, check_drift
+            )
         except Exception:
             log.exception("event=apply-crashed hash=%s", state.hash[:12])
             return
         self.ready = True
-        first_apply = self.applied_hash != state.hash
-        self.outcome, self.applied_hash = outcome, state.hash
+        applied_hash = None if leftovers else state.hash
+        first_apply = self.applied_hash != applied_hash
+        self.outcome, self.applied_hash, self.leftovers = outcome, applied_hash, leftovers
         self.last_reload = outcome.reload or self.last_reload
         self.drift.extend(drift)
+        if first_apply or outcome.changed:
+            applied = (r.name for r in outcome.resources if r.state == "applied")
+            self.loads.begin(expected_components(state, applied), time.monotonic())
+            self._follow_sidecar()
         if first_apply or outcome.changed or drift:
             self._report_now.set()
 
     def _reconcile_blocking(
         self, state: DesiredState, prune: bool, check_drift: bool
-    ) -> tuple[ApplyOutcome, list[DriftRecord]]:
+    ) -> tuple[ApplyOutcome, list[DriftRecord], int]:
+        """The outcome, the drift put back, and how many owned objects outside `state` are left."""
         actual = self.target.observe()
         drift = drift_records(self._snapshot, actual) if check_drift and self._snapshot is not None else []
         for record in drift:
@@ -167,12 +189,45 @@ class Agent:
                 record.change,
                 ",".join(record.fields) or "-",
             )
-        changes = diff(self.target.render(state), actual)
-        outcome = self.target.apply(changes, state, prune=prune)
+        rendered = self.target.render(state)
+        outcome = self.target.apply(diff(rendered, actual), state, prune=prune)
         # Observing again only after a change keeps the window small in which an outside edit would be
         # taken for the agent's own (it is still put back then, only not reported as drift).
         self._snapshot = self.target.observe() if outcome.changed else actual
-        return outcome, drift
+        leftovers = len(self._snapshot.keys() - rendered.keys())
+        if leftovers:
+            log.info("event=not-applied-yet hash=%s leftovers=%d", state.hash[:12], leftovers)
+        return outcome, drift, leftovers
+
+    def _follow_sidecar(self) -> None:
+        """(Re)start following the sidecar; the previous follow, of an older apply, ends."""
+        if self._following is not None:
+            self._following.cancel()
+        self._following = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        """Ask the sidecar, 100 ms after the apply and then at doubling intervals (back to 100 ms whenever
+        something new loaded), until it lists everything applied or the load deadline passed; then report."""
+        delay = FIRST_LOAD_POLL
+        while self.loads.following:
+            await asyncio.sleep(max(0.0, min(delay, self.loads.remaining(time.monotonic()))))
+            sidecar = await self._query_sidecar()
+            if sidecar is None:
+                return
+            progressed, _ = self.loads.observe(sidecar, time.monotonic())
+            delay = FIRST_LOAD_POLL if progressed else min(delay * 2, LAST_LOAD_POLL)
+        log.info(
+            "event=%s missing=%s",
+            "sidecar-not-loaded" if self.loads.missing else "sidecar-loaded",
+            ",".join(sorted(self.loads.missing)) or "-",
+        )
+        self._report_now.set()
+
+    async def _query_sidecar(self) -> SidecarReport | None:
+        try:
+            return await asyncio.to_thread(self.target.sidecar_report)
+        except Exception as exc:
+            return SidecarReport(reachable=False, error=f"{type(exc).__name__}: {exc}")
 
     async def heartbeat_forever(self) -> None:
         """The only sender of status: on every interval, and at once after an apply that changed something."""
@@ -188,15 +243,16 @@ class Agent:
                 log.warning("event=status-failed error=%s", exc)
 
     async def status_report(self) -> StatusReport:
-        sidecar: SidecarReport | None
-        try:
-            sidecar = await asyncio.to_thread(self.target.sidecar_report)
-        except Exception as exc:
-            sidecar = SidecarReport(reachable=False, error=f"{type(exc).__name__}: {exc}")
+        """Also a look at the sidecar between applies: a component it dropped is followed again."""
+        sidecar = await self._query_sidecar()
+        _, dropped = self.loads.observe(sidecar, time.monotonic())
+        if dropped and (self._following is None or self._following.done()):
+            log.warning("event=sidecar-dropped missing=%s", ",".join(sorted(self.loads.missing)))
+            self._follow_sidecar()
         outcome = self.outcome
         return build_status_report(
             applied_hash=self.applied_hash,
-            resources=outcome.resources if outcome else [],
+            resources=self.loads.results(outcome.resources) if outcome else [],
             sidecar=sidecar,
             reload=self.last_reload,
             drift=self.drift,
@@ -204,10 +260,15 @@ class Agent:
             # the server also counts each long-poll as contact, so contact comes at least this often (a
             # wait of 0, polling without holding, promises no more than the heartbeat)
             heartbeat_interval=min(self.heartbeat_interval, self.wait_seconds or self.heartbeat_interval),
-            message=""
-            if self.confirmed or self.state is None
-            else "serving the cached state; no director yet",
+            message=self._message(),
         )
+
+    def _message(self) -> str:
+        if self.leftovers:
+            return (
+                f"removing {self.leftovers} object(s) of an earlier state before reporting this one applied"
+            )
+        return "" if self.confirmed or self.state is None else "serving the cached state; no director yet"
 
     async def rotate_forever(self, identity: AgentIdentity) -> None:
         """Rotate when the key on disk is `rotate_interval` old; failures are retried with backoff."""

@@ -88,6 +88,7 @@ async def _main(config: AgentConfig) -> int:
             heartbeat_interval=config.heartbeat_interval,
             rotate_interval=config.rotate_interval,
             reconcile_interval=config.reconcile_interval,
+            load_deadline=config.load_deadline,
         )
         try:
             await _until_stopped(stop, agent.run())
@@ -164,6 +165,8 @@ def _check(config: AgentConfig) -> None:
         raise ConfigurationError("--rotate-interval must be positive")
     if config.reconcile_interval <= 0:
         raise ConfigurationError("--reconcile-interval must be positive")
+    if not 0 < config.load_deadline <= 3600:
+        raise ConfigurationError("--load-deadline must be in (0, 3600] seconds")
     if config.restart_min_interval < 0:
         raise ConfigurationError("--restart-min-interval must not be negative")
     if config.hot_reload not in ("auto", "on", "off"):

@@ -1,27 +1,11 @@
-"""The status report: what was applied, per resource, cross-checked with what the sidecar really loaded."""
+"""The status report: what was applied, per resource (judged against the sidecar by `rrm.agent.loading`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 import rrm
 from rrm.wire.plain import DriftRecord, ReloadResult, ResourceResult, SidecarReport, StatusReport
-
-NOT_LOADED_MESSAGE = "written, but the sidecar does not list it as loaded (yet)"
-
-
-def mark_unloaded(resources: Iterable[ResourceResult], sidecar: SidecarReport | None) -> list[ResourceResult]:
-    """A component counts as loaded only if daprd lists it; applied but unlisted ones become pending."""
-    if sidecar is None or not sidecar.reachable:
-        return list(resources)
-    loaded = {component.name for component in sidecar.components}
-    return [
-        replace(r, state="pending", message=NOT_LOADED_MESSAGE)
-        if r.state == "applied" and r.kind == "Component" and r.name not in loaded
-        else r
-        for r in resources
-    ]
 
 
 def build_status_report(
@@ -37,7 +21,7 @@ def build_status_report(
 ) -> StatusReport:
     return StatusReport(
         applied_hash=applied_hash,
-        resources=mark_unloaded(resources, sidecar),
+        resources=list(resources),
         sidecar=sidecar,
         reload=reload,
         drift=list(drift),

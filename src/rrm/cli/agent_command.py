@@ -42,6 +42,9 @@ def agent(
     reconcile_interval: float = typer.Option(
         60.0, "--reconcile-interval", help="seconds between full reconciles that put back hand edits"
     ),
+    load_deadline: float = typer.Option(
+        60.0, "--load-deadline", help="seconds the sidecar has to load an apply before it counts as failed"
+    ),
     health_port: int = typer.Option(None, "--health-port", help="serve /livez and /readyz on this port"),
     kubeconfig: Path = typer.Option(None, "--kubeconfig", help="kubernetes: default in-cluster config"),
     namespace: list[str] = typer.Option(
@@ -72,6 +75,7 @@ def agent(
                 wait_seconds=wait,
                 heartbeat_interval=heartbeat_interval,
                 reconcile_interval=reconcile_interval,
+                load_deadline=load_deadline,
                 health_port=health_port,
                 kubeconfig=kubeconfig,
                 namespaces=namespace,

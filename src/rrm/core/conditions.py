@@ -42,7 +42,10 @@ def connected(observed: Observed | None, now: datetime, grace: float = MISSED_HE
 
 def synced(observed: Observed | None, desired_hash: str) -> Condition:
     if observed is None or observed.applied_hash is None:
-        return Condition("Synced", "False", "NothingApplied", "the agent has applied no desired state yet")
+        message = (observed.report.get("message") if observed else "") or (
+            "the agent has applied no desired state yet"
+        )
+        return Condition("Synced", "False", "NothingApplied", message)
     if observed.applied_hash != desired_hash:
         return Condition(
             "Synced",
@@ -53,8 +56,23 @@ def synced(observed: Observed | None, desired_hash: str) -> Condition:
     return Condition("Synced", "True", "UpToDate", f"applied {desired_hash[:12]}")
 
 
+def loaded(result: Mapping[str, Any] | None, sidecar: Mapping[str, Any] | None, name: str) -> bool | None:
+    """Whether the sidecar has loaded component `name`: the agent's judgement (`loaded`, which checks type
+    and version too; None when it cannot tell), else — reports of agents that did not judge — whether the
+    reachable sidecar lists the name. None: unknown."""
+    if result is not None and "loaded" in result:
+        value = result["loaded"]
+        return value if isinstance(value, bool) else None
+    if not sidecar or not sidecar.get("reachable"):
+        return None
+    return name in {c.get("name") for c in sidecar.get("components", [])}
+
+
 def ready(observed: Observed | None, desired_hash: str, desired_components: Sequence[str]) -> Condition:
-    """Synced, every component applied, and — when the agent can see the sidecar — loaded by it."""
+    """Synced, every component applied, and — when the agent can see the sidecar — loaded by it.
+
+    A component the agent reports failed and not loaded is one the sidecar refused or did not load within
+    the agent's load deadline (`NotLoaded`); one applied and not loaded yet is still loading (`Loading`)."""
     sync = synced(observed, desired_hash)
     if sync.status != "True" or observed is None:
         return Condition("Ready", "False", "NotSynced", sync.message)
@@ -63,19 +81,25 @@ def ready(observed: Observed | None, desired_hash: str, desired_components: Sequ
         for r in observed.report.get("resources", [])
         if r.get("kind", "Component") == "Component"
     }
-    failed = [f"{n}: {r.get('message', '')}" for n, r in results.items() if r.get("state") == "failed"]
-    if failed:
-        return Condition("Ready", "False", "ApplyFailed", "; ".join(sorted(failed)))
     sidecar = observed.report.get("sidecar")
+    load = {name: loaded(results.get(name), sidecar, name) for name in desired_components}
+    failed = {n: str(r.get("message", "")) for n, r in results.items() if r.get("state") == "failed"}
+    apply_failed = [f"{n}: {m}" for n, m in failed.items() if load.get(n) is not False]
+    if apply_failed:
+        return Condition("Ready", "False", "ApplyFailed", "; ".join(sorted(apply_failed)))
+    if sidecar and not sidecar.get("reachable"):
+        return Condition(
+            "Ready", "False", "SidecarUnreachable", sidecar.get("error") or "sidecar not reachable"
+        )
+    missing = sorted(n for n, is_loaded in load.items() if is_loaded is False)
+    if any(n in failed for n in missing) or any("loaded" not in results.get(n, {}) for n in missing):
+        shown = [f"{n} ({failed[n]})" if failed.get(n) else n for n in missing]
+        return Condition("Ready", "False", "NotLoaded", "sidecar has not loaded: " + ", ".join(shown))
+    if missing:
+        return Condition(
+            "Ready", "False", "Loading", "waiting for the sidecar to load: " + ", ".join(missing)
+        )
     if sidecar:
-        if not sidecar.get("reachable"):
-            return Condition(
-                "Ready", "False", "SidecarUnreachable", sidecar.get("error") or "sidecar not reachable"
-            )
-        loaded = {c.get("name") for c in sidecar.get("components", [])}
-        missing = sorted(set(desired_components) - loaded)
-        if missing:
-            return Condition("Ready", "False", "NotLoaded", "sidecar has not loaded: " + ", ".join(missing))
         return Condition(
             "Ready", "True", "Loaded", f"{len(desired_components)} component(s) applied and loaded"
         )

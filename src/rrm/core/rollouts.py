@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from rrm.core.conditions import Observed, connected, synced
+from rrm.core.conditions import Observed, connected, loaded, synced
 from rrm.core.names import dns1123_label_error
 from rrm.core.selectors import Selector, SelectorError, parse_selector
 
@@ -39,6 +39,7 @@ PENDING = "pending"  # its wave has not started
 UPDATING = "updating"  # its wave started; not (yet) applied, Ready and loaded
 READY = "ready"
 FAILED = "failed"
+NOT_LOADED = "applied; the sidecar has not loaded it"
 
 REST_GROUP = "rest"
 ALL_GROUP = "all"
@@ -382,18 +383,18 @@ def runtime_health(
     )
     if result is None:
         return Health(UPDATING, "the agent reported no result for the component")
+    sidecar = observed.report.get("sidecar")
+    is_loaded = loaded(result, sidecar, component)
     if result.get("state") == "failed":
-        return Health(FAILED, str(result.get("message") or "the agent reports the component failed"))
+        why = str(result.get("message") or "the agent reports the component failed")
+        return Health(FAILED, f"{NOT_LOADED}: {why}" if is_loaded is False else why)
     if result.get("state") != "applied":
         return Health(UPDATING, f"the component is {result.get('state')}")
-    sidecar = observed.report.get("sidecar")
-    if sidecar:
-        if not sidecar.get("reachable"):
-            return Health(UPDATING, f"sidecar unreachable: {sidecar.get('error') or 'no answer'}")
-        if component not in {c.get("name") for c in sidecar.get("components", [])}:
-            return Health(UPDATING, "applied; the sidecar has not loaded it")
-        return Health(READY, "applied and loaded by the sidecar")
-    return Health(READY, "applied")
+    if sidecar and not sidecar.get("reachable"):
+        return Health(UPDATING, f"sidecar unreachable: {sidecar.get('error') or 'no answer'}")
+    if is_loaded is False:
+        return Health(UPDATING, NOT_LOADED)
+    return Health(READY, "applied and loaded by the sidecar" if is_loaded else "applied")
 
 
 # --- the controller ------------------------------------------------------------------------------------

@@ -196,10 +196,11 @@ class SelfHostedTarget(Target):
                     failed[name] = error
 
         if prune:
-            # Stale components first, then old stores and secrets files: those only once every pending write
-            # succeeded, since a component left at its old version may still use them.
+            # Stale components first, then old stores and secrets files: those only once every update
+            # succeeded, since a component left at its old version may still use them (one that could not
+            # be created has no old version).
             keep_stores = bool(store_error) or any(
-                component_name_of(i) in failed for i in writes if not is_store_id(i)
+                component_name_of(i) in failed for i in changes.update if not is_store_id(i)
             )
             for object_id in sorted(changes.delete, key=_deletion_order):
                 if keep_stores and _deletion_order(object_id)[0] > 0:

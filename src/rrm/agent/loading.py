@@ -1,0 +1,144 @@
+"""Whether the sidecar has loaded what was applied, and since when each component is as reported.
+
+A written file is not a loaded component: daprd notices the change on a timer and then initialises the
+component, which takes its own time, and it may refuse it. After every apply the loop follows the sidecar
+(`LoadWatch.observe` on each answer of `/v1.0/metadata`) until it lists every applied component with the
+applied type and version, or until the load deadline passes; the components still missing then count as
+failed. Between applies every heartbeat observes the sidecar too, so a component it dropped (a restart) is
+noticed and followed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from rrm.wire.plain import DesiredState, ResourceResult, SidecarReport
+
+NOT_LISTED = "the sidecar does not list it in /v1.0/metadata"
+WAITING = "written; waiting for the sidecar to load it"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the sidecar must list for a component: the applied type and version; `scopes` limit the app
+    ids that load it (empty: every app)."""
+
+    type: str
+    version: str
+    scopes: tuple[str, ...] = ()
+
+
+def expected_components(state: DesiredState, applied: Iterable[str]) -> dict[str, Expected]:
+    """The components of `state` among `applied` (those written without error), by name."""
+    names = set(applied)
+    expected = {}
+    for manifest in state.components:
+        name = str((manifest.get("metadata") or {}).get("name", ""))
+        if name in names:
+            spec = manifest.get("spec") or {}
+            scopes = tuple(str(s) for s in manifest.get("scopes") or [])
+            expected[name] = Expected(str(spec.get("type", "")), str(spec.get("version", "")), scopes)
+    return expected
+
+
+def not_loaded(expected: Mapping[str, Expected], sidecar: SidecarReport) -> dict[str, str]:
+    """The expected components a reachable sidecar does not list as applied, with why; components scoped
+    to other app ids are not expected of it."""
+    listed = {c.name: c for c in sidecar.components}
+    missing = {}
+    for name, want in expected.items():
+        if not for_this_app(want, sidecar):
+            continue
+        found = listed.get(name)
+        if found is None:
+            missing[name] = NOT_LISTED
+        elif (found.type, found.version) != (want.type, want.version):
+            missing[name] = (
+                f"the sidecar lists it as {found.type} {found.version}, not {want.type} {want.version}"
+            )
+    return missing
+
+
+def for_this_app(want: Expected, sidecar: SidecarReport) -> bool:
+    return not want.scopes or sidecar.app_id is None or sidecar.app_id in want.scopes
+
+
+class LoadWatch:
+    """The load state of the components of the last apply. Used from the event loop only."""
+
+    def __init__(self, deadline_seconds: float) -> None:
+        self.deadline_seconds = deadline_seconds
+        self.expected: dict[str, Expected] = {}
+        self.missing: dict[str, str] = {}  # name → why it is not loaded (yet)
+        self.overdue = False  # the deadline passed with components missing: those count as failed
+        self.started = 0.0
+        self.sidecar: SidecarReport | None = None
+        self._since: dict[str, tuple[tuple[str, bool | None], datetime]] = {}
+
+    def begin(self, expected: Mapping[str, Expected], now: float) -> None:
+        """A new apply: every expected component counts as missing until the sidecar lists it."""
+        self.expected = dict(expected)
+        self.missing = {name: NOT_LISTED for name in expected}
+        self.rearm(now)
+
+    def rearm(self, now: float) -> None:
+        self.started, self.overdue = now, False
+
+    @property
+    def following(self) -> bool:
+        return bool(self.missing) and not self.overdue
+
+    def remaining(self, now: float) -> float:
+        return self.started + self.deadline_seconds - now
+
+    def observe(self, sidecar: SidecarReport | None, now: float) -> tuple[bool, bool]:
+        """Take in an answer of the sidecar: (whether anything was newly loaded, whether a loaded component
+        was dropped: its deadline starts again). Past the deadline, what is still missing is overdue."""
+        self.sidecar = sidecar
+        progressed = dropped = False
+        if sidecar is not None and sidecar.reachable:
+            missing = not_loaded(self.expected, sidecar)
+            progressed = any(name not in missing for name in self.missing)
+            dropped = any(name not in self.missing for name in missing)
+            self.missing = missing
+        if dropped:
+            self.rearm(now)
+        if self.missing and not self.overdue and self.remaining(now) <= 0:
+            self.overdue = True
+        return progressed, dropped
+
+    def results(self, resources: Iterable[ResourceResult]) -> list[ResourceResult]:
+        """`resources` (the apply's results) with whether the sidecar loaded each, overdue ones failed, and
+        since when each has been in its state."""
+        visible = self.sidecar is not None
+        judged = [self._judged(r, visible) for r in resources]
+        self._since = {r.name: self._since[r.name] for r in judged if r.name in self._since}
+        return [self._stamped(r) for r in judged]
+
+    def _judged(self, result: ResourceResult, visible: bool) -> ResourceResult:
+        want = self.expected.get(result.name)
+        if result.kind != "Component" or result.state != "applied" or want is None or not visible:
+            return result
+        if self.sidecar is not None and not for_this_app(want, self.sidecar):
+            message = f"scoped to {', '.join(want.scopes)}; this sidecar is {self.sidecar.app_id}"
+            return replace(result, loaded=None, message=message)
+        if result.name not in self.missing:
+            return replace(result, loaded=True)
+        why = self.missing[result.name]
+        if why == NOT_LISTED and not self.overdue:
+            why = WAITING
+        if self.sidecar is not None and not self.sidecar.reachable:
+            why = f"{why} (sidecar unreachable: {self.sidecar.error})"
+        if not self.overdue:
+            return replace(result, loaded=False, message=why)
+        overdue = f"not loaded within the load deadline ({self.deadline_seconds:g} s): {why}"
+        return replace(result, state="failed", loaded=False, message=overdue)
+
+    def _stamped(self, result: ResourceResult) -> ResourceResult:
+        key = (result.state, result.loaded)
+        known = self._since.get(result.name)
+        if known is None or known[0] != key:
+            known = self._since[result.name] = (key, datetime.now(UTC))
+        return replace(result, since=known[1])
