@@ -1,0 +1,100 @@
+"""The long-poll hub: each runtime's current delivery, the long-polls waiting for it to change, and the
+delivery window that coalesces a burst of changes. A waiting long-poll holds no database connection and no
+thread, only an event."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Iterable
+
+from rrm.server.fleet.render import Delivery
+from rrm.server.metrics import LONGPOLLS_WAITING
+
+
+class LongPollHub:
+    """A runtime is sent at most one state per delivery window, counted from when its agent had the previous
+    one (its next request carries that state's ETag). The first change goes out at once; later ones within
+    the window are held and the newest is sent when the window ends."""
+
+    def __init__(self, delivery_window: float) -> None:
+        self._delivery_window = delivery_window
+        self._deliveries: dict[str, Delivery] = {}
+        self.version = 0  # grows whenever a runtime's delivery changes or goes (for the leader)
+        self._sent_at: dict[str, float] = {}  # runtime id → when its delivery window began (monotonic)
+        self._unconfirmed: dict[str, str] = {}  # runtime id → ETag sent, until its agent asks with it
+        self._signals: dict[str, asyncio.Event] = {}
+        self._closing = False
+
+    def delivery(self, runtime_id: str) -> Delivery | None:
+        return self._deliveries.get(runtime_id)
+
+    def deliver(self, delivery: Delivery, runtime_ids: Iterable[str]) -> None:
+        """Make `delivery` these runtimes' current one; wake those whose state it changes."""
+        for runtime_id in runtime_ids:
+            previous = self._deliveries.get(runtime_id)
+            if previous is not delivery:
+                self._deliveries[runtime_id] = delivery
+                self.version += 1
+                if previous is None or previous.hash != delivery.hash:
+                    self._wake(runtime_id)
+
+    def withdraw(self, runtime_id: str) -> None:
+        """The runtime is gone: its waiting long-poll is answered (304) and nothing is kept for it."""
+        if self._deliveries.pop(runtime_id, None) is not None:
+            self.version += 1
+        self._sent_at.pop(runtime_id, None)
+        self._unconfirmed.pop(runtime_id, None)
+        self._wake(runtime_id)
+
+    async def wait_for_change(self, runtime_id: str, etag: str | None, timeout: float) -> Delivery | None:
+        """The runtime's state once its hash differs from `etag`; None after `timeout` without change.
+
+        A state that changed within the delivery window of the last one sent to this runtime is held until
+        the window ends (an agent without a state, `etag` None, is never held)."""
+        deadline = time.monotonic() + timeout
+        if etag is not None and self._unconfirmed.get(runtime_id) == etag:
+            del self._unconfirmed[runtime_id]  # the agent has the state sent last: its window runs from now
+            self._sent_at[runtime_id] = time.monotonic()
+        while True:
+            if self._closing:
+                return None
+            now = time.monotonic()
+            remaining = deadline - now
+            current = self._deliveries.get(runtime_id)
+            if current is None:
+                return None
+            if current.etag != etag:
+                last_sent = self._sent_at.get(runtime_id, -math.inf)
+                held = 0.0 if etag is None else last_sent + self._delivery_window - now
+                if held <= 0:
+                    self._sent_at[runtime_id] = now
+                    self._unconfirmed[runtime_id] = current.etag
+                    return current
+                remaining = min(remaining, held)
+            if remaining <= 0:
+                return None
+            await self._wait_for_signal(runtime_id, remaining)
+
+    async def _wait_for_signal(self, runtime_id: str, seconds: float) -> None:
+        signal = self._signals.setdefault(runtime_id, asyncio.Event())
+        LONGPOLLS_WAITING.inc()
+        try:
+            async with asyncio.timeout(seconds):
+                await signal.wait()
+        except TimeoutError:
+            pass
+        finally:
+            LONGPOLLS_WAITING.dec()
+
+    def _wake(self, runtime_id: str) -> None:
+        signal = self._signals.pop(runtime_id, None)
+        if signal is not None:
+            signal.set()
+
+    def close(self) -> None:
+        """Answer every held long-poll now (304), so a stopping server does not wait out their timeouts."""
+        self._closing = True
+        for runtime_id in list(self._signals):
+            self._wake(runtime_id)
