@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,40 @@ def test_describe_runtime_explains_conditions_and_results(api: FakeApi) -> None:
         "modified",
     ):
         assert text in result.stdout
+
+
+def test_describe_runtime_shows_per_component_applied_loaded_or_failed_and_since_when(api: FakeApi) -> None:
+    def since(seconds: int) -> str:
+        return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+
+    resources = [
+        {"name": "loaded-one", "state": "applied", "loaded": True, "since": since(125)},
+        {"name": "waiting-one", "state": "applied", "loaded": False, "message": "written", "since": since(3)},
+        {
+            "name": "refused-one",
+            "state": "failed",
+            "loaded": False,
+            "message": "not loaded",
+            "since": since(7200),
+        },
+        {"name": "unseen-one", "state": "applied", "loaded": None, "since": None},
+    ]
+    detail = {
+        **RUNTIME,
+        "resources": [{"kind": "Component", **r} for r in resources],
+        "desired_components": [
+            {"name": r["name"], "revision": 1, "type": "bindings.http"} for r in resources
+        ],
+    }
+    api.on("GET", "/api/v1/runtimes/prod-eu", body=detail)
+    result = run(api, "describe", "runtime", "prod-eu")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.split() and "-one" in line}
+    assert "loaded by the sidecar" in rows["loaded-one"] and "2m ago" in rows["loaded-one"]
+    assert "applied, not loaded yet" in rows["waiting-one"] and "3s ago" in rows["waiting-one"]
+    assert "failed, not loaded" in rows["refused-one"] and "2h ago" in rows["refused-one"]
+    assert "not loaded" in rows["refused-one"]
+    assert "applied" in rows["unseen-one"] and "loaded" not in rows["unseen-one"]
 
 
 def test_a_422_prints_one_line_per_error_and_exits_1(api: FakeApi, tmp_path: Path) -> None:

@@ -166,7 +166,7 @@ def runtime_detail(runtime: Mapping[str, Any]) -> RenderableType:
     parts.append(conditions)
 
     results = {(r.get("kind", "Component"), r.get("name")): r for r in runtime.get("resources") or []}
-    components = _table("NAME", "TYPE", "REVISION", "STATE", "MESSAGE", title="\nDesired components")
+    components = _table("NAME", "TYPE", "REVISION", "STATE", "SINCE", "MESSAGE", title="\nDesired components")
     for desired in runtime.get("desired_components") or []:
         result = results.pop(("Component", desired["name"]), None)
         components.add_row(*_component_row(desired, result))
@@ -209,9 +209,23 @@ def runtime_detail(runtime: Mapping[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
+def component_state(result: Mapping[str, Any] | None) -> tuple[str, str]:
+    """What became of a component on the runtime, and its colour: applied (the agent cannot see the
+    sidecar), loaded by the sidecar, applied but not loaded (yet), failed, or not reported."""
+    if not result:
+        return "not reported", "yellow"
+    state, loaded = str(result.get("state") or ""), result.get("loaded")
+    if state == "failed":
+        return ("failed, not loaded" if loaded is False else "failed"), "red"
+    if state == "applied" and loaded is True:
+        return "loaded by the sidecar", "green"
+    if state == "applied" and loaded is False:
+        return "applied, not loaded yet", "yellow"
+    return state, "green" if state == "applied" else "yellow"
+
+
 def _component_row(desired: Mapping[str, Any], result: Mapping[str, Any] | None) -> list[Text]:
-    state = result.get("state") if result else "not reported"
-    style = {"applied": "green", "failed": "red"}.get(state or "", "yellow")
+    state, style = component_state(result)
     revision = desired.get("revision")
     if result and result.get("revision") is not None and result.get("revision") != revision:
         shown_revision = f"{revision} (applied {result['revision']})"
@@ -221,7 +235,8 @@ def _component_row(desired: Mapping[str, Any], result: Mapping[str, Any] | None)
         Text(desired["name"]),
         Text(desired.get("type") or ""),
         Text(shown_revision),
-        Text(state or "", style=style),
+        Text(state, style=style),
+        Text(age((result or {}).get("since"), missing="-")),
         Text((result or {}).get("message") or ""),
     ]
 
