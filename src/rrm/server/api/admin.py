@@ -17,7 +17,7 @@ from rrm.core.names import dns1123_label_error
 from rrm.core.resources import secret_refs
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server import queries
-from rrm.server.api.common import reader, write, writer
+from rrm.server.api.common import BoundedRoute, reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem, revalidate_for_rollback
 from rrm.server.auth import ADMIN_TOKEN_PREFIX, PAIRING_TOKEN_PREFIX, new_token, token_hash
 from rrm.server.compass.apply import apply_all
@@ -36,7 +36,9 @@ T = TypeVar("T")
 MAX_TOKEN_TTL = 30 * 24 * 3600
 
 
-router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(reader)])
+router = APIRouter(
+    prefix="/api/v1", tags=["admin"], dependencies=[Depends(reader)], route_class=BoundedRoute
+)
 
 
 def _invalid(field: str, message: str, kind: str = "Runtime", name: str = "") -> InvalidInput:
