@@ -7,6 +7,8 @@ from typing import Any, TextIO
 
 import yaml
 
+from rrm.core.bounded import load_yaml_documents
+
 STDIN = "-"
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -30,7 +32,7 @@ def _files_of(source: str) -> list[Path]:
 def parse_documents(text: str, origin: str) -> list[dict[str, Any]]:
     """Every non-empty document of a multi-document YAML text; each must be a mapping."""
     try:
-        loaded = list(yaml.safe_load_all(text))
+        loaded = load_yaml_documents(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{origin}:{mark.line + 1}" if mark else origin

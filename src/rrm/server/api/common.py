@@ -1,14 +1,17 @@
-"""What every admin route shares: the role checks and the write path (one transaction off the event loop,
-then the fleet's memory brought up to date, so the next read already shows the write)."""
+"""What every admin route shares: bounded decoding of JSON bodies, the role checks and the write path (one
+transaction off the event loop, then the fleet's memory brought up to date, so the next read already shows
+the write)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
+from rrm.core.bounded import DecodeError, decode_json
 from rrm.server.apply import Conflict, InvalidInput
 from rrm.server.auth import ROLE_ADMIN, bearer
 from rrm.server.state import ServerState, server_state
@@ -16,10 +19,47 @@ from rrm.server.state import ServerState, server_state
 T = TypeVar("T")
 
 
+class BoundedRequest(Request):
+    """A request whose JSON body is decoded by `rrm.core.bounded`: 422 naming the field nested too deep
+    (or the body, when it is not UTF-8 JSON), never a `RecursionError`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = decode_json(await self.body())
+            except DecodeError as exc:
+                problem = {"loc": ["body", *exc.path], "msg": exc.message, "type": "value_error"}
+                raise HTTPException(422, [problem]) from None
+        return self._json
+
+
+class BoundedRoute(APIRoute):
+    """The route class of the admin routers: FastAPI decodes their bodies through `BoundedRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def bounded(request: Request) -> Response:
+            return await handler(BoundedRequest(request.scope, request.receive, request._send))
+
+        return bounded
+
+
 def reader(request: Request, state: ServerState = Depends(server_state)) -> str:
     role = state.admin_auth.role(bearer(request))
     if role is None:
         raise HTTPException(401, "invalid admin token", headers={"WWW-Authenticate": "Bearer"})
+    return role
+
+
+def signed_in_reader(request: Request, state: ServerState = Depends(server_state)) -> str:
+    """An admin or viewer token, or else a signed-in dashboard session: a browser opening `/docs` sends
+    the session cookie, not a token."""
+    if "authorization" in request.headers:
+        return reader(request, state)
+    role = state.sessions.role_of(request)
+    if role is None:
+        raise HTTPException(401, "sign in or send an admin token", headers={"WWW-Authenticate": "Bearer"})
     return role
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from sqlalchemy.orm import Session
 
 from rrm.core.rollouts import NotAllowed, policy_name_of
-from rrm.server.api.common import reader, write, writer
+from rrm.server.api.common import BoundedRoute, reader, write, writer
 from rrm.server.apply import Conflict
 from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.queries import read
@@ -18,7 +18,9 @@ from rrm.server.state import ServerState, server_state, utcnow
 from rrm.store import repositories as repo
 from rrm.store import rollouts as rollout_repo
 
-router = APIRouter(prefix="/api/v1", tags=["rollouts"], dependencies=[Depends(reader)])
+router = APIRouter(
+    prefix="/api/v1", tags=["rollouts"], dependencies=[Depends(reader)], route_class=BoundedRoute
+)
 
 
 @router.get("/rollouts")

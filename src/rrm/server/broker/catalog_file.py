@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from rrm.core.bounded import load_yaml
 from rrm.server.broker.models import Catalog, Offering, Plan
 
 OPENAPI = Path(__file__).with_name("osb-openapi.yaml")
@@ -109,7 +110,7 @@ def _spec_rules(services: list[Mapping[str, Any]]) -> list[str]:
 def load_catalog(path: Path) -> Catalog:
     """Read and check the file; raises CatalogError naming the file and the fields at fault."""
     try:
-        document = yaml.safe_load(path.read_text())
+        document = load_yaml(path.read_text())
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import re
 import time
 from abc import ABC, abstractmethod
@@ -19,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from rrm.core.bounded import DecodeError, decode_json
 from rrm.server.broker import service
 from rrm.server.broker.models import BrokerError, BrokerRecords, Catalog
 
@@ -107,9 +107,9 @@ async def _body(request: Request) -> Any:
     if not raw:
         raise BrokerError(400, "a JSON request body is required")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BrokerError(400, f"the request body is not JSON: {exc}") from exc
+        return decode_json(raw)
+    except DecodeError as exc:
+        raise BrokerError(400, f"the request body is not acceptable: {exc}") from None
 
 
 def broker_router(backend: BrokerBackend) -> APIRouter:

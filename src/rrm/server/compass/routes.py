@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from rrm.core.scenarios import DEFAULT_SCENARIO
 from rrm.core.selectors import SelectorError, parse_selector
-from rrm.server.api.common import reader, write, writer
+from rrm.server.api.common import BoundedRoute, reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem
 from rrm.server.auth import token_hash
 from rrm.server.compass import views
@@ -28,7 +28,9 @@ from rrm.store import repositories as repo
 BROKER_PASSWORD_PREFIX = "rrmbp_"
 BROKER_PATH = "/broker"
 
-router = APIRouter(prefix="/api/v1", tags=["compass"], dependencies=[Depends(reader)])
+router = APIRouter(
+    prefix="/api/v1", tags=["compass"], dependencies=[Depends(reader)], route_class=BoundedRoute
+)
 
 
 def _runtime_named(state: ServerState, name: str) -> RuntimeEntry:
