@@ -1,5 +1,6 @@
-"""The agent's install files: `deploy/agent` (kustomize) and the Helm chart hold what `rrm runtime manifest`
-prints, and every object is valid Kubernetes by `kubernetes-validate`'s schemas."""
+"""The agent's install files: `deploy/agent` (kustomize) and the Helm chart, both generated from
+`rrm.install.agent`, hold what `rrm runtime manifest` prints, and every object is valid Kubernetes by
+`kubernetes-validate`'s schemas."""
 
 from __future__ import annotations
 
@@ -108,19 +109,22 @@ def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
     return install_manifests.render_chart(CHART, values, name="agent", namespace="rrm-system")
 
 
-@pytest.mark.parametrize("restarts", [True, False])
-def test_the_helm_chart_renders_the_same_objects_as_the_cli(restarts: bool) -> None:
+@pytest.mark.parametrize(
+    ("restarts", "targets"),
+    [(True, ("shop", "billing")), (False, ("shop", "billing")), (True, ("shop", "shop")), (True, ())],
+)
+def test_the_helm_chart_renders_the_same_objects_as_the_cli(restarts: bool, targets: tuple[str, ...]) -> None:
     values = {
         "runtime": "edge-1",
         "directorUrl": "http://cp:8080",
         "pairingToken": "rrmpt_x",
-        "targetNamespaces": ["shop", "billing"],
+        "targetNamespaces": list(targets),
         "restarts": restarts,
     }
     rendered = render_chart(values)
     validate_all(rendered)
     expected = agent_manifests(
-        "edge-1", "http://cp:8080", "rrmpt_x", target_namespaces=("shop", "billing"), restarts=restarts
+        "edge-1", "http://cp:8080", "rrmpt_x", target_namespaces=targets, restarts=restarts
     )
     # Helm installs into a namespace it creates (--create-namespace) and keeps the agent's key on uninstall.
     expected = [o for o in expected if o["kind"] != "Namespace"]

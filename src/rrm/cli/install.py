@@ -14,7 +14,7 @@ from rrm.cli.arguments import parse_duration
 from rrm.cli.common import EXIT_USAGE, admin_api, fail
 from rrm.core.names import dns1123_label_error
 from rrm.install import AgentInstallValues, agent_objects, dump_documents
-from rrm.install.agent import DEFAULT_IMAGE
+from rrm.install.pods import DEFAULT_IMAGE
 
 KUBERNETES_KINDS = ("kubernetes", "kyma-managed", "kyma-standalone")
 

@@ -16,12 +16,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-import rrm
+from rrm.install.pods import DEFAULT_IMAGE, container_security_context, pod_security_context
 
-DEFAULT_IMAGE = f"rrm:{rrm.__version__}"
 STATE_DIR = "/var/lib/rrm-agent"
 HEALTH_PORT = 8081
-USER_ID = 10001
 RESOURCE_VERBS = ("get", "list", "watch", "create", "patch", "delete")
 # Secrets and Components in a target namespace: what the agent always writes.
 BASE_RULES: tuple[dict[str, Any], ...] = (
@@ -172,13 +170,7 @@ def deployment(values: AgentInstallValues, args: list[Any]) -> dict[str, Any]:
                 "metadata": {"labels": values.labels},
                 "spec": {
                     "serviceAccountName": values.name,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": USER_ID,
-                        "runAsGroup": USER_ID,
-                        "fsGroup": USER_ID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pod_security_context(),
                     "containers": [agent_container(values, args)],
                     "volumes": [
                         {"name": "state", "persistentVolumeClaim": {"claimName": f"{values.name}-state"}}
@@ -203,10 +195,6 @@ def agent_container(values: AgentInstallValues, args: list[Any]) -> dict[str, An
         },
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "health"}, "periodSeconds": 5},
         "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security_context(),
         "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}],
     }

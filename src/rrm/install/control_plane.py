@@ -12,20 +12,13 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-import rrm
+from rrm.install.pods import DEFAULT_IMAGE, container_security_context, pod_security_context
 
 NAME = "rrm-control-plane"
-DEFAULT_IMAGE = f"rrm:{rrm.__version__}"
 DATA_DIR = "/var/lib/rrm"
 PORT = 8080
-USER_ID = 10001
 PART_OF = {"app.kubernetes.io/part-of": "rrm"}
 SELECTOR = {"app.kubernetes.io/name": NAME}
-HARDENED = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-}
 
 
 def _default_resources() -> dict[str, Any]:
@@ -175,13 +168,7 @@ def deployment(values: ControlPlaneInstallValues) -> dict[str, Any]:
                     "serviceAccountName": NAME,
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": 30,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": USER_ID,
-                        "runAsGroup": USER_ID,
-                        "fsGroup": USER_ID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pod_security_context(),
                     "initContainers": [migrate_container(values)],
                     "containers": [server_container(values)],
                     "volumes": [{"name": "data", "emptyDir": {}}],
@@ -208,7 +195,7 @@ def migrate_container(values: ControlPlaneInstallValues) -> dict[str, Any]:
         "image": values.image,
         "args": ["migrate", "--data-dir", DATA_DIR],
         "envFrom": [{"secretRef": {"name": values.secret_name}}],
-        "securityContext": copy.deepcopy(HARDENED),
+        "securityContext": container_security_context(),
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
     }
@@ -235,6 +222,6 @@ def server_container(values: ControlPlaneInstallValues) -> dict[str, Any]:
         # empty hook).
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
         "resources": copy.deepcopy(values.resources),
-        "securityContext": copy.deepcopy(HARDENED),
+        "securityContext": container_security_context(),
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
     }

@@ -127,7 +127,8 @@ def _agent_values() -> str:
             (
                 "runtime",
                 "",
-                "The rrm runtime this agent serves (`rrm runtime register NAME --kind kubernetes`).\nRequired.",
+                "The rrm runtime this agent serves (`rrm runtime register NAME --kind kubernetes`).\n"
+                "Required.",
             ),
             ("directorUrl", "", "The control-plane URL as the cluster reaches it. Required."),
             (
