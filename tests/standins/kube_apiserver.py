@@ -2,48 +2,57 @@
 
 Run it as its own process and point the official client at it with a kubeconfig:
 
-    python kube_apiserver.py --port P [--token T]
+    python kube_apiserver.py --port P [--token T] [--bookmark-interval S] [--history N]
 
 It speaks plain HTTP on 127.0.0.1 (a kubeconfig `server: http://127.0.0.1:P` with a bearer token works with
-the official `kubernetes` client) and serves the part of the REST protocol rrm's agent uses:
+the official `kubernetes` client) and serves the part of the REST protocol rrm's agent uses. Each rule a real
+API server follows is cited where it is implemented (Kubernetes documentation, or the apiserver source where
+the documentation is silent):
 
 - Discovery: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/apps/v1`, `/apis/dapr.io/v1alpha1`.
 - Namespaced resources: `secrets`, `pods` (core v1), `deployments`, `statefulsets` (apps/v1),
-  `components`, `configurations` (dapr.io/v1alpha1). Verbs: GET (object, or list with `labelSelector`),
-  POST (create), PUT (update, with a `metadata.resourceVersion` precondition), PATCH, DELETE (with
-  `preconditions.uid` / `resourceVersion`), and `?watch=true&resourceVersion=N` streams.
-- Server-side apply (`PATCH`, `application/apply-patch+yaml`, `fieldManager` required, `force`): field
-  ownership per manager and operation, shown as `metadata.managedFields` (FieldsV1); 409 Conflict naming
-  the other manager when it owns a field with another value and `force` is not set; a field the manager
-  applied before and leaves out is removed unless someone else owns it. Non-apply writes (POST, PUT, merge
-  and strategic-merge PATCH) are `Update` operations: their manager (`fieldManager`, else the User-Agent
-  up to its first `/`) takes over every field they change, as on a real server.
-- One monotonically increasing `resourceVersion` for everything; a write that changes nothing (an
-  identical apply) keeps it and sends no event. Watch streams are chunked JSON lines `{"type", "object"}`
-  with ADDED / MODIFIED / DELETED, filtered by label selector the way the watch cache does it (an object
-  that stops matching is DELETED, one that starts matching ADDED); `resourceVersion` 0 or absent first
-  sends ADDED for what exists; a version older than the kept history answers an ERROR event with 410.
+  `components`, `configurations` (dapr.io/v1alpha1, custom resources). Verbs: GET (object, or list with
+  `labelSelector` and the collection's `resourceVersion`), POST, PUT, PATCH (JSON merge, JSON patch,
+  strategic merge for built-in kinds, server-side apply), DELETE (with `preconditions.uid` /
+  `resourceVersion`), and `?watch=true` streams.
+- Optimistic concurrency on every write: a `metadata.resourceVersion` in a PUT body, a patch or an apply
+  configuration is a precondition (409 Conflict when stale); a PUT without one is an unconditional update for
+  the built-in kinds and refused (422) for custom resources.
+- Server-side apply (`application/apply-patch+yaml`, `fieldManager` required, `force`): structured merge
+  down to every leaf; lists of maps merge by the keys their schema declares (containers, initContainers,
+  volumes and imagePullSecrets by `name`, env by `name`, ports by `containerPort`+`protocol`, volumeMounts by
+  `mountPath`); every other list is atomic, which includes all lists of the Dapr Component CRD (it declares
+  no `x-kubernetes-list-type`, so `spec.metadata` and `scopes` are atomic). Ownership per manager and
+  operation is shown as `metadata.managedFields` (FieldsV1, `f:` fields and `k:` list items); a changed
+  field another manager owns is a 409 listing each field and manager as the real server words it, unless
+  `force`; a field the manager applied before and leaves out is removed unless another manager owns it.
+  Non-apply writes are `Update` operations: their manager (`fieldManager`, else the User-Agent up to its
+  first `/`) takes over the fields they change.
+- One monotonically increasing `resourceVersion` for everything; a write that changes nothing keeps it and
+  sends no event. Watches stream ADDED / MODIFIED / DELETED as chunked JSON lines, filtered by label
+  selector the way the watch cache does it; `BOOKMARK` events when `allowWatchBookmarks=true` (every
+  `--bookmark-interval` seconds of quiet, default 60); a `resourceVersion` older than the kept history
+  (`--history` events, default 5000) answers an ERROR event with a 410 `Expired` Status.
 - Validation: Components against the Component CRD's `openAPIV3Schema` (`rrm.dapr.component_crd_schema()`,
   Dapr v1.18.3), Secrets against the core rules (`data` values base64, keys `[-._a-zA-Z0-9]+`, `type`
   immutable, 1 MiB total), object names (DNS-1123 subdomain) and label keys/values for every kind:
-  422 `Status` with reason `Invalid` and causes naming the field, like the real API. Other failures
-  are `Status` objects too: 400, 401, 404 NotFound, 405, 409 AlreadyExists / Conflict, 415.
+  422 `Status` with reason `Invalid` and causes naming the field. Other failures are `Status` objects too:
+  400, 401, 404 NotFound, 405, 409 AlreadyExists / Conflict, 415, 422.
 
 Simplifications (what a real API server does differently):
-- Field ownership is tracked at this granularity only: each key of `metadata.labels` and
-  `metadata.annotations`, each key of a top-level map (`data.<key>`, `spec.<field>`), and other top-level
-  fields whole (`type`, `scopes`, `auth` of a Component is a map, so `auth.secretStore`). A real server
-  goes down to every leaf and merges associative lists by key; here a list is one value.
-- Strategic-merge patches are applied as JSON merge patches (maps merge, lists are replaced); JSON patch
-  is refused (415). `stringData` is folded into `data` on every write.
+- Strategic-merge patches merge maps and the keyed lists above, replace other lists, and refuse `$patch`
+  and other directives (400); a list item without its key fields is keyed by null (the real server refuses
+  it). `stringData` is folded into `data` on every write.
 - No namespaces as objects (any namespace name is accepted), no admission, defaulting, pruning of unknown
   fields, finalizers, garbage collection, generation or status subresources, no RBAC (a `--token`, if
-  given, is the only credential), no field selectors, pagination or protobuf. Nothing runs: Deployments
-  and StatefulSets are stored objects, pods exist only if a test creates them.
+  given, is the only credential), no field selectors, pagination, `resourceVersionMatch` or protobuf.
+  Nothing runs: Deployments and StatefulSets are stored objects, pods exist only if a test creates them.
 
 Test-only: `GET /test/audit` answers every write so far in order, `[{"seq", "verb", "resource",
-"namespace", "name", "manager", "resourceVersion"}]` (verb: apply, create, update, patch, delete), so
-tests can check the order in which an agent wrote.
+"namespace", "name", "manager", "resourceVersion"}]` (verb: apply, create, update, patch, delete);
+`GET /test/watches` every watch request `[{"resource", "namespace", "resourceVersion", "code"}]` (code 410
+when it was answered Expired); `POST /test/compact` forgets the event history up to now and ends every
+open watch, as an etcd compaction and an API server restart would.
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,14 +80,22 @@ import yaml
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.dapr import component_crd_schema
 
-Path = tuple[str, ...]
+Path = tuple[str, ...]  # FieldsV1 elements: "f:<field>" or "k:<the item's key fields as JSON>"
+Lists = Mapping[tuple[str, ...], tuple[str, ...]]  # field names down to a list → its map keys
 
 EVENT_HISTORY = 5000
+BOOKMARK_INTERVAL = 60.0
 DEFAULT_WATCH_SECONDS = 1800
 SECRET_MAX_BYTES = 1024 * 1024
 APPLY_PATCH = "application/apply-patch+yaml"
-MERGE_PATCHES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 SYSTEM_METADATA = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation")
+# The apiserver's storage layer (registry/generic/registry/store.go, OptimisticLockErrorMsg).
+OPTIMISTIC_LOCK = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -107,6 +124,16 @@ class Resource:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    @property
+    def custom(self) -> bool:
+        """Served from a CustomResourceDefinition (the Dapr kinds), not built in."""
+        return self.group == "dapr.io"
+
+    @property
+    def qualified(self) -> str:
+        """`plural.group`, as the real server names a resource in its messages."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
 
 RESOURCES = [
     Resource("", "v1", "Secret", "secrets"),
@@ -117,6 +144,33 @@ RESOURCES = [
     Resource("dapr.io", "v1alpha1", "Configuration", "configurations"),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
+
+# The associative lists of the core PodSpec (`x-kubernetes-list-type: map` and `x-kubernetes-list-map-keys`
+# in the Kubernetes OpenAPI, from the `+listType=map` / `+listMapKey` markers of k8s.io/api/core/v1).
+# Lists not named here are atomic: "by default, the list is treated as atomic" (Server-Side Apply, Merge
+# strategy). The Dapr Component CRD marks none of its lists, so they are all atomic.
+POD_SPEC_LISTS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("volumes",): ("name",),
+    ("imagePullSecrets",): ("name",),
+    **{
+        (containers, *sub): keys
+        for containers in ("containers", "initContainers")
+        for sub, keys in (
+            ((), ("name",)),
+            (("env",), ("name",)),
+            (("ports",), ("containerPort", "protocol")),
+            (("volumeMounts",), ("mountPath",)),
+        )
+    },
+}
+KEY_DEFAULTS = {"protocol": "TCP"}  # ports[].protocol defaults to TCP, so it keys an item that omits it
+LIST_KEYS: dict[str, Lists] = {
+    "Pod": {("spec", *names): keys for names, keys in POD_SPEC_LISTS.items()},
+    **{
+        kind: {("spec", "template", "spec", *names): keys for names, keys in POD_SPEC_LISTS.items()}
+        for kind in ("Deployment", "StatefulSet")
+    },
+}
 
 
 class ApiError(Exception):
@@ -154,65 +208,219 @@ def not_found(resource: Resource, name: str) -> ApiError:
     return ApiError(
         404,
         "NotFound",
-        f'{resource.plural}{"." + resource.group if resource.group else ""} "{name}" not found',
+        f'{resource.qualified} "{name}" not found',
         {"name": name, "group": resource.group, "kind": resource.plural},
     )
 
 
-# --- field paths: the granularity of ownership ------------------------------------------------------------
+def stale(resource: Resource, name: str) -> ApiError:
+    """A write whose resourceVersion precondition is not the stored one. "If the version has changed (the
+    object was modified in between), the write fails with a 409 Conflict" (API Concepts, Resource versions /
+    "Kubernetes uses resource versions ... for optimistic concurrency"); message and details as the
+    apiserver's `NewConflict` builds them."""
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {resource.qualified} "{name}": {OPTIMISTIC_LOCK}',
+        {"name": name, "group": resource.group, "kind": resource.plural},
+    )
 
 
-def field_paths(obj: dict[str, Any]) -> dict[Path, Any]:
-    """Every owned-field path of `obj` with its value (see the module docstring for the granularity)."""
+def check_precondition(resource: Resource, name: str, wanted: Any, current: str) -> None:
+    """The storage layer's check on every update (PUT, any PATCH, an apply over an existing object):
+    `registry/generic/registry/store.go` compares the written object's resourceVersion with the stored one.
+    Without one, `AllowUnconditionalUpdate()` decides: true for the built-in Secret, Pod, Deployment and
+    StatefulSet strategies, false for custom resources, which get `metadata.resourceVersion: Invalid value:
+    0x0: must be specified for an update` (the value is the parsed uint64 0)."""
+    if not wanted:
+        if resource.custom:
+            cause = "Invalid value: 0x0: must be specified for an update"
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{resource.qualified} "{name}" is invalid: metadata.resourceVersion: {cause}',
+                {
+                    "name": name,
+                    "group": resource.group,
+                    "kind": resource.plural,
+                    "causes": [
+                        {"reason": "FieldValueInvalid", "message": cause, "field": "metadata.resourceVersion"}
+                    ],
+                },
+            )
+        return
+    if str(wanted) != current:
+        raise stale(resource, name)
+
+
+# --- field paths: structured merge ------------------------------------------------------------------------
+
+ITEM = "<the list item itself>"  # the value of a path that names a list item (FieldsV1 `.`)
+MISSING = object()
+
+
+def item_key(item: Any, keys: tuple[str, ...]) -> str:
+    """The FieldsV1 element of a list-map item: `k:` and its key fields as JSON."""
+    values = {k: (item.get(k, KEY_DEFAULTS.get(k)) if isinstance(item, dict) else None) for k in keys}
+    return "k:" + json.dumps(values, separators=(",", ":"), sort_keys=True)
+
+
+def leaves(value: Any, lists: Lists, names: tuple[str, ...], prefix: Path) -> dict[Path, Any]:
+    """Every field of `value` that can be owned, with its value: scalars, atomic lists and empty maps are
+    leaves; maps are granular (each key its own field); items of an associative list are fields too."""
+    if isinstance(value, dict) and value:
+        found: dict[Path, Any] = {}
+        for key, child in value.items():
+            found.update(leaves(child, lists, (*names, key), (*prefix, f"f:{key}")))
+        return found
+    if isinstance(value, list) and names in lists:
+        found = {}
+        for item in value:
+            path = (*prefix, item_key(item, lists[names]))
+            found[path] = ITEM
+            if isinstance(item, dict):
+                found.update(leaves(item, lists, names, path))
+        return found
+    return {prefix: value}
+
+
+def owned_fields(obj: Mapping[str, Any], resource: Resource) -> dict[Path, Any]:
+    """The fields of an object that managers own. Identity and system metadata are never owned (the
+    apiserver strips apiVersion, kind, name, namespace, uid, resourceVersion ... before tracking)."""
+    lists = LIST_KEYS.get(resource.kind, {})
     paths: dict[Path, Any] = {}
     metadata = obj.get("metadata") or {}
     for section in ("labels", "annotations"):
-        for key, value in (metadata.get(section) or {}).items():
-            paths[("metadata", section, key)] = value
+        if metadata.get(section):
+            paths.update(leaves(metadata[section], {}, (), ("f:metadata", f"f:{section}")))
     for key, value in obj.items():
-        if key in ("apiVersion", "kind", "metadata", "status"):
-            continue
-        if isinstance(value, dict) and value:
-            for sub, sub_value in value.items():
-                paths[(key, sub)] = sub_value
-        else:
-            paths[(key,)] = value
+        if key not in ("apiVersion", "kind", "metadata", "status"):
+            paths.update(leaves(value, lists, (key,), (f"f:{key}",)))
     return paths
 
 
-def set_path(obj: dict[str, Any], path: Path, value: Any) -> None:
-    target = obj
-    for part in path[:-1]:
-        if not isinstance(target.get(part), dict):
-            target[part] = {}
-        target = target[part]
-    target[path[-1]] = copy.deepcopy(value)
+def _child(container: Any, element: str) -> Any:
+    if element.startswith("f:"):
+        return container.get(element[2:], MISSING) if isinstance(container, dict) else MISSING
+    wanted = json.loads(element[2:])
+    for item in container if isinstance(container, list) else []:
+        if isinstance(item, dict) and all(item.get(k, KEY_DEFAULTS.get(k)) == v for k, v in wanted.items()):
+            return item
+    return MISSING
 
 
-def delete_path(obj: dict[str, Any], path: Path) -> None:
-    parents = [obj]
-    for part in path[:-1]:
-        child = parents[-1].get(part)
-        if not isinstance(child, dict):
+def remove_path(obj: dict[str, Any], path: Path) -> None:
+    """Remove one field or list item; maps it leaves empty go too (but never `metadata` itself)."""
+    trail: list[Any] = [obj]
+    for element in path[:-1]:
+        child = _child(trail[-1], element)
+        if child is MISSING:
             return
-        parents.append(child)
-    parents[-1].pop(path[-1], None)
-    for depth in range(len(path) - 1, 0, -1):  # drop maps left empty (labels: {} → gone)
-        if parents[depth] == {} and path[depth - 1] != "metadata":
-            parents[depth - 1].pop(path[depth - 1], None)
+        trail.append(child)
+    for depth in range(len(path) - 1, -1, -1):
+        container, element = trail[depth], path[depth]
+        if isinstance(container, dict):
+            container.pop(element[2:], None)
+        elif isinstance(container, list):
+            target = _child(container, element)
+            container[:] = [item for item in container if item is not target]
+        above = path[depth - 1] if depth else ""
+        if container != {} or not above.startswith("f:") or above == "f:metadata":
+            return
+
+
+def merge_applied(live: Any, config: Any, lists: Lists, names: tuple[str, ...] = ()) -> Any:
+    """The live value with the applied one merged in: maps key by key, associative lists item by item
+    (matched by their keys, new items appended), anything else replaced."""
+    if isinstance(config, dict) and isinstance(live, dict):
+        merged = dict(live)
+        for key, value in config.items():
+            merged[key] = merge_applied(live.get(key), value, lists, (*names, key))
+        return merged
+    if isinstance(config, list) and isinstance(live, list) and names in lists:
+        keys = lists[names]
+        result = copy.deepcopy(live)
+        index = {item_key(item, keys): n for n, item in enumerate(result)}
+        for item in config:
+            key = item_key(item, keys)
+            if key in index:
+                result[index[key]] = merge_applied(result[index[key]], item, lists, names)
+            else:
+                index[key] = len(result)
+                result.append(copy.deepcopy(item))
+        return result
+    return copy.deepcopy(config)
 
 
 def fields_v1(paths: set[Path]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for path in sorted(paths):
         node = tree
-        for part in path:
-            node = node.setdefault(f"f:{part}", {})
+        for element in path:
+            node = node.setdefault(element, {})
+        if path[-1].startswith("k:"):
+            node["."] = {}
     return tree
 
 
 def path_text(path: Path) -> str:
-    return "." + ".".join(path)
+    """A field path as the apiserver prints it: `.spec.template.spec.containers[name="app"].image`."""
+    text = ""
+    for element in path:
+        if element.startswith("f:"):
+            text += "." + element[2:]
+        else:
+            keys = json.loads(element[2:])
+            text += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in keys.items()) + "]"
+    return text
+
+
+Manager = tuple[str, str]  # (field manager, operation)
+
+
+def manager_text(manager: Manager, api_version: str) -> str:
+    """How a conflict names a manager (fieldmanager `printManager`): `"name"` for an applier, `"name" using
+    apps/v1` for an Update."""
+    name, operation = manager
+    return f'"{name}" using {api_version}' if operation == "Update" else f'"{name}"'
+
+
+def apply_conflict(conflicts: list[tuple[Manager, Path]], api_version: str) -> ApiError:
+    """409 as the apiserver's fieldmanager words it (`NewConflictError` / `getConflictMessage`): one cause
+    per field, `Apply failed with 1 conflict: conflict with "m": .path`, or grouped by manager when there
+    are more."""
+    causes = [
+        {
+            "reason": "FieldManagerConflict",
+            "message": f"conflict with {manager_text(m, api_version)}",
+            "field": path_text(p),
+        }
+        for m, p in conflicts
+    ]
+    if len(conflicts) == 1:
+        ((manager, path),) = conflicts
+        message = f"Apply failed with 1 conflict: conflict with {manager_text(manager, api_version)}: " + (
+            path_text(path)
+        )
+    else:
+        lines = []
+        for manager in sorted({m for m, _ in conflicts}):
+            lines.append(f"conflicts with {manager_text(manager, api_version)}:")
+            lines += [f"- {path_text(p)}" for m, p in conflicts if m == manager]
+        message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    return ApiError(409, "Conflict", message, {"causes": causes})
+
+
+def took_over(
+    owners: dict[Manager, set[Path]], manager: str, before: dict[Path, Any], after: dict[Path, Any]
+) -> dict[Manager, set[Path]]:
+    """Ownership after an Update: "whenever a field's value does change, ownership moves from its current
+    manager to the manager making the change" (Server-Side Apply, Field management)."""
+    touched = {p for p, v in after.items() if before.get(p, MISSING) != v}
+    gone = set(before) - set(after)
+    result = {key: paths - touched - gone for key, paths in owners.items()}
+    result[(manager, "Update")] = result.get((manager, "Update"), set()) | touched
+    return {key: paths for key, paths in result.items() if paths}
 
 
 # --- validation --------------------------------------------------------------------------------------------
@@ -310,7 +518,7 @@ def fold_string_data(obj: dict[str, Any]) -> None:
 @dataclass
 class Stored:
     obj: dict[str, Any]
-    owners: dict[tuple[str, str], set[Path]] = field(default_factory=dict)  # (manager, operation) → paths
+    owners: dict[Manager, set[Path]] = field(default_factory=dict)
 
     def rendered(self) -> dict[str, Any]:
         obj = copy.deepcopy(self.obj)
@@ -339,11 +547,16 @@ class Event:
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, history: int = EVENT_HISTORY, bookmark_interval: float = BOOKMARK_INTERVAL) -> None:
         self.objects: dict[tuple[Resource, str, str], Stored] = {}
         self.version = 100
         self.events: list[Event] = []
+        self.history = history
+        self.bookmark_interval = bookmark_interval
+        self.compacted = self.version  # events up to this version are forgotten
+        self.epoch = 0  # bumped to end every open watch
         self.audit: list[dict[str, Any]] = []
+        self.watches: list[dict[str, Any]] = []
         self.changed = threading.Condition()
 
     # all callers hold self.changed
@@ -370,7 +583,9 @@ class Store:
                 old = copy.deepcopy(old)
                 old["metadata"]["resourceVersion"] = str(self.version)
         self.events.append(Event(self.version, resource, namespace, old, new))
-        del self.events[:-EVENT_HISTORY]
+        if len(self.events) > self.history:
+            del self.events[: -self.history]
+            self.compacted = self.events[0].version - 1
         self.audit.append(
             {
                 "seq": len(self.audit) + 1,
@@ -385,6 +600,18 @@ class Store:
         self.changed.notify_all()
         return new
 
+    def compact(self) -> None:
+        """Forget every event so far and end every open watch (test hook)."""
+        with self.changed:
+            self.events.clear()
+            self.compacted = self.version
+        self.end_watches()
+
+    def end_watches(self) -> None:
+        with self.changed:
+            self.epoch += 1
+            self.changed.notify_all()
+
     def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
         with self.changed:
             stored = self.objects.get((resource, namespace, name))
@@ -393,6 +620,8 @@ class Store:
             return stored.rendered()
 
     def list_objects(self, resource: Resource, namespace: str, selector: str) -> dict[str, Any]:
+        """The matching objects and the collection's resourceVersion: "the resourceVersion of the collection
+        ... can be used to start a watch" (API Concepts, Efficient detection of changes)."""
         matches = compile_selector(selector)
         with self.changed:
             items = [
@@ -418,11 +647,11 @@ class Store:
                 raise ApiError(
                     409,
                     "AlreadyExists",
-                    f'{resource.plural} "{name}" already exists',
+                    f'{resource.qualified} "{name}" already exists',
                     {"name": name, "group": resource.group, "kind": resource.plural},
                 )
             self._initialise(obj)
-            stored = Stored(obj, {(manager, "Update"): set(field_paths(obj))})
+            stored = Stored(obj, {(manager, "Update"): set(owned_fields(obj, resource))})
             result = self._commit("create", resource, namespace, name, manager, None, stored)
         assert result is not None
         return result
@@ -436,32 +665,24 @@ class Store:
         manager: str,
         change: Any,
     ) -> dict[str, Any]:
-        """PUT (change is the new object) or merge PATCH (change is a callable old → new)."""
+        """PUT (change is the new object) or PATCH (change is a callable old → new)."""
         with self.changed:
             stored = self.objects.get((resource, namespace, name))
             if stored is None:
                 raise not_found(resource, name)
             old = stored.obj
             new_body = change(copy.deepcopy(old)) if callable(change) else change
-            precondition = (new_body.get("metadata") or {}).get("resourceVersion")
-            if verb == "update" and precondition and precondition != old["metadata"]["resourceVersion"]:
-                raise ApiError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on {resource.plural} "{name}": '
-                    "the object has been modified; please apply your changes to the latest version",
-                )
+            wanted = (new_body.get("metadata") or {}).get("resourceVersion")
+            check_precondition(resource, name, wanted, old["metadata"]["resourceVersion"])
             obj = self._prepared(resource, namespace, new_body, old, name)
             for key in SYSTEM_METADATA:
                 if key in old["metadata"]:
                     obj["metadata"][key] = old["metadata"][key]
             if obj == old:
                 return stored.rendered()
-            before, after = field_paths(old), field_paths(obj)
-            touched = {p for p in after if p not in before or before[p] != after[p]}
-            removed = set(before) - set(after)
-            owners = {key: paths - touched - removed for key, paths in stored.owners.items()}
-            owners.setdefault((manager, "Update"), set()).update(touched)
+            owners = took_over(
+                stored.owners, manager, owned_fields(old, resource), owned_fields(obj, resource)
+            )
             result = self._commit(
                 verb, resource, namespace, name, manager, stored.rendered(), Stored(obj, owners)
             )
@@ -474,72 +695,82 @@ class Store:
         """Server-side apply; answers the object and whether it was created."""
         fold_string_data(config)
         self._check_identity(resource, namespace, config, name)
-        applied = field_paths(config)
+        config.pop("status", None)
+        config["metadata"].pop("managedFields", None)
+        applied = owned_fields(config, resource)
         with self.changed:
             stored = self.objects.get((resource, namespace, name))
+            if stored is not None:
+                wanted = config["metadata"].get("resourceVersion")
+                current = stored.obj["metadata"]["resourceVersion"]
+                check_precondition(resource, name, wanted or current, current)
             old = stored.obj if stored else None
-            obj = (
-                copy.deepcopy(old)
-                if old
-                else {
-                    "apiVersion": resource.api_version,
-                    "kind": resource.kind,
-                    "metadata": {"name": name, "namespace": namespace},
-                }
-            )
-            owners = {key: set(paths) for key, paths in (stored.owners.items() if stored else [])}
-            current = field_paths(obj)
-            conflicts = [
-                (path, other)
-                for (other, operation), paths in owners.items()
-                if other != manager
-                for path in paths
-                if path in applied and current.get(path) != applied[path]
-            ]
-            if conflicts and not force:
-                text = "; ".join(f'conflict with "{m}": {path_text(p)}' for p, m in sorted(conflicts))
-                raise ApiError(
-                    409,
-                    "Conflict",
-                    f"Apply failed with {len(conflicts)} conflict(s): {text}",
-                    {
-                        "causes": [
-                            {
-                                "reason": "FieldManagerConflict",
-                                "message": f'conflict with "{m}"',
-                                "field": path_text(p),
-                            }
-                            for p, m in sorted(conflicts)
-                        ]
-                    },
-                )
-            taken = {path for path, _ in conflicts}
-            for key in owners:
-                if key[0] != manager:
-                    owners[key] -= taken
-            previously = owners.get((manager, "Apply"), set())
-            still_owned = set().union(*(p for k, p in owners.items() if k != (manager, "Apply")))
-            for path in previously - set(applied) - still_owned:
-                delete_path(obj, path)
-            for path, value in applied.items():
-                set_path(obj, path, value)
+            owners = self._apply_owners(resource, stored, manager, applied, force)
+            obj = self._merged(resource, namespace, name, stored, owners, manager, config)
             owners[(manager, "Apply")] = set(applied)
+            owners = {key: paths for key, paths in owners.items() if paths}
             obj = self._prepared(resource, namespace, obj, old, name)
             if stored is not None and obj == old and owners == stored.owners:
                 return stored.rendered(), False
             if old is None:
                 self._initialise(obj)
-            result = self._commit(
-                "apply",
-                resource,
-                namespace,
-                name,
-                manager,
-                stored.rendered() if stored else None,
-                Stored(obj, owners),
-            )
+            before = stored.rendered() if stored else None
+            result = self._commit("apply", resource, namespace, name, manager, before, Stored(obj, owners))
         assert result is not None
         return result, old is None
+
+    @staticmethod
+    def _apply_owners(
+        resource: Resource, stored: Stored | None, manager: str, applied: dict[Path, Any], force: bool
+    ) -> dict[Manager, set[Path]]:
+        """Other managers' fields after the apply: "fields that have a different value and are owned by
+        another manager will result in a conflict ... Writes ... can be forced, in which case the value of
+        any conflicted field will be overridden, and the ownership will be transferred" (Server-Side Apply,
+        Field management). Equal values are shared: "If two or more appliers set a field to the same value,
+        they share ownership of that field" (Conflicts)."""
+        owners = {key: set(paths) for key, paths in (stored.owners.items() if stored else [])}
+        current = owned_fields(stored.obj, resource) if stored else {}
+        conflicts = sorted(
+            (other, path)
+            for other, paths in owners.items()
+            if other != (manager, "Apply")
+            for path in paths
+            if path in applied and applied[path] != ITEM and current.get(path, MISSING) != applied[path]
+        )
+        if conflicts and not force:
+            raise apply_conflict(conflicts, resource.api_version)
+        for other, path in conflicts:
+            owners[other].discard(path)
+        return owners
+
+    @staticmethod
+    def _merged(
+        resource: Resource,
+        namespace: str,
+        name: str,
+        stored: Stored | None,
+        owners: dict[Manager, set[Path]],
+        manager: str,
+        config: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The object after the apply. "If you remove a field from a manifest and apply that manifest,
+        Server-Side Apply checks if there are any other field managers that also own the field. If the field
+        is not owned by any other field managers, it is either deleted from the live object or reset to its
+        default value ... The same rule applies to associative list or map items" (Server-Side Apply, Field
+        management): a field stays while another manager owns it or anything inside it."""
+        obj = (
+            copy.deepcopy(stored.obj)
+            if stored
+            else {"apiVersion": resource.api_version, "kind": resource.kind, "metadata": {}}
+        )
+        applied = set(owned_fields(config, resource))
+        kept = set().union(*(paths for key, paths in owners.items() if key != (manager, "Apply")))
+        for path in sorted(owners.get((manager, "Apply"), set()) - applied, key=len):  # items before fields
+            if not any(other[: len(path)] == path for other in kept):
+                remove_path(obj, path)
+        merged = merge_applied(obj, config, LIST_KEYS.get(resource.kind, {}))
+        merged["metadata"].update(name=name, namespace=namespace)
+        return dict(merged)
 
     def delete(
         self, resource: Resource, namespace: str, name: str, manager: str, options: dict[str, Any]
@@ -550,13 +781,15 @@ class Store:
                 raise not_found(resource, name)
             preconditions = options.get("preconditions") or {}
             metadata = stored.obj["metadata"]
-            for key in ("uid", "resourceVersion"):
+            for key, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
                 if preconditions.get(key) and preconditions[key] != metadata.get(key):
                     raise ApiError(
                         409,
                         "Conflict",
-                        f"Precondition failed: {key}: {preconditions[key]}, "
-                        f"object's {key}: {metadata.get(key)}",
+                        f'Operation cannot be fulfilled on {resource.qualified} "{name}": Precondition '
+                        f"failed: {label} in precondition: {preconditions[key]}, {label} in object meta: "
+                        f"{metadata.get(key)}",
+                        {"name": name, "group": resource.group, "kind": resource.plural},
                     )
             self._commit("delete", resource, namespace, name, manager, stored.rendered(), None)
         return status_object(
@@ -627,9 +860,19 @@ class Store:
         matches: Callable[[dict[str, Any]], bool],
         since: str | None,
         deadline: float,
-        stopping: threading.Event,
+        bookmarks: bool,
     ) -> Iterator[dict[str, Any]]:
+        """Events after `since` (or ADDED for what exists when it is absent or 0), until `deadline`.
+
+        "When the requested watch operations fail because the historical version of that resource is not
+        available, clients must handle the case by recognizing the status code 410 Gone" (API Concepts,
+        Efficient detection of changes); on a watch the server sends it as an ERROR event carrying the
+        Status (the watch cache's "too old resource version: N (M)", reason Expired)."""
         with self.changed:
+            epoch = self.epoch
+            self.watches.append(
+                {"resource": resource.plural, "namespace": namespace, "resourceVersion": since, "code": 200}
+            )
             if not since or since == "0":
                 cursor = self.version
                 initial = [
@@ -637,39 +880,72 @@ class Store:
                     for (r, ns, _), s in self.objects.items()
                     if r == resource and ns == namespace and matches(s.obj)
                 ]
+            elif int(since) < self.compacted:
+                self.watches[-1]["code"] = 410
+                message = f"too old resource version: {since} ({self.compacted})"
+                yield {"type": "ERROR", "object": status_object(410, "Expired", message)}
+                return
             else:
-                cursor = int(since)
-                initial = []
-                oldest = self.events[0].version if self.events else self.version + 1
-                if cursor < oldest - 1 and cursor < self.version:
-                    yield {
-                        "type": "ERROR",
-                        "object": status_object(
-                            410, "Expired", f"too old resource version: {cursor} ({oldest - 1})"
-                        ),
-                    }
-                    return
+                cursor, initial = int(since), []
         for obj in initial:
             yield {"type": "ADDED", "object": obj}
-        while not stopping.is_set():
+        yield from self._follow(resource, namespace, matches, cursor, deadline, bookmarks, epoch)
+
+    def _follow(
+        self,
+        resource: Resource,
+        namespace: str,
+        matches: Callable[[dict[str, Any]], bool],
+        cursor: int,
+        deadline: float,
+        bookmarks: bool,
+        epoch: int,
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events after `cursor`. A BOOKMARK after `bookmark_interval` of quiet: "a special kind of
+        event to mark that all changes up to a given resourceVersion the client is requesting have already
+        been sent" (API Concepts, Watch bookmarks), carrying only the kind and that resourceVersion."""
+        quiet_since = time.monotonic()
+        while True:
             with self.changed:
+                if self.epoch != epoch:
+                    return
                 pending = [e for e in self.events if e.version > cursor]
+                now = time.monotonic()
                 if not pending:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    due = quiet_since + self.bookmark_interval
+                    if bookmarks and now >= due:
+                        quiet_since = now
+                        marker = {"resourceVersion": str(self.version)}
+                        cursor = self.version
+                    elif now >= deadline:
                         return
-                    self.changed.wait(min(remaining, 0.5))
-                    continue
-                cursor = pending[-1].version
+                    else:
+                        self.changed.wait(min(deadline, due if bookmarks else deadline) - now)
+                        continue
+                else:
+                    marker, cursor, quiet_since = None, pending[-1].version, now
+            if marker is not None:
+                yield {
+                    "type": "BOOKMARK",
+                    "object": {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": marker},
+                }
             for event in pending:
-                if event.resource != resource or event.namespace != namespace:
-                    continue
-                was = event.old is not None and matches(event.old)
-                now = event.new is not None and matches(event.new)
-                if now:
-                    yield {"type": "MODIFIED" if was else "ADDED", "object": event.new}
-                elif was:
-                    yield {"type": "DELETED", "object": event.new or event.old}
+                yield from _seen(event, resource, namespace, matches)
+
+
+def _seen(
+    event: Event, resource: Resource, namespace: str, matches: Callable[[dict[str, Any]], bool]
+) -> Iterator[dict[str, Any]]:
+    """An event as one label-selected watch sees it: an object that starts matching is ADDED, one that
+    stops matching DELETED."""
+    if event.resource != resource or event.namespace != namespace:
+        return
+    was = event.old is not None and matches(event.old)
+    now = event.new is not None and matches(event.new)
+    if now:
+        yield {"type": "MODIFIED" if was else "ADDED", "object": event.new}
+    elif was:
+        yield {"type": "DELETED", "object": event.new or event.old}
 
 
 def compile_selector(text: str) -> Callable[[dict[str, Any]], bool]:
@@ -678,6 +954,102 @@ def compile_selector(text: str) -> Callable[[dict[str, Any]], bool]:
     except SelectorError as exc:
         raise ApiError(400, "BadRequest", f"unable to parse requirement: {exc}") from exc
     return lambda obj: selector.matches((obj.get("metadata") or {}).get("labels") or {})
+
+
+# --- patches ----------------------------------------------------------------------------------------------
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def strategic_merge_patch(target: Any, patch: Any, lists: Lists, names: tuple[str, ...] = ()) -> Any:
+    """A JSON merge patch, except that lists with a merge key merge item by item (the same keys as apply)."""
+    if isinstance(patch, dict):
+        if any(str(key).startswith("$") for key in patch):
+            raise ApiError(400, "BadRequest", "strategic merge patch directives are not supported here")
+        result = dict(target) if isinstance(target, dict) else {}
+        for key, value in patch.items():
+            if value is None:
+                result.pop(key, None)
+            else:
+                result[key] = strategic_merge_patch(result.get(key), value, lists, (*names, key))
+        return result
+    if isinstance(patch, list) and isinstance(target, list) and names in lists:
+        return merge_applied(target, patch, lists, names)
+    return copy.deepcopy(patch)
+
+
+def _pointer(document: Any, pointer: str) -> tuple[Any, str]:
+    """The container a JSON pointer (RFC 6901) ends in, and the last reference token."""
+    if not pointer.startswith("/"):
+        raise ApiError(400, "BadRequest", f"invalid JSON pointer: {pointer!r}")
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
+    container = document
+    for token in tokens[:-1]:
+        try:
+            container = container[int(token)] if isinstance(container, list) else container[token]
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ApiError(422, "Invalid", f"the path {pointer!r} does not exist") from exc
+    return container, tokens[-1]
+
+
+def json_patch(document: dict[str, Any], operations: Any) -> dict[str, Any]:
+    """RFC 6902: add, remove, replace, move, copy and test, all or nothing."""
+    if not isinstance(operations, list):
+        raise ApiError(400, "BadRequest", "a JSON patch is a list of operations")
+    result = copy.deepcopy(document)
+    for operation in operations:
+        op = operation.get("op") if isinstance(operation, dict) else None
+        if op not in ("add", "remove", "replace", "move", "copy", "test"):
+            raise ApiError(400, "BadRequest", f"unexpected JSON patch operation: {operation!r}")
+        value = operation.get("value")
+        if op in ("move", "copy"):
+            source, token = _pointer(result, str(operation.get("from", "")))
+            value = _take(source, token, remove=op == "move")
+        container, token = _pointer(result, str(operation.get("path", "")))
+        if op == "test":
+            if _take(container, token, remove=False) != value:
+                raise ApiError(422, "Invalid", f"testing value {operation['path']} failed")
+        elif op == "remove":
+            _take(container, token, remove=True)
+        else:
+            if op == "replace":
+                _take(container, token, remove=True)
+            _put(container, token, copy.deepcopy(value))
+    return result
+
+
+def _take(container: Any, token: str, *, remove: bool) -> Any:
+    try:
+        if isinstance(container, list):
+            return container.pop(int(token)) if remove else container[int(token)]
+        return container.pop(token) if remove else container[token]
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+        raise ApiError(422, "Invalid", f"the path ending in {token!r} does not exist") from exc
+
+
+def _put(container: Any, token: str, value: Any) -> None:
+    if isinstance(container, list):
+        if token == "-":
+            container.append(value)
+        elif token.isdigit() and int(token) <= len(container):
+            container.insert(int(token), value)
+        else:
+            raise ApiError(422, "Invalid", f"the index {token!r} is out of range")
+    elif isinstance(container, dict):
+        container[token] = value
+    else:
+        raise ApiError(422, "Invalid", f"cannot add {token!r} to a scalar")
 
 
 # --- HTTP -------------------------------------------------------------------------------------------------
@@ -767,13 +1139,17 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _json_body(self, raw: bytes) -> dict[str, Any]:
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError as exc:
-            raise ApiError(400, "BadRequest", f"the request body is not JSON: {exc}") from exc
+        body = self._json(raw)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the request body is not a JSON object")
         return body
+
+    @staticmethod
+    def _json(raw: bytes) -> Any:
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"the request body is not JSON: {exc}") from exc
 
     def _route(self) -> None:
         url = urlsplit(self.path)
@@ -798,9 +1174,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET" and path in static:
             self._send(200, static[path])
             return
-        if self.command == "GET" and path == "/test/audit":
-            with self.server.store.changed:
-                self._send(200, list(self.server.store.audit))
+        if path.startswith("/test/"):
+            self._test_hook(path)
             return
         match = ROUTE.match(url.path)
         if not match:
@@ -834,51 +1209,85 @@ class Handler(BaseHTTPRequestHandler):
         else:
             raise ApiError(405, "MethodNotAllowed", f"{self.command} is not supported here")
 
+    def _test_hook(self, path: str) -> None:
+        store = self.server.store
+        self._body()
+        if self.command == "GET" and path in ("/test/audit", "/test/watches"):
+            with store.changed:
+                self._send(200, list(store.audit if path == "/test/audit" else store.watches))
+        elif self.command == "POST" and path == "/test/compact":
+            store.compact()
+            self._send(200, {"compacted": store.compacted})
+        else:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+
     def _patch(
         self, resource: Resource, namespace: str, name: str, manager: str, query: dict[str, str], raw: bytes
     ) -> None:
+        """Apply, JSON patch, JSON merge patch, and strategic merge patch for built-in kinds only: custom
+        resources are unstructured, with no patchMergeKey to merge by, so the apiserver refuses a strategic
+        merge patch for them with 415 (endpoints/handlers/patch.go)."""
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-        store = self.server.store
         if content_type == APPLY_PATCH:
-            if not query.get("fieldManager"):
-                raise ApiError(400, "BadRequest", "fieldManager is required for apply requests")
-            try:
-                config = yaml.safe_load(raw)
-            except yaml.YAMLError as exc:
-                raise ApiError(400, "BadRequest", f"error decoding YAML: {exc}") from exc
-            if not isinstance(config, dict):
-                raise ApiError(400, "BadRequest", "the apply configuration is not an object")
-            obj, created = store.apply(
-                resource, namespace, name, manager, config, query.get("force") == "true"
-            )
-            self._send(201 if created else 200, obj)
-        elif content_type in MERGE_PATCHES:
-            if query.get("force"):
-                raise ApiError(400, "BadRequest", "force must be unset for non-apply patch requests")
-            patch = self._json_body(raw)
-            self._send(
-                200,
-                store.update(
-                    "patch", resource, namespace, name, manager, lambda old: merge_patch(old, patch)
-                ),
-            )
-        else:
+            self._apply(resource, namespace, name, query, raw)
+            return
+        if query.get("force"):
+            raise ApiError(400, "BadRequest", "force must be unset for non-apply patch requests")
+        lists = LIST_KEYS.get(resource.kind, {})
+        patches: dict[str, Callable[[Any, Any], Any]] = {
+            MERGE_PATCH: merge_patch,
+            JSON_PATCH: json_patch,
+            **(
+                {}
+                if resource.custom
+                else {STRATEGIC_MERGE_PATCH: lambda old, p: strategic_merge_patch(old, p, lists)}
+            ),
+        }
+        if content_type not in patches:
             raise ApiError(
                 415,
                 "UnsupportedMediaType",
-                f"the body of the request was in an unknown format ({content_type})",
+                f"the body of the request was in an unknown format - accepted media types include: "
+                f"{', '.join([*patches, APPLY_PATCH])}",
             )
+        patch, patcher = self._json(raw), patches[content_type]
+        if content_type != JSON_PATCH and not isinstance(patch, dict):
+            raise ApiError(400, "BadRequest", "the patch is not a JSON object")
+        result = self.server.store.update(
+            "patch", resource, namespace, name, manager, lambda old: patcher(old, patch)
+        )
+        self._send(200, result)
+
+    def _apply(
+        self, resource: Resource, namespace: str, name: str, query: dict[str, str], raw: bytes
+    ) -> None:
+        """Server-side apply; the apiserver refuses one without a `fieldManager` (400)."""
+        if not query.get("fieldManager"):
+            raise ApiError(400, "BadRequest", "fieldManager is required for apply requests")
+        try:
+            config = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ApiError(400, "BadRequest", f"error decoding YAML: {exc}") from exc
+        if not isinstance(config, dict):
+            raise ApiError(400, "BadRequest", "the apply configuration is not an object")
+        obj, created = self.server.store.apply(
+            resource, namespace, name, query["fieldManager"], config, query.get("force") == "true"
+        )
+        self._send(201 if created else 200, obj)
 
     def _watch(self, resource: Resource, namespace: str, query: dict[str, str]) -> None:
         timeout = min(float(query.get("timeoutSeconds") or DEFAULT_WATCH_SECONDS), DEFAULT_WATCH_SECONDS)
         matches = compile_selector(query.get("labelSelector", ""))  # a bad selector is a 400, not a stream
+        since = query.get("resourceVersion")
+        if since and not since.isdigit():
+            raise ApiError(400, "BadRequest", f"invalid resource version: {since}")
         events = self.server.store.watch(
             resource,
             namespace,
             matches,
-            query.get("resourceVersion"),
+            since,
             time.monotonic() + timeout,
-            self.server.stopping,
+            query.get("allowWatchBookmarks") in ("true", "1"),
         )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -896,42 +1305,44 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
 class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, token: str | None) -> None:
+    def __init__(
+        self,
+        port: int,
+        token: str | None,
+        history: int = EVENT_HISTORY,
+        bookmark_interval: float = BOOKMARK_INTERVAL,
+    ) -> None:
         super().__init__(("127.0.0.1", port), Handler)
-        self.store = Store()
+        self.store = Store(history, bookmark_interval)
         self.token = token
-        self.stopping = threading.Event()
+
+    def server_close(self) -> None:
+        self.store.end_watches()
+        super().server_close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token", help="the bearer token every request must carry")
+    parser.add_argument("--history", type=int, default=EVENT_HISTORY, help="events kept for watches")
+    parser.add_argument(
+        "--bookmark-interval",
+        type=float,
+        default=BOOKMARK_INTERVAL,
+        help="seconds of quiet before a BOOKMARK",
+    )
     args = parser.parse_args()
-    server = ApiServer(args.port, args.token)
+    server = ApiServer(args.port, args.token, args.history, args.bookmark_interval)
     log(f"serving on http://127.0.0.1:{args.port}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.stopping.set()
         server.server_close()
 
 
