@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -237,7 +238,10 @@ class ServerProcess(ManagedProcess):
 
 
 class AgentProcess(ManagedProcess):
-    """`rrm agent` for one self-hosted runtime; restarts reuse its state dir and pass no token."""
+    """`rrm agent` for one self-hosted runtime; restarts reuse its state dir and pass no token.
+
+    It runs at the agent's own defaults (heartbeat, long-poll wait) unless a test sets them: a test that
+    passes only with a shorter heartbeat hides what a user would wait for."""
 
     def __init__(
         self,
@@ -247,8 +251,8 @@ class AgentProcess(ManagedProcess):
         resources_path: Path,
         log_path: Path,
         *,
-        heartbeat_interval: float = 1.0,
-        wait: float = 5.0,
+        heartbeat_interval: float | None = None,
+        wait: float | None = None,
         dapr_http_port: int | None = None,
         dapr_api_token: str | None = None,
         reload_command: str | None = None,
@@ -275,7 +279,10 @@ class AgentProcess(ManagedProcess):
             args += ["--token", token]
         args += ["--state-dir", str(self.state_dir), "--target", "selfhosted"]
         args += ["--resources-path", str(self.resources_path)]
-        args += ["--heartbeat-interval", str(self.heartbeat_interval), "--wait", str(self.wait)]
+        if self.heartbeat_interval is not None:
+            args += ["--heartbeat-interval", str(self.heartbeat_interval)]
+        if self.wait is not None:
+            args += ["--wait", str(self.wait)]
         if self.dapr_http_port is not None:
             args += ["--dapr-http-port", str(self.dapr_http_port)]
         if self.dapr_api_token is not None:
@@ -290,7 +297,8 @@ class AgentProcess(ManagedProcess):
 
 
 class FakeDaprd(ManagedProcess):
-    """The daprd stand-in (tests/standins/fake_daprd.py) watching one resources directory."""
+    """The daprd stand-in (tests/standins/fake_daprd.py) watching one resources directory, at the stand-in's
+    own rescan interval and init delay unless a test sets them."""
 
     def __init__(
         self,
@@ -300,6 +308,8 @@ class FakeDaprd(ManagedProcess):
         app_id: str = "app",
         hot_reload: bool = True,
         api_token: str | None = None,
+        rescan_interval: float | None = None,
+        init_delay: float | None = None,
     ) -> None:
         super().__init__(f"fake daprd {app_id}", log_path)
         self.resources_path = resources_path
@@ -307,6 +317,7 @@ class FakeDaprd(ManagedProcess):
         self.app_id = app_id
         self.hot_reload = hot_reload
         self.api_token = api_token
+        self.timings = {"--rescan-interval": rescan_interval, "--init-delay": init_delay}
 
     @property
     def url(self) -> str:
@@ -320,6 +331,9 @@ class FakeDaprd(ManagedProcess):
             args.append("--no-hot-reload")
         if self.api_token:
             args += ["--api-token", self.api_token]
+        for flag, seconds in self.timings.items():
+            if seconds is not None:
+                args += [flag, str(seconds)]
         self._launch(args)
         wait_until(self._healthy, DEADLINE, lambda: f"fake daprd did not start:\n{self.tail()}")
 
@@ -341,6 +355,20 @@ class FakeDaprd(ManagedProcess):
         self.ensure_running()
         response = httpx.get(f"{self.url}/test/resolved/{component}", timeout=5)
         return dict(response.json()["metadata"]) if response.status_code == 200 else None
+
+    def loaded_at(self, component: str) -> float | None:
+        """When daprd last logged `Component loaded:` for `component` (epoch seconds), if it did."""
+        found = re.findall(
+            rf'^time="([^"]+)" level=info msg="Component loaded: {re.escape(component)} \(',
+            self.tail(10**6),
+            re.MULTILINE,
+        )
+        return parse_time(found[-1]) if found else None
+
+    def init_errors(self) -> dict[str, str]:
+        """Component → daprd's init error (what daprd only logs; the stand-in also serves it to tests)."""
+        self.ensure_running()
+        return dict(expect_status(httpx.get(f"{self.url}/test/init-errors", timeout=5), 200).json())
 
     def hangup(self) -> None:
         os.kill(self.pid, signal.SIGHUP)

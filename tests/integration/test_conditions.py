@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -35,7 +36,7 @@ def test_conditions_become_true_and_the_sidecar_report_lists_what_it_loaded(
     fleet: Fleet, admin: httpx.Client
 ) -> None:
     daprd = fleet.daprd("cond-1", api_token="cond-dapr-api-token")
-    agent = fleet.agent("cond-1", {"t-cond": "yes"}, daprd=daprd)
+    fleet.agent("cond-1", {"t-cond": "yes"}, daprd=daprd)
     apply(
         admin,
         [
@@ -68,9 +69,34 @@ def test_conditions_become_true_and_the_sidecar_report_lists_what_it_loaded(
         "the sidecar report drops the deleted component",
     )
 
+
+def test_ready_follows_the_sidecar_loading_within_a_second(fleet: Fleet, admin: httpx.Client) -> None:
+    """Agent at its default heartbeat (60 s), stand-in at its defaults (rescan 0.2 s, init 0.3 s): Ready
+    must come from following the sidecar after the apply, not from the next heartbeat."""
+    daprd = fleet.daprd("cond-fresh")
+    fleet.agent("cond-fresh", {"t-cond": "fresh"}, daprd=daprd)
+    fleet.wait_runtime("cond-fresh", lambda d: condition_true(d, "Connected"), "Connected")
+    apply(admin, [http_binding("cond-fresh-web", "t-cond=fresh", "http://fresh.invalid/")])
+    fleet.wait_runtime(
+        "cond-fresh",
+        lambda d: synced(d) and condition_true(d, "Ready") and "cond-fresh-web" in sidecar_names(d),
+        "Ready with the component loaded, long before the next heartbeat",
+        timeout=15,
+    )
+    seen_ready = time.time()  # at most one poll (0.1 s) after the control plane showed it: errs long
+    loaded = daprd.loaded_at("cond-fresh-web")
+    assert loaded is not None, fleet.explain("the stand-in never logged loading the component")
+    lag = seen_ready - loaded
+    assert 0 <= lag <= 1.0, fleet.explain(f"Ready seen {lag:.2f} s after the sidecar loaded the component")
+
+
+def test_connected_turns_false_after_three_missed_heartbeats(fleet: Fleet, admin: httpx.Client) -> None:
+    # The rule is about the heartbeat, so this agent beats every second instead of the default minute.
+    agent = fleet.agent("cond-gone", {"t-cond": "gone"}, heartbeat_interval=1.0)
+    fleet.wait_runtime("cond-gone", lambda d: condition_true(d, "Connected"), "Connected")
     agent.stop()
     gone = fleet.wait_runtime(
-        "cond-1",
+        "cond-gone",
         lambda d: (condition(d, "Connected") or {}).get("status") == "False",
         "Connected False after 3 missed heartbeats",
         timeout=20,
