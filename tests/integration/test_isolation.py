@@ -163,13 +163,17 @@ def test_rotation_only_rotates_the_token_runtime(
     _, b = runtimes
     rotating = pair(server.url, register(server.admin, "iso-rotating", labels={"t-iso": "rotating"}))
     new_key = agent_auth.generate_private_key()
+    new_public = agent_auth.public_key_pem(new_key)
     params, headers = naming(b)
+    challenge = rotating.request("POST", "/agent/v1/rotate/challenge", params=params, headers=headers)
+    nonce = expect_status(challenge, 200).json()["nonce"]
+    proof = agent_auth.sign_rotation(rotating.key, rotating.runtime_id, nonce, new_public)
     answer = rotating.request(
         "POST",
         "/agent/v1/rotate",
         params=params,
         headers=headers,
-        json={"public_key": agent_auth.public_key_pem(new_key)},
+        json={"public_key": new_public, "nonce": nonce, "proof": proof},
     )
     new_kid = expect_status(answer, 200).json()["key_id"]
     assert rotating.desired_state().status_code == 401, "the old key still works after rotation"

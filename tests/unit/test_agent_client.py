@@ -8,6 +8,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable
+from email.utils import formatdate
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from rrm.agent.client import (
 )
 from rrm.core.hashing import state_hash
 from rrm.wire.agent_auth import (
+    NOT_YET_VALID_MESSAGE,
     AgentTokenError,
     generate_private_key,
     key_id,
@@ -48,7 +50,9 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 def client_for(handler: Handler, urls: list[str] | None = None) -> DirectorClient:
     return DirectorClient(
-        urls or ["http://a"], bearer=lambda renew=False: "jwt", transport=httpx.MockTransport(handler)
+        urls or ["http://a"],
+        bearer=lambda renew=False, now=None: "jwt",
+        transport=httpx.MockTransport(handler),
     )
 
 
@@ -204,8 +208,10 @@ class CountingBearer:
     def __init__(self) -> None:
         self.minted = 1
         self.renewals = 0
+        self.times: list[float] = []
 
-    def __call__(self, *, renew: bool = False) -> str:
+    def __call__(self, *, renew: bool = False, now: float | None = None) -> str:
+        self.times.append(time.time() if now is None else now)
         if renew:
             self.renewals += 1
             self.minted += 1
@@ -277,6 +283,65 @@ def test_other_401s_are_not_retried(detail: str) -> None:
     assert isinstance(error, Unauthorized)
     assert seen == ["Bearer jwt-1"]
     assert bearer.renewals == 0
+
+
+def answer_dated(status: int, director_offset: float, **kwargs: Any) -> httpx.Response:
+    """An answer whose `Date` is the director's clock, `director_offset` seconds from this host's."""
+    return httpx.Response(
+        status, headers={"Date": formatdate(time.time() + director_offset, usegmt=True)}, **kwargs
+    )
+
+
+@pytest.mark.parametrize("director_offset", [-60.0, 400.0], ids=["host-60s-ahead", "host-400s-behind"])
+def test_a_token_refused_for_the_hosts_clock_is_issued_again_in_the_directors_time(
+    director_offset: float,
+) -> None:
+    """The refusal's `Date` gives the director's time: the token is issued again in it, and so is every
+    token after it; the status message says that this host's clock is off."""
+    bearer = CountingBearer()
+    sent: list[StatusReport] = []
+    refused = {"json": {"detail": f"invalid runtime token: {NOT_YET_VALID_MESSAGE}"}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return (
+            answer_dated(401, director_offset, **refused)
+            if len(sent) == 1
+            else answer_dated(204, director_offset)
+        )
+
+    async def scenario() -> None:
+        client = DirectorClient(["http://a"], bearer=bearer, transport=httpx.MockTransport(handler))
+        try:
+            await client.report_status(StatusReport())
+            await client.report_status(StatusReport())
+        finally:
+            await client.close()
+
+    before = time.time()
+    run(scenario())
+
+    assert bearer.renewals == 1 and len(bearer.times) == 3
+    assert abs(bearer.times[0] - before) < 5, "the first token is issued in this host's time"
+    assert all(abs(t - (before + director_offset)) < 5 for t in bearer.times[1:]), "then in the director's"
+    assert sent[0]["message"] == ""
+    assert "clock" in sent[2]["message"], sent[2]["message"]
+
+
+def test_a_refusal_for_time_that_persists_says_it_is_the_clock() -> None:
+    """No `Date` to learn from (a proxy dropped it): the error names the clock, for the log."""
+    refused = httpx.Response(401, json={"detail": expired_token_detail()})
+    _, error = send_with(CountingBearer(), [refused, refused])
+
+    assert isinstance(error, Unauthorized)
+    assert "clock" in str(error)
+
+
+def test_a_date_within_a_second_or_so_changes_nothing() -> None:
+    bearer = CountingBearer()
+    send_with(bearer, [answer_dated(204, 1.0), answer_dated(204, 1.0)])
+    _, error = send_with(bearer, [answer_dated(204, 0)])
+    assert error is None and all(abs(t - time.time()) < 5 for t in bearer.times)
 
 
 def test_an_expired_pairing_token_is_not_retried() -> None:

@@ -22,7 +22,9 @@ from rrm.wire.agent_auth import (
     key_id,
     load_public_key,
     public_key_pem,
+    rotation_proof_is_valid,
     sign_agent_token,
+    sign_rotation,
     unverified_key_id,
     verify_agent_token,
 )
@@ -30,15 +32,17 @@ from rrm.wire.plain import StatusReport
 
 
 class FakeDirector:
-    """Just enough of the agent API to pair and rotate, verifying the bearer like the server does."""
+    """Just enough of the agent API to pair and rotate, verifying the bearer and the rotation proof like the
+    server does."""
 
     def __init__(self) -> None:
         self.public_key: str | None = None
         self.rotate_status = 200
+        self.nonces: list[str] = []
 
     def handle(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
         if request.url.path == "/agent/v1/pair":
+            body = json.loads(request.content)
             self.public_key = body["public_key"]
             kid = key_id(body["public_key"])
             return httpx.Response(
@@ -48,8 +52,16 @@ class FakeDirector:
         assert self.public_key is not None
         token = request.headers["Authorization"].removeprefix("Bearer ")
         verify_agent_token(token, load_public_key(self.public_key), key_id(self.public_key))
+        if request.url.path == "/agent/v1/rotate/challenge":
+            self.nonces.append(f"nonce-{len(self.nonces)}")
+            return httpx.Response(200, json={"nonce": self.nonces[-1], "expires_in": 60})
         if self.rotate_status != 200:
             return httpx.Response(self.rotate_status, json={"detail": "down"})
+        body = json.loads(request.content)
+        assert body["nonce"] == self.nonces[-1]
+        assert rotation_proof_is_valid(
+            load_public_key(self.public_key), body["proof"], "rt-1", body["nonce"], body["public_key"]
+        ), "the rotation proof is not the current key's signature"
         self.public_key = body["public_key"]
         return httpx.Response(200, json={"key_id": key_id(body["public_key"])})
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from rrm.wire import models, plain
 from rrm.wire.plain import WireError, decode, dumps, encode
 
-RECEIVED = ["DesiredState", "DeliveredSecret", "PairResponse", "RotateResponse"]
+RECEIVED = ["DesiredState", "DeliveredSecret", "PairResponse", "RotateChallenge", "RotateResponse"]
 SENT = [
     "StatusReport",
     "ResourceResult",
@@ -34,7 +34,7 @@ SENT = [
     "PairRequest",
     "RotateRequest",
 ]
-DECODED = ["DesiredState", "PairResponse", "RotateResponse"]
+DECODED = ["DesiredState", "PairResponse", "RotateChallenge", "RotateResponse"]
 
 
 # --- the same shapes ----------------------------------------------------------------------------------------
@@ -125,7 +125,8 @@ pair_responses = st.builds(
     key_id=st.text(max_size=24),
 )
 rotate_responses = st.builds(models.RotateResponse, key_id=st.text(max_size=24))
-answers = st.one_of(desired_states, pair_responses, rotate_responses)
+rotate_challenges = st.builds(models.RotateChallenge, nonce=st.text(max_size=24), expires_in=st.integers())
+answers = st.one_of(desired_states, pair_responses, rotate_responses, rotate_challenges)
 
 
 @given(answers)
@@ -322,7 +323,7 @@ requests = st.one_of(
     st.builds(
         plain.PairRequest, token=st.text(min_size=1, max_size=12), public_key=words, agent_version=words
     ),
-    st.builds(plain.RotateRequest, public_key=words),
+    st.builds(plain.RotateRequest, public_key=words, nonce=words, proof=words),
 )
 
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
+import time
 import urllib.request
 from collections.abc import Iterable
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from rrm.agent.verify import state_is_authentic
-from rrm.wire.agent_auth import EXPIRED_TOKEN_MESSAGE
+from rrm.wire.agent_auth import CLOCK_REFUSALS
 from rrm.wire.plain import (
     DesiredState,
     PairRequest,
     PairResponse,
+    RotateChallenge,
     RotateRequest,
     RotateResponse,
     StatusReport,
@@ -36,6 +40,8 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 # its RSS went from 454 to 409 MB).
 KEEPALIVE_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 30.0
+# A `Date` header has whole seconds: an offset smaller than this is no evidence that the clocks differ.
+CLOCK_SKEW_TOLERANCE_SECONDS = 2.0
 
 
 class DirectorError(Exception):
@@ -55,9 +61,42 @@ class UnexpectedResponse(DirectorError):
 
 
 class Bearer(Protocol):
-    """The JWT for authenticated calls (`AgentIdentity.bearer_token`); `renew=True` mints a fresh one."""
+    """The JWT for authenticated calls (`AgentIdentity.bearer_token`); `renew=True` mints a fresh one, and
+    `now` is the directors' present, in which it is issued."""
 
-    def __call__(self, *, renew: bool = False) -> str: ...
+    def __call__(self, *, renew: bool = False, now: float | None = None) -> str: ...
+
+
+class DirectorClock:
+    """The directors' present as this host estimates it from the `Date` header of their answers: tokens are
+    issued and expire in the directors' time, so that a host whose clock is off is not refused for it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def observe(self, date_header: str | None, received_at: float) -> None:
+        """Learn the offset from an answer's `Date` (whole seconds, so its middle: +0.5 s)."""
+        try:
+            director_time = parsedate_to_datetime(date_header or "").timestamp() + 0.5
+        except (TypeError, ValueError):
+            return  # no Date (a proxy may drop it): keep what was learned
+        offset = director_time - received_at
+        offset = offset if abs(offset) >= CLOCK_SKEW_TOLERANCE_SECONDS else 0.0
+        if abs(offset - self.offset) >= CLOCK_SKEW_TOLERANCE_SECONDS:
+            log.warning("event=clock-offset offset=%+.0fs action=signing-in-director-time", offset)
+        self.offset = offset
+
+    def describe(self) -> str:
+        """A note for the status message while this host's clock is off, else ''."""
+        if not self.offset:
+            return ""
+        way = "behind" if self.offset > 0 else "ahead of"
+        return (
+            f"this host's clock is about {abs(self.offset):.0f} s {way} the director's; signing in its time"
+        )
 
 
 class DirectorClient:
@@ -74,6 +113,7 @@ class DirectorClient:
         self._urls = [url.rstrip("/") for url in director_urls]
         self._active = 0
         self.bearer = bearer
+        self.clock = DirectorClock()
         self._http = httpx.AsyncClient(
             transport=transport,
             verify=tls_verification(self._urls),
@@ -108,6 +148,10 @@ class DirectorClient:
         return state
 
     async def report_status(self, report: StatusReport) -> None:
+        """Send `report`; while this host's clock is off, its message says so (an operator should fix it)."""
+        note = self.clock.describe()
+        if note:
+            report = dataclasses.replace(report, message="; ".join(filter(None, (report.message, note))))
         response = await self._send("PUT", "/agent/v1/status", json=encode(report))
         _expect(response, 200, 204)
 
@@ -115,6 +159,11 @@ class DirectorClient:
         response = await self._send("POST", "/agent/v1/pair", json=encode(request), authenticated=False)
         _expect(response, 200, 201)
         return _parse(PairResponse, response)
+
+    async def rotation_challenge(self) -> RotateChallenge:
+        response = await self._send("POST", "/agent/v1/rotate/challenge")
+        _expect(response, 200)
+        return _parse(RotateChallenge, response)
 
     async def rotate(self, request: RotateRequest) -> RotateResponse:
         response = await self._send("POST", "/agent/v1/rotate", json=encode(request))
@@ -147,22 +196,37 @@ class DirectorClient:
         **kwargs: Any,
     ) -> httpx.Response:
         """Send to the directors (see `_send_once`); a token the director found expired (it was held up
-        longer than its lifetime) is renewed and the request sent again, once and at once."""
+        longer than its lifetime) or not yet valid (this host's clock was off, and the answer tells the
+        director's time) is renewed and the request sent again, once and at once."""
         headers = dict(headers or {})
         if authenticated:
             if self.bearer is None:
                 raise Unauthorized("no runtime identity to sign the request with")
-            headers["Authorization"] = f"Bearer {self.bearer()}"
+            headers["Authorization"] = f"Bearer {self.bearer(now=self.clock.now())}"
         response = await self._send_once(method, path, headers, timeout, kwargs)
-        if authenticated and self.bearer is not None and _token_expired(response):
-            log.warning("event=token-expired method=%s path=%s action=renewing-and-retrying", method, path)
-            headers["Authorization"] = f"Bearer {self.bearer(renew=True)}"
+        if authenticated and self.bearer is not None and _refused_for_time(response):
+            log.warning(
+                "event=token-refused reason=%r method=%s path=%s action=renewing-and-retrying",
+                _detail(response),
+                method,
+                path,
+            )
+            headers["Authorization"] = f"Bearer {self.bearer(renew=True, now=self.clock.now())}"
             response = await self._send_once(method, path, headers, timeout, kwargs)
         if response.status_code == 401:
-            raise Unauthorized(f"{method} {path}: 401 {_detail(response)}")
+            raise Unauthorized(f"{method} {path}: 401 {_detail(response)}{self._clock_hint(response)}")
         if response.status_code >= 500:
             raise DirectorUnavailable(f"{method} {path}: {response.status_code} {_detail(response)}")
         return response
+
+    def _clock_hint(self, response: httpx.Response) -> str:
+        """For a 401 that is about time: say that it is this host's clock, and by how much it is off."""
+        if not _refused_for_time(response):
+            return ""
+        return (
+            f" (refused for its time: this host's clock is off; the offset to the director's, from its Date"
+            f" header, is {self.clock.offset:+.0f} s)"
+        )
 
     async def _send_once(
         self, method: str, path: str, headers: dict[str, str], timeout: httpx.Timeout | None, kwargs: Any
@@ -177,6 +241,7 @@ class DirectorClient:
             except httpx.TransportError as exc:
                 failures.append(f"{self._urls[index]}: {type(exc).__name__}: {exc}")
                 continue
+            self.clock.observe(response.headers.get("date"), time.time())
             if index != self._active:
                 log.info("event=director-switched url=%s", self._urls[index])
                 self._active = index
@@ -208,10 +273,10 @@ def _parse(kind: type[T], response: httpx.Response) -> T:
         raise UnexpectedResponse(f"malformed {kind.__name__}: {exc}") from exc
 
 
-def _token_expired(response: httpx.Response) -> bool:
-    """A 401 for an expired token, as opposed to one for a revoked or unknown runtime (re-pairing helps
-    there, a fresh token does not)."""
-    return response.status_code == 401 and EXPIRED_TOKEN_MESSAGE in _detail(response)
+def _refused_for_time(response: httpx.Response) -> bool:
+    """A 401 for a token expired or not yet valid, as opposed to one for a revoked or unknown runtime
+    (re-pairing helps there, a fresh token does not)."""
+    return response.status_code == 401 and any(reason in _detail(response) for reason in CLOCK_REFUSALS)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -23,6 +23,7 @@ from rrm.wire.agent_auth import (
     private_key_pem,
     public_key_pem,
     sign_agent_token,
+    sign_rotation,
 )
 from rrm.wire.plain import PairRequest, RotateRequest
 
@@ -53,7 +54,7 @@ class AgentIdentity:
         self.record = record
         self._key = key
         self._token: str | None = None
-        self._token_renew_at = 0.0
+        self._token_issued_at = self._token_renew_at = 0.0
 
     @classmethod
     def load(cls, state_dir: Path) -> AgentIdentity | None:
@@ -93,11 +94,12 @@ class AgentIdentity:
         log.info("event=paired runtime=%s id=%s kind=%s", record.runtime_name, record.runtime_id, record.kind)
         return identity
 
-    def bearer_token(self, *, renew: bool = False) -> str:
+    def bearer_token(self, *, renew: bool = False, now: float | None = None) -> str:
         """A signed JWT, reused for half its lifetime; `renew` mints a fresh one at once (the director
-        answered that the last one had expired)."""
-        now = time.time()
-        if renew or self._token is None or now >= self._token_renew_at:
+        answered that the last one had expired, or was not valid yet). `now` is the directors' present as
+        the client estimates it (this host's clock when not given): the token's times are theirs."""
+        now = time.time() if now is None else now
+        if renew or self._token is None or not self._token_issued_at <= now < self._token_renew_at:
             self._token = sign_agent_token(
                 self._key,
                 self.record.runtime_id,
@@ -105,6 +107,7 @@ class AgentIdentity:
                 lifetime=TOKEN_LIFETIME_SECONDS,
                 now=now,
             )
+            self._token_issued_at = now
             self._token_renew_at = now + TOKEN_RENEW_AFTER_SECONDS
         return self._token
 
@@ -113,9 +116,13 @@ class AgentIdentity:
         return max(0.0, time.time() - (self._state_dir / KEY_FILE).stat().st_mtime)
 
     async def rotate(self, client: DirectorClient) -> None:
-        """Register a new key (signed with the current one); store it only once the director accepted it."""
+        """Register a new key, proving with the current one that this agent holds it (a signature over the
+        director's nonce and the new key); store the new key only once the director accepted it."""
+        challenge = await client.rotation_challenge()
         new_key = generate_private_key()
-        answer = await client.rotate(RotateRequest(public_key=public_key_pem(new_key)))
+        new_public = public_key_pem(new_key)
+        proof = sign_rotation(self._key, self.record.runtime_id, challenge.nonce, new_public)
+        answer = await client.rotate(RotateRequest(public_key=new_public, nonce=challenge.nonce, proof=proof))
         self._store_key(new_key)
         self.record = replace(self.record, key_id=answer.key_id)
         self._store_record()

@@ -1,6 +1,8 @@
 """Runtime identity on the wire: the agent signs short-lived EdDSA JWTs with a key only it holds.
 
 The control plane stores the public half only, so nothing in its database lets anyone act as a runtime.
+Replacing that key takes more than a bearer token (which a thief could hold for minutes): the agent signs a
+nonce the control plane issued, together with the new public key, with the key in force (`sign_rotation`).
 Signing needs only `cryptography`; PyJWT, which verifies, is imported by the control plane alone, so that an
 agent process does not carry it (and the parts of `cryptography` it loads).
 """
@@ -8,12 +10,14 @@ agent process does not carry it (and the parts of `cryptography` it loads).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -23,6 +27,13 @@ MAX_LIFETIME_SECONDS = 600
 # What an expired token's refusal says (the director answers 401 "invalid runtime token: <this>"): the agent
 # tells it apart from a revoked or unknown runtime, renews its token and sends the request again.
 EXPIRED_TOKEN_MESSAGE = "Signature has expired"
+# What a token issued after the director's present says: the agent's clock is ahead of the director's.
+NOT_YET_VALID_MESSAGE = "token issued in the future"
+# The refusals that a token minted by a wrong clock gets: the agent signs again in the director's time.
+CLOCK_REFUSALS = (EXPIRED_TOKEN_MESSAGE, NOT_YET_VALID_MESSAGE)
+# Key rotation, version 2 of the protocol: what a rotation proof signs starts with this (version 1 took a
+# bearer token alone).
+ROTATION_PROOF_CONTEXT = "rrm-agent-rotate-v2"
 
 
 class AgentTokenError(Exception):
@@ -127,8 +138,32 @@ def verify_agent_token(token: str, public_key: Ed25519PublicKey, kid: str) -> Ag
         )
     except jwt.ExpiredSignatureError as exc:
         raise AgentTokenError(EXPIRED_TOKEN_MESSAGE) from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise AgentTokenError(NOT_YET_VALID_MESSAGE) from exc
     except jwt.PyJWTError as exc:
         raise AgentTokenError(str(exc)) from exc
     if claims["exp"] - claims["iat"] > MAX_LIFETIME_SECONDS:
         raise AgentTokenError(f"token lifetime exceeds {MAX_LIFETIME_SECONDS} s")
     return AgentClaims(runtime_id=str(claims["sub"]), key_id=kid, expires_at=float(claims["exp"]))
+
+
+def rotation_message(runtime_id: str, nonce: str, new_public_pem: str) -> bytes:
+    """What a rotation proof signs: the runtime, the director's nonce and the key that is to replace the
+    signer's, so that a proof cannot be replayed for another runtime, another challenge or another key."""
+    return "\n".join((ROTATION_PROOF_CONTEXT, runtime_id, nonce, new_public_pem)).encode()
+
+
+def sign_rotation(key: Ed25519PrivateKey, runtime_id: str, nonce: str, new_public_pem: str) -> str:
+    return _base64url(key.sign(rotation_message(runtime_id, nonce, new_public_pem)))
+
+
+def rotation_proof_is_valid(
+    public_key: Ed25519PublicKey, proof: str, runtime_id: str, nonce: str, new_public_pem: str
+) -> bool:
+    """Whether `proof` is the signature of the key in force over this rotation."""
+    try:
+        signature = base64.urlsafe_b64decode(proof + "=" * (-len(proof) % 4))
+        public_key.verify(signature, rotation_message(runtime_id, nonce, new_public_pem))
+    except (InvalidSignature, ValueError, binascii.Error):
+        return False
+    return True

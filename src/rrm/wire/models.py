@@ -30,10 +30,20 @@ class PairResponse(BaseModel):
     key_id: str
 
 
-class RotateRequest(BaseModel):
-    """Sent signed with the current key; the new key replaces it at once."""
+class RotateChallenge(BaseModel):
+    """A nonce for one key rotation, issued to the runtime that asked, valid for `expires_in` seconds."""
 
-    public_key: str
+    nonce: str
+    expires_in: int
+
+
+class RotateRequest(BaseModel):
+    """The new key replaces the current one at once, if `proof` is the current key's signature over the
+    challenge's nonce and the new key (`rrm.wire.agent_auth.rotation_message`)."""
+
+    public_key: str = Field(description="PEM-encoded Ed25519 public key made by the agent")
+    nonce: str = Field(description="from POST /agent/v1/rotate/challenge")
+    proof: str = Field(description="base64url Ed25519 signature by the current key")
 
 
 class RotateResponse(BaseModel):

@@ -55,6 +55,8 @@ class PairRequest:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RotateRequest:
     public_key: str
+    nonce: str
+    proof: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -137,6 +139,12 @@ class PairResponse:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class RotateChallenge:
+    nonce: str
+    expires_in: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RotateResponse:
     key_id: str
 
@@ -196,8 +204,8 @@ def _isoformat(moment: datetime) -> str:
 
 
 def decode(kind: type[T], body: bytes | str) -> T:
-    """Parse a JSON body into `kind` (`DesiredState`, `PairResponse` or `RotateResponse`); `WireError` if the
-    protocol does not allow it."""
+    """Parse a JSON body into `kind` (`DesiredState`, `PairResponse`, `RotateChallenge` or `RotateResponse`);
+    `WireError` if the protocol does not allow it."""
     try:
         text = body.decode() if isinstance(body, bytes) else body
         data = json.loads(text)
@@ -241,10 +249,16 @@ def _rotate_response(data: Any, at: str) -> RotateResponse:
     return RotateResponse(key_id=_str(_object(data, at), "key_id", at))
 
 
+def _rotate_challenge(data: Any, at: str) -> RotateChallenge:
+    fields = _object(data, at)
+    return RotateChallenge(nonce=_str(fields, "nonce", at), expires_in=_int(fields, "expires_in", at))
+
+
 _DECODERS: dict[type[Any], Callable[[Any, str], Any]] = {
     DesiredState: _desired_state,
     PairResponse: _pair_response,
     RotateResponse: _rotate_response,
+    RotateChallenge: _rotate_challenge,
 }
 
 _MISSING: Any = object()

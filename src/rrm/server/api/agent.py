@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -16,10 +17,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, token_hash
 from rrm.server.fleet import RuntimeEntry
 from rrm.server.metrics import DESIRED_STATE_RESPONSES, STATUS_REPORTS
+from rrm.server.rotation import (
+    CHALLENGE_SECONDS,
+    KEY_PURPOSE,
+    ChallengeRefused,
+    check_challenge,
+    issue_challenge,
+)
 from rrm.server.state import ServerState, server_state, state_of, utcnow
 from rrm.store import repositories as repo
-from rrm.wire import PairRequest, PairResponse, RotateRequest, RotateResponse, StatusReport
-from rrm.wire.agent_auth import key_id, load_public_key
+from rrm.store.tables import RuntimeKey
+from rrm.wire import (
+    PairRequest,
+    PairResponse,
+    RotateChallenge,
+    RotateRequest,
+    RotateResponse,
+    StatusReport,
+)
+from rrm.wire.agent_auth import key_id, load_public_key, rotation_proof_is_valid
 
 log = logging.getLogger("rrm.server.agent_api")
 router = APIRouter(prefix="/agent/v1", tags=["agent"])
@@ -49,6 +65,7 @@ async def pair(body: PairRequest, state: ServerState = Depends(server_state)) ->
             row = repo.runtime_by_id(session, runtime_id)
             if row is None:
                 return None
+            _refuse_key_of_another_runtime(session, kid, runtime_id)
             repo.replace_runtime_key(session, runtime_id, kid, body.public_key, now)
             repo.record_change(session, repo.ENTITY_RUNTIME, runtime_id, now)
             repo.record_event(
@@ -68,6 +85,14 @@ async def pair(body: PairRequest, state: ServerState = Depends(server_state)) ->
     await state.fleet.catch_up()
     log.info("runtime %s paired (key %s)", name, kid)
     return PairResponse(runtime_id=runtime_id, runtime_name=name, kind=kind, key_id=kid)  # type: ignore[arg-type]
+
+
+def _refuse_key_of_another_runtime(session: Session, kid: str, runtime_id: str) -> None:
+    """409 (rolling the transaction back, a pairing token's use included) when another runtime holds the key:
+    a public key identifies one runtime."""
+    holder = session.get(RuntimeKey, kid)
+    if holder is not None and holder.runtime_id != runtime_id:
+        raise HTTPException(409, f"public_key: key {kid} is already another runtime's; make a new key pair")
 
 
 async def desired_state(request: Request) -> Response:
@@ -154,6 +179,15 @@ class AgentFastPath:
         await response(scope, receive, send)
 
 
+@router.post("/rotate/challenge", response_model=RotateChallenge)
+async def rotation_challenge(
+    runtime: RuntimeEntry = Depends(calling_runtime), state: ServerState = Depends(server_state)
+) -> RotateChallenge:
+    """A nonce to sign with the current key over the new one: a bearer token alone cannot replace the key."""
+    nonce = issue_challenge(state.box.derive_key(KEY_PURPOSE), runtime.id)
+    return RotateChallenge(nonce=nonce, expires_in=CHALLENGE_SECONDS)
+
+
 @router.post("/rotate", response_model=RotateResponse)
 async def rotate(
     body: RotateRequest,
@@ -164,10 +198,21 @@ async def rotate(
         kid = key_id(body.public_key)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
+    try:
+        check_challenge(state.box.derive_key(KEY_PURPOSE), body.nonce, runtime.id)
+    except (ValueError, TypeError) as exc:  # ChallengeRefused, or a payload that does not decode
+        detail = str(exc) if isinstance(exc, ChallengeRefused) else "nonce: malformed"
+        raise HTTPException(403, detail) from None
 
     def write() -> None:
         now = utcnow()
         with state.db.write() as session:
+            current = repo.keys_of(session, runtime.id)
+            if not any(_proves(row, body, runtime.id) for row in current):
+                raise HTTPException(403, "proof: not the current key's signature over this rotation")
+            if kid in {row.key_id for row in current}:
+                raise HTTPException(409, "public_key: this is the key in force already")
+            _refuse_key_of_another_runtime(session, kid, runtime.id)
             repo.replace_runtime_key(session, runtime.id, kid, body.public_key, now)
             repo.record_change(session, repo.ENTITY_RUNTIME, runtime.id, now)
             repo.record_event(session, "RuntimeKeyRotated", f"runtime/{runtime.name}", f"new key {kid}", now)
@@ -175,3 +220,8 @@ async def rotate(
     await asyncio.to_thread(write)
     state.fleet.set_key(runtime.id, kid, body.public_key)
     return RotateResponse(key_id=kid)
+
+
+def _proves(current: RuntimeKey, body: RotateRequest, runtime_id: str) -> bool:
+    public_key = load_public_key(current.public_key)
+    return rotation_proof_is_valid(public_key, body.proof, runtime_id, body.nonce, body.public_key)
