@@ -62,6 +62,14 @@ class KubeApiServer(ManagedProcess):
     def audit(self) -> list[dict[str, Any]]:
         return list(httpx.get(f"{self.url}/test/audit", headers=self.auth, timeout=5).json())
 
+    def watches(self) -> list[dict[str, Any]]:
+        """Every watch request so far: `{"resource", "namespace", "resourceVersion", "code"}`."""
+        return list(httpx.get(f"{self.url}/test/watches", headers=self.auth, timeout=5).json())
+
+    def compact(self) -> None:
+        """Forget the event history and end every open watch, as a compaction and a restart would."""
+        httpx.post(f"{self.url}/test/compact", headers=self.auth, timeout=5).raise_for_status()
+
     def api_client(self) -> client.ApiClient:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 

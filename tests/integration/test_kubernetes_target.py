@@ -6,10 +6,17 @@ runtime's status through the admin API.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from rrm.agent.targets.kube.client import load_configuration
+from rrm.agent.targets.kubernetes import KubernetesTarget
+from rrm.core.diff import diff
+from rrm.core.hashing import state_hash
+from rrm.wire.plain import DesiredState
 
 from .harness import (
     Fleet,
@@ -335,3 +342,80 @@ def test_a_component_the_api_server_refuses_is_reported_with_its_message(
     assert results["refused-bad"]["state"] == "failed"
     assert "metadata.labels" in results["refused-bad"]["message"]
     assert set(cluster.components("team-refused")) == {"refused-good"}
+
+
+def test_a_watch_whose_version_expired_lists_again_and_keeps_noticing_edits(
+    fleet: Fleet, standin: KubeApiServer, cluster: Cluster
+) -> None:
+    namespace = "team-expire"
+    agent = start_kube_agent(
+        fleet, standin, "k8s-expire", [namespace], {"t-k8s": "expire"}, reconcile_interval=600
+    )
+    apply(fleet.server.admin, [http_binding("expire-web", "t-k8s=expire", "http://right.invalid/")])
+    fleet.wait_runtime("k8s-expire", ready, "Synced and Ready")
+    fleet.wait_until(
+        lambda: any(w["namespace"] == namespace and w["resourceVersion"] for w in standin.watches()),
+        "the agent watches its components",
+    )
+    unrelated = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "unrelated"}}
+    cluster.core.create_namespaced_secret("elsewhere", unrelated)
+    seen = len(standin.watches())
+    standin.compact()  # the agent's resourceVersion is now older than the server's history
+
+    def rewatched() -> bool:
+        later = [w for w in standin.watches()[seen:] if w["namespace"] == namespace]
+        expired = [n for n, w in enumerate(later) if w["code"] == 410]
+        return bool(expired) and any(w["code"] == 200 for w in later[expired[0] + 1 :])
+
+    fleet.wait_until(rewatched, "a 410 Expired, then a watch from a fresh list")
+    cluster.edit_component(
+        namespace, "expire-web", {"spec": {"metadata": [{"name": "url", "value": "http://wrong.invalid/"}]}}
+    )
+    fleet.wait_until(
+        lambda: metadata_value(cluster.components(namespace)["expire-web"], "url") == "http://right.invalid/",
+        "the new watch notices the hand edit",
+        timeout=15,
+    )
+    log = agent.log_path.read_text()
+    assert "event=watch-expired" in log
+    assert "event=watch-failed" not in log, "an expired version is routine, not a failure"
+
+
+def target_for(standin: KubeApiServer, namespace: str, runtime_id: str) -> KubernetesTarget:
+    configuration, _ = load_configuration(standin.kubeconfig)
+    target = KubernetesTarget(configuration, [namespace], hot_reload="on")
+    target.attach(runtime_id)
+    return target
+
+
+def state_of(url: str) -> DesiredState:
+    manifest = http_binding("race-web", "t-k8s=race", url)
+    return DesiredState(hash=state_hash([manifest], []), components=[manifest], secrets=[])
+
+
+def test_an_apply_over_a_version_changed_since_it_was_read_reads_again_and_stays_off_foreign_objects(
+    standin: KubeApiServer, cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    namespace, runtime_id = "team-race", "7a1c0f0e-0000-4000-8000-000000000001"
+    target = target_for(standin, namespace, runtime_id)
+    first = state_of("http://one.invalid/")
+    target.apply(diff(target.render(first), target.observe()), first, prune=True)
+
+    second = state_of("http://two.invalid/")
+    changes = diff(target.render(second), target.observe())
+    cluster.edit_component(namespace, "race-web", {"spec": {"initTimeout": "5s"}})  # after the agent read it
+    with caplog.at_level(logging.INFO, logger="rrm.agent.targets.kube.client"):
+        outcome = target.apply(changes, second, prune=True)
+    assert [r.state for r in outcome.resources] == ["applied"]
+    assert metadata_value(cluster.components(namespace)["race-web"], "url") == "http://two.invalid/"
+    assert "event=apply-conflict" in caplog.text, "the first attempt met a 409 and was redone"
+
+    third = state_of("http://three.invalid/")
+    changes = diff(target.render(third), target.observe())
+    cluster.edit_component(namespace, "race-web", {"metadata": {"labels": {RUNTIME_LABEL: "someone-else"}}})
+    writes = len(standin.audit())
+    outcome = target.apply(changes, third, prune=True)
+    (result,) = outcome.resources
+    assert result.state == "failed" and "no longer this agent's" in result.message
+    assert metadata_value(cluster.components(namespace)["race-web"], "url") == "http://two.invalid/"
+    assert standin.audit()[writes:] == [], "nothing written to an object that changed hands"

@@ -161,7 +161,9 @@ class KubernetesTarget(Target):
                         f"{kind} {namespace}/{name} already exists and is not managed by rrm for this "
                         "runtime; left alone"
                     )
-            applied = self.api.apply(desired)
+            applied = self.api.apply(  # over the version observed: a write in between is re-read
+                desired, self._live.get(object_id), lambda live: is_managed_by(live, self._runtime())
+            )
         except KubeError as exc:
             log.error("event=apply-failed object=%s status=%d error=%s", object_id, exc.status, exc.message)
             return f"{kind} {namespace}/{name}: {exc.message}"

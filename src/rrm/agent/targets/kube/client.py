@@ -2,26 +2,33 @@
 
 Objects stay dicts as the API server sent them (with `managedFields`), never the client's models, so what
 is compared is exactly what the server holds. Server-side apply is a PATCH with
-`application/apply-patch+yaml` (JSON is YAML), field manager `rrm-agent` and `force=true`.
+`application/apply-patch+yaml` (JSON is YAML), field manager `rrm-agent` and `force=true`, over the
+resourceVersion the agent last read: a write someone made in between is a 409, after which the agent reads
+the object again and applies over what it finds, as long as the object is still its own.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from rrm.agent.targets.kube.objects import API_VERSIONS, COMPONENT, FIELD_MANAGER, SECRET, status_message
+
+log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 APPLY_PATCH = "application/apply-patch+yaml"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 DAPR_GROUP, DAPR_VERSION = "dapr.io", "v1alpha1"
 REQUEST_TIMEOUT = (5.0, 30.0)
+APPLY_ATTEMPTS = 3
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 
 
@@ -117,9 +124,37 @@ class KubeApi:
                 return None
             raise
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply of `obj` (create or update), taking over fields others changed."""
+    def apply(
+        self,
+        obj: dict[str, Any],
+        over: Mapping[str, Any] | None = None,
+        still_ours: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any]:
+        """Server-side apply of `obj` (create or update), taking over fields others changed. With `over`
+        (the object as last read), only over that version: on a 409 Conflict the object is read again and
+        applied over, while `still_ours` accepts it (else KubeError 409, nothing written)."""
         kind, metadata = obj["kind"], obj["metadata"]
+        version = ((over or {}).get("metadata") or {}).get("resourceVersion")
+        for attempt in range(1, APPLY_ATTEMPTS):
+            try:
+                return self._apply_once(obj, version)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                log.info("event=apply-conflict object=%s/%s attempt=%d", kind, metadata["name"], attempt)
+            current = self.get(kind, metadata["namespace"], metadata["name"])
+            if current is not None and still_ours is not None and not still_ours(current):
+                raise KubeError(
+                    409,
+                    f"{kind} {metadata['namespace']}/{metadata['name']} was changed meanwhile and is no "
+                    "longer this agent's; left alone",
+                )
+            version = (current or {}).get("metadata", {}).get("resourceVersion")
+        return self._apply_once(obj, version)
+
+    def _apply_once(self, obj: dict[str, Any], version: str | None) -> dict[str, Any]:
+        kind, metadata = obj["kind"], obj["metadata"]
+        body = {**obj, "metadata": {**metadata, "resourceVersion": version}} if version else obj
         options: dict[str, Any] = {
             "field_manager": FIELD_MANAGER,
             "force": True,
@@ -128,7 +163,11 @@ class KubeApi:
         if kind == SECRET:
             return dict(
                 _raw(
-                    self.core.patch_namespaced_secret, metadata["name"], metadata["namespace"], obj, **options
+                    self.core.patch_namespaced_secret,
+                    metadata["name"],
+                    metadata["namespace"],
+                    body,
+                    **options,
                 )
             )
         return dict(
@@ -139,7 +178,7 @@ class KubeApi:
                 metadata["namespace"],
                 "components",
                 metadata["name"],
-                obj,
+                body,
                 **options,
             )
         )
@@ -167,23 +206,38 @@ class KubeApi:
     def watch(
         self, kind: str, namespace: str, selector: str, resource_version: str, timeout_seconds: int
     ) -> Iterator[dict[str, Any]]:
-        """Watch events (`{"type", "object"}`) after `resource_version`; ends after `timeout_seconds`."""
+        """Watch events (`{"type", "object"}`, BOOKMARK included) after `resource_version`; ends after
+        `timeout_seconds`. An ERROR event (410 Expired when `resource_version` is too old) is raised as
+        KubeError with the Status's code and message. The lines are read here rather than through
+        `kubernetes.watch.Watch`, which retries a 410 itself and, without deserialising, fails on the
+        ERROR event (KeyError 'raw_object')."""
         call, prefix = self._list_call(kind)
         args = (*prefix, namespace, "components") if kind == COMPONENT else (namespace,)
-        stream = watch.Watch().stream(
-            call,
-            *args,
-            label_selector=selector,
-            resource_version=resource_version,
-            timeout_seconds=timeout_seconds,
-            allow_watch_bookmarks=True,
-            deserialize=False,
-            _request_timeout=(REQUEST_TIMEOUT[0], timeout_seconds + REQUEST_TIMEOUT[1]),
-        )
         try:
-            yield from stream
+            response = call(
+                *args,
+                watch=True,
+                label_selector=selector,
+                resource_version=resource_version,
+                timeout_seconds=timeout_seconds,
+                allow_watch_bookmarks=True,
+                _preload_content=False,
+                _request_timeout=(REQUEST_TIMEOUT[0], timeout_seconds + REQUEST_TIMEOUT[1]),
+            )
         except ApiException as exc:
             raise KubeError(exc.status or 0, status_message(exc.body, f"{exc.status} {exc.reason}")) from exc
+        try:
+            for line in iter_resp_lines(response):
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise KubeError(int(status.get("code") or 0), str(status.get("message") or status))
+                yield event
+        finally:
+            response.close()
+            response.release_conn()
 
     # --- what restarts need ------------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """Noticing hand edits at once: one watch per kind and namespace on the agent's own objects.
 
 Each watch lists first (for a resourceVersion), then streams from there; any event wakes the loop, which
-reconciles with a drift check (its own writes cost one reconcile that finds nothing to do). An expired
-resourceVersion (410) or a broken stream lists again, with backoff. The periodic reconcile is the safety
-net for whatever a watch misses.
+reconciles with a drift check (its own writes cost one reconcile that finds nothing to do). Bookmarks keep
+the resourceVersion to resume from fresh. An expired resourceVersion (410 Gone: the server no longer has
+the events after it) or a broken stream lists again, with backoff, and watches from the new list; the loop
+looks once, for what happened in between. The periodic reconcile is the safety net for whatever a watch
+misses.
 """
 
 from __future__ import annotations
@@ -57,17 +59,12 @@ class ChangeWatcher:
             try:
                 if resource_version is None:
                     _, resource_version = api.list_objects(kind, namespace, self.selector)
-                stream = api.watch(kind, namespace, self.selector, resource_version, WATCH_TIMEOUT_SECONDS)
-                for event in stream:
-                    backoff.reset()
-                    metadata = (event.get("object") or {}).get("metadata") or {}
-                    resource_version = metadata.get("resourceVersion") or resource_version
-                    if event.get("type") in WATCHED_EVENTS:
-                        log.debug("event=watch kind=%s namespace=%s type=%s", kind, namespace, event["type"])
-                        self.wake()
+                resource_version = self._follow(api, kind, namespace, resource_version, backoff)
                 continue  # the server ended the stream: resume from the last resourceVersion seen
             except KubeError as exc:
-                if exc.status != 410:
+                if exc.status == 410:
+                    log.info("event=watch-expired kind=%s namespace=%s error=%s", kind, namespace, exc)
+                else:
                     log.warning("event=watch-failed kind=%s namespace=%s error=%s", kind, namespace, exc)
             except Exception as exc:  # a connection dropped mid-stream
                 log.warning("event=watch-failed kind=%s namespace=%s error=%s", kind, namespace, exc)
@@ -75,3 +72,16 @@ class ChangeWatcher:
             resource_version = None
             self.wake()
             time.sleep(backoff.next_delay())
+
+    def _follow(
+        self, api: KubeApi, kind: str, namespace: str, resource_version: str, backoff: Backoff
+    ) -> str:
+        """Stream until the server ends the watch; answers the last resourceVersion seen."""
+        for event in api.watch(kind, namespace, self.selector, resource_version, WATCH_TIMEOUT_SECONDS):
+            backoff.reset()
+            metadata = (event.get("object") or {}).get("metadata") or {}
+            resource_version = metadata.get("resourceVersion") or resource_version
+            if event.get("type") in WATCHED_EVENTS:
+                log.debug("event=watch kind=%s namespace=%s type=%s", kind, namespace, event["type"])
+                self.wake()
+        return resource_version
