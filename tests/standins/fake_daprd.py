@@ -34,7 +34,9 @@ dapr/dapr at that tag:
 - Init errors (`processComponents`): logged as daprd logs them ("Failed to init component ...", then "Error
   processing component, daprd will exit gracefully: process component NAME error: [INIT_COMPONENT_FAILURE]:
   ..."); with `spec.ignoreErrors` false daprd then shuts down (exit code 1 here); with `ignoreErrors: true`
-  ("Ignoring error processing component: ...") the component is left out and daprd runs on.
+  ("Ignoring error processing component: ...") the component is left out and daprd runs on; it is tried
+  again only when its manifest changes (daprd's 60 s backup reconcile, which also retries it, is not
+  modelled).
 - Secrets: `secretstores.local.file` reads its `secretsFile` (JSON; `multiValued`, `nestedSeparator`)
   once, when it is initialised. A component with `secretKeyRef` items resolves them at its own
   initialisation against the store named in `auth.secretStore`; while that store is not loaded it stays
@@ -65,6 +67,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -94,13 +97,16 @@ REGISTRY_NOUNS = {
 CATEGORIES = {*REGISTRY_NOUNS, "bindings", "middleware"}
 
 
-def log(message: str) -> None:
-    print(f"fake-daprd: {message}", file=sys.stderr, flush=True)
+def log(message: str, level: str = "info") -> None:
+    """One line in daprd's text format: `time="..." level=info msg="..."` (UTC, microseconds)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = message.replace("\\", "\\\\").replace('"', '\\"')
+    print(f'time="{now}" level={level} msg="{text}"', file=sys.stderr, flush=True)
 
 
 def fatal(message: str) -> None:
     """daprd shuts down; so does the stand-in, at once and with a non-zero code."""
-    log(f"FATAL {message}")
+    log(message, "fatal")
     os._exit(1)
 
 
@@ -237,6 +243,7 @@ class Sidecar:
         self.loaded: dict[str, Loaded] = {}
         self.pending: dict[str, str] = {}
         self.init_errors: dict[str, str] = {}
+        self.failed: dict[str, str] = {}  # name → identity whose initialisation failed
 
     def reload(self, from_scratch: bool = False) -> None:
         """Read the directory once and bring what is loaded in line with it (one hot-reload pass)."""
@@ -245,10 +252,12 @@ class Sidecar:
             with self.lock:
                 if from_scratch:
                     self.loaded.clear()
+                    self.failed.clear()
                 for name in [n for n in self.loaded if n not in wanted]:
                     log(f"component {log_name(self.loaded[name].manifest)} closed (deleted or out of scope)")
                     del self.loaded[name]
                 self.init_errors = {n: e for n, e in self.init_errors.items() if n in wanted}
+                self.failed = {n: i for n, i in self.failed.items() if n in wanted}
                 self.pending = {}
             stores_first = sorted(wanted.values(), key=lambda m: spec_of(m).get("type") != LOCAL_FILE_STORE)
             for manifest in stores_first:
@@ -276,6 +285,9 @@ class Sidecar:
             current = self.loaded.get(name)
             if current is not None and current.identity == identity(manifest):
                 return
+            if self.failed.get(name) == identity(manifest):  # daprd retries only a changed manifest
+                return
+            self.failed.pop(name, None)
             if current is not None:
                 log(f"Closing existing Component to reload: {log_name(current.manifest)}")
                 del self.loaded[name]
@@ -297,7 +309,7 @@ class Sidecar:
             time.sleep(self.init_delay)
             loaded = self._initialise(manifest, store)
         except Exception as exc:
-            log(f"Failed to init component {log_name(manifest)}: {exc}")
+            log(f"Failed to init component {log_name(manifest)}: {exc}", "error")
             prefix = f"[INIT_COMPONENT_FAILURE]: initialization error occurred for {log_name(manifest)}"
             self._failed(manifest, f"{prefix}: {exc}")
             return
@@ -312,10 +324,12 @@ class Sidecar:
         message = f"process component {name} error: {error}"
         with self.lock:
             self.init_errors[name] = message
+            self.failed[name] = identity(manifest)
         if spec_of(manifest).get("ignoreErrors") is True:
-            log(f"Ignoring error processing component: {message}")
+            log(f"Ignoring error processing component: {message}", "error")
             return
-        fatal(f"Error processing component, daprd will exit gracefully: {message}")
+        log(f"Error processing component, daprd will exit gracefully: {message}", "warning")
+        fatal(f"Fatal error from runtime: {message}")
 
     @staticmethod
     def _items(manifest: dict[str, Any]) -> list[Any]:
@@ -401,7 +415,7 @@ def make_handler(sidecar: Sidecar, api_token: str | None, hot_reload: bool) -> t
             self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:
-            log(f"{self.command} {self.path} -> {args[1] if len(args) > 1 else ''}")
+            """daprd logs API calls only with --enable-api-logging; so the stand-in's log shows loading."""
 
     return Handler
 

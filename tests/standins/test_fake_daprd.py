@@ -141,6 +141,27 @@ def test_an_unknown_type_or_version_fails_init_in_daprds_words_and_is_not_listed
     assert sidecar.errors() == {}, "a fixed or removed component's error is gone"
 
 
+def test_a_failed_component_is_tried_again_only_when_its_manifest_changes(tmp_path: Path) -> None:
+    """pkg/runtime/hotreload/differ: a pass initialises what differs from what daprd holds; a file event
+    triggers a pass (loader/disk/disk.go), so an unchanged manifest that failed is not retried at once."""
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    values = tmp_path / "secrets.json"
+    broken = {**store("store", values), "spec": {**store("store", values)["spec"], "ignoreErrors": True}}
+    write(resources / "a.yaml", broken)
+    sidecar = fake_daprd.Sidecar(resources)
+    sidecar.reload()
+    assert "No such file" in sidecar.errors()["store"]
+
+    values.write_text(json.dumps({"creds": {"token": "v1"}}))
+    sidecar.reload()
+    assert sidecar.metadata_components() == [], "an unchanged manifest was initialised again"
+    broken["spec"]["metadata"].append({"name": "nestedSeparator", "value": ":"})
+    write(resources / "a.yaml", broken)
+    sidecar.reload()
+    assert [c["name"] for c in sidecar.metadata_components()] == ["store"] and sidecar.errors() == {}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
