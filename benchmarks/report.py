@@ -12,7 +12,7 @@ import rrm
 from benchmarks.common import PERCENTILES
 from benchmarks.etcd import etcd_version
 
-BENCHMARKS = ("propagation", "replicas", "footprint", "throughput", "storm")
+BENCHMARKS = ("propagation", "replicas", "footprint", "throughput", "storm", "ready")
 # Two replicas: a change written through A reaches the agents long-polling B "within the same latency" as
 # those on A: B's p99 at most 1.5 x A's, or A's + 0.1 s (at 100 runtimes p99 is tens of ms, where a ratio
 # alone is noise).
@@ -60,7 +60,7 @@ def markdown(results: dict[str, Any]) -> str:
     results = {
         k: [r for r in v if "error" not in r] if isinstance(v, list) else v for k, v in results.items()
     }
-    for name in ("throughput", "storm"):
+    for name in ("throughput", "storm", "ready"):
         if isinstance(results.get(name), dict) and "error" in results[name]:
             results[name] = None
     if results.get("propagation"):
@@ -153,6 +153,8 @@ def markdown(results: dict[str, Any]) -> str:
                 ],
             )
         )
+    if results.get("ready"):
+        parts.append(_ready(results["ready"]))
     for name, r in failed:
         parts.append(f"**{name} at N = {r['size']:,} did not complete**: {r['error']}")
     targets = results.get("targets", [])
@@ -284,6 +286,31 @@ def _replicas(runs: list[dict[str, Any]]) -> str:
     )
 
 
+def _ready(r: dict[str, Any]) -> str:
+    agent, standin = r["agent_intervals"], r["standin"]
+    latency = r["latency"]
+    return (
+        f"### Ready: from the write's answer to `Ready` in the control plane ({r['size']} real `rrm agent` "
+        f"processes at their defaults, wait {agent['wait_seconds']:g} s and heartbeat "
+        f"{agent['heartbeat_seconds']:g} s, each beside the daprd stand-in at its defaults: rescan every "
+        f"{standin['rescan_seconds']:g} s, {standin['init_delay_seconds']:g} s to initialise a component; "
+        f"control plane polled every {r['poll_seconds']:g} s)\n\n"
+        + _table(
+            ["runtimes", "updates", "p50 s", "p99 s", "max s", "not Ready in time"],
+            [
+                [
+                    str(r["size"]),
+                    str(r["rounds"]),
+                    _s(latency["p50"]),
+                    _s(latency["p99"]),
+                    _s(latency["max"]),
+                    str(r["not_ready"]),
+                ]
+            ],
+        )
+    )
+
+
 def _as_list(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, list):
         return value
@@ -306,7 +333,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     results = {
         k: [r for r in v if "error" not in r] if isinstance(v, list) else v for k, v in results.items()
     }
-    for name in ("throughput", "storm"):
+    for name in ("throughput", "storm", "ready"):
         if isinstance(results.get(name), dict) and "error" in results[name]:
             results[name] = None
 
@@ -391,5 +418,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "all Synced within 60 s, nothing lost",
             f"{_s(s['synced_seconds_after_restart'])} s, {s['lost']} lost",
             bool(s["all_synced"]) and (s["synced_seconds_after_restart"] or 1e9) <= 60 and s["lost"] == 0,
+        )
+    ready = results.get("ready")
+    if ready:
+        p99 = ready["latency"]["p99"]
+        add(
+            f"write → Ready in the control plane, {ready['size']} real agents beside the daprd stand-in",
+            "p99 ≤ 1.5 s, every runtime Ready",
+            f"p99 {_s(p99)} s, {ready['not_ready']} not Ready in time",
+            p99 is not None and p99 <= 1.5 and ready["not_ready"] == 0,
         )
     return found

@@ -1,8 +1,9 @@
 """Runs the benchmarks and writes benchmarks/results/latest.json and latest.md.
 
     .venv/bin/python -m benchmarks.run [--sizes 100,1000,10000]
-        [--only propagation,replicas,footprint,throughput,storm] [--replica-sizes 100,1000]
-        [--footprint-sizes 1000,10000] [--duration 60] [--throughput-runtimes 1000] [--storm-size 10000] ...
+        [--only propagation,replicas,footprint,throughput,storm,ready] [--replica-sizes 100,1000]
+        [--footprint-sizes 1000,10000] [--duration 60] [--throughput-runtimes 1000] [--storm-size 10000]
+        [--ready-size 20] ...
     .venv/bin/python -m benchmarks.run --smoke      # every benchmark at N = 20, short windows
 
 Every size is also settable by environment (RRM_BENCH_SIZES, RRM_BENCH_ONLY, ...; see --help).
@@ -23,12 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import footprint, propagation, replicas, report, storm, throughput
+from benchmarks import footprint, propagation, ready, replicas, report, storm, throughput
 from benchmarks.common import REPO, raise_open_files
 from benchmarks.fleets import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_WAIT_SECONDS, Bench
 from benchmarks.workers import WorkerPool
 
-BENCHMARKS = ("propagation", "replicas", "footprint", "throughput", "storm")
+BENCHMARKS = ("propagation", "replicas", "footprint", "throughput", "storm", "ready")
 SMOKE_SIZE = 20
 
 
@@ -65,6 +66,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--storm-size", type=int, default=int(env("RRM_BENCH_STORM_SIZE", "10000")))
     parser.add_argument(
+        "--ready-size",
+        type=int,
+        default=int(env("RRM_BENCH_READY_SIZE", "20")),
+        help="real agents, each beside a daprd stand-in, for write → Ready",
+    )
+    parser.add_argument(
         "--workers", type=int, default=int(env("RRM_BENCH_WORKERS", str(max(2, os.cpu_count() or 2))))
     )
     parser.add_argument(
@@ -82,7 +89,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes = args.replica_sizes = args.footprint_sizes = str(SMOKE_SIZE)
-        args.throughput_runtimes = args.storm_size = SMOKE_SIZE
+        args.throughput_runtimes = args.storm_size = args.ready_size = SMOKE_SIZE
         args.duration, args.rounds, args.write_seconds, args.burst = 3.0, 1, 2.0, 10
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(args.only) - set(BENCHMARKS)
@@ -161,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             _write(results, bench, args.out, started)
         if "storm" in args.only:
             results["storm"] = _attempt(bench, storm.run, args.storm_size)
+            _write(results, bench, args.out, started)
+        if "ready" in args.only:
+            results["ready"] = _attempt(bench, ready.run, args.ready_size, args.rounds)
     finally:
         pool.close()
         shutil.rmtree(agents_root, ignore_errors=True)
