@@ -26,17 +26,21 @@ RESTARTED_AT = "rrm.io/restarted-at"
 
 
 class KubeApiServer(ManagedProcess):
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, bookmark_interval: float | None = None) -> None:
         super().__init__("kube-apiserver stand-in", workdir / "kube-apiserver.log")
         self.port = free_port()
         self.kubeconfig = workdir / "kubeconfig.yaml"
+        self.bookmark_interval = bookmark_interval
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self._launch([sys.executable, str(KUBE_APISERVER), "--port", str(self.port), "--token", TOKEN])
+        args = [sys.executable, str(KUBE_APISERVER), "--port", str(self.port), "--token", TOKEN]
+        if self.bookmark_interval is not None:
+            args += ["--bookmark-interval", str(self.bookmark_interval)]
+        self._launch(args)
         self.kubeconfig.write_text(
             yaml.safe_dump(
                 {

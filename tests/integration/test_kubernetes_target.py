@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from rrm.agent.targets.kube.client import load_configuration
 from rrm.agent.targets.kubernetes import KubernetesTarget
@@ -379,6 +380,44 @@ def test_a_watch_whose_version_expired_lists_again_and_keeps_noticing_edits(
     log = agent.log_path.read_text()
     assert "event=watch-expired" in log
     assert "event=watch-failed" not in log, "an expired version is routine, not a failure"
+
+
+def test_bookmarks_keep_the_agents_watch_current_so_it_resumes_after_a_restart_without_a_410(
+    fleet: Fleet, server: ServerProcess
+) -> None:
+    standin = KubeApiServer(fleet.workdir / "bookmarking", bookmark_interval=0.3)
+    fleet.processes.append(standin)
+    standin.start()
+    namespace = "team-bookmark"
+    start_kube_agent(
+        fleet, standin, "k8s-bookmark", [namespace], {"t-k8s": "bookmark"}, reconcile_interval=600
+    )
+    apply(fleet.server.admin, [http_binding("bookmark-web", "t-k8s=bookmark", "http://right.invalid/")])
+    fleet.wait_runtime("k8s-bookmark", ready, "Synced and Ready")
+    api_client = standin.api_client()
+    unrelated = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "unrelated"}}
+    written = client.CoreV1Api(api_client).create_namespaced_secret("elsewhere", unrelated)
+    api_client.close()
+    since = int(written.metadata.resource_version)
+
+    def bookmarked(watch: dict[str, Any]) -> bool:
+        return watch["namespace"] == namespace and int(watch.get("bookmark") or 0) >= since
+
+    fleet.wait_until(
+        lambda: {w["resource"] for w in standin.watches() if bookmarked(w)} == {"secrets", "components"},
+        "both of the agent's watches were told the newer resourceVersion",
+    )
+    seen = len(standin.watches())
+    standin.compact()
+    fleet.wait_until(
+        lambda: (
+            {w["resource"] for w in standin.watches()[seen:] if w["namespace"] == namespace}
+            == {"secrets", "components"}
+        ),
+        "the agent watches again",
+    )
+    again = [w for w in standin.watches()[seen:] if w["namespace"] == namespace]
+    assert all(w["code"] == 200 and int(w["resourceVersion"]) >= since for w in again), again
 
 
 def target_for(standin: KubeApiServer, namespace: str, runtime_id: str) -> KubernetesTarget:

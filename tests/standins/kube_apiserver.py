@@ -31,7 +31,7 @@ the documentation is silent):
 - One monotonically increasing `resourceVersion` for everything; a write that changes nothing keeps it and
   sends no event. Watches stream ADDED / MODIFIED / DELETED as chunked JSON lines, filtered by label
   selector the way the watch cache does it; `BOOKMARK` events when `allowWatchBookmarks=true` (every
-  `--bookmark-interval` seconds of quiet, default 60); a `resourceVersion` older than the kept history
+  `--bookmark-interval` seconds, default 60); a `resourceVersion` older than the kept history
   (`--history` events, default 5000) answers an ERROR event with a 410 `Expired` Status.
 - Validation: Components against the Component CRD's `openAPIV3Schema` (`rrm.dapr.component_crd_schema()`,
   Dapr v1.18.3), Secrets against the core rules (`data` values base64, keys `[-._a-zA-Z0-9]+`, `type`
@@ -51,8 +51,9 @@ Simplifications (what a real API server does differently):
 Test-only: `GET /test/audit` answers every write so far in order, `[{"seq", "verb", "resource",
 "namespace", "name", "manager", "resourceVersion"}]` (verb: apply, create, update, patch, delete);
 `GET /test/watches` every watch request `[{"resource", "namespace", "resourceVersion", "code"}]` (code 410
-when it was answered Expired); `POST /test/compact` forgets the event history up to now and ends every
-open watch, as an etcd compaction and an API server restart would.
+when it was answered Expired; `bookmark`, the resourceVersion of the last BOOKMARK sent on it);
+`POST /test/compact` forgets the event history up to now and ends every open watch, as an etcd compaction
+and an API server restart would.
 """
 
 from __future__ import annotations
@@ -147,8 +148,9 @@ BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 
 # The associative lists of the core PodSpec (`x-kubernetes-list-type: map` and `x-kubernetes-list-map-keys`
 # in the Kubernetes OpenAPI, from the `+listType=map` / `+listMapKey` markers of k8s.io/api/core/v1).
-# Lists not named here are atomic: "by default, the list is treated as atomic" (Server-Side Apply, Merge
-# strategy). The Dapr Component CRD marks none of its lists, so they are all atomic.
+# Other lists of the built-in kinds are atomic. The Dapr Component CRD marks none of its lists, and "by
+# default, Server-Side Apply treats custom resources as unstructured data. All keys are treated the same as
+# struct fields, and all lists are considered atomic" (Server-Side Apply, Custom resources).
 POD_SPEC_LISTS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("volumes",): ("name",),
     ("imagePullSecrets",): ("name",),
@@ -214,10 +216,10 @@ def not_found(resource: Resource, name: str) -> ApiError:
 
 
 def stale(resource: Resource, name: str) -> ApiError:
-    """A write whose resourceVersion precondition is not the stored one. "If the version has changed (the
-    object was modified in between), the write fails with a 409 Conflict" (API Concepts, Resource versions /
-    "Kubernetes uses resource versions ... for optimistic concurrency"); message and details as the
-    apiserver's `NewConflict` builds them."""
+    """A write whose resourceVersion precondition is not the stored one: "When a record is about to be
+    updated, its version is checked against a pre-saved value, and if it doesn't match, the update fails
+    with a StatusConflict (HTTP status code 409)" (API conventions, Concurrency Control and Consistency);
+    message and details as the apiserver's `NewConflict` builds them."""
     return ApiError(
         409,
         "Conflict",
@@ -868,28 +870,29 @@ class Store:
         available, clients must handle the case by recognizing the status code 410 Gone" (API Concepts,
         Efficient detection of changes); on a watch the server sends it as an ERROR event carrying the
         Status (the watch cache's "too old resource version: N (M)", reason Expired)."""
+        initial: list[dict[str, Any]] | None
+        record = {"resource": resource.plural, "namespace": namespace, "resourceVersion": since, "code": 200}
         with self.changed:
             epoch = self.epoch
-            self.watches.append(
-                {"resource": resource.plural, "namespace": namespace, "resourceVersion": since, "code": 200}
-            )
-            if not since or since == "0":
-                cursor = self.version
+            self.watches.append(record)
+            cursor, initial = (int(since), []) if since and since != "0" else (self.version, None)
+            if initial is None:
                 initial = [
                     s.rendered()
                     for (r, ns, _), s in self.objects.items()
                     if r == resource and ns == namespace and matches(s.obj)
                 ]
-            elif int(since) < self.compacted:
-                self.watches[-1]["code"] = 410
-                message = f"too old resource version: {since} ({self.compacted})"
-                yield {"type": "ERROR", "object": status_object(410, "Expired", message)}
-                return
-            else:
-                cursor, initial = int(since), []
+            elif cursor < self.compacted:
+                record["code"] = 410
+                expired = status_object(
+                    410, "Expired", f"too old resource version: {since} ({self.compacted})"
+                )
+        if record["code"] == 410:
+            yield {"type": "ERROR", "object": expired}
+            return
         for obj in initial:
             yield {"type": "ADDED", "object": obj}
-        yield from self._follow(resource, namespace, matches, cursor, deadline, bookmarks, epoch)
+        yield from self._follow(resource, namespace, matches, cursor, deadline, bookmarks, (epoch, record))
 
     def _follow(
         self,
@@ -899,38 +902,40 @@ class Store:
         cursor: int,
         deadline: float,
         bookmarks: bool,
-        epoch: int,
+        watch: tuple[int, dict[str, Any]],
     ) -> Iterator[dict[str, Any]]:
-        """Watch events after `cursor`. A BOOKMARK after `bookmark_interval` of quiet: "a special kind of
-        event to mark that all changes up to a given resourceVersion the client is requesting have already
-        been sent" (API Concepts, Watch bookmarks), carrying only the kind and that resourceVersion."""
-        quiet_since = time.monotonic()
+        """Watch events after `cursor`, and a BOOKMARK every `bookmark_interval` if asked for: "a special
+        kind of event to mark that all changes up to a given resourceVersion the client is requesting have
+        already been sent" (API Concepts, Watch bookmarks); it carries only the kind and that version."""
+        epoch, record = watch
+        next_bookmark = time.monotonic() + self.bookmark_interval
         while True:
             with self.changed:
                 if self.epoch != epoch:
                     return
                 pending = [e for e in self.events if e.version > cursor]
-                now = time.monotonic()
-                if not pending:
-                    due = quiet_since + self.bookmark_interval
-                    if bookmarks and now >= due:
-                        quiet_since = now
-                        marker = {"resourceVersion": str(self.version)}
-                        cursor = self.version
-                    elif now >= deadline:
+                cursor = pending[-1].version if pending else cursor
+                now, marker = time.monotonic(), None
+                if bookmarks and now >= next_bookmark:
+                    next_bookmark, cursor = now + self.bookmark_interval, self.version
+                    marker = record["bookmark"] = str(self.version)
+                if not pending and marker is None:
+                    if now >= deadline:
                         return
-                    else:
-                        self.changed.wait(min(deadline, due if bookmarks else deadline) - now)
-                        continue
-                else:
-                    marker, cursor, quiet_since = None, pending[-1].version, now
-            if marker is not None:
-                yield {
-                    "type": "BOOKMARK",
-                    "object": {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": marker},
-                }
+                    self.changed.wait(min(deadline, next_bookmark if bookmarks else deadline) - now)
+                    continue
             for event in pending:
                 yield from _seen(event, resource, namespace, matches)
+            if marker is not None:
+                metadata = {"resourceVersion": marker}
+                yield {
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": resource.kind,
+                        "apiVersion": resource.api_version,
+                        "metadata": metadata,
+                    },
+                }
 
 
 def _seen(
@@ -1333,7 +1338,7 @@ def main() -> None:
         "--bookmark-interval",
         type=float,
         default=BOOKMARK_INTERVAL,
-        help="seconds of quiet before a BOOKMARK",
+        help="seconds between BOOKMARK events",
     )
     args = parser.parse_args()
     server = ApiServer(args.port, args.token, args.history, args.bookmark_interval)
