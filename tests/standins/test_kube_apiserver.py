@@ -43,9 +43,7 @@ def url(server: kube_apiserver.ApiServer) -> str:
 
 @pytest.fixture
 def api(url: str) -> Iterator[client.ApiClient]:
-    configuration = client.Configuration(host=url)
-    configuration.api_key = {"BearerToken": f"Bearer {TOKEN}"}
-    api_client = client.ApiClient(configuration)
+    api_client = client.ApiClient(client.Configuration(host=url))
     api_client.set_default_header("Authorization", f"Bearer {TOKEN}")
     try:
         yield api_client
