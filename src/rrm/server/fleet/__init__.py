@@ -3,8 +3,8 @@
 - `feed.FleetFeed` follows the change feed: after each committed change it reads only what changed, in a
   worker thread, into its caches of runtimes, components, secrets, active rollouts and Compass;
 - `render.Renderer` computes desired states with the pure core functions, memoized per `PlacementKey`
-  (labels, the revisions rollouts hand out, explicit scenarios) and per `RenderKey` (the placed revisions),
-  so that runtimes with the same placement share one encoded body;
+  (labels, the revisions rollouts hand out, explicit scenarios) and per `RenderKey` (the revisions placed
+  and connected), so that runtimes with the same placement share one encoded body;
 - `longpoll.LongPollHub` keeps each runtime's delivery, wakes the long-polls whose state changed and holds a
   burst of changes to one state per delivery window;
 - `keys.AgentKeys` keeps the agents' public keys.
@@ -21,9 +21,9 @@
   or the registry changed; rebuilt at the next change that concerns every runtime.
 - **renders** (`RenderKey` → `Delivery`): dropped by `load` and whenever a component or a secret changed; a
   rollout or Compass change keeps them (their keys tell the revisions and applications apart).
-- **deliveries** (runtime id → `Delivery`): recomputed for every runtime after a change to components,
-  secrets, rollouts or Compass, else for the runtimes read again; an entry is replaced when the render is
-  another object (its long-poll woken when the hash differs) and dropped when the runtime is gone.
+- **deliveries** (runtime id → `Delivery`): recomputed for every runtime by `load` and after a change to
+  components, secrets, rollouts or Compass, else for the runtimes read again; an entry is replaced when the
+  render is another object (its long-poll woken when the hash differs) and dropped when the runtime is gone.
 - **delivery window** (runtime id → when the window began, the ETag sent): set when a state is sent; the
   window starts again when the agent asks with the ETag it was sent; dropped when the runtime is gone.
 - **signals** (runtime id → the event its long-polls wait on): removed when set, that is when the runtime's
@@ -32,6 +32,6 @@
 
 from rrm.server.fleet.feed import RuntimeEntry
 from rrm.server.fleet.fleet import Fleet
-from rrm.server.fleet.render import Delivery, PlacementKey
+from rrm.server.fleet.render import Delivery
 
-__all__ = ["Delivery", "Fleet", "PlacementKey", "RuntimeEntry"]
+__all__ = ["Delivery", "Fleet", "RuntimeEntry"]
