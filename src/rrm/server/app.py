@@ -13,6 +13,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
 
 import rrm
 from rrm.server import ui
@@ -30,9 +31,11 @@ from rrm.server.sessions import KEY_PURPOSE, DashboardSessions
 from rrm.server.settings import ServerSettings
 from rrm.server.state import ServerState, utcnow
 from rrm.server.status_writer import StatusWriter
+from rrm.server.store_errors import store_failure_handler
 from rrm.server.writes import WriteBatcher
 from rrm.store import Database
 from rrm.store import repositories as repo
+from rrm.store.database import startup_problem
 from rrm.store.leadership import Leadership
 
 log = logging.getLogger("rrm.server")
@@ -132,6 +135,7 @@ def create_app(state: ServerState) -> FastAPI:
     broker.install(app, system_broker.RegistryBackend(state), compass.BROKER_PATH)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     app.add_exception_handler(ui.SignInRequired, ui.sign_in_required)
+    app.add_exception_handler(OperationalError, store_failure_handler)
     return app
 
 
@@ -139,7 +143,10 @@ def serve(settings: ServerSettings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    state = build_state(settings)
+    try:
+        state = build_state(settings)
+    except (OSError, OperationalError) as exc:
+        raise SystemExit(f"rrm server: {startup_problem(exc)}") from None
     log.info(
         "rrm %s control plane on http://%s:%d, data in %s, database %s, open-file limit %d",
         rrm.__version__,

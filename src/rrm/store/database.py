@@ -3,12 +3,17 @@ deadlock on lock upgrades; PostgreSQL uses one ordinary pool for both."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -16,6 +21,55 @@ HEAD_REVISION = "0006"  # the newest file in migrations/versions (a unit test ho
 # PostgreSQL advisory lock keys ("rrm" + a number), shared by every replica.
 WRITE_LOCK = 0x72726D01
 MIGRATION_LOCK = 0x72726D02
+SQLITE_FULL = 13  # "database or disk is full"; extended result codes keep it in their low byte
+DISK_FULL_SQLSTATE = "53100"  # PostgreSQL's disk_full: "could not extend file ..."
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether a failed database call failed because the store's disk is full (the driver's error, or the
+    SQLAlchemy error wrapping it)."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        sqlite_code = getattr(seen, "sqlite_errorcode", None)
+        if isinstance(sqlite_code, int) and sqlite_code & 0xFF == SQLITE_FULL:
+            return True
+        if getattr(seen, "sqlstate", None) == DISK_FULL_SQLSTATE:
+            return True
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The database holds token hashes and sealed secrets: it is created 0600, like the key file. SQLite
+    creates its -wal and -shm files with the database file's mode, so that covers them; files an older
+    version made 0644 are made 0600 here. Raises OSError naming the file when it cannot be written."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if not os.access(path.parent, os.W_OK):
+        raise OSError(
+            errno.EACCES, "not writable (SQLite creates its -wal and -shm files there)", str(path.parent)
+        )
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            if (path.with_name(name).stat().st_mode & 0o077) != 0:
+                path.with_name(name).chmod(0o600)
+
+
+def startup_problem(exc: OSError | OperationalError) -> str:
+    """One line for an operator when the store cannot be used at start: a data directory that cannot be
+    written (read-only, full, not ours), a database that cannot be reached."""
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"cannot use the data directory: {where}{exc.strerror or exc}"
+    return f"cannot use the database: {first_line(exc.orig or exc)}"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (a driver's can go on with context), or its class name."""
+    return next(iter(str(exc).strip().splitlines()), type(exc).__name__)
 
 
 def _sqlite_engine(url: str, *, writer: bool) -> Engine:
@@ -58,6 +112,12 @@ class Database:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.sqlite_path = Path(self.url.split(":///", 1)[1]) if self.is_sqlite else None
+        # why the last write failed for lack of space, and when (monotonic); None again once a write
+        # succeeds (`/readyz`)
+        self.out_of_space: str | None = None
+        self.out_of_space_at = 0.0
+        if self.sqlite_path is not None and self.sqlite_path.name not in ("", ":memory:"):
+            _private_sqlite_files(self.sqlite_path)
         if self.is_sqlite:
             self._reader = _sqlite_engine(self.url, writer=False)
             self._writer = _sqlite_engine(self.url, writer=True)
@@ -113,10 +173,29 @@ class Database:
         revision numbers strictly increasing. Writes that record no change (status reports) may pass
         `exclusive=False` to run concurrently on PostgreSQL.
         """
-        with self._write_sessions() as session, session.begin():
-            if exclusive:
-                self.take_write_lock(session)
-            yield session
+        try:
+            with self._write_sessions() as session, session.begin():
+                if exclusive:
+                    self.take_write_lock(session)
+                yield session
+        except Exception as exc:
+            self.note_failure(exc)
+            raise
+        self.out_of_space = None
+
+    def note_failure(self, exc: BaseException) -> None:
+        """Remember a write that failed for lack of space; also called for a failure a write caught in a
+        savepoint and handed to its request, while the transaction around it committed."""
+        if out_of_space(exc):
+            self.out_of_space = first_line(getattr(exc, "orig", exc))
+            self.out_of_space_at = time.monotonic()
+
+    def probe_write(self) -> None:
+        """A real commit that changes nothing (it rewrites the schema revision's row): whether writes get
+        through again after some failed for lack of space, when nothing else writes. A small one, so it may
+        get through where larger writes still fail."""
+        with self.write(exclusive=False) as session:
+            session.execute(text("UPDATE alembic_version SET version_num = version_num"))
 
     def take_write_lock(self, session: Session) -> None:
         """Make a non-exclusive write exclusive from here to its commit, before it records an event or a

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
@@ -25,6 +26,7 @@ from rrm.server.rotation import (
     issue_challenge,
 )
 from rrm.server.state import ServerState, server_state, state_of, utcnow
+from rrm.server.store_errors import store_failure_response
 from rrm.store import repositories as repo
 from rrm.store.tables import RuntimeKey
 from rrm.wire import (
@@ -152,7 +154,8 @@ class AgentFastPath:
     the app's middleware stack and its route matching (the plain routes come after every other route)
     were most of the cost of an idle fleet; each resumption of a waiting long-poll also walked that stack.
     Errors are answered as the app would answer them: an `HTTPException` as `{"detail": ...}` with its
-    status and headers, anything else logged and answered 500."""
+    status and headers, a failing store as 503 (`rrm.server.store_errors`), anything else logged and
+    answered 500."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -173,6 +176,8 @@ class AgentFastPath:
             response = await endpoint(request)
         except HTTPException as exc:
             response = JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        except OperationalError as exc:
+            response = store_failure_response(exc, state_of(request).db)
         except Exception:
             log.exception("%s %s failed", scope["method"], scope["path"])
             response = PlainTextResponse("Internal Server Error", status_code=500)
