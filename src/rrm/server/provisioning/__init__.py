@@ -1,0 +1,1 @@
+"""Provisioning: environments created and deleted by durable, resumable, stage-wise operations."""

@@ -1,0 +1,1 @@
+"""Provisioning backends, one module each behind `base.Backend`."""
