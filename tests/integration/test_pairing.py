@@ -109,7 +109,8 @@ def test_revoked_runtime_is_refused_on_every_agent_endpoint(
 
 
 def test_revoked_agent_keeps_its_files_until_paired_again(fleet: Fleet, admin: httpx.Client) -> None:
-    agent = fleet.agent("pair-revoke-agent", {"t-pair": "revoke-agent"})
+    # Connected turns False after missed heartbeats: a 1 s heartbeat instead of the default minute
+    agent = fleet.agent("pair-revoke-agent", {"t-pair": "revoke-agent"}, heartbeat_interval=1.0)
     apply(admin, [http_binding("pair-revoke-web", "t-pair=revoke-agent", "http://kept.invalid/")])
     fleet.wait_files(agent, lambda c: "pair-revoke-web" in c, "component delivered")
     fleet.wait_runtime("pair-revoke-agent", synced, "Synced")
