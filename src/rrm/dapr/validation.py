@@ -89,8 +89,36 @@ def _is_sensitive(schema: ComponentSchema | None, field_name: str) -> bool:
         return True
     if declared and declared.type != "string":
         return False
-    normalized = field_name.lower().replace("_", "").replace("-", "")
-    return normalized.endswith(CREDENTIAL_NAME_ENDINGS)
+    return is_credential_name(field_name)
+
+
+def is_credential_name(name: object) -> bool:
+    """The name says the field holds a credential: `password`, `clientSecret`, `credentials`, ..."""
+    if not isinstance(name, str):
+        return False
+    return name.lower().replace("_", "").replace("-", "").endswith(CREDENTIAL_NAME_ENDINGS)
+
+
+def schema_error_message(error: jsonschema.ValidationError, *, sensitive: bool = False) -> str:
+    """jsonschema's message, unless the value may be a credential (`sensitive`, a credential field on the
+    path, or one inside the value): then a message that does not contain the value."""
+    if not (
+        sensitive or any(map(is_credential_name, error.absolute_path)) or _holds_credential(error.instance)
+    ):
+        return error.message
+    if error.validator == "type":
+        return f"must be of type {error.validator_value!r} (the value is not shown: it may be a credential)"
+    return (
+        f"does not satisfy {error.validator!r} of its schema (the value is not shown: it may be a credential)"
+    )
+
+
+def _holds_credential(value: object) -> bool:
+    if isinstance(value, Mapping):
+        return any(is_credential_name(k) or _holds_credential(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(map(_holds_credential, value))
+    return False
 
 
 def validate_component(
@@ -168,7 +196,19 @@ def _check_crd_schema(manifest: Mapping[str, Any], result: ValidationResult) -> 
                 if isinstance(error.instance, Mapping) and missing not in error.instance:
                     result.error(_join(path, missing), "is required")
         else:
-            result.error(path or "(document)", error.message)
+            result.error(
+                path or "(document)",
+                schema_error_message(error, sensitive=_names_credential(manifest, error)),
+            )
+
+
+def _names_credential(manifest: Mapping[str, Any], error: jsonschema.ValidationError) -> bool:
+    """The error concerns a `spec.metadata` item whose name says it holds a credential."""
+    parts = list(error.absolute_path)
+    if parts[:2] != ["spec", "metadata"] or len(parts) < 3 or not isinstance(parts[2], int):
+        return False
+    items = manifest["spec"]["metadata"]
+    return isinstance(items[parts[2]], Mapping) and is_credential_name(items[parts[2]].get("name"))
 
 
 def _check_name(manifest: Mapping[str, Any], result: ValidationResult) -> None:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
+from rrm.core.bounded import load_yaml
 from rrm.core.labels import label_key_error, validate_labels
 from rrm.core.names import DNS1123_MAX, dns1123_label_error
 from rrm.core.scenarios import (
@@ -25,6 +26,7 @@ from rrm.core.scenarios import (
     binding_name,
 )
 from rrm.core.selectors import SelectorError, parse_selector
+from rrm.dapr.validation import schema_error_message
 from rrm.server.compass.labels import SCENARIOS_KEY, schema_error
 
 APPLICATION = "Application"
@@ -200,7 +202,7 @@ def _structure(document: Mapping[str, Any], schema: Mapping[str, Any], checked: 
                     f"{path}.{name}" if path else name, f"unknown field; expected one of {', '.join(known)}"
                 )
         else:
-            checked.add(path or "(document)", error.message)
+            checked.add(path or "(document)", schema_error_message(error))
     return not checked.problems
 
 
@@ -297,7 +299,7 @@ def _definitions(
             inline = spec["inline"]
             if isinstance(inline, str):
                 try:
-                    inline = yaml.safe_load(inline)
+                    inline = load_yaml(inline)
                 except yaml.YAMLError as exc:
                     result.add(f"{where}.spec.inline", f"does not parse as JSON or YAML: {exc}")
                     continue
