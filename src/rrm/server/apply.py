@@ -36,6 +36,13 @@ SECRET_API = ("v1", "Secret")
 ROLLOUT_POLICY_API = (POLICY_API_VERSION, POLICY_KIND)
 COMPONENT_METADATA_FIELDS = ("name", "namespace", "labels", "annotations")
 COMPONENT_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "auth", "scopes")
+SECRET_TOP_LEVEL = ("apiVersion", "kind", "metadata", "type", "data", "stringData")
+# the top-level fields of a kind, and its name; any other field is warned about (refused with --strict)
+TOP_LEVEL_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    COMPONENT_API: ((*COMPONENT_TOP_LEVEL, "status"), "a Dapr Component"),
+    SECRET_API: (SECRET_TOP_LEVEL, "a Secret as rrm reads it"),
+}
+KNOWN_KINDS = (COMPONENT_API[1], SECRET_API[1], POLICY_KIND, *COMPASS_KINDS)
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,10 @@ def _parse(
             problem(index, document, "", "a document must be a mapping")
             continue
         api = (document.get("apiVersion"), document.get("kind"))
+        fields, what = TOP_LEVEL_FIELDS.get((str(api[0]), str(api[1])), ((), ""))  # api may be unhashable
+        for key in document if fields else ():
+            if key not in fields:
+                problem(index, document, key, f"not part of {what}; ignored", warning=True)
         if api == SECRET_API:
             result, data = validate_secret(document)
             for e in result.errors:
@@ -126,9 +137,6 @@ def _parse(
                     )
                 parsed.secrets[name] = (index, data)
         elif api == COMPONENT_API:
-            for key in document:
-                if key not in COMPONENT_TOP_LEVEL and key != "status":
-                    problem(index, document, key, "not part of a Dapr Component; ignored", warning=True)
             parsed.components[f"#{index}"] = (index, normalize_component(document))
         elif api == ROLLOUT_POLICY_API:
             try:
@@ -146,7 +154,7 @@ def _parse(
             problem(
                 index,
                 document,
-                "kind",
+                "apiVersion" if api[1] in KNOWN_KINDS else "kind",
                 f"unsupported {api[0]}/{api[1]}: expected dapr.io/v1alpha1 Component, v1 Secret"
                 f" or {RRM_API_VERSION} {', '.join((POLICY_KIND, *COMPASS_KINDS))}",
             )
