@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+DEFAULT_MAX_APPLY_BYTES = 4 * 1024 * 1024
 
 
 def default_data_dir() -> Path:
@@ -23,6 +26,7 @@ class ServerSettings:
     feed_poll_seconds: float = 1.0
     delivery_window_seconds: float = 1.0  # a runtime is sent at most one state per window
     pairing_ttl_seconds: int = 3600
+    max_apply_bytes: int = field(default_factory=lambda: max_apply_bytes(os.environ))
 
     @property
     def resolved_database_url(self) -> str:
@@ -30,3 +34,13 @@ class ServerSettings:
         return (
             self.database_url or os.environ.get("RRM_DATABASE_URL") or f"sqlite:///{self.data_dir / 'rrm.db'}"
         )
+
+
+def max_apply_bytes(environ: Mapping[str, str]) -> int:
+    """The largest `POST /api/v1/apply` body: `RRM_MAX_APPLY_BYTES`, else 4 MiB."""
+    value = environ.get("RRM_MAX_APPLY_BYTES", "")
+    if not value:
+        return DEFAULT_MAX_APPLY_BYTES
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"RRM_MAX_APPLY_BYTES must be a positive number of bytes, not {value!r}")
+    return int(value)

@@ -6,13 +6,16 @@ Agents use their pydantic-free mirror, `rrm.wire.plain`, which also defines the 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from rrm.wire import __all__ as __all__  # the package keeps the one list of names
-from rrm.wire.plain import MAX_HEARTBEAT_INTERVAL, DriftChange, ResourceState, RuntimeKind
+from rrm.wire.plain import MAX_HEARTBEAT_INTERVAL, DriftChange, ResourceState, RuntimeKind, truncated
 from rrm.wire.plain import RUNTIME_KINDS as RUNTIME_KINDS  # one of them
+
+# messages, errors and command output: cut to `rrm.wire.plain.MAX_TEXT_LENGTH` characters
+FreeText = Annotated[str, AfterValidator(truncated)]
 
 
 class PairRequest(BaseModel):
@@ -77,7 +80,7 @@ class ResourceResult(BaseModel):
     kind: str = "Component"
     name: str
     state: ResourceState
-    message: str = ""
+    message: FreeText = ""
     revision: int | None = None
     loaded: bool | None = None
     since: datetime | None = None
@@ -96,7 +99,7 @@ class SidecarReport(BaseModel):
     app_id: str | None = None
     runtime_version: str | None = None
     components: list[LoadedComponent] = []
-    error: str = ""
+    error: FreeText = ""
 
 
 class ReloadResult(BaseModel):
@@ -104,7 +107,7 @@ class ReloadResult(BaseModel):
 
     command: str
     exit_code: int
-    output: str = ""
+    output: FreeText = ""
     restarted: list[str] = Field(default=[], description="workloads restarted, as Kind/namespace/name")
 
 
@@ -128,4 +131,4 @@ class StatusReport(BaseModel):
     agent_version: str = ""
     target: str = ""
     heartbeat_interval: float = Field(default=15.0, gt=0, le=MAX_HEARTBEAT_INTERVAL)
-    message: str = ""
+    message: FreeText = ""

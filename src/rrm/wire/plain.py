@@ -30,8 +30,23 @@ DriftChange = Literal["modified", "deleted", "created"]
 DRIFT_CHANGES: tuple[str, ...] = get_args(DriftChange)
 # StatusReport.heartbeat_interval lies in (0, MAX_HEARTBEAT_INTERVAL] seconds.
 MAX_HEARTBEAT_INTERVAL = 3600
+# Free text in a status report (messages, errors, command output) keeps at most this many characters.
+MAX_TEXT_LENGTH = 1024
+TRUNCATED_MARK = " [truncated]"
 
 T = TypeVar("T")
+
+
+def truncated(text: str) -> str:
+    """`text` cut to `MAX_TEXT_LENGTH` characters, the mark included, when it is longer."""
+    if len(text) <= MAX_TEXT_LENGTH:
+        return text
+    return text[: MAX_TEXT_LENGTH - len(TRUNCATED_MARK)] + TRUNCATED_MARK
+
+
+def _truncate(instance: Any, *names: str) -> None:
+    for name in names:
+        object.__setattr__(instance, name, truncated(getattr(instance, name)))
 
 
 class WireError(ValueError):
@@ -71,6 +86,7 @@ class ResourceResult:
 
     def __post_init__(self) -> None:
         _check_choice("state", self.state, RESOURCE_STATES)
+        _truncate(self, "message")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -88,6 +104,9 @@ class SidecarReport:
     components: list[LoadedComponent] = dataclasses.field(default_factory=list)
     error: str = ""
 
+    def __post_init__(self) -> None:
+        _truncate(self, "error")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ReloadResult:
@@ -95,6 +114,9 @@ class ReloadResult:
     exit_code: int
     output: str = ""
     restarted: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _truncate(self, "output")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -125,6 +147,7 @@ class StatusReport:
         if not 0 < interval <= MAX_HEARTBEAT_INTERVAL:
             raise ValueError(f"heartbeat_interval: must be in (0, {MAX_HEARTBEAT_INTERVAL}] seconds")
         object.__setattr__(self, "heartbeat_interval", interval)
+        _truncate(self, "message")
 
 
 # --- what the agent receives --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from rrm.server.broker.models import (
     binding_from,
     instance_from,
 )
+from rrm.server.limits import BodyLimitGuard, static_broker_limits
 from rrm.server.secretbox import write_private_file
 
 log = logging.getLogger("rrm.server.broker.static")
@@ -133,4 +134,5 @@ def serve_static(
         state_file or "in memory",
     )
     backend = CatalogFileBackend(catalog, username, password, state_file)
-    uvicorn.run(create_static_app(backend), host=host, port=port, log_level="info", access_log=False)
+    app = BodyLimitGuard(create_static_app(backend), static_broker_limits())
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -1,0 +1,118 @@
+"""Request body limits, enforced in front of every endpoint (the agent fast path included): a body larger
+than its endpoint's limit is answered 413 before more than the limit is read. A declared `Content-Length`
+over the limit is refused without reading any of it; a chunked body is read only up to the limit.
+
+docs/api.md ("Limits") names each limit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+KIB = 1024
+MIB = 1024 * KIB
+# a status report of 1,000 components, each failed with a full-length message, listed by the sidecar and
+# drifted in 20 fields, is 2.0 MB as the agent encodes it (UTF-8, no escapes) when its text is ASCII, 3.0 MB
+# in two-byte characters and 4.06 MB in three-byte ones (tests/unit/test_limits.py): 4 MiB holds them all
+STATUS_BODY_LIMIT = 4 * MIB
+AGENT_BODY_LIMIT = 8 * KIB  # pairing and rotation: a token, a PEM public key, a signature, a version
+BROKER_BODY_LIMIT = 64 * KIB  # an OSB provision, update or bind request with its parameters and context
+DEFAULT_BODY_LIMIT = 64 * KIB  # every other request: labels, names, selectors, a dashboard form
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """The limit of each path: an exact path first, then the longest matching prefix, else `default`."""
+
+    default: int
+    paths: dict[str, int]
+    prefixes: dict[str, int]
+
+    def of(self, path: str) -> int:
+        if path in self.paths:
+            return self.paths[path]
+        matching = [prefix for prefix in self.prefixes if path.startswith(prefix)]
+        return self.prefixes[max(matching, key=len)] if matching else self.default
+
+
+def control_plane_limits(apply_limit: int, broker_path: str) -> BodyLimits:
+    return BodyLimits(
+        default=DEFAULT_BODY_LIMIT,
+        paths={"/agent/v1/status": STATUS_BODY_LIMIT, "/api/v1/apply": apply_limit},
+        prefixes={"/agent/v1/": AGENT_BODY_LIMIT, f"{broker_path}/": BROKER_BODY_LIMIT},
+    )
+
+
+def static_broker_limits() -> BodyLimits:
+    return BodyLimits(default=BROKER_BODY_LIMIT, paths={}, prefixes={})
+
+
+class BodyLimitGuard:
+    """ASGI middleware answering 413 (and closing the connection) to a body over its path's limit."""
+
+    def __init__(self, app: ASGIApp, limits: BodyLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.of(scope["path"])
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(send, limit)
+        elif declared is not None or b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # uvicorn delivers no more than Content-Length
+        else:
+            await self._chunked(scope, receive, send, limit)
+
+    async def _chunked(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Read a body of unknown length up to the limit, then hand it to the app in one message."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _too_large(send, limit)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    delivered = False
+
+    async def replayed() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()  # a disconnect, for endpoints that wait for one
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps({"detail": f"the request body is larger than this endpoint's limit of {limit} bytes"})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
