@@ -26,6 +26,7 @@ from rrm.server.compass import routes as compass
 from rrm.server.eventstream import EventBroadcaster
 from rrm.server.fleet import Fleet
 from rrm.server.housekeeping import run_housekeeping
+from rrm.server.limits import BodyLimitGuard, control_plane_limits
 from rrm.server.secretbox import SecretBox, load_or_create_key, write_private_file
 from rrm.server.sessions import KEY_PURPOSE, DashboardSessions
 from rrm.server.settings import ServerSettings
@@ -156,8 +157,9 @@ def serve(settings: ServerSettings) -> None:
         state.db.url.split("@")[-1],
         raise_open_file_limit(),
     )
+    limits = control_plane_limits(settings.max_apply_bytes, compass.BROKER_PATH)
     config = uvicorn.Config(
-        agent.AgentFastPath(create_app(state)),
+        BodyLimitGuard(agent.AgentFastPath(create_app(state)), limits),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
