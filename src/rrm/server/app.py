@@ -12,12 +12,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from sqlalchemy.exc import OperationalError
 
 import rrm
 from rrm.server import ui
 from rrm.server.api import admin, agent, ops, rollouts, stream
+from rrm.server.api.common import signed_in_reader
 from rrm.server.auth import ADMIN_TOKEN_PREFIX, ROLE_ADMIN, AdminAuth, AgentAuth, new_token, token_hash
 from rrm.server.broker import registry as system_broker
 from rrm.server.broker import routes as broker
@@ -122,7 +125,14 @@ def create_app(state: ServerState) -> FastAPI:
                     await task
             state.db.dispose()
 
-    app = FastAPI(title="rrm control plane", version=rrm.__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="rrm control plane",
+        version=rrm.__version__,
+        lifespan=lifespan,
+        openapi_url=None,  # served by `install_api_docs`, behind authentication
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.rrm = state
     app.include_router(ops.router)
     app.include_router(admin.router)
@@ -137,7 +147,20 @@ def create_app(state: ServerState) -> FastAPI:
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     app.add_exception_handler(ui.SignInRequired, ui.sign_in_required)
     app.add_exception_handler(OperationalError, store_failure_handler)
+    install_api_docs(app)
     return app
+
+
+def install_api_docs(app: FastAPI) -> None:
+    """`/openapi.json` and `/docs` (Swagger UI), for an admin or viewer token or a signed-in session."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(signed_in_reader)])
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(signed_in_reader)])
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
 
 
 def serve(settings: ServerSettings) -> None:
