@@ -165,6 +165,14 @@ def runtime_detail(runtime: Mapping[str, Any]) -> RenderableType:
         )
     parts.append(conditions)
 
+    parts.append(_components(runtime))
+    parts.append(_sidecar(runtime.get("sidecar")))
+    parts += _reload_drift_events(runtime)
+    return Group(*parts)
+
+
+def _components(runtime: Mapping[str, Any]) -> RenderableType:
+    """Each desired component with what the agent reported of it; then results of anything else reported."""
     results = {(r.get("kind", "Component"), r.get("name")): r for r in runtime.get("resources") or []}
     components = _table("NAME", "TYPE", "REVISION", "STATE", "SINCE", "MESSAGE", title="\nDesired components")
     for desired in runtime.get("desired_components") or []:
@@ -172,9 +180,11 @@ def runtime_detail(runtime: Mapping[str, Any]) -> RenderableType:
         components.add_row(*_component_row(desired, result))
     for (kind, name), result in results.items():
         components.add_row(*_component_row({"name": f"{kind}/{name}", "type": "", "revision": None}, result))
-    parts.append(components if components.row_count else Text("\nDesired components: none"))
+    return components if components.row_count else Text("\nDesired components: none")
 
-    parts.append(_sidecar(runtime.get("sidecar")))
+
+def _reload_drift_events(runtime: Mapping[str, Any]) -> list[RenderableType]:
+    parts: list[RenderableType] = []
     reload = runtime.get("reload")
     if reload:
         style = "green" if reload.get("exit_code") == 0 else "red"
@@ -206,7 +216,7 @@ def runtime_detail(runtime: Mapping[str, Any]) -> RenderableType:
                 Text(age(event.get("time"))), Text(event.get("type", "")), Text(event.get("message") or "")
             )
         parts.append(events_table)
-    return Group(*parts)
+    return parts
 
 
 def component_state(result: Mapping[str, Any] | None) -> tuple[str, str]:
