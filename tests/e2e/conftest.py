@@ -85,7 +85,8 @@ def page(chromium: Browser, stack: Stack) -> Iterator[Page]:
     context = chromium.new_context(viewport=VIEWPORT, base_url=stack.server.url)
     try:
         page = context.new_page()
-        page.goto(f"/ui/login?token={stack.server.admin_token}")
+        page.goto(f"/ui/login#token={stack.server.admin_token}")  # the one-click link `rrm demo` prints
+        page.wait_for_url(re.compile(r"/ui$"))
         yield page
     finally:
         context.close()

@@ -1,4 +1,4 @@
-"""`rrm token create` and `rrm get events [--watch]` against a fake admin API."""
+"""`rrm token create|list|revoke` and `rrm get events [--watch]` against a fake admin API."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def test_token_create_sends_the_role_and_prints_the_token_once() -> None:
 
     def answer(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(201, json={"token": "rrmat_new", "role": "viewer"})
+        created = {"token": "rrmat_new", "id": "0123456789ab", "role": "viewer", "expires_at": None}
+        return httpx.Response(201, json=created)
 
     code, output = run(
         httpx.MockTransport(answer), "token", "create", "--role", "viewer", "--description", "wall"
@@ -44,6 +45,76 @@ def test_token_create_sends_the_role_and_prints_the_token_once() -> None:
     assert json.loads(seen[0].content) == {"role": "viewer", "description": "wall"}
     code, output = run(httpx.MockTransport(answer), "token", "create", "--role", "root")
     assert code == 2
+
+
+def test_token_create_with_a_ttl_sends_it_in_seconds_and_refuses_a_bad_one() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        created = {
+            "token": "rrmat_new",
+            "id": "0123456789ab",
+            "role": "admin",
+            "expires_at": "2026-01-03T00:00:00+00:00",
+        }
+        return httpx.Response(201, json=created)
+
+    code, output = run(httpx.MockTransport(answer), "token", "create", "--role", "admin", "--ttl", "24h")
+    assert code == 0, output
+    assert json.loads(seen[0].content) == {"role": "admin", "description": "", "ttl_seconds": 86400}
+    assert "0123456789ab" in output and "2026-01-03" in output
+    code, output = run(httpx.MockTransport(answer), "token", "create", "--role", "admin", "--ttl", "soon")
+    assert code == 2 and len(seen) == 1
+
+
+TOKENS = [
+    {
+        "id": "aaaaaaaaaaaa",
+        "role": "admin",
+        "description": "first",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "expires_at": None,
+        "expired": False,
+    },
+    {
+        "id": "bbbbbbbbbbbb",
+        "role": "viewer",
+        "description": "",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "expires_at": "2026-01-02T00:00:00+00:00",
+        "expired": True,
+    },
+]
+
+
+def test_token_list_shows_ids_roles_and_expiry_and_passes_json_through() -> None:
+    answer = httpx.MockTransport(lambda request: httpx.Response(200, json=TOKENS))
+    code, output = run(answer, "token", "list")
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[0].split() == ["ID", "ROLE", "DESCRIPTION", "CREATED", "EXPIRES"]
+    assert lines[1].split()[:3] == ["aaaaaaaaaaaa", "admin", "first"] and lines[1].endswith("never")
+    assert lines[2].split()[:2] == ["bbbbbbbbbbbb", "viewer"] and "expired" in lines[2]
+    code, output = run(answer, "token", "list", "-o", "json")
+    assert code == 0 and json.loads(output) == TOKENS
+
+
+def test_token_revoke_deletes_by_id_and_reports_refusals() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/aaaaaaaaaaaa"):
+            return httpx.Response(409, json={"detail": "this is the last admin token"})
+        return httpx.Response(200, json={**TOKENS[1], "expired": False})
+
+    code, output = run(httpx.MockTransport(answer), "token", "revoke", "bbbbbbbbbbbb")
+    assert code == 0, output
+    assert (seen[0].method, seen[0].url.path) == ("DELETE", "/api/v1/tokens/bbbbbbbbbbbb")
+    assert "bbbbbbbbbbbb" in output and "revoked" in output
+    code, output = run(httpx.MockTransport(answer), "token", "revoke", "aaaaaaaaaaaa")
+    assert code == 1 and "last admin token" in output
 
 
 def test_get_events_pages_through_the_table() -> None:

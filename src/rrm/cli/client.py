@@ -166,8 +166,17 @@ class AdminClient:
     def delete_secret(self, name: str) -> None:
         self._request("DELETE", f"/api/v1/secrets/{_segment(name)}")
 
-    def create_token(self, role: str, description: str) -> dict[str, Any]:
-        return self._request("POST", "/api/v1/tokens", json={"role": role, "description": description})
+    def create_token(self, role: str, description: str, ttl_seconds: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"role": role, "description": description}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        return self._request("POST", "/api/v1/tokens", json=body)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v1/tokens")
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/api/v1/tokens/{_segment(token_id)}")
 
     # progressive rollouts
     def list_rollouts(self) -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ from sqlalchemy.exc import OperationalError
 
 import rrm
 from rrm.server import ui
-from rrm.server.api import admin, agent, ops, rollouts, stream
+from rrm.server.access_log import redact_query_strings
+from rrm.server.api import admin, agent, ops, rollouts, stream, tokens
 from rrm.server.api.common import signed_in_reader
 from rrm.server.auth import ADMIN_TOKEN_PREFIX, ROLE_ADMIN, AdminAuth, AgentAuth, new_token, token_hash
 from rrm.server.broker import registry as system_broker
@@ -31,7 +32,7 @@ from rrm.server.fleet import Fleet
 from rrm.server.housekeeping import run_housekeeping
 from rrm.server.limits import BodyLimitGuard, control_plane_limits
 from rrm.server.secretbox import SecretBox, load_or_create_key, write_private_file
-from rrm.server.sessions import KEY_PURPOSE, DashboardSessions
+from rrm.server.sessions import DashboardSessions
 from rrm.server.settings import ServerSettings
 from rrm.server.state import ServerState, utcnow
 from rrm.server.status_writer import StatusWriter
@@ -47,12 +48,11 @@ ADMIN_TOKEN_FILE = "admin-token"
 BOOTSTRAP_TOKEN_ENV = "RRM_BOOTSTRAP_ADMIN_TOKEN"
 
 
-def ensure_admin_token(db: Database, settings: ServerSettings) -> dict[str, str]:
+def ensure_admin_token(db: Database, settings: ServerSettings) -> None:
     """On first start, create an admin token and keep only its hash. The token is `RRM_BOOTSTRAP_ADMIN_TOKEN`
     when set (replicas on Kubernetes get it from a Secret), else a new one handed over in a 0600 file."""
     with db.write() as session:
-        roles = repo.admin_token_hashes(session)
-        if not roles:
+        if not repo.admin_token_hashes(session):
             token = os.environ.get(BOOTSTRAP_TOKEN_ENV) or new_token(ADMIN_TOKEN_PREFIX)
             repo.add_admin_token(session, token_hash(token), ROLE_ADMIN, "created on first start", utcnow())
             if BOOTSTRAP_TOKEN_ENV in os.environ:
@@ -61,13 +61,6 @@ def ensure_admin_token(db: Database, settings: ServerSettings) -> dict[str, str]
                 path = settings.data_dir / ADMIN_TOKEN_FILE
                 write_private_file(path, token.encode() + b"\n")
                 log.info("created the first admin token in %s", path)
-            roles = {token_hash(token): ROLE_ADMIN}
-    return roles
-
-
-def admin_role(db: Database, hashed: str) -> str | None:
-    with db.read() as session:
-        return repo.admin_token_hashes(session).get(hashed)
 
 
 def build_state(settings: ServerSettings) -> ServerState:
@@ -76,7 +69,8 @@ def build_state(settings: ServerSettings) -> ServerState:
     db.migrate()
     box = SecretBox(load_or_create_key(settings.data_dir))
     fleet = Fleet(db, box, settings.delivery_window_seconds)
-    admin_auth = AdminAuth(ensure_admin_token(db, settings), lookup=lambda hashed: admin_role(db, hashed))
+    ensure_admin_token(db, settings)
+    admin_auth = AdminAuth(db)
     return ServerState(
         settings=settings,
         db=db,
@@ -85,7 +79,7 @@ def build_state(settings: ServerSettings) -> ServerState:
         admin_auth=admin_auth,
         agent_auth=AgentAuth(fleet),
         events=EventBroadcaster(db),
-        sessions=DashboardSessions(box.derive_key(KEY_PURPOSE), admin_auth),
+        sessions=DashboardSessions(db, admin_auth),
         status_writer=StatusWriter(db),
         writes=WriteBatcher(db, fleet),
     )
@@ -136,6 +130,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.rrm = state
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(tokens.router)
     app.include_router(rollouts.router)
     app.include_router(agent.router)
     app.router.routes.extend(agent.PLAIN_ROUTES)
@@ -190,6 +185,7 @@ def serve(settings: ServerSettings) -> None:
         timeout_keep_alive=75,  # longer than the agents keep idle connections (10 s): they close first
         access_log=os.environ.get("RRM_ACCESS_LOG") == "1",
     )
+    redact_query_strings()
     _Server(config, state).run()
 
 

@@ -6,18 +6,21 @@ import hashlib
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from fastapi import HTTPException, Request
 
 from rrm.server.fleet import Fleet, RuntimeEntry
+from rrm.store import Database
+from rrm.store import tokens as token_store
+from rrm.store.tokens import Grant
 from rrm.wire.agent_auth import AgentTokenError, unverified_key_id, verify_agent_token
 
 ADMIN_TOKEN_PREFIX = "rrmat_"
 PAIRING_TOKEN_PREFIX = "rrmpt_"
 ROLE_ADMIN = "admin"
 ROLE_VIEWER = "viewer"
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def new_token(prefix: str) -> str:
@@ -32,44 +35,50 @@ def bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
-        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, "missing bearer token", headers=BEARER_CHALLENGE)
     return value.strip()
 
 
-@dataclass
 class AdminAuth:
-    """Admin token hashes → role. Tokens are compared by their sha256, never stored in the clear.
+    """Admin and viewer tokens, compared by their sha256 (never stored in the clear).
 
-    A hash not seen yet is looked up in the database (a token created through another replica), at most
-    once per `miss_seconds` per hash, so a stream of bad tokens cannot hammer the database.
+    A token's grant (role and expiry) is read from the database and kept for `fresh_seconds`: a token
+    revoked through another replica stops working here within that time, and a stream of unknown tokens
+    costs at most one query per hash per `fresh_seconds`.
     """
 
-    roles: dict[str, str]
-    lookup: Callable[[str], str | None] | None = None
-    miss_seconds: float = 5.0
-    _misses: dict[str, float] = field(default_factory=dict)
+    def __init__(self, db: Database, fresh_seconds: float = 5.0, cache_size: int = 10_000) -> None:
+        self._db = db
+        self._fresh = fresh_seconds
+        self._cache_size = cache_size
+        self._grants: dict[str, tuple[Grant | None, float]] = {}  # hash → (grant, when read)
 
     def role(self, token: str) -> str | None:
-        return self.role_of_hash(token_hash(token))
-
-    def role_of_hash(self, hashed: str) -> str | None:
-        role = self.roles.get(hashed)
-        if role is not None or self.lookup is None:
-            return role
-        now = time.monotonic()
-        if now - self._misses.get(hashed, -self.miss_seconds) < self.miss_seconds:
+        """The token's role; None for an unknown token; a 401 that says so for an expired one."""
+        grant = self.grant_of_hash(token_hash(token))
+        if grant is None:
             return None
-        role = self.lookup(hashed)
-        if role is None:
-            if len(self._misses) > 10_000:
-                self._misses.clear()
-            self._misses[hashed] = now
-        else:
-            self.roles[hashed] = role
-        return role
+        if grant.expired(datetime.now(UTC)):
+            raise HTTPException(
+                401, f"token expired at {grant.expires_at:%Y-%m-%dT%H:%M:%SZ}", headers=BEARER_CHALLENGE
+            )
+        return grant.role
 
-    def add(self, hashed: str, role: str) -> None:
-        self.roles[hashed] = role
+    def grant_of_hash(self, hashed: str) -> Grant | None:
+        now = time.monotonic()
+        cached = self._grants.get(hashed)
+        if cached is not None and now - cached[1] < self._fresh:
+            return cached[0]
+        with self._db.read() as session:
+            grant = token_store.grant_of_token(session, hashed)
+        self.remember(hashed, grant, now)
+        return grant
+
+    def remember(self, hashed: str, grant: Grant | None, now: float | None = None) -> None:
+        """What this replica just wrote (a new or revoked token) counts at once."""
+        if len(self._grants) >= self._cache_size:
+            self._grants.clear()
+        self._grants[hashed] = (grant, time.monotonic() if now is None else now)
 
 
 class AgentAuth:

@@ -1,74 +1,68 @@
-"""Dashboard sign-in without keeping the token in the browser.
+"""Dashboard sign-in without keeping the token in the browser, and sign-out that ends the session.
 
-After a sign-in with an admin (or viewer) token, the browser holds a cookie naming the token by its sha256
-and an expiry, signed with HMAC-SHA256 under a key derived from the server's secret key. The raw token is
-never in the cookie, and every request looks the hash up among the known tokens again, so the role is
-always the token's current one. The cookie is HttpOnly and SameSite=Strict (Secure over https), and it is
-accepted only by the dashboard and the event stream, never by the write endpoints of the admin API.
+After a sign-in with an admin (or viewer) token, the browser holds a cookie with a random session id; the
+database keeps the id's sha256 with the token's hash and an expiry. Every request looks the session up
+again (on every replica, as it is in the database), so the role is always the token's current one, and
+sign-out, revoking the token or its expiry end the session at once. The cookie is HttpOnly and
+SameSite=Strict (Secure over https), and it is accepted only by the dashboard and the event stream, never
+by the write endpoints of the admin API.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
-import time
+import secrets
+from datetime import UTC, datetime, timedelta
 
 from fastapi import Request, Response
 
 from rrm.server.auth import AdminAuth, token_hash
+from rrm.store import Database
+from rrm.store import tokens as token_store
 
 SESSION_COOKIE = "rrm_session"
 SESSION_SECONDS = 12 * 3600
-KEY_PURPOSE = "rrm dashboard sessions v1"
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 class DashboardSessions:
-    def __init__(self, key: bytes, auth: AdminAuth, lifetime: float = SESSION_SECONDS) -> None:
-        self._key = key
+    def __init__(self, db: Database, auth: AdminAuth, lifetime: float = SESSION_SECONDS) -> None:
+        self._db = db
         self._auth = auth
         self.lifetime = lifetime
 
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+    def issue(self, token: str, now: datetime | None = None) -> str | None:
+        """A new session's id (the cookie value) for a known, unexpired token; None for any other.
 
-    def issue(self, token: str, now: float | None = None) -> str | None:
-        """The cookie value for a known token; None for an unknown one."""
+        The session ends with the token: never later than the token's expiry."""
+        now = now or datetime.now(UTC)
         hashed = token_hash(token)
-        if self._auth.role_of_hash(hashed) is None:
+        grant = self._auth.grant_of_hash(hashed)
+        if grant is None or grant.expired(now):
             return None
-        expires = int((time.time() if now is None else now) + self.lifetime)
-        payload = _b64(json.dumps({"h": hashed, "exp": expires}, separators=(",", ":")).encode())
-        return f"{payload}.{self._sign(payload)}"
+        expires = now + timedelta(seconds=self.lifetime)
+        if grant.expires_at is not None:
+            expires = min(expires, grant.expires_at)
+        session_id = secrets.token_urlsafe(32)
+        with self._db.write(exclusive=False) as session:
+            token_store.add_session(session, token_hash(session_id), hashed, now, expires)
+        return session_id
 
-    def role(self, value: str | None, now: float | None = None) -> str | None:
-        """The current role of the token a cookie names; None when forged, expired or the token is gone."""
-        if not value or "." not in value:
+    def role(self, value: str | None, now: datetime | None = None) -> str | None:
+        """The current role of the token a live session was signed in with; None for anything else."""
+        if not value:
             return None
-        payload, signature = value.rsplit(".", 1)
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            return None
-        try:
-            claims = json.loads(_unb64(payload))
-            hashed, expires = str(claims["h"]), float(claims["exp"])
-        except (binascii.Error, ValueError, KeyError, TypeError):
-            return None
-        if expires <= (time.time() if now is None else now):
-            return None
-        return self._auth.role_of_hash(hashed)
+        with self._db.read() as session:
+            grant = token_store.grant_of_session(session, token_hash(value), now or datetime.now(UTC))
+        return None if grant is None else grant.role
 
     def role_of(self, request: Request) -> str | None:
         return self.role(request.cookies.get(SESSION_COOKIE))
+
+    def end(self, request: Request) -> None:
+        """Sign-out: the session is gone for every replica, whatever the browser does with its cookie."""
+        value = request.cookies.get(SESSION_COOKIE)
+        if value:
+            with self._db.write(exclusive=False) as session:
+                token_store.delete_session(session, token_hash(value))
 
     def set_cookie(self, response: Response, value: str, request: Request) -> None:
         response.set_cookie(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
@@ -19,7 +19,7 @@ from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server import queries
 from rrm.server.api.common import BoundedRoute, reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem, revalidate_for_rollback
-from rrm.server.auth import ADMIN_TOKEN_PREFIX, PAIRING_TOKEN_PREFIX, new_token, token_hash
+from rrm.server.auth import PAIRING_TOKEN_PREFIX, new_token, token_hash
 from rrm.server.compass.apply import apply_all
 from rrm.server.compass.labels import check_runtime_labels
 from rrm.server.metrics import ADMIN_WRITES
@@ -212,32 +212,6 @@ async def revoke_runtime(name: str, state: ServerState = Depends(server_state)) 
     state.fleet.forget_keys(row.id)
     ADMIN_WRITES.labels("runtime", "revoked").inc()
     return await read(state, lambda s: queries.runtime_views(state, s, [row])[0])
-
-
-# tokens -----------------------------------------------------------------------------------------------
-
-
-class CreateToken(BaseModel):
-    role: Literal["admin", "viewer"]
-    description: str = Field("", max_length=200)
-
-
-@router.post("/tokens", status_code=201, dependencies=[Depends(writer)])
-async def create_token(body: CreateToken, state: ServerState = Depends(server_state)) -> dict[str, Any]:
-    """A new admin or viewer token, shown this once; only its hash is stored."""
-    token = new_token(ADMIN_TOKEN_PREFIX)
-    hashed = token_hash(token)
-
-    def work(session: Session) -> None:
-        now = utcnow()
-        repo.add_admin_token(session, hashed, body.role, body.description, now)
-        message = f"role {body.role}" + (f": {body.description}" if body.description else "")
-        repo.record_event(session, "TokenCreated", f"token/{hashed[:12]}", message, now)
-
-    await write(state, work)
-    state.admin_auth.add(hashed, body.role)
-    ADMIN_WRITES.labels("token", "created").inc()
-    return {"token": token, "role": body.role}
 
 
 # resources --------------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """The dashboard at /ui: server-rendered pages over the same reads as the admin API.
 
 Every page has a twin under /ui/fragments that renders only its live region; the page's script re-fetches
-it when the event stream reports a change the page shows. Nothing here writes: a viewer token can use all
-of it. Without a dashboard session a page redirects to the sign-in form and a fragment answers 401.
+it when the event stream reports a change the page shows. Nothing here writes but signing in and out: a
+viewer token can use all of it. Without a dashboard session a page redirects to the sign-in form and a
+fragment answers 401. Every request that changes state must come from the dashboard's own pages.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from rrm.server.rollouts import views as rollout_views
 from rrm.server.sessions import DashboardSessions
 from rrm.server.state import ServerState, server_state, utcnow
 from rrm.server.ui import present
+from rrm.server.ui.same_origin import refuse_cross_site
 from rrm.store import compass as compass_store
 
 UI_PATH = "/ui"
@@ -64,7 +67,7 @@ templates.globals.update(
     BINDING_PREFIX=BINDING_PREFIX,
 )
 
-router = APIRouter(prefix=UI_PATH, include_in_schema=False)
+router = APIRouter(prefix=UI_PATH, include_in_schema=False, dependencies=[Depends(refuse_cross_site)])
 
 
 def static_files() -> StaticFiles:
@@ -109,26 +112,23 @@ def _safe_next(target: str | None) -> str:
     return UI_PATH
 
 
-def _sign_in(request: Request, state: ServerState, token: str, target: str | None) -> Response:
-    cookie = state.sessions.issue(token.strip())
-    if cookie is None:
+async def _sign_in(request: Request, state: ServerState, token: str, target: str | None) -> Response:
+    session_id = await asyncio.to_thread(state.sessions.issue, token.strip())
+    if session_id is None:
         return _html("login.html", {"next": _safe_next(target), "error": "That token is not valid."}, 401)
     response = RedirectResponse(_safe_next(target), status_code=303, headers=HEADERS)
-    state.sessions.set_cookie(response, cookie, request)
+    state.sessions.set_cookie(response, session_id, request)
     return response
 
 
 @router.get("/login")
-async def login_form(
-    request: Request,
-    token: str | None = None,
-    next: str | None = None,
-    state: ServerState = Depends(server_state),
-) -> Response:
-    """The form; with `?token=` (the one-click link `rrm demo` prints) it signs in and redirects, so the
-    token leaves the address bar at once."""
-    if token is not None:
-        return _sign_in(request, state, token, next)
+async def login_form(request: Request, next: str | None = None) -> Response:
+    """The form. The one-click link (`rrm demo` prints it) is `/ui/login#token=…`: the browser keeps the part
+    after `#` to itself, and the page's script posts it. A token in the query string, which access logs and
+    proxies keep, signs nobody in."""
+    if "token" in request.query_params:
+        error = "Sign-in links carry the token after #, not in the address the server sees. Paste it here."
+        return _html("login.html", {"next": _safe_next(next), "error": error}, 400)
     return _html("login.html", {"next": _safe_next(next)})
 
 
@@ -138,11 +138,13 @@ async def login(request: Request, state: ServerState = Depends(server_state)) ->
     body = await request.body()
     form = parse_qs(body.decode(errors="replace")) if len(body) <= MAX_FORM_BYTES else {}
     token, target = form.get("token", [""]), form.get("next", [UI_PATH])
-    return _sign_in(request, state, token[0], target[0])
+    return await _sign_in(request, state, token[0], target[0])
 
 
 @router.post("/logout")
-async def logout() -> Response:
+async def logout(request: Request, state: ServerState = Depends(server_state)) -> Response:
+    """Ends the session in the database, so its cookie stops working on every replica at once."""
+    await asyncio.to_thread(state.sessions.end, request)
     response = RedirectResponse(LOGIN_PATH, status_code=303, headers=HEADERS)
     DashboardSessions.clear_cookie(response)
     return response
