@@ -299,7 +299,7 @@ def test_a_token_refused_for_the_hosts_clock_is_issued_again_in_the_directors_ti
     """The refusal's `Date` gives the director's time: the token is issued again in it, and so is every
     token after it; the status message says that this host's clock is off."""
     bearer = CountingBearer()
-    sent: list[StatusReport] = []
+    sent: list[dict[str, Any]] = []
     refused = {"json": {"detail": f"invalid runtime token: {NOT_YET_VALID_MESSAGE}"}}
 
     def handler(request: httpx.Request) -> httpx.Response:
