@@ -98,7 +98,7 @@ def test_cached_state_is_applied_without_pruning_then_pruned_once_confirmed(tmp_
     assert files(agent) == ["rrm-a.yaml", "rrm-stale.yaml"]
     report = asyncio.run(agent.status_report())
     assert report.applied_hash is None, "a state was reported applied while a file outside it remained"
-    assert "removing 1 object(s) of an earlier state" in report.message
+    assert "1 object(s) of an earlier state are still in place" in report.message
 
     asyncio.run(agent.sync_once())
     assert files(agent) == ["rrm-a.yaml"]

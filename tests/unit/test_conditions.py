@@ -66,8 +66,8 @@ def test_reports_without_the_agents_judgement_are_judged_by_the_sidecars_list() 
 
 
 def test_not_synced_says_what_the_agent_says() -> None:
-    waiting = Observed(NOW, 60.0, None, {"message": "removing 3 object(s) of an earlier state first"})
-    assert synced(waiting, "h1").message == "removing 3 object(s) of an earlier state first"
+    waiting = Observed(NOW, 60.0, None, {"message": "3 object(s) of an earlier state are still in place"})
+    assert synced(waiting, "h1").message == "3 object(s) of an earlier state are still in place"
     assert synced(None, "h1").message == "the agent has applied no desired state yet"
 
 

@@ -266,7 +266,8 @@ class Agent:
     def _message(self) -> str:
         if self.leftovers:
             return (
-                f"removing {self.leftovers} object(s) of an earlier state before reporting this one applied"
+                f"{self.leftovers} object(s) of an earlier state are still in place; the current state "
+                "counts as applied once they are removed"
             )
         return "" if self.confirmed or self.state is None else "serving the cached state; no director yet"
 

@@ -119,7 +119,8 @@ class KubernetesTarget(Target):
         deleted: dict[str, NativeObject] = {}
         if prune and changes.delete:
             deleted = self._prune(
-                changes.delete, keep_secrets=bool(broken_secrets) or _component_failed(failed, writes)
+                changes.delete,
+                keep_secrets=bool(broken_secrets) or _component_failed(failed, changes.update),
             )
 
         reload = self.restarter.restart(_concerns(plan, changed, deleted))
@@ -204,8 +205,10 @@ class KubernetesTarget(Target):
         return True
 
 
-def _component_failed(failed: Mapping[str, str], writes: Mapping[str, NativeObject]) -> bool:
-    return any(split_id(i)[0] == COMPONENT and split_id(i)[2] in failed for i in writes)
+def _component_failed(failed: Mapping[str, str], updates: Mapping[str, NativeObject]) -> bool:
+    """A Component left at its old version may still use Secrets the new state no longer holds (one that
+    could not be created has no old version)."""
+    return any(split_id(i)[0] == COMPONENT and split_id(i)[2] in failed for i in updates)
 
 
 def _scopes(obj: Mapping[str, Any]) -> tuple[str, ...]:
