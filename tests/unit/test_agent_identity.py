@@ -231,3 +231,22 @@ def test_failed_rotation_keeps_the_old_key(tmp_path: Path) -> None:
     assert identity.record == old_record
     reloaded = AgentIdentity.load(tmp_path)
     assert reloaded is not None and reloaded.record == old_record
+
+
+def test_a_rotation_proof_holds_only_for_its_runtime_nonce_new_key_and_signer() -> None:
+    key = generate_private_key()
+    public = load_public_key(public_key_pem(key))
+    new = public_key_pem(generate_private_key())
+    proof = sign_rotation(key, "rt-1", "nonce-1", new)
+
+    assert rotation_proof_is_valid(public, proof, "rt-1", "nonce-1", new)
+    other_key = public_key_pem(generate_private_key())
+    for runtime, nonce, pem in (
+        ("rt-2", "nonce-1", new),
+        ("rt-1", "nonce-2", new),
+        ("rt-1", "nonce-1", other_key),
+    ):
+        assert not rotation_proof_is_valid(public, proof, runtime, nonce, pem), (runtime, nonce)
+    stranger = load_public_key(public_key_pem(generate_private_key()))
+    assert not rotation_proof_is_valid(stranger, proof, "rt-1", "nonce-1", new)
+    assert not rotation_proof_is_valid(public, "not base64 at all!", "rt-1", "nonce-1", new)
