@@ -67,6 +67,9 @@ def test_demo_once_completes_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert finished, f"rrm demo --once still running after {DEMO_DEADLINE} s:\n{tail}"
     assert demo.returncode == 0, f"rrm demo --once exited {demo.returncode}:\n{tail}"
     assert not leftover, f"rrm demo --once left processes running after it exited:\n{tail}"
+    output = log.read_text(errors="replace")
+    assert "/ui/login#token=rrmat_" in output, "the dashboard link carries the token after #"
+    assert "?token=" not in output, "a token in a query string reaches the server's access log"
 
 
 def children_of(pid: int) -> list[int]:

@@ -224,7 +224,7 @@ def show_files(data_dir: Path) -> None:
 
 
 def show_usage(url: str, token: str, data_dir: Path) -> None:
-    typer.secho(f"\nDashboard: {url}/ui/login?token={token}", bold=True)
+    typer.secho(f"\nDashboard: {url}/ui/login#token={token}", bold=True)  # "#": no server sees it
     typer.secho("\nUse the CLI against this control plane:", bold=True)
     for line in (
         f"export RRM_URL={url} RRM_TOKEN={token}",
