@@ -267,6 +267,25 @@ def test_conflict_with_a_foreign_file_is_reported_and_not_written(target: SelfHo
     assert results["other"].state == "applied"
 
 
+def test_a_component_that_cannot_be_created_does_not_keep_old_secret_stores(target: SelfHostedTarget) -> None:
+    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
+    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    sync(target, make_state([with_secret_ref("cache")], [old]))
+    foreign = {**component("blocked"), "spec": {"type": "state.in-memory", "version": "v1", "metadata": []}}
+    (target.resources_path / "hand-made.yaml").write_text(yaml.safe_dump(foreign))
+
+    outcome = sync(target, make_state([with_secret_ref("cache"), component("blocked")], [new]))
+
+    assert {r.name: r.state for r in outcome.resources} == {"cache": "applied", "blocked": "failed"}
+    new_tag = secrets_tag([new])
+    assert yaml_files(target.resources_path) == [
+        "hand-made.yaml",
+        "rrm-cache.yaml",
+        f"rrm-rrm-secrets-{new_tag}.yaml",
+    ]
+    assert sorted(p.name for p in target.secrets_dir.iterdir()) == [f"secrets-{new_tag}.json"]
+
+
 def test_prepare_creates_resources_path_and_removes_own_leftover_temp_files(tmp_path: Path) -> None:
     resources = tmp_path / "does" / "not" / "exist"
     target = SelfHostedTarget(resources, tmp_path / "state")
