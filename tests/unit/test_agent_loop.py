@@ -14,10 +14,11 @@ import rrm
 from rrm.agent import AgentConfig, run_agent
 from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, Unauthorized
+from rrm.agent.loading import WAITING
 from rrm.agent.loop import Agent
 from rrm.agent.targets.selfhosted import SelfHostedTarget
 from rrm.core.hashing import state_hash
-from rrm.wire.plain import DesiredState, StatusReport
+from rrm.wire.plain import DesiredState, LoadedComponent, SidecarReport, StatusReport
 
 
 def component(name: str) -> dict[str, Any]:
@@ -168,6 +169,57 @@ def test_heartbeat_reports_applied_state_at_once_and_on_interval(tmp_path: Path)
     assert report.agent_version == rrm.__version__
     assert report.heartbeat_interval == 0.05
     assert report.sidecar is None
+
+
+class ScriptedSidecar(SelfHostedTarget):
+    """A self-hosted target whose daprd lists component `a` from its `loaded_after`-th answer on."""
+
+    def __init__(self, tmp_path: Path, loaded_after: int | None) -> None:
+        super().__init__(tmp_path / "resources", tmp_path / "state")
+        self.loaded_after = loaded_after
+        self.asked = 0
+
+    def sidecar_report(self) -> SidecarReport:
+        self.asked += 1
+        listed = self.loaded_after is not None and self.asked >= self.loaded_after
+        loaded = [LoadedComponent(name="a", type="state.in-memory", version="v1")] if listed else []
+        return SidecarReport(reachable=True, app_id="app", components=loaded)
+
+
+def follow(tmp_path: Path, loaded_after: int | None, load_deadline: float) -> list[StatusReport]:
+    """Apply state `a`, then run the heartbeat (60 s) until a report shows `a` loaded or failed."""
+    director = FakeDirector(make_state("a"))
+    target = ScriptedSidecar(tmp_path, loaded_after)
+    target.prepare()
+    client: DirectorClient = director  # type: ignore[assignment]
+    agent = Agent(client, target, DesiredStateCache(tmp_path / "state"), load_deadline=load_deadline)
+
+    def settled() -> bool:
+        return any(r.loaded is True or r.state == "failed" for rep in director.reports for r in rep.resources)
+
+    async def work() -> None:
+        await agent.sync_once()
+        await agent.heartbeat_forever()
+
+    run_with(work(), lambda: until(settled))
+    return director.reports
+
+
+def test_the_agent_follows_the_sidecar_and_reports_at_once_when_it_has_loaded(tmp_path: Path) -> None:
+    reports = follow(tmp_path, loaded_after=4, load_deadline=60)
+
+    first, last = reports[0].resources[0], reports[-1].resources[0]
+    assert (first.state, first.loaded, first.message) == ("applied", False, WAITING)
+    assert (last.state, last.loaded) == ("applied", True)
+    assert last.since is not None and first.since is not None and last.since > first.since
+
+
+def test_what_the_sidecar_has_not_loaded_at_the_deadline_is_reported_failed(tmp_path: Path) -> None:
+    reports = follow(tmp_path, loaded_after=None, load_deadline=0.5)
+
+    last = reports[-1].resources[0]
+    assert (last.state, last.loaded) == ("failed", False)
+    assert last.message.startswith("not loaded within the load deadline (0.5 s)")
 
 
 def test_without_token_or_identity_the_agent_exits_with_2(tmp_path: Path) -> None:
