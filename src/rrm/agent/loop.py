@@ -208,6 +208,8 @@ class Agent:
     async def _follow(self) -> None:
         """Ask the sidecar, 100 ms after the apply and then at doubling intervals (back to 100 ms whenever
         something new loaded), until it lists everything applied or the load deadline passed; then report."""
+        if not self.loads.following:
+            return  # nothing to load: the apply's own report says all there is
         delay = FIRST_LOAD_POLL
         while self.loads.following:
             await asyncio.sleep(max(0.0, min(delay, self.loads.remaining(time.monotonic()))))
