@@ -19,7 +19,7 @@ import gardener_apiserver as gardener
 import httpx
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 TOKEN = "garden-token"
@@ -168,18 +168,17 @@ def kubeconfig_request(seconds: int | None = None) -> dict[str, Any]:
 
 
 def watched(
-    garden: gardener.GardenerApiServer, since: str, until: Callable[[dict[str, Any]], bool]
-) -> list[Any]:
-    """The Shoot watch events after `since`, as the raw lines a real server streams, until one matches."""
+    custom: client.CustomObjectsApi, since: str, until: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """The Shoot watch events after `since`, through the official client's `Watch`, until one matches."""
     events = []
-    url = f"{garden.url}/apis/core.gardener.cloud/v1beta1/namespaces/{NS}/shoots"
-    params = {"watch": "true", "resourceVersion": since, "timeoutSeconds": "20"}
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    with httpx.stream("GET", url, params=params, headers=headers, timeout=30) as response:
-        for line in response.iter_lines():
-            events.append(json.loads(line))
-            if until(events[-1]):
-                break
+    stream = watch.Watch().stream(
+        custom.list_namespaced_custom_object, *SHOOTS, resource_version=since, timeout_seconds=int(DEADLINE)
+    )
+    for event in stream:
+        events.append(event)
+        if until(event):
+            break
     return events
 
 
@@ -198,7 +197,7 @@ def test_create_goes_through_processing_to_succeeded_with_health_conditions(
     body = created(custom, shoot())
     assert body["metadata"]["generation"] == 1 and "status" not in body
     events = watched(
-        garden,
+        custom,
         body["metadata"]["resourceVersion"],
         lambda e: ((e["object"].get("status") or {}).get("lastOperation") or {}).get("state") == "Succeeded",
     )
@@ -370,7 +369,7 @@ def test_a_confirmed_deletion_runs_a_delete_operation_then_the_shoot_is_gone(
         custom.patch_namespaced_custom_object, *SHOOTS, "c-1", {"spec": {"kubernetes": {"version": "1.34.0"}}}
     )
     assert code == 422 and "cannot update shoot spec if deletion timestamp is set" in status["message"]
-    events = watched(garden, marked["metadata"]["resourceVersion"], lambda e: e["type"] == "DELETED")
+    events = watched(custom, marked["metadata"]["resourceVersion"], lambda e: e["type"] == "DELETED")
     operations = [e["object"]["status"]["lastOperation"] for e in events]
     assert operations[0] | {"lastUpdateTime": ""} == {
         "type": "Delete",
