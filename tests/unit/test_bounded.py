@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from rrm.cli.app import app
 from rrm.core.bounded import (
     MAX_ALIAS_NODES,
     MAX_DEPTH,
@@ -139,3 +142,15 @@ def test_an_alias_cannot_nest_a_document_beyond_the_limit() -> None:
 def test_every_document_gets_its_own_alias_budget() -> None:
     one = "a: &a [" + ",".join(["x"] * 100) + "]\nb: [" + ",".join(["*a"] * 90) + "]\n"
     assert len(load_yaml_documents("---\n".join([one] * 3))) == 3
+
+
+def test_rrm_apply_refuses_an_alias_bomb_at_once_naming_the_file_and_line(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_bomb())
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["apply", "-f", str(bomb)])  # refused before any server is contacted
+    assert time.monotonic() - started < 1.0
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {bomb}:9: aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)"
+    )
