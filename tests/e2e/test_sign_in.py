@@ -7,8 +7,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import cast
 
 import pytest
+from playwright._impl._api_structures import SetCookieParam
 from playwright.sync_api import Browser, BrowserContext, expect
 
 from integration.harness import ServerProcess, expect_status
@@ -71,7 +73,7 @@ def test_sign_out_ends_the_session_even_for_a_copy_of_the_cookie(
     page.click(".signout button")
     page.wait_for_url(re.compile(r"/ui/login$"))
     assert context.cookies() == []
-    context.add_cookies([cookie])  # as if it had been copied before sign-out
+    context.add_cookies([cast(SetCookieParam, cookie)])  # as if it had been copied before sign-out
     page.goto("/ui/runtimes")
     expect(page).to_have_url(re.compile(r"/ui/login\?next=%2Fui%2Fruntimes$"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 from typer.testing import CliRunner
@@ -68,7 +69,7 @@ def test_token_create_with_a_ttl_sends_it_in_seconds_and_refuses_a_bad_one() -> 
     assert code == 2 and len(seen) == 1
 
 
-TOKENS = [
+TOKENS: list[dict[str, Any]] = [
     {
         "id": "aaaaaaaaaaaa",
         "role": "admin",
