@@ -431,7 +431,8 @@ def test_the_applications_page_shows_which_runtimes_see_which_application(
     )
     fleet.agent(member, {label: "yes"})
     register(server.admin, assigned, labels={label: "auto"})
-    register(server.admin, outsider, labels={label: "no"})
+    body = {"name": outsider, "kind": "selfhosted", "labels": {label: "no"}, "scenarios": []}
+    expect_status(server.admin.post("/api/v1/runtimes", json=body), 201)  # in none, not even DEFAULT
     body = {"add": [explicit]}
     expect_status(server.admin.patch(f"/api/v1/runtimes/{member}/scenarios", json=body), 200)
     bindings = {f"app-{both}-public", f"app-{both}-admin", f"app-{only}-main"}

@@ -15,13 +15,15 @@ from sqlalchemy.orm import Session
 from rrm.core.labels import validate_labels
 from rrm.core.names import dns1123_label_error
 from rrm.core.resources import secret_refs
+from rrm.core.scenarios import DEFAULT_SCENARIO
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server import queries
 from rrm.server.api.common import BoundedRoute, reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem, revalidate_for_rollback
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, new_token, token_hash
+from rrm.server.compass import views as compass_views
 from rrm.server.compass.apply import apply_all
-from rrm.server.compass.labels import check_runtime_labels
+from rrm.server.compass.labels import check_runtime_labels, check_runtime_scenarios
 from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.queries import read
 from rrm.server.rollouts.lifecycle import on_component_revision, revisions_kept_by_rollouts
@@ -60,6 +62,7 @@ class RegisterRuntime(BaseModel):
     kind: str
     labels: dict[str, str] = {}
     token_ttl_seconds: int = Field(3600, ge=1, le=MAX_TOKEN_TTL)
+    scenarios: list[str] = Field(default_factory=lambda: [DEFAULT_SCENARIO])  # as applications
 
 
 class IssueToken(BaseModel):
@@ -113,6 +116,7 @@ async def register_runtime(
         if repo.runtime_by_name(session, body.name) is not None:
             raise Conflict(f"runtime {body.name!r} already exists")
         check_runtime_labels(session, body.name, body.labels)
+        check_runtime_scenarios(session, body.name, body.scenarios)
         now = utcnow()
 
         row = Runtime(
@@ -126,14 +130,19 @@ async def register_runtime(
         session.add(row)
         session.flush()
         token = _issue_token(session, row, body.token_ttl_seconds)
+        compass_store.set_runtime_scenarios(session, row.id, body.scenarios, now)
         repo.record_change(session, repo.ENTITY_RUNTIME, row.id, now)
-        repo.record_event(session, "RuntimeRegistered", f"runtime/{row.name}", f"kind {row.kind}", now)
+        scenarios = ", ".join(body.scenarios) or "none"
+        message = f"kind {row.kind}, scenarios {scenarios}"
+        repo.record_event(session, "RuntimeRegistered", f"runtime/{row.name}", message, now)
         return row, token
 
     row, token = await write(state, work)
     ADMIN_WRITES.labels("runtime", "created").inc()
     view = await read(state, lambda s: queries.runtime_views(state, s, [row])[0])
-    return {"runtime": view, **token}
+    entry = compass_views.runtime_named(state.fleet, row.name)
+    scenarios = compass_views.runtime_scenarios_view(state.fleet, entry) if entry else None
+    return {"runtime": view, "scenarios": scenarios, **token}
 
 
 @router.get("/runtimes/{name}")

@@ -80,3 +80,10 @@ def check_runtime_labels(session: Session, name: str, labels: Mapping[str, Any])
     problems = label_problems(labels, store.label_definitions(session))
     if problems:
         raise InvalidInput([Problem(None, "Runtime", name, f, m) for f, m in problems])
+
+
+def check_runtime_scenarios(session: Session, name: str, scenarios: Sequence[str]) -> None:
+    """Raises InvalidInput (nothing stored) unless a runtime's explicit scenarios are distinct known ones."""
+    problems = scenario_problems(SCENARIOS_KEY, scenarios, store.scenario_names(session))
+    if problems:
+        raise InvalidInput([Problem(None, "Runtime", name, f, m) for f, m in problems])

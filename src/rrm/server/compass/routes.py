@@ -14,10 +14,15 @@ from sqlalchemy.orm import Session
 from rrm.core.scenarios import DEFAULT_SCENARIO
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server.api.common import BoundedRoute, reader, write, writer
-from rrm.server.apply import Conflict, InvalidInput, Problem
+from rrm.server.apply import Conflict, Problem
 from rrm.server.auth import token_hash
 from rrm.server.compass import views
-from rrm.server.compass.labels import SCENARIOS_KEY, scenario_name_error, scenario_problems, scenarios_schema
+from rrm.server.compass.labels import (
+    SCENARIOS_KEY,
+    check_runtime_scenarios,
+    scenario_name_error,
+    scenarios_schema,
+)
 from rrm.server.compass.registry import RegisteredApplication
 from rrm.server.fleet import RuntimeEntry
 from rrm.server.queries import read
@@ -121,7 +126,7 @@ async def delete_scenario(name: str, state: ServerState = Depends(server_state))
         if name not in store.scenario_names(session):
             raise HTTPException(404, f"scenario {name!r} not found")
         if name == DEFAULT_SCENARIO:
-            raise Conflict(f"{DEFAULT_SCENARIO} is built in: new applications are in it")
+            raise Conflict(f"{DEFAULT_SCENARIO} is built in: new applications and runtimes are in it")
         users = [f"application {a.name}" for a in store.all_applications(session) if name in a.scenarios]
         users += [
             f"runtime {r.name}"
@@ -192,9 +197,7 @@ async def change_runtime_scenarios(
             raise HTTPException(404, f"runtime {name!r} not found")
         current = store.runtime_scenarios(session, row.id)
         wanted = sorted({*current, *body.add} - set(body.remove))
-        problems = scenario_problems(SCENARIOS_KEY, wanted, store.scenario_names(session))
-        if problems:
-            raise InvalidInput([Problem(None, "Runtime", name, f, m) for f, m in problems])
+        check_runtime_scenarios(session, name, wanted)
         if wanted != current:
             now = utcnow()
             store.set_runtime_scenarios(session, row.id, wanted, now)
