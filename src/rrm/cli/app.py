@@ -31,6 +31,10 @@ def server(
     delivery_window: float = typer.Option(
         1.0, "--delivery-window", min=0.0, help="seconds; a runtime gets at most one new state per window"
     ),
+    plans: Path = typer.Option(None, "--plans", help="provisioning plans (YAML); default: local, kubernetes"),
+    public_url: str = typer.Option(
+        None, "--public-url", help="this control plane's URL as the agents it installs reach it"
+    ),
 ) -> None:
     """Run the control plane (blocks until SIGTERM or Ctrl-C)."""
     from rrm.server import ServerSettings, serve
@@ -43,6 +47,8 @@ def server(
             database_url=database_url,
             log_level=log_level,
             delivery_window_seconds=delivery_window,
+            plans_file=plans,
+            public_url=public_url,
         )
     )
 

@@ -29,6 +29,9 @@ from rrm.server.compass import agent_api as compass_agent_api
 from rrm.server.compass import routes as compass
 from rrm.server.eventstream import EventBroadcaster
 from rrm.server.fleet import Fleet
+from rrm.server.provisioning import routes as provisioning_routes
+from rrm.server.provisioning.catalog import build_catalog
+from rrm.server.provisioning.engine import Engine
 from rrm.server.housekeeping import run_housekeeping
 from rrm.server.limits import BodyLimitGuard, control_plane_limits
 from rrm.server.secretbox import SecretBox, load_or_create_key, write_private_file
@@ -71,7 +74,7 @@ def build_state(settings: ServerSettings) -> ServerState:
     fleet = Fleet(db, box, settings.delivery_window_seconds)
     ensure_admin_token(db, settings)
     admin_auth = AdminAuth(db)
-    return ServerState(
+    state = ServerState(
         settings=settings,
         db=db,
         box=box,
@@ -83,6 +86,8 @@ def build_state(settings: ServerSettings) -> ServerState:
         status_writer=StatusWriter(db),
         writes=WriteBatcher(db, fleet),
     )
+    state.provisioning = Engine(state, build_catalog(settings, db.is_sqlite))
+    return state
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -103,6 +108,8 @@ def create_app(state: ServerState) -> FastAPI:
             asyncio.create_task(state.events.run()),
             asyncio.create_task(state.status_writer.run()),
         ]
+        if state.provisioning is not None:
+            tasks.append(asyncio.create_task(state.provisioning.run(leadership)))
         state.ready = True
         try:
             yield
@@ -137,6 +144,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(ui.router)
     app.include_router(compass.router)
+    app.include_router(provisioning_routes.router)
     app.include_router(compass_agent_api.router)
     broker.install(app, system_broker.RegistryBackend(state), compass.BROKER_PATH)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
@@ -166,6 +174,8 @@ def serve(settings: ServerSettings) -> None:
         state = build_state(settings)
     except (OSError, OperationalError) as exc:
         raise SystemExit(f"rrm server: {startup_problem(exc)}") from None
+    except ValueError as exc:  # a plans file that cannot be used
+        raise SystemExit(f"rrm server: {exc}") from None
     log.info(
         "rrm %s control plane on http://%s:%d, data in %s, database %s, open-file limit %d",
         rrm.__version__,

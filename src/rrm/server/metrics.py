@@ -27,3 +27,14 @@ ROLLOUT_WAVES_STARTED = Counter(
 ROLLOUT_EVENTS = Counter(
     "rrm_rollout_events", "Rollout transitions, by event type", ["event"], registry=REGISTRY
 )
+# provisioning (rrm.server.provisioning)
+OPERATIONS = Gauge(
+    "rrm_operations", "Provisioning operations by type and state (on the leader)", ["type", "state"], registry=REGISTRY
+)
+OPERATION_STAGE_SECONDS = Histogram(
+    "rrm_operation_stage_seconds",
+    "Time from a stage's first attempt to its end",
+    ["plan", "stage"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+    registry=REGISTRY,
+)

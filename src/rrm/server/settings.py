@@ -27,6 +27,8 @@ class ServerSettings:
     delivery_window_seconds: float = 1.0  # a runtime is sent at most one state per window
     pairing_ttl_seconds: int = 3600
     max_apply_bytes: int = field(default_factory=lambda: max_apply_bytes(os.environ))
+    plans_file: Path | None = None  # provisioning plans (YAML); None: the built-in ones
+    public_url: str | None = None  # the control plane's URL as agents it installs reach it
 
     @property
     def resolved_database_url(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -16,6 +17,9 @@ from rrm.server.settings import ServerSettings
 from rrm.server.status_writer import StatusWriter
 from rrm.server.writes import WriteBatcher
 from rrm.store import Database
+
+if TYPE_CHECKING:
+    from rrm.server.provisioning.engine import Engine
 
 
 @dataclass
@@ -31,6 +35,7 @@ class ServerState:
     status_writer: StatusWriter
     writes: WriteBatcher
     ready: bool = False
+    provisioning: Engine | None = None  # set when the app is created
 
 
 def state_of(request: Request) -> ServerState:

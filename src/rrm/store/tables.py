@@ -282,3 +282,69 @@ class BrokerBinding(Base):
     binding_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     record: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+
+
+# provisioning (issue 15): environments and their durable, stage-wise operations ------------------------
+
+
+class EnvironmentRow(Base):
+    """A request for a runtime. Secret parameters (a BYO kubeconfig) and what the engine must keep secret
+    (a fetched kubeconfig) are one AES-GCM blob, never returned; `data` holds what the stages recorded
+    (the claimed account, the local agent's directory). Archived rows stay for `--all` and history."""
+
+    __tablename__ = "environments"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    plan: Mapped[str] = mapped_column(String(63))
+    region: Mapped[str | None] = mapped_column(String(63))
+    labels: Mapped[dict[str, Any]]
+    parameters: Mapped[dict[str, Any]]
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    global_account: Mapped[str | None] = mapped_column(String(255), index=True)
+    subaccount: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    runtime_id: Mapped[str | None] = mapped_column(String(36))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    archived_at: Mapped[datetime | None]
+
+
+class OperationRow(Base):
+    """One provisioning, deprovisioning or update of an environment; `next_run_at` is when the engine
+    should look at it again (the earliest of its current stage's next attempt and deadlines)."""
+
+    __tablename__ = "operations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    environment_id: Mapped[str] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    request: Mapped[dict[str, Any]]
+    description: Mapped[str] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    left_behind: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    deadline_at: Mapped[datetime]
+    next_run_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class OperationStageRow(Base):
+    """One stage of an operation, with everything its retries and deadline depend on, so a restarted
+    control plane resumes it with the same deadline and retry window."""
+
+    __tablename__ = "operation_stages"
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    best_effort: Mapped[bool]
+    deadline_seconds: Mapped[float]
+    attempts: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime | None]
+    deadline_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)

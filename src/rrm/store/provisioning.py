@@ -1,0 +1,143 @@
+"""Environments, their operations and the operations' stages: the provisioning engine's durable state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rrm.core.operations import FINISHED_OPERATION_STATES, Stage
+from rrm.store.tables import EnvironmentRow, OperationRow, OperationStageRow
+
+STAGE_FIELDS = (
+    "state", "best_effort", "deadline_seconds", "attempts", "started_at", "deadline_at", "next_attempt_at",
+    "finished_at", "last_error", "description",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EnvironmentFilter:
+    include_archived: bool = False
+    global_account: str | None = None
+    subaccount: str | None = None
+    state: str | None = None
+    plan: str | None = None
+
+
+def active_environment(session: Session, name: str) -> EnvironmentRow | None:
+    """The environment of that name that is not archived (an archived one keeps its name in history)."""
+    query = select(EnvironmentRow).where(EnvironmentRow.name == name, EnvironmentRow.archived_at.is_(None))
+    return session.scalars(query).first()
+
+
+def latest_environment(session: Session, name: str) -> EnvironmentRow | None:
+    """The active environment of that name, else the one archived last."""
+    query = select(EnvironmentRow).where(EnvironmentRow.name == name)
+    rows = session.scalars(query.order_by(EnvironmentRow.created_at.desc())).all()
+    return next((r for r in rows if r.archived_at is None), rows[0] if rows else None)
+
+
+def environment(session: Session, environment_id: str) -> EnvironmentRow | None:
+    return session.get(EnvironmentRow, environment_id)
+
+
+def environments(
+    session: Session, where: EnvironmentFilter, offset: int, limit: int
+) -> tuple[Sequence[EnvironmentRow], int]:
+    """One page of environments by name, and how many match in all."""
+    query = select(EnvironmentRow)
+    if not where.include_archived:
+        query = query.where(EnvironmentRow.archived_at.is_(None))
+    for column, value in (
+        (EnvironmentRow.global_account, where.global_account),
+        (EnvironmentRow.subaccount, where.subaccount),
+        (EnvironmentRow.state, where.state),
+        (EnvironmentRow.plan, where.plan),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = query.order_by(EnvironmentRow.name, EnvironmentRow.created_at).offset(offset).limit(limit)
+    return session.scalars(page).all(), total
+
+
+def operations_of(session: Session, environment_ids: Sequence[str]) -> dict[str, list[OperationRow]]:
+    """Each environment's operations, oldest first."""
+    query = select(OperationRow).where(OperationRow.environment_id.in_(environment_ids))
+    result: dict[str, list[OperationRow]] = {i: [] for i in environment_ids}
+    for row in session.scalars(query.order_by(OperationRow.created_at, OperationRow.id)):
+        result[row.environment_id].append(row)
+    return result
+
+
+def operation(session: Session, operation_id: str) -> OperationRow | None:
+    return session.get(OperationRow, operation_id)
+
+
+def unfinished_operations(session: Session) -> Sequence[OperationRow]:
+    """Operations the engine still has to drive, oldest first."""
+    query = select(OperationRow).where(OperationRow.state.not_in(FINISHED_OPERATION_STATES))
+    return session.scalars(query.order_by(OperationRow.created_at, OperationRow.id)).all()
+
+
+def operation_counts(session: Session) -> dict[tuple[str, str], int]:
+    """(type, state) → number of operations, for the metrics."""
+    query = select(OperationRow.type, OperationRow.state, func.count()).group_by(
+        OperationRow.type, OperationRow.state
+    )
+    return {(type_, state): count for type_, state, count in session.execute(query)}
+
+
+def stage_rows(session: Session, operation_ids: Sequence[str]) -> dict[str, list[OperationStageRow]]:
+    query = select(OperationStageRow).where(OperationStageRow.operation_id.in_(operation_ids))
+    result: dict[str, list[OperationStageRow]] = {i: [] for i in operation_ids}
+    for row in session.scalars(query.order_by(OperationStageRow.operation_id, OperationStageRow.position)):
+        result[row.operation_id].append(row)
+    return result
+
+
+def stages(session: Session, operation_id: str) -> list[Stage]:
+    return [stage_of(row) for row in stage_rows(session, [operation_id])[operation_id]]
+
+
+def stage_of(row: OperationStageRow) -> Stage:
+    return Stage(name=row.name, **{name: getattr(row, name) for name in STAGE_FIELDS})
+
+
+def add_operation(session: Session, row: OperationRow, planned: Sequence[Stage]) -> None:
+    session.add(row)
+    session.flush()
+    for position, stage in enumerate(planned):
+        values: dict[str, Any] = {name: getattr(stage, name) for name in STAGE_FIELDS}
+        session.add(OperationStageRow(operation_id=row.id, position=position, name=stage.name, **values))
+
+
+def save_stage(session: Session, operation_id: str, position: int, stage: Stage) -> None:
+    row = session.get(OperationStageRow, (operation_id, position))
+    assert row is not None, f"operation {operation_id} has no stage {position}"
+    for name in STAGE_FIELDS:
+        setattr(row, name, getattr(stage, name))
+
+
+def pending_deprovisioning(session: Session, environment_id: str) -> OperationRow | None:
+    """The environment's deprovisioning that has not finished, if a delete asked for one."""
+    query = select(OperationRow).where(
+        OperationRow.environment_id == environment_id,
+        OperationRow.type == "deprovision",
+        OperationRow.state.not_in(FINISHED_OPERATION_STATES),
+    )
+    return session.scalars(query).first()
+
+
+def incomplete_deprovisionings(session: Session, before: datetime) -> Sequence[OperationRow]:
+    """Finished deprovisionings that left something behind, last looked at before `before`: the sweep's."""
+    query = select(OperationRow).where(
+        OperationRow.type == "deprovision",
+        OperationRow.state.in_(FINISHED_OPERATION_STATES),
+        OperationRow.updated_at < before,
+    )
+    return [row for row in session.scalars(query) if row.left_behind]
