@@ -2,7 +2,8 @@
 
 Run it as its own process (it prints its port on stdout, then logs to stderr):
 
-    python gardener_apiserver.py --port P [--token T] [--create-seconds S] [--delete-seconds S]
+    python gardener_apiserver.py --port P [--token T] [--kubeconfig FILE] [--create-seconds S]
+        [--delete-seconds S] [--max-expiration S]
 
 or in-process: `GardenerApiServer(0, token, create_seconds=0).start()` … `.stop()`. It speaks plain HTTP on
 127.0.0.1, like the Kubernetes stand-in it builds on (`kube_apiserver.py`: the same store, so the same
@@ -1168,10 +1169,11 @@ class GardenerApiServer(ThreadingHTTPServer):
         }
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on stdout)")
     parser.add_argument("--token", help="the bearer token every request must carry")
+    parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig for this server here (mode 0600)")
     parser.add_argument(
         "--create-seconds", type=float, default=CREATE_SECONDS, help="how long a Create takes"
     )
@@ -1184,6 +1186,12 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.create_seconds, args.delete_seconds) < 0:
         parser.error("--create-seconds and --delete-seconds must not be negative")
+    return args
+
+
+def main() -> None:
+    """Serve until interrupted; the kubeconfig is written and the port printed once the socket listens."""
+    args = arguments()
     server = GardenerApiServer(
         args.port,
         args.token,
@@ -1191,6 +1199,9 @@ def main() -> None:
         delete_seconds=args.delete_seconds,
         max_expiration=args.max_expiration,
     )
+    if args.kubeconfig:
+        args.kubeconfig.touch(mode=0o600)
+        args.kubeconfig.write_text(yaml.safe_dump(server.kubeconfig()))
     server.gardenlet.thread.start()
     print(server.port, flush=True)
     log(f"serving on {server.url}")

@@ -740,23 +740,27 @@ def test_admin_kubeconfig_expiration(
 # --- as its own process -------------------------------------------------------------------------------------
 
 
-def test_runs_as_its_own_process_printing_its_port() -> None:
+def test_runs_as_its_own_process_printing_its_port(tmp_path: Path) -> None:
+    """`--port 0` picks a port and prints it once the server listens; `--kubeconfig` is written first, for
+    the provisioner under test (`rrm server --gardener-kubeconfig`), readable by its owner only."""
+    kubeconfig = tmp_path / "garden.yaml"
     script = Path(gardener.__file__)
-    args = [sys.executable, str(script), "--port", "0", "--token", TOKEN, "--create-seconds", "0"]
+    args = [sys.executable, str(script), "--port", "0", "--token", TOKEN, "--kubeconfig", str(kubeconfig)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert process.stdout is not None
         port = int(process.stdout.readline())
-        discovery = httpx.get(
+        assert kubeconfig.stat().st_mode & 0o777 == 0o600
+        with config.new_client_from_config(str(kubeconfig)) as api:
+            groups = client.ApisApi(api).get_api_versions().groups
+            assert sorted(g.name for g in groups) == ["core.gardener.cloud", "security.gardener.cloud"]
+            assert client.CustomObjectsApi(api).list_namespaced_custom_object(*SHOOTS)["items"] == []
+        resources = httpx.get(
             f"http://127.0.0.1:{port}/apis/core.gardener.cloud/v1beta1",
             headers={"Authorization": f"Bearer {TOKEN}"},
             timeout=5,
-        ).json()
-        assert {r["name"] for r in discovery["resources"]} == {
-            "shoots",
-            "secretbindings",
-            "shoots/adminkubeconfig",
-        }
+        ).json()["resources"]
+        assert {r["name"] for r in resources} == {"shoots", "secretbindings", "shoots/adminkubeconfig"}
         assert httpx.get(f"http://127.0.0.1:{port}/apis", timeout=5).status_code == 401
     finally:
         process.terminate()
