@@ -366,17 +366,18 @@ def test_apply_without_a_file_or_with_a_missing_one_is_a_usage_error(api: FakeAp
     assert missing.exit_code == 2 and "no such file or directory" in missing.stderr
 
 
-def test_register_prints_the_token_and_the_agent_command(api: FakeApi) -> None:
-    api.on(
-        "POST",
-        "/api/v1/runtimes",
-        status=201,
-        body={
-            "runtime": {**RUNTIME, "name": "edge-7"},
-            "pairing_token": "pt-123",
-            "expires_at": "2030-01-01T00:00:00Z",
-        },
-    )
+def registered(name: str = "edge-7", kind: str = "selfhosted", token: str = "pt-123") -> dict[str, Any]:
+    """The admin API's answer to `POST /api/v1/runtimes` (docs/api.md)."""
+    return {
+        "runtime": {**RUNTIME, "name": name, "kind": kind},
+        "scenarios": {"runtime": name, "explicit": ["DEFAULT"], "effective": ["DEFAULT", "PROD"]},
+        "pairing_token": token,
+        "expires_at": "2030-01-01T00:00:00Z",
+    }
+
+
+def test_register_prints_the_token_the_scenarios_and_the_agent_command(api: FakeApi) -> None:
+    api.on("POST", "/api/v1/runtimes", status=201, body=registered())
     result = run(
         api,
         "runtime",
@@ -399,24 +400,45 @@ def test_register_prints_the_token_and_the_agent_command(api: FakeApi) -> None:
         "token_ttl_seconds": 1800,
     }
     assert "rt-1" in result.stdout and "pt-123" in result.stdout and "2030-01-01T00:00:00Z" in result.stdout
+    assert "scenarios:      DEFAULT, PROD" in result.stdout
     assert (
         f"rrm agent --director {URL} --token pt-123 --state-dir ./rrm-agent-edge-7 --target selfhosted"
         " --resources-path ./components"
     ) in result.stdout
 
 
-def test_register_for_other_kinds_prints_only_director_and_token(api: FakeApi) -> None:
-    api.on(
-        "POST",
-        "/api/v1/runtimes",
-        status=201,
-        body={"runtime": {**RUNTIME, "kind": "kubernetes"}, "pairing_token": "pt-9", "expires_at": "later"},
-    )
+def test_register_sends_the_scenarios_given_instead_of_the_default(api: FakeApi) -> None:
+    api.on("POST", "/api/v1/runtimes", status=201, body=registered())
+    args = ["runtime", "register", "edge-7", "--kind", "selfhosted", "--scenario", "PROD", "--scenario", "EU"]
+    result = run(api, *args)
+    assert result.exit_code == 0, result.output
+    assert api.body()["scenarios"] == ["PROD", "EU"]
+
+
+@pytest.mark.parametrize("loader", [json.loads, yaml.safe_load], ids=["json", "yaml"])
+def test_register_prints_the_api_answer_as_is_for_scripts(api: FakeApi, loader: Callable[[str], Any]) -> None:
+    api.on("POST", "/api/v1/runtimes", status=201, body=registered())
+    fmt = "json" if loader is json.loads else "yaml"
+    result = run(api, "runtime", "register", "edge-7", "--kind", "selfhosted", "-o", fmt)
+    assert result.exit_code == 0, result.output
+    assert loader(result.stdout) == registered()
+
+
+def test_register_a_kubernetes_runtime_names_the_manifest_command(api: FakeApi) -> None:
+    api.on("POST", "/api/v1/runtimes", status=201, body=registered("prod-eu", "kubernetes", "pt-9"))
     result = run(api, "runtime", "register", "prod-eu", "--kind", "kubernetes")
     assert result.exit_code == 0, result.output
+    assert f"rrm runtime manifest prod-eu --director {URL} | kubectl apply -f -" in result.stdout
     assert f"--director {URL} --token pt-9" in result.stdout
     assert "rrm agent" not in result.stdout
     assert api.body()["token_ttl_seconds"] == 3600
+
+
+def test_register_a_cloudfoundry_runtime_names_the_broker_credentials_command(api: FakeApi) -> None:
+    api.on("POST", "/api/v1/runtimes", status=201, body=registered("cf-1", "cloudfoundry", "pt-4"))
+    result = run(api, "runtime", "register", "cf-1", "--kind", "cloudfoundry")
+    assert result.exit_code == 0, result.output
+    assert "pt-4" in result.stdout and "rrm runtime broker-credentials cf-1" in result.stdout
 
 
 @pytest.mark.parametrize("ttl", ["0", "1x", "-5", "soon"])
@@ -447,6 +469,15 @@ def test_token_and_revoke(api: FakeApi) -> None:
     assert "--token pt-2" in token.stdout
     revoke = run(api, "runtime", "revoke", "prod-eu")
     assert revoke.exit_code == 0 and api.requests[-1].url.path == "/api/v1/runtimes/prod-eu/revoke"
+
+
+def test_a_new_pairing_token_as_json(api: FakeApi) -> None:
+    api.on("GET", "/api/v1/runtimes/prod-eu", body=RUNTIME)
+    pairing = {"pairing_token": "pt-2", "expires_at": "x"}
+    api.on("POST", "/api/v1/runtimes/prod-eu/token", status=201, body=pairing)
+    result = run(api, "runtime", "token", "prod-eu", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == pairing
 
 
 def test_label_sets_and_removes(api: FakeApi) -> None:

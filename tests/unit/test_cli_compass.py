@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from test_cli_commands import FakeApi, run
 
 APPLICATION = {
@@ -90,3 +91,8 @@ def test_broker_credentials_are_printed_once_and_rotation_is_explicit(api: FakeA
     assert result.exit_code == 0, result.output
     assert api.body() == {"rotate": True}
     assert "rrmbp_x" in result.stdout and "http://cp/broker" in result.stdout
+    as_json = run(api, "runtime", "broker-credentials", "edge-1", "-o", "json")
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == answer
+    as_yaml = run(api, "runtime", "broker-credentials", "edge-1", "-o", "yaml")
+    assert yaml.safe_load(as_yaml.stdout) == answer

@@ -114,9 +114,22 @@ class AdminClient:
         return self._request("GET", "/api/v1/runtimes", params=params)
 
     def register_runtime(
-        self, name: str, kind: str, labels: Mapping[str, str], token_ttl_seconds: int
+        self,
+        name: str,
+        kind: str,
+        labels: Mapping[str, str],
+        token_ttl_seconds: int,
+        scenarios: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        body = {"name": name, "kind": kind, "labels": dict(labels), "token_ttl_seconds": token_ttl_seconds}
+        """Without `scenarios` the control plane puts the runtime in DEFAULT."""
+        body: dict[str, Any] = {
+            "name": name,
+            "kind": kind,
+            "labels": dict(labels),
+            "token_ttl_seconds": token_ttl_seconds,
+        }
+        if scenarios is not None:
+            body["scenarios"] = list(scenarios)
         return self._request("POST", "/api/v1/runtimes", json=body)
 
     def get_runtime(self, name: str) -> dict[str, Any]:

@@ -61,13 +61,16 @@ def admin_api(ctx: typer.Context) -> Iterator[AdminClient]:
 
 
 def emit(data: Any, output: OutputFormat, table: Callable[[Any], RenderableType]) -> None:
-    """JSON and YAML show the API's answer as it is; the table is for people."""
+    """JSON and YAML show the API's answer as it is; the table is for people. A table that is a plain
+    string is printed as it is, never wrapped, so a token or a command in it stays one line to copy."""
     if output is OutputFormat.json:
         typer.echo(json.dumps(data, indent=2))
     elif output is OutputFormat.yaml:
         typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+    elif isinstance(human := table(data), str):
+        typer.echo(human)
     else:
-        show(table(data))
+        show(human)
 
 
 def show(renderable: RenderableType) -> None:

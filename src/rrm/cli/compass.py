@@ -215,14 +215,23 @@ def broker_credentials(
     rotate: bool = typer.Option(
         False, "--rotate", help="replace existing credentials (the old ones stop working)"
     ),
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
     """HTTP Basic credentials for the runtime's platform to call the System Broker; shown only this once."""
     with admin_api(ctx) as api:
         answer = api.broker_credentials(name, rotate)
-    typer.echo(f"broker URL:  {answer['broker_url']}")
-    typer.echo(f"username:    {answer['username']}")
-    typer.echo(f"password:    {answer['password']}")
-    typer.echo("Shown only this once. Register the broker with the runtime's Service Catalog or marketplace.")
+    emit(answer, output, broker_credentials_text)
+
+
+def broker_credentials_text(answer: Mapping[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"broker URL:  {answer['broker_url']}",
+            f"username:    {answer['username']}",
+            f"password:    {answer['password']}",
+            "Shown only this once. Register the broker with the runtime's Service Catalog or marketplace.",
+        ]
+    )
 
 
 def static_broker(

@@ -10,7 +10,8 @@ import typer
 
 from rrm.cli.arguments import parse_duration, parse_label_changes, parse_labels
 from rrm.cli.client import format_field_error
-from rrm.cli.common import EXIT_USAGE, admin_api, fail
+from rrm.cli.common import EXIT_USAGE, OUTPUT_OPTION, OutputFormat, admin_api, emit, fail
+from rrm.cli.install import KUBERNETES_KINDS
 from rrm.cli.manifests import ManifestError, read_documents
 
 DEFAULT_TOKEN_TTL = "1h"
@@ -33,21 +34,50 @@ def agent_command(url: str, name: str, kind: str, token: str) -> str:
     return f"--director {url} --token {token}"
 
 
+def next_steps(url: str, name: str, kind: str, token: str) -> list[str]:
+    """What a person does next with a pairing token, by the runtime's kind."""
+    if kind == "selfhosted":
+        return ["Run the agent on the runtime's host:", f"  {agent_command(url, name, kind, token)}"]
+    if kind in KUBERNETES_KINDS:
+        return [
+            "Install the agent in the cluster (the manifests carry a pairing token of their own):",
+            f"  rrm runtime manifest {name} --director {url} | kubectl apply -f -",
+            "or give an agent you install yourself:",
+            f"  {agent_command(url, name, kind, token)}",
+        ]
+    return [
+        f"A {kind} runtime reaches rrm through its marketplace; register the System Broker with it:",
+        f"  rrm runtime broker-credentials {name}",
+    ]
+
+
+def pairing_text(url: str, name: str, kind: str, pairing: Mapping[str, Any]) -> list[str]:
+    token = pairing["pairing_token"]
+    return [
+        f"pairing token:  {token}",
+        f"expires at:     {pairing['expires_at']}",
+        "",
+        *next_steps(url, name, kind, token),
+    ]
+
+
+def registration_text(url: str, answer: Mapping[str, Any]) -> str:
+    runtime = answer["runtime"]
+    effective = (answer.get("scenarios") or {}).get("effective") or []
+    return "\n".join(
+        [
+            f"runtime/{runtime['name']} registered",
+            f"runtime id:     {runtime['id']}",
+            f"scenarios:      {', '.join(effective) or 'none (it sees no applications)'}",
+            *pairing_text(url, runtime["name"], runtime["kind"], answer),
+        ]
+    )
+
+
 def result_line(result: Mapping[str, Any]) -> str:
     """`component/logging created (revision 1)`."""
     revision = f" (revision {result['revision']})" if result.get("revision") is not None else ""
     return f"{result['kind'].lower()}/{result['name']} {result['action']}{revision}"
-
-
-def _print_pairing(url: str, name: str, kind: str, pairing: Mapping[str, Any]) -> None:
-    typer.echo(f"pairing token:  {pairing['pairing_token']}")
-    typer.echo(f"expires at:     {pairing['expires_at']}")
-    typer.echo("")
-    if kind == "selfhosted":
-        typer.echo("Run the agent on the runtime's host:")
-    else:
-        typer.echo(f"Give the {kind} agent:")
-    typer.echo(f"  {agent_command(url, name, kind, pairing['pairing_token'])}")
 
 
 @runtime_app.command("register")
@@ -58,27 +88,30 @@ def register_runtime(
         ..., "--kind", help="selfhosted, kubernetes, kyma-managed, kyma-standalone, cloudfoundry"
     ),
     label: list[str] = typer.Option([], "--label", "-l", help="k=v, repeatable"),
+    scenario: list[str] = typer.Option(
+        [], "--scenario", help="put it in this scenario instead of DEFAULT; repeatable"
+    ),
     ttl: str = TTL_OPTION,
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
-    """Register a runtime and print the single-use pairing token for its agent."""
+    """Register a runtime (in DEFAULT unless --scenario says otherwise); print its one-time pairing token."""
     labels = parse_labels(label)
     ttl_seconds = parse_duration(ttl)
     with admin_api(ctx) as api:
-        answer = api.register_runtime(name, kind, labels, ttl_seconds)
-        runtime = answer["runtime"]
-        typer.echo(f"runtime/{runtime['name']} registered")
-        typer.echo(f"runtime id:     {runtime['id']}")
-        _print_pairing(api.url, runtime["name"], runtime.get("kind", kind), answer)
+        answer = api.register_runtime(name, kind, labels, ttl_seconds, scenario or None)
+    emit(answer, output, lambda registered: registration_text(api.url, registered))
 
 
 @runtime_app.command("token")
-def new_token(ctx: typer.Context, name: str, ttl: str = TTL_OPTION) -> None:
+def new_token(
+    ctx: typer.Context, name: str, ttl: str = TTL_OPTION, output: OutputFormat = OUTPUT_OPTION
+) -> None:
     """Issue a new pairing token (for a new agent, or after revoking)."""
     ttl_seconds = parse_duration(ttl)
     with admin_api(ctx) as api:
         runtime = api.get_runtime(name)
         pairing = api.new_pairing_token(name, ttl_seconds)
-        _print_pairing(api.url, name, runtime.get("kind", ""), pairing)
+    emit(pairing, output, lambda issued: "\n".join(pairing_text(api.url, name, runtime["kind"], issued)))
 
 
 @runtime_app.command("revoke")
