@@ -273,3 +273,13 @@ def test_unknown_secret_fields_are_warned_about_and_refused_with_strict(admin: h
     warnings = apply(admin, [document])["warnings"]
     assert [(w["field"], w["kind"]) for w in warnings] == [("stringdata", "Secret")]
     assert "ignored" in warnings[0]["message"]
+
+
+def test_a_deep_pairing_body_is_refused_naming_the_field(server: ServerProcess) -> None:
+    body = '{"token": ' + deep_text(3000) + ', "public_key": "k"}'  # 6 KB: within the pairing limit
+    response = httpx.post(
+        f"{server.url}/agent/v1/pair", content=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    problem = expect_status(response, 422).json()["detail"][0]
+    assert problem["loc"][:2] == ["body", "token"]
+    assert problem["msg"] == f"nested deeper than {MAX_DEPTH} levels"

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from rrm.server.api.common import BoundedRoute
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, token_hash
 from rrm.server.fleet import RuntimeEntry
 from rrm.server.metrics import DESIRED_STATE_RESPONSES, STATUS_REPORTS
@@ -40,7 +41,7 @@ from rrm.wire import (
 from rrm.wire.agent_auth import key_id, load_public_key, rotation_proof_is_valid
 
 log = logging.getLogger("rrm.server.agent_api")
-router = APIRouter(prefix="/agent/v1", tags=["agent"])
+router = APIRouter(prefix="/agent/v1", tags=["agent"], route_class=BoundedRoute)
 
 
 async def calling_runtime(request: Request) -> RuntimeEntry:
