@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from rrm.core.bounded import MAX_DEPTH, field_name
-from rrm.server.limits import AGENT_BODY_LIMIT, STATUS_BODY_LIMIT
+from rrm.server.limits import AGENT_BODY_LIMIT, BROKER_BODY_LIMIT, STATUS_BODY_LIMIT
 from rrm.server.settings import DEFAULT_MAX_APPLY_BYTES
 from rrm.wire.plain import MAX_TEXT_LENGTH
 
-from .compass import application, broker_client
+from .compass import StaticBrokerProcess, application, broker_client
 from .harness import (
     AgentIdentity,
     ServerProcess,
@@ -283,3 +284,42 @@ def test_a_deep_pairing_body_is_refused_naming_the_field(server: ServerProcess) 
     problem = expect_status(response, 422).json()["detail"][0]
     assert problem["loc"][:2] == ["body", "token"]
     assert problem["msg"] == f"nested deeper than {MAX_DEPTH} levels"
+
+
+STATIC_CATALOG = {
+    "services": [
+        {
+            "id": "0d7c2f4e-3b1a-4c5d-8e9f-1a2b3c4d5e6f",
+            "name": "logging",
+            "description": "central logging",
+            "bindable": True,
+            "plans": [
+                {"id": "7e6d5c4b-3a29-4181-9f0e-d1c2b3a49586", "name": "standard", "description": "shared"}
+            ],
+        }
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def static_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticBrokerProcess]:
+    directory = tmp_path_factory.mktemp("bd-static-broker")
+    (directory / "catalog.json").write_text(json.dumps(STATIC_CATALOG))
+    process = StaticBrokerProcess(directory / "catalog.json", directory / "broker.log", "platform", "pw")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_the_static_broker_refuses_deep_and_oversized_bodies(static_broker: StaticBrokerProcess) -> None:
+    headers = {"Content-Type": "application/json"}
+    with static_broker.client() as broker:
+        deep = broker.put("/v2/service_instances/bd-1", content=deep_text(1000), headers=headers)
+        assert f"nested deeper than {MAX_DEPTH} levels" in expect_status(deep, 400).json()["description"]
+        large = json.dumps(
+            {"service_id": "x", "plan_id": "y", "parameters": {"pad": "x" * BROKER_BODY_LIMIT}}
+        )
+        expect_status(broker.put("/v2/service_instances/bd-2", content=large, headers=headers), 413)
+        expect_status(broker.get("/v2/service_instances/bd-2"), 404)  # nothing stored
