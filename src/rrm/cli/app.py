@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from rrm.cli import agent_command, compass, config, install, manage, rollouts, tokens, views
+from rrm.cli import agent_command, compass, config, environments, install, manage, rollouts, tokens, views
 from rrm.cli.agent_command import LOG_LEVEL_OPTION
 
 app = typer.Typer(
@@ -95,6 +95,7 @@ app.add_typer(views.describe_app, name="describe")
 app.add_typer(views.history_app, name="history")
 compass.register(app, manage.runtime_app, views.get_app, views.describe_app, manage.delete_app)
 app.add_typer(rollouts.rollout_app, name="rollout")
+environments.register(app, views.get_app, views.describe_app)
 views.get_app.command("rollouts")(rollouts.get_rollouts)
 views.get_app.command("rolloutpolicies")(rollouts.get_rollout_policies)
 manage.delete_app.command("rolloutpolicy")(rollouts.delete_rollout_policy)

@@ -338,7 +338,7 @@ def _update_operation(
     operation.last_error = failure_summary(stages)
     if state == FAILED and operation.type == PROVISION:
         operation.left_behind = [*operation.left_behind, *left_by(stages)]
-    operation.description = _final_description(state, operation, reason)
+    operation.description = _final_description(state, operation, reason, stages[-1].description)
     after = ENVIRONMENT_AFTER.get((operation.type, state))
     if after == "deprovisioned" and operation.left_behind:
         after = "deprovision incomplete"
@@ -346,7 +346,7 @@ def _update_operation(
         environment.state, environment.updated_at = after, now
 
 
-def _final_description(state: str, operation: OperationRow, reason: str | None) -> str:
+def _final_description(state: str, operation: OperationRow, reason: str | None, last: str) -> str:
     if reason:
         return reason
     if state == FAILED:
@@ -354,7 +354,7 @@ def _final_description(state: str, operation: OperationRow, reason: str | None) 
         return f"{operation.last_error}{left}"
     if operation.left_behind:
         return f"succeeded, but could not clean up: {'; '.join(operation.left_behind)} (retried by the sweep)"
-    return state
+    return f"{state}: {last}" if last and state == SUCCEEDED else state
 
 
 def _running_state(operation_type: str) -> str:

@@ -36,6 +36,7 @@ DEFAULT_DEADLINES: dict[str, float] = {
     "archive": 300,
 }
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+QUOTED = re.compile(r"^'(.+?)'")
 UNITS = {"s": 1, "m": 60, "h": 3600, None: 1}
 PLAN_KEYS = {
     "name", "backend", "description", "regions", "defaults", "parameters", "secretParameters",
@@ -196,9 +197,21 @@ def parameter_problems(plan: Plan, parameters: Mapping[str, Any]) -> list[tuple[
     """(field, message) for each way `parameters` (defaults applied) break the plan's schema."""
     validator = jsonschema.Draft202012Validator(dict(plan.schema))
     problems = []
-    for error in sorted(validator.iter_errors(dict(parameters)), key=lambda e: list(e.path)):
+    for error in sorted(validator.iter_errors(dict(parameters)), key=lambda e: [str(p) for p in e.path]):
         path = ".".join(["parameters", *(str(p) for p in error.absolute_path)])
-        problems.append((path, _short(error.message)))
+        if error.validator == "required":
+            missing = QUOTED.match(error.message)
+            problems.append((f"{path}.{missing.group(1) if missing else ''}", "required"))
+        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = set(error.schema.get("properties", {}))
+            allowed = ", ".join(sorted(known)) or "none"
+            problems += [
+                (f"{path}.{k}", f"unknown parameter (known: {allowed})")
+                for k in error.instance
+                if k not in known
+            ]
+        else:
+            problems.append((path, _short(error.message)))
     return problems
 
 
