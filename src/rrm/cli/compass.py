@@ -183,17 +183,23 @@ def assign(
     name: str,
     runtime: list[str] = typer.Option([], "--runtime", help="put this runtime in the scenario; repeatable"),
     selector: str = typer.Option(None, "--selector", help="every runtime whose labels match, now and later"),
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
-    """Put runtimes in scenario NAME: named ones (--runtime), or all matching a selector (--selector)."""
+    """Put runtimes in scenario NAME: named ones (--runtime), or all matching a selector (--selector).
+    -o json|yaml prints the assignment, or each runtime's scenarios (`explicit`, `effective`)."""
     if bool(runtime) == (selector is not None):
         fail("give either --runtime (one or more) or --selector", EXIT_USAGE)
     with admin_api(ctx) as api:
         if selector is not None:
-            api.assign_scenario(name, selector)
-            typer.echo(f"scenario/{name} assigned to runtimes matching {selector!r}")
-        for one in runtime:
-            answer = api.change_runtime_scenarios(one, [name], [])
-            typer.echo(f"runtime/{one} scenarios: {_joined(answer.get('effective'))}")
+            assignment = api.assign_scenario(name, selector)
+            emit(
+                assignment,
+                output,
+                lambda a: f"scenario/{name} assigned to runtimes matching {a['selector']!r}",
+            )
+            return
+        answers = [api.change_runtime_scenarios(one, [name], []) for one in runtime]
+    emit(answers, output, runtime_scenarios_text)
 
 
 @scenario_app.command("unassign")
@@ -201,12 +207,16 @@ def unassign(
     ctx: typer.Context,
     name: str,
     runtime: list[str] = typer.Option(..., "--runtime", help="take this runtime out; repeatable"),
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
     """Take runtimes out of scenario NAME (an automatic assignment that matches them still applies)."""
     with admin_api(ctx) as api:
-        for one in runtime:
-            answer = api.change_runtime_scenarios(one, [], [name])
-            typer.echo(f"runtime/{one} scenarios: {_joined(answer.get('effective'))}")
+        answers = [api.change_runtime_scenarios(one, [], [name]) for one in runtime]
+    emit(answers, output, runtime_scenarios_text)
+
+
+def runtime_scenarios_text(answers: Sequence[Mapping[str, Any]]) -> str:
+    return "\n".join(f"runtime/{a['runtime']} scenarios: {_joined(a.get('effective'))}" for a in answers)
 
 
 def broker_credentials(

@@ -122,16 +122,23 @@ def revoke_runtime(ctx: typer.Context, name: str) -> None:
         typer.echo(f"runtime/{name} revoked; issue a new token with `rrm runtime token {name}`")
 
 
+def labeled_text(runtime: Mapping[str, Any]) -> str:
+    labels = ",".join(f"{k}={v}" for k, v in sorted((runtime.get("labels") or {}).items())) or "none"
+    return f"runtime/{runtime['name']} labeled: {labels}"
+
+
 @label_app.command("runtime")
 def label_runtime(
-    ctx: typer.Context, name: str, changes: list[str] = typer.Argument(..., help="k=v or k-")
+    ctx: typer.Context,
+    name: str,
+    changes: list[str] = typer.Argument(..., help="k=v or k-"),
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
     """Change a runtime's labels; placement follows at once."""
     set_labels, remove = parse_label_changes(changes)
     with admin_api(ctx) as api:
         runtime = api.update_labels(name, set_labels, remove)
-        labels = ",".join(f"{k}={v}" for k, v in sorted((runtime.get("labels") or {}).items())) or "none"
-        typer.echo(f"runtime/{name} labeled: {labels}")
+    emit(runtime, output, labeled_text)
 
 
 @delete_app.command("runtime")
@@ -162,6 +169,7 @@ def apply(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and report, store nothing"),
     strict: bool = typer.Option(False, "--strict", help="treat warnings as errors"),
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
     """Create or update components and secrets from YAML manifests, all in one transaction."""
     try:
@@ -170,8 +178,12 @@ def apply(
         fail(str(exc), EXIT_USAGE)
     with admin_api(ctx) as api:
         answer = api.apply(documents, dry_run=dry_run, strict=strict)
-    for result in answer.get("results") or []:
-        typer.echo(result_line(result) + (" (dry run)" if dry_run else ""))
+    suffix = " (dry run)" if dry_run else ""
+    emit(
+        answer,
+        output,
+        lambda applied: "\n".join(result_line(r) + suffix for r in applied.get("results") or []),
+    )
     for warning in answer.get("warnings") or []:
         typer.echo(f"warning: {format_field_error(warning)}", err=True)
 
@@ -183,9 +195,12 @@ def rollback_component(
     to_revision: int = typer.Option(
         ..., "--to-revision", min=1, help="the revision whose content to restore"
     ),
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
     """Store revision N's content as a new revision."""
     with admin_api(ctx) as api:
         answer = api.rollback_component(name, to_revision)
     restored = f"revision {to_revision}'s content"
-    typer.echo(f"component/{name} rolled back to {restored} (new revision {answer['revision']})")
+    emit(
+        answer, output, lambda a: f"component/{name} rolled back to {restored} (new revision {a['revision']})"
+    )

@@ -238,37 +238,41 @@ def status(
         raise typer.Exit(EXIT_API_ERROR)
 
 
-def _steer(ctx: typer.Context, component: str, action: str, done: str) -> None:
+def _steer(ctx: typer.Context, component: str, action: str, done: str, output: OutputFormat) -> None:
     with admin_api(ctx) as api:
         rollout = api.steer_rollout(component, action)
-    typer.echo(
+    emit(rollout, output, lambda r: _steered_text(component, done, r))
+
+
+def _steered_text(component: str, done: str, rollout: Mapping[str, Any]) -> str:
+    return (
         f"component/{component}: rollout of revision {rollout.get('to_revision')} {done} "
         f"(wave {rollout.get('current_wave')}/{rollout.get('wave_count')}, state {rollout.get('state')})"
     )
 
 
 @rollout_app.command("pause")
-def pause(ctx: typer.Context, component: str) -> None:
+def pause(ctx: typer.Context, component: str, output: OutputFormat = OUTPUT_OPTION) -> None:
     """Stop starting waves; runtimes keep what they have."""
-    _steer(ctx, component, "pause", "paused")
+    _steer(ctx, component, "pause", "paused", output)
 
 
 @rollout_app.command("resume")
-def resume(ctx: typer.Context, component: str) -> None:
+def resume(ctx: typer.Context, component: str, output: OutputFormat = OUTPUT_OPTION) -> None:
     """Continue a paused rollout; recorded failures are cleared and the wave's deadline starts again."""
-    _steer(ctx, component, "resume", "resumed")
+    _steer(ctx, component, "resume", "resumed", output)
 
 
 @rollout_app.command("abort")
-def abort(ctx: typer.Context, component: str) -> None:
+def abort(ctx: typer.Context, component: str, output: OutputFormat = OUTPUT_OPTION) -> None:
     """Stop and roll every runtime back to the revision before the rollout (stored as a new revision)."""
-    _steer(ctx, component, "abort", "aborted")
+    _steer(ctx, component, "abort", "aborted", output)
 
 
 @rollout_app.command("promote")
-def promote(ctx: typer.Context, component: str) -> None:
+def promote(ctx: typer.Context, component: str, output: OutputFormat = OUTPUT_OPTION) -> None:
     """Skip the remaining bake and waves: every runtime gets the new revision now."""
-    _steer(ctx, component, "promote", "promoted")
+    _steer(ctx, component, "promote", "promoted", output)
 
 
 def get_rollouts(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> None:
