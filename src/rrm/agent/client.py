@@ -84,10 +84,10 @@ class DirectorClock:
         except (TypeError, ValueError):
             return  # no Date (a proxy may drop it): keep what was learned
         offset = director_time - received_at
-        offset = offset if abs(offset) >= CLOCK_SKEW_TOLERANCE_SECONDS else 0.0
-        if abs(offset - self.offset) >= CLOCK_SKEW_TOLERANCE_SECONDS:
-            log.warning("event=clock-offset offset=%+.0fs action=signing-in-director-time", offset)
-        self.offset = offset
+        if abs(offset - self.offset) < CLOCK_SKEW_TOLERANCE_SECONDS:
+            return  # what is known already, within the header's resolution: no jitter in the tokens' times
+        self.offset = offset if abs(offset) >= CLOCK_SKEW_TOLERANCE_SECONDS else 0.0
+        log.warning("event=clock-offset offset=%+.0fs action=signing-in-director-time", self.offset)
 
     def describe(self) -> str:
         """A note for the status message while this host's clock is off, else ''."""
