@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from benchmarks.fleets import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_WAIT_SECONDS, B
 COMPONENT = "bench-ready"
 POLL_SECONDS = 0.05
 READY_DEADLINE = 120.0  # past two default heartbeats: an agent that waits for one is measured, not lost
+AT_ONCE = 8  # processes started or stopped side by side
 LABELS = dict(label.split("=", 1) for label in SELECTOR.split(","))
 
 
@@ -70,27 +72,29 @@ def run(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
 
 @contextmanager
 def _fleet(bench: Bench, server: ServerProcess, workdir: Path, size: int) -> Iterator[None]:
-    """`size` runtimes, each an `rrm agent` beside a daprd stand-in; all stopped on the way out."""
+    """`size` runtimes, each an `rrm agent` beside a daprd stand-in, started and stopped side by side."""
     assert server.admin is not None
-    with ExitStack() as stack:
-        for index in range(size):
-            name = f"ready-{index:03d}"
-            base = workdir / name
-            daprd = FakeDaprd(base / "resources", base / "daprd.log", app_id=name)
-            stack.callback(daprd.stop)
-            daprd.start()
-            agent = AgentProcess(
-                name,
-                server.url,
-                base / "state",
-                base / "resources",
-                base / "agent.log",
-                dapr_http_port=daprd.port,
-            )
-            stack.callback(agent.stop)
-            agent.start(register(server.admin, name, labels=LABELS))
-        bench.log(f"ready {size}: {size} agents and daprd stand-ins started")
-        yield
+    pairs: list[tuple[FakeDaprd, AgentProcess, str]] = []
+    for index in range(size):
+        name = f"ready-{index:03d}"
+        base = workdir / name
+        daprd = FakeDaprd(base / "resources", base / "daprd.log", app_id=name)
+        agent = AgentProcess(
+            name,
+            server.url,
+            base / "state",
+            base / "resources",
+            base / "agent.log",
+            dapr_http_port=daprd.port,
+        )
+        pairs.append((daprd, agent, register(server.admin, name, labels=LABELS)))
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        try:
+            list(pool.map(lambda pair: (pair[0].start(), pair[1].start(pair[2])), pairs))
+            bench.log(f"ready {size}: {size} agents and daprd stand-ins started")
+            yield
+        finally:
+            list(pool.map(lambda process: process.stop(), [p for pair in pairs for p in pair[:2]]))
 
 
 def _wait_ready(

@@ -41,7 +41,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((out / "latest.json").read_text())
     failed = [
         f"{name}: {entry.get('error') or entry['rrm']['error']}"
-        for name in ("propagation", "replicas", "footprint", "throughput", "storm")
+        for name in ("propagation", "replicas", "footprint", "throughput", "storm", "ready")
         for entry in (loaded[name] if isinstance(loaded[name], list) else [loaded[name]])
         if "error" in entry or "error" in entry.get("rrm", {})
     ]
@@ -118,6 +118,12 @@ def test_reconnect_storm_loses_nothing(results: dict[str, Any]) -> None:
     run = results["storm"]
     assert run["all_synced"] and run["lost"] == 0
     assert run["synced_by_control_plane"] == SMOKE_SIZE
+
+
+def test_ready_is_measured_for_every_real_agent(results: dict[str, Any]) -> None:
+    run = results["ready"]
+    _well_formed(run["latency"])
+    assert run["not_ready"] == 0 and run["standin"]["init_delay_seconds"] > 0
 
 
 def test_targets_are_evaluated(results: dict[str, Any]) -> None:
