@@ -322,7 +322,7 @@ def _update_operation(
     operation.state, operation.updated_at = state, now
     operation.left_behind = left_behind(stages)
     position = current_stage(stages)
-    if position is not None:
+    if position is not None and state not in FINISHED_OPERATION_STATES:
         stage = stages[position]
         operation.next_run_at = stage.next_attempt_at
         operation.description = stage.description or f"{stage.name}: {stage.state}"
