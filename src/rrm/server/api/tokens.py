@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from rrm.server.api.common import write, writer
+from rrm.server.api.common import BoundedRoute, write, writer
 from rrm.server.apply import Conflict
 from rrm.server.auth import ADMIN_TOKEN_PREFIX, ROLE_ADMIN, new_token, token_hash
 from rrm.server.metrics import ADMIN_WRITES
@@ -24,7 +24,7 @@ from rrm.store.tables import AdminToken
 MAX_TOKEN_TTL = 366 * 24 * 3600
 MIN_ID_LENGTH = 8
 
-router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(writer)])
+router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(writer)], route_class=BoundedRoute)
 
 
 class CreateToken(BaseModel):
