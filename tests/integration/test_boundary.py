@@ -3,6 +3,7 @@ API description behind authentication, and fields named correctly. Refused input
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from collections.abc import Iterator
@@ -323,3 +324,9 @@ def test_the_static_broker_refuses_deep_and_oversized_bodies(static_broker: Stat
         )
         expect_status(broker.put("/v2/service_instances/bd-2", content=large, headers=headers), 413)
         expect_status(broker.get("/v2/service_instances/bd-2"), 404)  # nothing stored
+
+
+def test_a_deep_page_cursor_is_a_400(paired: AgentIdentity) -> None:
+    cursor = base64.urlsafe_b64encode(b'{"after": ' + deep_text(20_000).encode() + b"}").decode()
+    response = paired.request("GET", "/agent/v1/applications", params={"cursor": cursor})
+    assert "invalid cursor" in expect_status(response, 400).json()["detail"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
+from rrm.core.bounded import decode_json
 from rrm.server.api.agent import calling_runtime
 from rrm.server.compass.views import application_view
 from rrm.server.fleet import RuntimeEntry
@@ -30,8 +31,8 @@ def encode_cursor(after: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        after = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["after"]
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        after = decode_json(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["after"]
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:  # DecodeError is a ValueError
         raise HTTPException(400, "invalid cursor: pass back the next_cursor of the previous page") from exc
     if not isinstance(after, str):
         raise HTTPException(400, "invalid cursor: pass back the next_cursor of the previous page")
