@@ -85,7 +85,7 @@ async def revoke_token(
     sessions signed in with it end at once everywhere. The last admin token that has not expired stays."""
     now = utcnow()
 
-    def work(session: Session) -> dict[str, Any]:
+    def work(session: Session) -> tuple[str, dict[str, Any]]:
         rows = token_store.tokens_with_id(session, token_id)
         if not rows:
             raise HTTPException(404, f"token {token_id!r} not found")
@@ -97,9 +97,9 @@ async def revoke_token(
         token_store.delete_token(session, row.token_hash)
         view = token_view(row, now)
         repo.record_event(session, "TokenRevoked", f"token/{view['id']}", f"role {row.role}", now)
-        return {**view, "hash": row.token_hash}
+        return row.token_hash, view
 
-    revoked = await write(state, work)
-    state.admin_auth.remember(revoked.pop("hash"), None)
+    hashed, revoked = await write(state, work)
+    state.admin_auth.remember(hashed, None)
     ADMIN_WRITES.labels("token", "revoked").inc()
     return revoked
