@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import fake_daprd
 import httpx
+import pytest
 import yaml
 
 STANDIN = Path(fake_daprd.__file__)
@@ -160,6 +162,37 @@ def test_a_failed_component_is_tried_again_only_when_its_manifest_changes(tmp_pa
     write(resources / "a.yaml", broken)
     sidecar.reload()
     assert [c["name"] for c in sidecar.metadata_components()] == ["store"] and sidecar.errors() == {}
+
+
+def test_a_changed_component_is_unlisted_while_it_initialises_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pkg/runtime/hotreload/reconciler/components.go `update`: a changed component is closed, then queued
+    for init; differ.AreSame ignores labels and annotations, so an annotation bump changes nothing."""
+    write(tmp_path / "a.yaml", component("other"), component("web", items=[{"name": "url", "value": "v1"}]))
+    sidecar = fake_daprd.Sidecar(tmp_path, init_delay=0.3)
+    listed_during_init: list[list[str]] = []
+
+    def initialising(seconds: float) -> None:
+        assert seconds == 0.3
+        listed_during_init.append([c["name"] for c in sidecar.metadata_components()])
+
+    monkeypatch.setattr(fake_daprd, "time", SimpleNamespace(sleep=initialising))
+    sidecar.reload()
+    assert listed_during_init == [[], ["other"]]
+
+    changed = component("web", items=[{"name": "url", "value": "v2"}])
+    write(tmp_path / "a.yaml", component("other"), changed)
+    sidecar.reload()
+    assert listed_during_init[2:] == [["other"]], (
+        "the old revision stayed listed while the new one initialised"
+    )
+    assert [c["name"] for c in sidecar.metadata_components()] == ["other", "web"]
+
+    changed["metadata"]["annotations"] = {"rrm.io/revision": "3"}
+    write(tmp_path / "a.yaml", component("other"), changed)
+    sidecar.reload()
+    assert len(listed_during_init) == 3, "an annotation change re-initialised the component"
 
 
 def free_port() -> int:
