@@ -330,3 +330,23 @@ def test_a_deep_page_cursor_is_a_400(paired: AgentIdentity) -> None:
     cursor = base64.urlsafe_b64encode(b'{"after": ' + deep_text(20_000).encode() + b"}").decode()
     response = paired.request("GET", "/agent/v1/applications", params={"cursor": cursor})
     assert "invalid cursor" in expect_status(response, 400).json()["detail"]
+
+
+def test_a_label_definition_that_refers_to_itself_is_refused(admin: httpx.Client) -> None:
+    """Validating a value against `{"anyOf": [{"$ref": "#"}]}` never ends (RecursionError, 500)."""
+    definition = {
+        "apiVersion": "rrm.io/v1",
+        "kind": "LabelDefinition",
+        "metadata": {"name": "bd-ref"},
+        "spec": {"schema": {"anyOf": [{"$ref": "#"}]}},
+    }
+    before = stored(admin)
+    problems = apply_refused(admin, [definition])
+    assert [p["field"] for p in problems] == ["spec.schema.anyOf[0].$ref"]
+    assert stored(admin) == before
+    expect_status(
+        admin.post(
+            "/api/v1/runtimes", json={"name": "bd-ref", "kind": "selfhosted", "labels": {"bd-ref": "x"}}
+        ),
+        201,
+    )

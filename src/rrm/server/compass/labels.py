@@ -41,7 +41,23 @@ def schema_error(schema: object) -> tuple[str, str] | None:
     except jsonschema.SchemaError as exc:
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.absolute_path)
         return path, f"not a valid JSON Schema: {exc.message}"
-    return None
+    return _reference_in(schema, "")
+
+
+def _reference_in(schema: object, path: str) -> tuple[str, str] | None:
+    """A `$ref` makes a schema that refers to itself possible, whose validation never ends: refused."""
+    if isinstance(schema, Mapping):
+        if "$ref" in schema:
+            return (
+                f"{path}.$ref",
+                "references ($ref) are not supported: a label definition spells out its schema",
+            )
+        found = (_reference_in(value, f"{path}.{key}") for key, value in schema.items())
+    elif isinstance(schema, list):
+        found = (_reference_in(value, f"{path}[{index}]") for index, value in enumerate(schema))
+    else:
+        return None
+    return next((problem for problem in found if problem is not None), None)
 
 
 def value_problems(field: str, value: Any, schema: Mapping[str, Any], what: str) -> list[tuple[str, str]]:
