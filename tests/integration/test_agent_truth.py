@@ -163,19 +163,27 @@ def ready_for(detail: dict[str, Any], names: set[str]) -> bool:
 
 def test_ready_follows_the_sidecar_loading_within_a_second_at_the_default_heartbeat(fleet: Fleet) -> None:
     daprd = fleet.daprd("truth-ready")  # the stand-in's defaults: rescan 0.2 s, init 0.3 s per component
-    agent = fleet.agent(
-        "truth-ready", {"t-ready": "yes"}, daprd=daprd
-    )  # the agent's default heartbeat (60 s)
+    agent = fleet.agent("truth-ready", {"t-ready": "yes"}, daprd=daprd)  # the agent's default heartbeat
     admin = fleet.server.admin
-    fleet.wait_runtime("truth-ready", synced, "Synced with nothing placed")
+    seen = fleet.wait_runtime("truth-ready", synced, "Synced with nothing placed")
+    steps = [  # two new components, two more, then the first two rewritten (daprd closes and re-initialises)
+        ({"ready-0", "ready-1"}, "http://first.invalid/"),
+        ({"ready-2", "ready-3"}, "http://first.invalid/"),
+        ({"ready-0", "ready-1"}, "http://second.invalid/"),
+    ]
     delays = []
-    for step in range(3):
-        names = {f"ready-{step}-{i}" for i in range(2)}
-        apply(admin, [component(n, "t-ready=yes") for n in sorted(names)])
-        detail = fleet.wait_runtime("truth-ready", lambda d, names=names: ready_for(d, names), "Ready")
+    for names, url in steps:
+        apply(admin, [http_binding(n, "t-ready=yes", url) for n in sorted(names)])
+
+        def ready_now(
+            detail: dict[str, Any], names: set[str] = names, before: str = seen["desired_hash"]
+        ) -> bool:
+            return detail["desired_hash"] != before and synced(detail) and ready_for(detail, names)
+
+        seen = fleet.wait_runtime("truth-ready", ready_now, f"Ready with {sorted(names)} at {url}")
         # When the control plane stored the report that made it Ready (it reads conditions live from the
-        # stored report), against when the stand-in logged the last of the components loaded.
-        stored = parse_time(detail["last_seen"])
+        # stored report), against when the stand-in logged the last of the components (re)loaded.
+        stored = parse_time(seen["last_seen"])
         loaded = [daprd.loaded_at(n) for n in names]
         assert all(t is not None for t in loaded), fleet.explain(f"the stand-in never logged {names} loaded")
         delays.append(stored - max(t for t in loaded if t is not None))

@@ -154,6 +154,26 @@ def test_a_dropped_component_is_followed_again_with_a_new_deadline() -> None:
     assert judged(watch)["queue"] == ("applied", False)
 
 
+def test_a_rewritten_component_still_listed_may_be_its_old_instance() -> None:
+    both = listing(("cache", "state.redis", "v1"), ("queue", "pubsub.redis", "v1"))
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin(EXPECTED, now=0, rewritten=["cache"])
+
+    watch.observe(both, now=0.1)  # daprd has not noticed the change yet: that is the old instance
+    assert judged(watch)["cache"] == ("applied", False)
+    watch.observe(listing(("queue", "pubsub.redis", "v1")), now=0.3)  # closed, initialising the new one
+    assert judged(watch)["cache"] == ("applied", False)
+    watch.observe(both, now=0.7)
+    assert judged(watch)["cache"] == ("applied", True)
+
+    # a reload too quick to be seen: still listed a while after the write, it counts as reloaded
+    watch.begin(EXPECTED, now=10, rewritten=["cache"])
+    watch.observe(both, now=10.5)
+    assert judged(watch)["cache"] == ("applied", False)
+    watch.observe(both, now=11)
+    assert judged(watch)["cache"] == ("applied", True)
+
+
 def test_an_unreachable_sidecar_changes_nothing_known_and_is_named_in_the_message() -> None:
     watch = LoadWatch(deadline_seconds=60)
     watch.begin(EXPECTED, now=0)

@@ -1,7 +1,8 @@
 """Whether the sidecar has loaded what was applied, and since when each component is as reported.
 
 A written file is not a loaded component: daprd notices the change on a timer and then initialises the
-component, which takes its own time, and it may refuse it. After every apply the loop follows the sidecar
+component, which takes its own time, and it may refuse it; a rewritten component stays listed, as the old
+instance, until daprd closes it. After every apply the loop follows the sidecar
 (`LoadWatch.observe` on each answer of `/v1.0/metadata`) until it lists every applied component with the
 applied type and version, or until the load deadline passes; the components still missing then count as
 failed. Between applies every heartbeat observes the sidecar too, so a component it dropped (a restart) is
@@ -18,6 +19,11 @@ from rrm.wire.plain import DesiredState, ResourceResult, SidecarReport
 
 NOT_LISTED = "the sidecar does not list it in /v1.0/metadata"
 WAITING = "written; waiting for the sidecar to load it"
+RELOADING = "rewritten; waiting for the sidecar to reload it"
+# daprd's metadata names no revision: a rewritten component still listed may be the old instance. It counts
+# as reloaded once the sidecar was seen without it (daprd closes the old one before it initialises the new
+# one), or once it is still listed this long after the write (daprd notices a change within about 200 ms).
+RELOAD_NOTICE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -72,15 +78,18 @@ class LoadWatch:
         self.deadline_seconds = deadline_seconds
         self.expected: dict[str, Expected] = {}
         self.missing: dict[str, str] = {}  # name → why it is not loaded (yet)
+        self.reloading: set[str] = set()  # rewritten, and not yet seen closed or listed long enough
         self.overdue = False  # the deadline passed with components missing: those count as failed
         self.started = 0.0
         self.sidecar: SidecarReport | None = None
         self._since: dict[str, tuple[tuple[str, bool | None], datetime]] = {}
 
-    def begin(self, expected: Mapping[str, Expected], now: float) -> None:
-        """A new apply: every expected component counts as missing until the sidecar lists it."""
+    def begin(self, expected: Mapping[str, Expected], now: float, rewritten: Iterable[str] = ()) -> None:
+        """A new apply: every expected component counts as missing until the sidecar lists it, and one that
+        was `rewritten` until the listing can no longer be its old instance."""
         self.expected = dict(expected)
         self.missing = {name: NOT_LISTED for name in expected}
+        self.reloading = set(rewritten) & set(expected)
         self.rearm(now)
 
     def rearm(self, now: float) -> None:
@@ -100,6 +109,10 @@ class LoadWatch:
         progressed = dropped = False
         if sidecar is not None and sidecar.reachable:
             missing = not_loaded(self.expected, sidecar)
+            self.reloading -= set(missing)  # seen closed (or not as applied): its next listing is the new one
+            if now - self.started >= RELOAD_NOTICE_SECONDS:
+                self.reloading.clear()
+            missing.update((name, RELOADING) for name in self.reloading)
             progressed = any(name not in missing for name in self.missing)
             dropped = any(name not in self.missing for name in missing)
             self.missing = missing

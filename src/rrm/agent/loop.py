@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
@@ -36,6 +37,17 @@ DRIFT_RECORDS_KEPT = 20
 MIN_RECONCILE_SPACING = 1.0  # a controller fighting over an object cannot make the agent spin
 FIRST_LOAD_POLL = 0.1  # seconds after an apply; doubling up to LAST_LOAD_POLL while nothing new loads
 LAST_LOAD_POLL = 2.0
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """One reconcile: the target's outcome, the drift put back, how many owned objects outside the state
+    are left, and the components rewritten in place (their old instance may still be loaded)."""
+
+    outcome: ApplyOutcome
+    drift: list[DriftRecord]
+    leftovers: int
+    rewritten: set[str]
 
 
 class Agent:
@@ -157,29 +169,25 @@ class Agent:
         if state is None:
             return
         try:
-            outcome, drift, leftovers = await asyncio.to_thread(
-                self._reconcile_blocking, state, prune, check_drift
-            )
+            done = await asyncio.to_thread(self._reconcile_blocking, state, prune, check_drift)
         except Exception:
             log.exception("event=apply-crashed hash=%s", state.hash[:12])
             return
+        outcome = done.outcome
         self.ready = True
-        applied_hash = None if leftovers else state.hash
+        applied_hash = None if done.leftovers else state.hash
         first_apply = self.applied_hash != applied_hash
-        self.outcome, self.applied_hash, self.leftovers = outcome, applied_hash, leftovers
+        self.outcome, self.applied_hash, self.leftovers = outcome, applied_hash, done.leftovers
         self.last_reload = outcome.reload or self.last_reload
-        self.drift.extend(drift)
+        self.drift.extend(done.drift)
         if first_apply or outcome.changed:
             applied = (r.name for r in outcome.resources if r.state == "applied")
-            self.loads.begin(expected_components(state, applied), time.monotonic())
+            self.loads.begin(expected_components(state, applied), time.monotonic(), done.rewritten)
             self._follow_sidecar()
-        if first_apply or outcome.changed or drift:
+        if first_apply or outcome.changed or done.drift:
             self._report_now.set()
 
-    def _reconcile_blocking(
-        self, state: DesiredState, prune: bool, check_drift: bool
-    ) -> tuple[ApplyOutcome, list[DriftRecord], int]:
-        """The outcome, the drift put back, and how many owned objects outside `state` are left."""
+    def _reconcile_blocking(self, state: DesiredState, prune: bool, check_drift: bool) -> Reconciled:
         actual = self.target.observe()
         drift = drift_records(self._snapshot, actual) if check_drift and self._snapshot is not None else []
         for record in drift:
@@ -190,14 +198,16 @@ class Agent:
                 ",".join(record.fields) or "-",
             )
         rendered = self.target.render(state)
-        outcome = self.target.apply(diff(rendered, actual), state, prune=prune)
+        changes = diff(rendered, actual)
+        outcome = self.target.apply(changes, state, prune=prune)
         # Observing again only after a change keeps the window small in which an outside edit would be
         # taken for the agent's own (it is still put back then, only not reported as drift).
         self._snapshot = self.target.observe() if outcome.changed else actual
         leftovers = len(self._snapshot.keys() - rendered.keys())
         if leftovers:
             log.info("event=not-applied-yet hash=%s leftovers=%d", state.hash[:12], leftovers)
-        return outcome, drift, leftovers
+        rewritten = {self.target.component_name(i) for i in changes.update}
+        return Reconciled(outcome, drift, leftovers, {name for name in rewritten if name is not None})
 
     def _follow_sidecar(self) -> None:
         """(Re)start following the sidecar; the previous follow, of an older apply, ends."""

@@ -68,6 +68,10 @@ class Target(ABC):
         """What the Dapr sidecars report as loaded; None when the target cannot tell."""
         return None
 
+    def component_name(self, object_id: str) -> str | None:
+        """The Dapr component a native object id holds; None for anything else (secrets, stores)."""
+        return None
+
 
 def component_results(state: DesiredState, failed: Mapping[str, str]) -> list[ResourceResult]:
     """One result per delivered component: failed with its message, else applied."""

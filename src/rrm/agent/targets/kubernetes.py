@@ -138,6 +138,10 @@ class KubernetesTarget(Target):
             reload=reload,
         )
 
+    def component_name(self, object_id: str) -> str | None:
+        kind, _, name = split_id(object_id)
+        return name if kind == COMPONENT else None
+
     def _plan(self, state: DesiredState) -> Plan:
         return plan_state(state, self._runtime(), self.namespaces)
 

@@ -224,6 +224,9 @@ class SelfHostedTarget(Target):
         reload = run_reload_command(self.reload_command) if changed and self.reload_command else None
         return ApplyOutcome(resources=component_results(state, failed), changed=changed, reload=reload)
 
+    def component_name(self, object_id: str) -> str | None:
+        return None if is_store_id(object_id) else component_name_of(object_id)
+
     def sidecar_report(self) -> SidecarReport | None:
         if self.dapr_http_port is None:
             return None
