@@ -25,6 +25,7 @@ from rrm.server.api.common import signed_in_reader
 from rrm.server.auth import ADMIN_TOKEN_PREFIX, ROLE_ADMIN, AdminAuth, AgentAuth, new_token, token_hash
 from rrm.server.broker import registry as system_broker
 from rrm.server.broker import routes as broker
+from rrm.server.broker import service as broker_service
 from rrm.server.compass import agent_api as compass_agent_api
 from rrm.server.compass import routes as compass
 from rrm.server.eventstream import EventBroadcaster
@@ -146,7 +147,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(compass.router)
     app.include_router(provisioning_routes.router)
     app.include_router(compass_agent_api.router)
-    broker.install(app, system_broker.RegistryBackend(state), compass.BROKER_PATH)
+    broker.install(app, system_broker.RegistryBackend(state), broker_service, compass.BROKER_PATH)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     app.add_exception_handler(ui.SignInRequired, ui.sign_in_required)
     app.add_exception_handler(OperationalError, store_failure_handler)

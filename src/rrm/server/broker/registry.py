@@ -37,7 +37,7 @@ from rrm.store import compass as store
 from rrm.store import repositories as repo
 
 
-class RegistryBackend(BrokerBackend):
+class RegistryBackend(BrokerBackend[BrokerRecords]):
     realm = "rrm system broker"
 
     def __init__(self, state: ServerState) -> None:

@@ -1,6 +1,7 @@
 """The OSB HTTP surface, shared by the System Broker (under `/broker` of the control plane) and the Static
 System Broker (`rrm static-broker`): authentication, the `X-Broker-API-Version` check, request parsing and
-OSB error bodies. What each request means is `rrm.server.broker.service`; where the catalog, callers and
+OSB error bodies. What each request means is a `BrokerOperations` (`rrm.server.broker.service` for these two,
+`rrm.server.environment_broker.operations` for the Environment Broker); where the catalog, callers and
 records come from is a `BrokerBackend`.
 """
 
@@ -13,23 +14,25 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from rrm.core.bounded import DecodeError, decode_json
 from rrm.server.broker import service
-from rrm.server.broker.models import BrokerError, BrokerRecords, Catalog
+from rrm.server.broker.models import BrokerError, Catalog
+from rrm.server.broker.service import Answer, BrokerRequest
 
 API_VERSION = "2.17"
 MIN_MINOR = 13  # 2.13 to 2.17: later minor versions only add optional fields
 VERSION_HEADER = "X-Broker-API-Version"
 REQUEST_IDENTITY_HEADER = "X-Broker-API-Request-Identity"
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
+Records = TypeVar("Records")
 
 
-class BrokerBackend(ABC):
+class BrokerBackend(ABC, Generic[Records]):
     """Where a broker's callers, catalog and records come from. `caller` is whatever `authenticate`
     returned; every caller sees only its own catalog and records."""
 
@@ -44,13 +47,62 @@ class BrokerBackend(ABC):
         """The caller's catalog (runs on the event loop; must not block)."""
 
     @abstractmethod
-    def transact(self, caller: str, work: Callable[[BrokerRecords], service.Answer]) -> service.Answer:
+    def transact(self, caller: str, work: Callable[[Records], Answer]) -> Answer:
         """Run `work` on the caller's records in one transaction (runs in a worker thread)."""
 
 
-def install(app: FastAPI, backend: BrokerBackend, prefix: str = "") -> None:
+class BrokerOperations(Protocol[Records]):
+    """What each OSB request means, over one caller's records; the router parses and authenticates."""
+
+    def provision(
+        self, request: BrokerRequest[Records], instance_id: str, body: Any, accepts_incomplete: bool
+    ) -> Answer: ...
+    def fetch_instance(self, request: BrokerRequest[Records], instance_id: str) -> Answer: ...
+    def update(
+        self, request: BrokerRequest[Records], instance_id: str, body: Any, accepts_incomplete: bool
+    ) -> Answer: ...
+    def deprovision(
+        self,
+        request: BrokerRequest[Records],
+        instance_id: str,
+        service_id: str | None,
+        plan_id: str | None,
+        accepts_incomplete: bool,
+    ) -> Answer: ...
+    def instance_last_operation(
+        self, request: BrokerRequest[Records], instance_id: str, operation: str | None
+    ) -> Answer: ...
+    def bind(
+        self,
+        request: BrokerRequest[Records],
+        instance_id: str,
+        binding_id: str,
+        body: Any,
+        accepts_incomplete: bool,
+    ) -> Answer: ...
+    def fetch_binding(self, request: BrokerRequest[Records], instance_id: str, binding_id: str) -> Answer: ...
+    def unbind(
+        self,
+        request: BrokerRequest[Records],
+        instance_id: str,
+        binding_id: str,
+        service_id: str | None,
+        plan_id: str | None,
+        accepts_incomplete: bool,
+    ) -> Answer: ...
+    def binding_last_operation(
+        self, request: BrokerRequest[Records], instance_id: str, binding_id: str, operation: str | None
+    ) -> Answer: ...
+
+
+def install(
+    app: FastAPI,
+    backend: BrokerBackend[Records],
+    operations: BrokerOperations[Records],
+    prefix: str = "",
+) -> None:
     """Serve the broker at `prefix` (its broker URL) and answer BrokerError with OSB error bodies."""
-    app.include_router(broker_router(backend), prefix=prefix)
+    app.include_router(broker_router(backend, operations), prefix=prefix)
     app.add_exception_handler(BrokerError, _error_answer)  # type: ignore[arg-type]
 
 
@@ -112,7 +164,7 @@ async def _body(request: Request) -> Any:
         raise BrokerError(400, f"the request body is not acceptable: {exc}") from None
 
 
-def broker_router(backend: BrokerBackend) -> APIRouter:
+def broker_router(backend: BrokerBackend[Records], operations: BrokerOperations[Records]) -> APIRouter:
     router = APIRouter(tags=["broker"])
 
     async def caller_of(request: Request) -> str:
@@ -124,12 +176,12 @@ def broker_router(backend: BrokerBackend) -> APIRouter:
         return caller
 
     async def run(
-        request: Request, caller: str, operation: Callable[[service.Request], service.Answer]
+        request: Request, caller: str, operation: Callable[[BrokerRequest[Records]], Answer]
     ) -> Response:
         catalog = backend.catalog(caller)
 
-        def work(records: BrokerRecords) -> service.Answer:
-            return operation(service.Request(records, catalog, time.time()))
+        def work(records: Records) -> Answer:
+            return operation(BrokerRequest(records, catalog, time.time()))
 
         status, body = await asyncio.to_thread(backend.transact, caller, work)
         headers = {"Retry-After": service.RETRY_AFTER} if body.get("state") == "in progress" else None
@@ -145,40 +197,45 @@ def broker_router(backend: BrokerBackend) -> APIRouter:
         caller = await caller_of(request)
         operation = request.query_params.get("operation")
         return await run(
-            request, caller, lambda r: service.instance_last_operation(r, instance_id, operation)
+            request, caller, lambda r: operations.instance_last_operation(r, instance_id, operation)
         )
 
     @router.put("/v2/service_instances/{instance_id}")
     async def provision(request: Request, instance_id: str) -> Response:
         caller = await caller_of(request)
         asynchronous, body = _flag(request, "accepts_incomplete"), await _body(request)
-        return await run(request, caller, lambda r: service.provision(r, instance_id, body, asynchronous))
+        return await run(request, caller, lambda r: operations.provision(r, instance_id, body, asynchronous))
 
     @router.get("/v2/service_instances/{instance_id}")
     async def fetch_instance(request: Request, instance_id: str) -> Response:
         caller = await caller_of(request)
-        return await run(request, caller, lambda r: service.fetch_instance(r, instance_id))
+        return await run(request, caller, lambda r: operations.fetch_instance(r, instance_id))
 
     @router.patch("/v2/service_instances/{instance_id}")
     async def update(request: Request, instance_id: str) -> Response:
         caller = await caller_of(request)
-        _flag(request, "accepts_incomplete")
-        body = await _body(request)
-        return await run(request, caller, lambda r: service.update(r, instance_id, body))
+        asynchronous, body = _flag(request, "accepts_incomplete"), await _body(request)
+        return await run(request, caller, lambda r: operations.update(r, instance_id, body, asynchronous))
 
     @router.delete("/v2/service_instances/{instance_id}")
     async def deprovision(request: Request, instance_id: str) -> Response:
         caller = await caller_of(request)
-        _flag(request, "accepts_incomplete")
+        asynchronous = _flag(request, "accepts_incomplete")
         service_id, plan_id = request.query_params.get("service_id"), request.query_params.get("plan_id")
-        return await run(request, caller, lambda r: service.deprovision(r, instance_id, service_id, plan_id))
+        return await run(
+            request,
+            caller,
+            lambda r: operations.deprovision(r, instance_id, service_id, plan_id, asynchronous),
+        )
 
     @router.get("/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation")
     async def binding_last_operation(request: Request, instance_id: str, binding_id: str) -> Response:
         caller = await caller_of(request)
         operation = request.query_params.get("operation")
         return await run(
-            request, caller, lambda r: service.binding_last_operation(r, instance_id, binding_id, operation)
+            request,
+            caller,
+            lambda r: operations.binding_last_operation(r, instance_id, binding_id, operation),
         )
 
     @router.put("/v2/service_instances/{instance_id}/service_bindings/{binding_id}")
@@ -186,21 +243,23 @@ def broker_router(backend: BrokerBackend) -> APIRouter:
         caller = await caller_of(request)
         asynchronous, body = _flag(request, "accepts_incomplete"), await _body(request)
         return await run(
-            request, caller, lambda r: service.bind(r, instance_id, binding_id, body, asynchronous)
+            request, caller, lambda r: operations.bind(r, instance_id, binding_id, body, asynchronous)
         )
 
     @router.get("/v2/service_instances/{instance_id}/service_bindings/{binding_id}")
     async def fetch_binding(request: Request, instance_id: str, binding_id: str) -> Response:
         caller = await caller_of(request)
-        return await run(request, caller, lambda r: service.fetch_binding(r, instance_id, binding_id))
+        return await run(request, caller, lambda r: operations.fetch_binding(r, instance_id, binding_id))
 
     @router.delete("/v2/service_instances/{instance_id}/service_bindings/{binding_id}")
     async def unbind(request: Request, instance_id: str, binding_id: str) -> Response:
         caller = await caller_of(request)
-        _flag(request, "accepts_incomplete")
+        asynchronous = _flag(request, "accepts_incomplete")
         service_id, plan_id = request.query_params.get("service_id"), request.query_params.get("plan_id")
         return await run(
-            request, caller, lambda r: service.unbind(r, instance_id, binding_id, service_id, plan_id)
+            request,
+            caller,
+            lambda r: operations.unbind(r, instance_id, binding_id, service_id, plan_id, asynchronous),
         )
 
     return router

@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from rrm.server.broker.models import (
     FAILED,
@@ -32,15 +32,19 @@ PROVISION_TIMEOUT = 600.0  # seconds an instance may wait for its plan to become
 RETRY_AFTER = "2"
 
 Answer = tuple[int, dict[str, Any]]
+Records = TypeVar("Records")
 
 
 @dataclass
-class Request:
+class BrokerRequest(Generic[Records]):
     """What every operation gets: the caller's records and catalog, and the time."""
 
-    records: BrokerRecords
+    records: Records
     catalog: Catalog
     now: float
+
+
+Request = BrokerRequest[BrokerRecords]
 
 
 # request checks ---------------------------------------------------------------------------------------
@@ -222,8 +226,9 @@ def fetch_instance(request: Request, instance_id: str) -> Answer:
     return 200, answer
 
 
-def update(request: Request, instance_id: str, body: Any) -> Answer:
-    """Parameters and context may change; the plan may not (no plan is `plan_updateable`)."""
+def update(request: Request, instance_id: str, body: Any, accepts_incomplete: bool = False) -> Answer:
+    """Parameters and context may change; the plan may not (no plan is `plan_updateable`). Synchronous,
+    whatever `accepts_incomplete` says (as for deprovisioning and unbinding)."""
     check_id("instance_id", instance_id)
     body = _body(body)
     service_id = _string(body, "service_id", required=True)
@@ -256,7 +261,13 @@ def update(request: Request, instance_id: str, body: Any) -> Answer:
     return 200, {}
 
 
-def deprovision(request: Request, instance_id: str, service_id: str | None, plan_id: str | None) -> Answer:
+def deprovision(
+    request: Request,
+    instance_id: str,
+    service_id: str | None,
+    plan_id: str | None,
+    accepts_incomplete: bool = False,
+) -> Answer:
     """Removes the instance and its bindings; during provisioning this halts it."""
     check_id("instance_id", instance_id)
     _require_query(service_id, plan_id)
@@ -371,7 +382,12 @@ def fetch_binding(request: Request, instance_id: str, binding_id: str) -> Answer
 
 
 def unbind(
-    request: Request, instance_id: str, binding_id: str, service_id: str | None, plan_id: str | None
+    request: Request,
+    instance_id: str,
+    binding_id: str,
+    service_id: str | None,
+    plan_id: str | None,
+    accepts_incomplete: bool = False,
 ) -> Answer:
     check_id("instance_id", instance_id)
     check_id("binding_id", binding_id)

@@ -39,7 +39,7 @@ log = logging.getLogger("rrm.server.broker.static")
 CALLER = "platform"
 
 
-class CatalogFileBackend(routes.BrokerBackend):
+class CatalogFileBackend(routes.BrokerBackend[BrokerRecords]):
     realm = "rrm static broker"
 
     def __init__(
@@ -110,7 +110,7 @@ class _MemoryRecords:
 
 def create_static_app(backend: CatalogFileBackend) -> FastAPI:
     app = FastAPI(title="rrm static system broker", version=rrm.__version__)
-    routes.install(app, backend)
+    routes.install(app, backend, service)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
