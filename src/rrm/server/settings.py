@@ -29,6 +29,11 @@ class ServerSettings:
     max_apply_bytes: int = field(default_factory=lambda: max_apply_bytes(os.environ))
     plans_file: Path | None = None  # provisioning plans (YAML); None: the built-in ones
     public_url: str | None = None  # the control plane's URL as agents it installs reach it
+    gardener_kubeconfig: Path | None = None  # the garden cluster; None: no gardener plans
+    gardener_namespace: str | None = None  # the Gardener project namespace, garden-PROJECT
+    hap_rules_file: Path | None = None  # Hyperscaler Account Pool rules; None: one rule a plan
+    hap_cleanup_command: str | None = None  # run with a dirty binding's name; None: an operator cleans up
+    hap_cleanup_interval: float = 600.0  # seconds between cleanup passes
 
     @property
     def resolved_database_url(self) -> str:

@@ -52,6 +52,7 @@ def build_catalog(
     """Plans from `--plans FILE` first, then the extensions', then the built-in `local` and `kubernetes`."""
     from rrm.server.provisioning.backends.kubernetes import KubernetesBackend
     from rrm.server.provisioning.backends.local import LocalBackend
+    from rrm.server.provisioning.gardener_plans import add_gardener
 
     catalog = Catalog()
     if settings.plans_file is not None:
@@ -64,7 +65,7 @@ def build_catalog(
             "the local plan runs each agent as a process of the control plane and needs a single replica: "
             "this control plane uses PostgreSQL (several replicas); use the kubernetes plan"
         )
-    for extension in EXTENSIONS if extensions is None else extensions:
+    for extension in [add_gardener, *EXTENSIONS] if extensions is None else extensions:
         extension(settings, catalog)
     for plan in builtin_plans():
         catalog.add_plan(plan)
