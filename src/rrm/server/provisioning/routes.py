@@ -154,39 +154,54 @@ async def create_environment(
 ) -> dict[str, Any]:
     engine = engine_of(state)
     plan = check_request(engine, body)
-    clear, secret = split_secret(plan, with_defaults(plan, body.parameters))
-    default_region = plan.regions[0] if plan.regions else None
 
     def work(session: Session) -> tuple[str, str]:
-        if store.active_environment(session, body.name) is not None:
-            raise Conflict(f"environment {body.name!r} already exists")
-        if repo.runtime_by_name(session, body.name) is not None:
-            raise Conflict(f"a runtime named {body.name!r} exists already; an environment creates its own")
-        now = utcnow()
-        row = EnvironmentRow(
-            id=str(uuid.uuid4()), name=body.name, plan=plan.name, region=body.region or default_region,
-            labels=body.labels, parameters=clear, sealed=None, global_account=body.tenant.global_account,
-            subaccount=body.tenant.subaccount, state="provisioning", runtime_id=None, data={},
-            created_at=now, updated_at=now, archived_at=None,
-        )  # fmt: skip
-        if secret:
-            row.sealed = state.box.seal(sealed_name(row.id), secret)
-        session.add(row)
-        session.flush()
-        operation, stages = new_operation(engine, row, PROVISION, {}, now)
-        store.add_operation(session, operation, stages)
-        repo.record_event(
-            session,
-            "EnvironmentRequested",
-            f"environment/{row.name}",
-            f"plan {plan.name}, operation {operation.id}",
-            now,
-        )
+        row, operation = start_provisioning(session, state, engine, plan, body)
         return row.id, operation.id
 
     environment_id, operation_id = await write(state, work)
     engine.wake()
     return {"id": environment_id, "name": body.name, "operation": operation_id, "state": "provisioning"}
+
+
+def start_provisioning(
+    session: Session,
+    state: ServerState,
+    engine: Engine,
+    plan: Plan,
+    body: CreateEnvironment,
+    environment_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> tuple[EnvironmentRow, OperationRow]:
+    """Store a checked request (`check_request`) as an environment and its provisioning operation; Conflict
+    when the name is taken. The Environment Broker passes the OSB instance id as `environment_id`."""
+    if store.active_environment(session, body.name) is not None:
+        raise Conflict(f"environment {body.name!r} already exists")
+    if repo.runtime_by_name(session, body.name) is not None:
+        raise Conflict(f"a runtime named {body.name!r} exists already; an environment creates its own")
+    clear, secret = split_secret(plan, with_defaults(plan, body.parameters))
+    default_region = plan.regions[0] if plan.regions else None
+    now = utcnow()
+    row = EnvironmentRow(
+        id=environment_id or str(uuid.uuid4()), name=body.name, plan=plan.name,
+        region=body.region or default_region, labels=body.labels, parameters=clear, sealed=None,
+        global_account=body.tenant.global_account, subaccount=body.tenant.subaccount, state="provisioning",
+        runtime_id=None, data=data or {}, created_at=now, updated_at=now, archived_at=None,
+    )  # fmt: skip
+    if secret:
+        row.sealed = state.box.seal(sealed_name(row.id), secret)
+    session.add(row)
+    session.flush()
+    operation, stages = new_operation(engine, row, PROVISION, {}, now)
+    store.add_operation(session, operation, stages)
+    repo.record_event(
+        session,
+        "EnvironmentRequested",
+        f"environment/{row.name}",
+        f"plan {plan.name}, operation {operation.id}",
+        now,
+    )
+    return row, operation
 
 
 @router.get("/environments")
@@ -239,44 +254,52 @@ async def update_environment(
 
     def work(session: Session) -> str:
         row = _active_or_404(session, name)
-        if store.pending_deprovisioning(session, row.id) is not None:
-            raise Conflict(f"environment {name!r} is being deleted")
-        plan = engine.catalog.plans[row.plan]
-        fixed = sorted(k for k in body.parameters if k not in plan.updatable)
-        updatable = ", ".join(sorted(plan.updatable)) or "none"
-        problems = [
-            (f"parameters.{k}", f"cannot be changed on plan {plan.name} (updatable: {updatable})")
-            for k in fixed
-        ]
-        merged = {**row.parameters, **unseal(state, row), **body.parameters}
-        merged.pop(CLUSTER_KUBECONFIG, None)
-        problems += parameter_problems(plan, merged)
-        if problems:
-            raise InvalidInput([Problem(None, "Environment", name, f, m) for f, m in problems])
-        now = utcnow()
-        clear, secret = split_secret(plan, merged)
-        kept = {k: v for k, v in unseal(state, row).items() if k not in plan.secret}
-        row.parameters, row.updated_at = clear, now
-        if secret or kept:
-            row.sealed = state.box.seal(sealed_name(row.id), {**kept, **secret})
-        if body.labels is not None:
-            row.labels = body.labels
-        operation, stages = new_operation(
-            engine,
-            row,
-            UPDATE,
-            {"parameters": sorted(body.parameters), "labels": body.labels is not None},
-            now,
-        )
-        store.add_operation(session, operation, stages)
-        repo.record_event(
-            session, "EnvironmentUpdateRequested", f"environment/{name}", f"operation {operation.id}", now
-        )
-        return operation.id
+        return start_update(session, state, engine, row, body.parameters, body.labels).id
 
     operation_id = await write(state, work)
     engine.wake()
     return {"name": name, "operation": operation_id}
+
+
+def start_update(
+    session: Session,
+    state: ServerState,
+    engine: Engine,
+    row: EnvironmentRow,
+    parameters: dict[str, Any],
+    labels: dict[str, str] | None,
+) -> OperationRow:
+    """Store changed parameters (only those the plan marks updatable) and labels and the update operation
+    that applies them; InvalidInput naming each field refused, Conflict while the environment is deleted."""
+    name = row.name
+    if store.pending_deprovisioning(session, row.id) is not None:
+        raise Conflict(f"environment {name!r} is being deleted")
+    plan = engine.catalog.plans[row.plan]
+    fixed = sorted(k for k in parameters if k not in plan.updatable)
+    updatable = ", ".join(sorted(plan.updatable)) or "none"
+    problems = [
+        (f"parameters.{k}", f"cannot be changed on plan {plan.name} (updatable: {updatable})") for k in fixed
+    ]
+    merged = {**row.parameters, **unseal(state, row), **parameters}
+    merged.pop(CLUSTER_KUBECONFIG, None)
+    problems += parameter_problems(plan, merged)
+    if problems:
+        raise InvalidInput([Problem(None, "Environment", name, f, m) for f, m in problems])
+    now = utcnow()
+    clear, secret = split_secret(plan, merged)
+    kept = {k: v for k, v in unseal(state, row).items() if k not in plan.secret}
+    row.parameters, row.updated_at = clear, now
+    if secret or kept:
+        row.sealed = state.box.seal(sealed_name(row.id), {**kept, **secret})
+    if labels is not None:
+        row.labels = labels
+    request = {"parameters": sorted(parameters), "labels": labels is not None}
+    operation, stages = new_operation(engine, row, UPDATE, request, now)
+    store.add_operation(session, operation, stages)
+    repo.record_event(
+        session, "EnvironmentUpdateRequested", f"environment/{name}", f"operation {operation.id}", now
+    )
+    return operation
 
 
 @router.delete("/environments/{name}", status_code=202, dependencies=[Depends(writer)])
@@ -286,19 +309,23 @@ async def delete_environment(name: str, state: ServerState = Depends(server_stat
     engine = engine_of(state)
 
     def work(session: Session) -> str:
-        row = _active_or_404(session, name)
-        running = store.pending_deprovisioning(session, row.id)
-        if running is not None:
-            return running.id
-        now = utcnow()
-        operation, stages = new_operation(engine, row, DEPROVISION, {}, now)
-        store.add_operation(session, operation, stages)
-        row.state, row.updated_at = "deprovisioning", now
-        repo.record_event(
-            session, "EnvironmentDeleteRequested", f"environment/{name}", f"operation {operation.id}", now
-        )
-        return operation.id
+        return start_deprovisioning(session, engine, _active_or_404(session, name)).id
 
     operation_id = await write(state, work)
     engine.wake()
     return {"name": name, "operation": operation_id, "state": "deprovisioning"}
+
+
+def start_deprovisioning(session: Session, engine: Engine, row: EnvironmentRow) -> OperationRow:
+    """Store a deprovisioning of the environment, or answer the one already under way."""
+    running = store.pending_deprovisioning(session, row.id)
+    if running is not None:
+        return running
+    now = utcnow()
+    operation, stages = new_operation(engine, row, DEPROVISION, {}, now)
+    store.add_operation(session, operation, stages)
+    row.state, row.updated_at = "deprovisioning", now
+    repo.record_event(
+        session, "EnvironmentDeleteRequested", f"environment/{row.name}", f"operation {operation.id}", now
+    )
+    return operation
