@@ -60,13 +60,13 @@ def check_id(kind: str, value: str) -> None:
         raise BrokerError(400, f"{kind} must be 1 to {MAX_ID_LENGTH} printable characters")
 
 
-def _body(body: Any) -> Mapping[str, Any]:
+def body_object(body: Any) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
         raise BrokerError(400, "the request body must be a JSON object")
     return body
 
 
-def _string(body: Mapping[str, Any], name: str, *, required: bool) -> str | None:
+def string_field(body: Mapping[str, Any], name: str, *, required: bool) -> str | None:
     value = body.get(name)
     if value is None:
         if required:
@@ -77,7 +77,7 @@ def _string(body: Mapping[str, Any], name: str, *, required: bool) -> str | None
     return value
 
 
-def _object(body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+def object_field(body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
     value = body.get(name)
     if value is None:
         return None
@@ -87,7 +87,7 @@ def _object(body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
 
 
 def _maintenance_version(body: Mapping[str, Any]) -> str | None:
-    info = _object(body, "maintenance_info")
+    info = object_field(body, "maintenance_info")
     if info is None:
         return None
     version = info.get("version")
@@ -167,15 +167,15 @@ def _existing_binding(request: Request, instance_id: str, binding_id: str) -> Bi
 
 def provision(request: Request, instance_id: str, body: Any, accepts_incomplete: bool) -> Answer:
     check_id("instance_id", instance_id)
-    body = _body(body)
+    body = body_object(body)
     wanted = Instance(
         id=instance_id,
-        service_id=_string(body, "service_id", required=True) or "",
-        plan_id=_string(body, "plan_id", required=True) or "",
-        organization_guid=_string(body, "organization_guid", required=True) or "",
-        space_guid=_string(body, "space_guid", required=True) or "",
-        context=_object(body, "context") or {},
-        parameters=_object(body, "parameters") or {},
+        service_id=string_field(body, "service_id", required=True) or "",
+        plan_id=string_field(body, "plan_id", required=True) or "",
+        organization_guid=string_field(body, "organization_guid", required=True) or "",
+        space_guid=string_field(body, "space_guid", required=True) or "",
+        context=object_field(body, "context") or {},
+        parameters=object_field(body, "parameters") or {},
         maintenance_version=_maintenance_version(body),
         started_at=request.now,
     )
@@ -230,11 +230,11 @@ def update(request: Request, instance_id: str, body: Any, accepts_incomplete: bo
     """Parameters and context may change; the plan may not (no plan is `plan_updateable`). Synchronous,
     whatever `accepts_incomplete` says (as for deprovisioning and unbinding)."""
     check_id("instance_id", instance_id)
-    body = _body(body)
-    service_id = _string(body, "service_id", required=True)
-    plan_id = _string(body, "plan_id", required=False)
-    parameters, context = _object(body, "parameters"), _object(body, "context")
-    _object(body, "previous_values")
+    body = body_object(body)
+    service_id = string_field(body, "service_id", required=True)
+    plan_id = string_field(body, "plan_id", required=False)
+    parameters, context = object_field(body, "parameters"), object_field(body, "context")
+    object_field(body, "previous_values")
     version = _maintenance_version(body)
     instance = _existing_instance(request, instance_id)
     if instance is None:
@@ -270,7 +270,7 @@ def deprovision(
 ) -> Answer:
     """Removes the instance and its bindings; during provisioning this halts it."""
     check_id("instance_id", instance_id)
-    _require_query(service_id, plan_id)
+    require_query(service_id, plan_id)
     instance = request.records.instance(instance_id)
     if instance is None:
         raise BrokerError(410, f"service instance {instance_id!r} does not exist")
@@ -286,17 +286,17 @@ def instance_last_operation(request: Request, instance_id: str, operation: str |
         raise BrokerError(404, f"service instance {instance_id!r} does not exist")
     if operation is not None and operation != instance.operation:
         raise BrokerError(400, f"operation {operation!r} is not the last operation of this instance")
-    return 200, _last_operation(instance.state, instance.description)
+    return 200, last_operation_answer(instance.state, instance.description)
 
 
-def _last_operation(state: str, description: str) -> dict[str, Any]:
+def last_operation_answer(state: str, description: str) -> dict[str, Any]:
     answer = {"state": state}
     if description:
         answer["description"] = description
     return answer
 
 
-def _require_query(service_id: str | None, plan_id: str | None) -> None:
+def require_query(service_id: str | None, plan_id: str | None) -> None:
     for name, value in (("service_id", service_id), ("plan_id", plan_id)):
         if not value:
             raise BrokerError(400, f"the query parameter {name} is required")
@@ -308,17 +308,17 @@ def _require_query(service_id: str | None, plan_id: str | None) -> None:
 def bind(request: Request, instance_id: str, binding_id: str, body: Any, accepts_incomplete: bool) -> Answer:
     check_id("instance_id", instance_id)
     check_id("binding_id", binding_id)
-    body = _body(body)
+    body = body_object(body)
     wanted = Binding(
         instance_id=instance_id,
         id=binding_id,
-        service_id=_string(body, "service_id", required=True) or "",
-        plan_id=_string(body, "plan_id", required=True) or "",
-        context=_object(body, "context") or {},
-        bind_resource=_object(body, "bind_resource") or {},
-        parameters=_object(body, "parameters") or {},
+        service_id=string_field(body, "service_id", required=True) or "",
+        plan_id=string_field(body, "plan_id", required=True) or "",
+        context=object_field(body, "context") or {},
+        bind_resource=object_field(body, "bind_resource") or {},
+        parameters=object_field(body, "parameters") or {},
     )
-    app_guid = _string(body, "app_guid", required=False)
+    app_guid = string_field(body, "app_guid", required=False)
     if app_guid is not None and "app_guid" not in wanted.bind_resource:
         wanted.bind_resource["app_guid"] = app_guid
     if body.get("predecessor_binding_id") is not None:
@@ -391,7 +391,7 @@ def unbind(
 ) -> Answer:
     check_id("instance_id", instance_id)
     check_id("binding_id", binding_id)
-    _require_query(service_id, plan_id)
+    require_query(service_id, plan_id)
     binding = request.records.binding(instance_id, binding_id)
     if binding is None:
         raise BrokerError(410, f"service binding {binding_id!r} does not exist")
@@ -409,4 +409,4 @@ def binding_last_operation(
         raise BrokerError(404, f"service binding {binding_id!r} does not exist")
     if operation is not None and operation != binding.operation:
         raise BrokerError(400, f"operation {operation!r} is not the last operation of this binding")
-    return 200, _last_operation(binding.state, binding.description)
+    return 200, last_operation_answer(binding.state, binding.description)
