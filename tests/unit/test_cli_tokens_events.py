@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import yaml
 from typer.testing import CliRunner
 
 from rrm.cli.app import app
@@ -69,6 +70,25 @@ def test_token_create_with_a_ttl_sends_it_in_seconds_and_refuses_a_bad_one() -> 
     assert code == 2 and len(seen) == 1
 
 
+def test_token_create_prints_the_answer_as_json_or_yaml_for_scripts() -> None:
+    created = {
+        "token": "rrmat_new",
+        "id": "0123456789ab",
+        "role": "viewer",
+        "description": "wall",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "expires_at": None,
+        "expired": False,
+    }
+    answer = httpx.MockTransport(lambda request: httpx.Response(201, json=created))
+    code, output = run(answer, "token", "create", "--role", "viewer", "-o", "json")
+    assert code == 0 and json.loads(output) == created
+    code, output = run(answer, "token", "create", "--role", "viewer", "-o", "yaml")
+    assert code == 0 and yaml.safe_load(output) == created
+    code, output = run(answer, "token", "create", "--role", "viewer", "-o", "xml")
+    assert code == 2
+
+
 TOKENS: list[dict[str, Any]] = [
     {
         "id": "aaaaaaaaaaaa",
@@ -116,6 +136,14 @@ def test_token_revoke_deletes_by_id_and_reports_refusals() -> None:
     assert "bbbbbbbbbbbb" in output and "revoked" in output
     code, output = run(httpx.MockTransport(answer), "token", "revoke", "aaaaaaaaaaaa")
     assert code == 1 and "last admin token" in output
+
+
+def test_token_revoke_prints_the_revoked_token_as_json_or_yaml() -> None:
+    answer = httpx.MockTransport(lambda request: httpx.Response(200, json=TOKENS[1]))
+    code, output = run(answer, "token", "revoke", "bbbbbbbbbbbb", "-o", "json")
+    assert code == 0 and json.loads(output) == TOKENS[1]
+    code, output = run(answer, "token", "revoke", "bbbbbbbbbbbb", "--output", "yaml")
+    assert code == 0 and yaml.safe_load(output) == TOKENS[1]
 
 
 def test_get_events_pages_through_the_table() -> None:

@@ -32,16 +32,25 @@ def create_token(
     role: Role = typer.Option(..., "--role", help="admin (read and write) or viewer (read only)"),
     description: str = typer.Option("", "--description", help="what the token is for"),
     ttl: str | None = typer.Option(None, "--ttl", help="lifetime: 3600, 30m, 24h, 90d; default: no expiry"),
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
     """Create a token; it is shown only this once (the control plane keeps its hash)."""
     ttl_seconds = parse_duration(ttl) if ttl is not None else None
     with admin_api(ctx) as api:
         created = api.create_token(role.value, description, ttl_seconds)
-    typer.echo(f"token:    {created['token']}")
-    typer.echo(f"id:       {created['id']}")
-    typer.echo(f"role:     {created['role']}")
-    typer.echo(f"expires:  {created['expires_at'] or 'never'}")
-    typer.echo("Shown only this once. Use it as RRM_TOKEN, or to sign in to the dashboard at /ui.")
+    emit(created, output, created_text)
+
+
+def created_text(created: Mapping[str, Any]) -> str:
+    return "\n".join(
+        (
+            f"token:    {created['token']}",
+            f"id:       {created['id']}",
+            f"role:     {created['role']}",
+            f"expires:  {created['expires_at'] or 'never'}",
+            "Shown only this once. Use it as RRM_TOKEN, or to sign in to the dashboard at /ui.",
+        )
+    )
 
 
 @token_app.command("list")
@@ -56,11 +65,12 @@ def list_tokens(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> Non
 def revoke_token(
     ctx: typer.Context,
     token_id: str = typer.Argument(..., metavar="ID", help="the id `rrm token list` shows"),
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
     """Revoke a token: it stops working, and the dashboard sessions signed in with it end."""
     with admin_api(ctx) as api:
         revoked = api.revoke_token(token_id)
-    typer.echo(f"token {revoked['id']} ({revoked['role']}) revoked")
+    emit(revoked, output, lambda token: f"token {token['id']} ({token['role']}) revoked")
 
 
 def tokens_table(tokens: Sequence[Mapping[str, Any]]) -> Table:
