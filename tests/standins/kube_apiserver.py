@@ -121,6 +121,7 @@ class Resource:
     version: str
     kind: str
     plural: str
+    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
@@ -140,6 +141,12 @@ class Resource:
 RESOURCES = [
     Resource("", "v1", "Secret", "secrets"),
     Resource("", "v1", "Pod", "pods"),
+    # what installing the agent writes besides its Secret and Deployment (rrm.install.agent_objects)
+    Resource("", "v1", "Namespace", "namespaces", namespaced=False),
+    Resource("", "v1", "ServiceAccount", "serviceaccounts"),
+    Resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    Resource("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+    Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
     Resource("apps", "v1", "Deployment", "deployments"),
     Resource("apps", "v1", "StatefulSet", "statefulsets"),
     Resource("dapr.io", "v1alpha1", "Component", "components"),
@@ -837,7 +844,8 @@ class Store:
             fold_string_data(obj)
             obj.setdefault("type", "Opaque")
         self._check_identity(resource, namespace, obj, name)
-        obj["metadata"]["namespace"] = namespace
+        if resource.namespaced:
+            obj["metadata"]["namespace"] = namespace
         if name is not None:
             obj["metadata"]["name"] = name
         for key in ("managedFields",):
@@ -1070,7 +1078,7 @@ def discovery(resources: list[Resource], group: str, version: str) -> dict[str, 
             {
                 "name": r.plural,
                 "singularName": r.kind.lower(),
-                "namespaced": True,
+                "namespaced": r.namespaced,
                 "kind": r.kind,
                 "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
             }
@@ -1100,6 +1108,8 @@ ROUTE = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/namespaces/(?P<namespace>[^/]+)"
     r"/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?/?$"
 )
+# cluster-scoped: only Namespaces are served
+CLUSTER_ROUTE = re.compile(r"^/api/(?P<core>v1)/(?P<plural>namespaces)(?:/(?P<name>[^/]+))?/?$")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -1189,17 +1199,18 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/test/"):
             self._test_hook(path)
             return
-        match = ROUTE.match(url.path)
+        match = ROUTE.match(url.path) or CLUSTER_ROUTE.match(url.path)
         if not match:
             self._body()
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({url.path})")
-        group = match["group"] or ""
-        version = match["core"] or match["version"]
+        parts = match.groupdict()
+        group = parts.get("group") or ""
+        version = parts.get("core") or parts["version"]
         resource = BY_PATH.get((group, version, match["plural"]))
-        if resource is None:
+        namespace, name = parts.get("namespace") or "", match["name"]
+        if resource is None or resource.namespaced != bool(namespace):
             self._body()
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({url.path})")
-        namespace, name = match["namespace"], match["name"]
         manager = query.get("fieldManager") or (self.headers.get("User-Agent") or "unknown").split("/")[0]
         store = self.server.store
         raw = self._body()

@@ -104,9 +104,11 @@ class LocalBackend:
                     self._start(directory.name)
 
     def shutdown(self) -> None:
-        """Stop the agents this process started (a graceful stop of the control plane)."""
+        """Stop the agents of every environment (a graceful stop of the control plane); the next start
+        starts them again. A kill -9 leaves them running instead, to be adopted."""
         with self._lock:
-            for name in list(self._children):
+            names = {d.name for d in self.root.iterdir() if d.is_dir()} if self.root.is_dir() else set()
+            for name in sorted(names | set(self._children)):
                 self._stop(name)
 
     def _start(self, name: str) -> None:
