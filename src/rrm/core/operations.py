@@ -17,7 +17,9 @@ from datetime import datetime, timedelta
 PROVISION = "provision"
 DEPROVISION = "deprovision"
 UPDATE = "update"
-OPERATION_TYPES = (PROVISION, DEPROVISION, UPDATE)
+SUSPEND = "suspend"  # the cluster and runtime go, the environment stays (a platform set context.active=false)
+RESUME = "resume"  # a suspended environment gets its cluster and runtime again
+OPERATION_TYPES = (PROVISION, DEPROVISION, UPDATE, SUSPEND, RESUME)
 
 # operation states
 PENDING = "pending"

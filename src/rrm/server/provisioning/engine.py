@@ -27,10 +27,12 @@ from rrm.core.operations import (
     IN_PROGRESS,
     INCOMPLETE,
     PROVISION,
+    RESUME,
     RETRYING,
     RUNNING,
     STAGE_PENDING,
     SUCCEEDED,
+    SUSPEND,
     WAITING,
     Retry,
     Stage,
@@ -65,6 +67,10 @@ ENVIRONMENT_AFTER = {
     ("update", FAILED): "update failed",
     (DEPROVISION, SUCCEEDED): "deprovisioned",
     (DEPROVISION, FAILED): "deprovision failed",
+    (SUSPEND, SUCCEEDED): "suspended",
+    (SUSPEND, FAILED): "suspend failed",
+    (RESUME, SUCCEEDED): "succeeded",
+    (RESUME, FAILED): "failed",
 }
 EVENT_OF_STAGE = {
     RUNNING: "StageStarted",
@@ -331,6 +337,8 @@ def _update_operation(
             "provisioning",
             "deprovisioning",
             "updating",
+            "suspending",
+            "resuming",
         ):
             environment.state, environment.updated_at = _running_state(operation.type), now
         return
@@ -358,4 +366,10 @@ def _final_description(state: str, operation: OperationRow, reason: str | None, 
 
 
 def _running_state(operation_type: str) -> str:
-    return {PROVISION: "provisioning", DEPROVISION: "deprovisioning"}.get(operation_type, "updating")
+    running = {
+        PROVISION: "provisioning",
+        DEPROVISION: "deprovisioning",
+        SUSPEND: "suspending",
+        RESUME: "resuming",
+    }
+    return running.get(operation_type, "updating")

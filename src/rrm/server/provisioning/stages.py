@@ -21,6 +21,8 @@ from rrm.core.conditions import Observed, connected
 from rrm.core.operations import (
     DEPROVISION,
     PROVISION,
+    RESUME,
+    SUSPEND,
     Done,
     Fail,
     Outcome,
@@ -111,23 +113,26 @@ class Attempt:
 def planned_stages(operation_type: str, plan: Plan, backend: Backend) -> list[Stage]:
     """The stages of one operation on this plan, in order; stages that do not apply are left out."""
     creates, pool = backend.creates_clusters, plan.account_pool is not None
+    provision = [
+        "validate",
+        *(["claim_account"] if pool else []),
+        "register_runtime",
+        *(["create_cluster", "wait_for_cluster"] if creates else []),
+        "fetch_kubeconfig",
+        "install_agent",
+        "wait_for_connection",
+    ]
+    suspend = [
+        "remove_agent",
+        *(["delete_cluster", "wait_for_deletion"] if creates else []),
+        *(["release_account"] if pool else []),
+        "delete_runtime",
+    ]
     names = {
-        PROVISION: [
-            "validate",
-            *(["claim_account"] if pool else []),
-            "register_runtime",
-            *(["create_cluster", "wait_for_cluster"] if creates else []),
-            "fetch_kubeconfig",
-            "install_agent",
-            "wait_for_connection",
-        ],
-        DEPROVISION: [
-            "remove_agent",
-            *(["delete_cluster", "wait_for_deletion"] if creates else []),
-            *(["release_account"] if pool else []),
-            "delete_runtime",
-            "archive",
-        ],
+        PROVISION: provision,
+        RESUME: provision,
+        SUSPEND: suspend,
+        DEPROVISION: [*suspend, "archive"],
     }.get(operation_type, ["update_runtime", "update_cluster"])
     return [Stage(name=n, best_effort=n in BEST_EFFORT, deadline_seconds=plan.deadline(n)) for n in names]
 
