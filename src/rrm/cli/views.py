@@ -64,11 +64,6 @@ def status_text(status: str | None) -> Text:
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
 
-def is_ready(runtime: Mapping[str, Any]) -> bool:
-    condition = find_condition(runtime, "Ready")
-    return condition is not None and condition.get("status") == "True"
-
-
 def _table(*columns: str, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
     for column in columns:

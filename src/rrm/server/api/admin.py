@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -38,13 +37,7 @@ T = TypeVar("T")
 MAX_TOKEN_TTL = 30 * 24 * 3600
 
 
-router = APIRouter(
-    prefix="/api/v1", tags=["admin"], dependencies=[Depends(reader)], route_class=BoundedRoute
-)
-
-
-def _invalid(field: str, message: str, kind: str = "Runtime", name: str = "") -> InvalidInput:
-    return InvalidInput([Problem(None, kind, name, field, message)])
+router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(reader)], route_class=BoundedRoute)
 
 
 def _runtime_or_404(session: Session, name: str) -> Runtime:
@@ -354,7 +347,3 @@ async def list_events(
     state: ServerState = Depends(server_state),
 ) -> list[dict[str, Any]]:
     return await read(state, lambda session: queries.events(session, after, limit, subject))
-
-
-def unprocessable(problems: list[Problem]) -> JSONResponse:
-    return JSONResponse({"detail": [p.as_dict() for p in problems]}, status_code=422)
