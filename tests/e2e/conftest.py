@@ -33,6 +33,7 @@ VIEWPORT = {"width": 1280, "height": 900}
 PROD_RUNTIMES = ("e2e-prod-1", "e2e-prod-2")
 NEVER_CONNECTED = "e2e-edge"
 STOPPED = "e2e-lab"
+STOPPED_HEARTBEAT_SECONDS = 2.0  # the lab agent's: a test stops it and watches the page follow Connected=False
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,9 @@ def stack(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     fleet = Fleet(server, workdir)
     try:
         agents = {name: fleet.agent(name, {"env": "prod"}) for name in PROD_RUNTIMES}
-        agents[STOPPED] = fleet.agent(STOPPED, {"env": "lab"})
+        # The page's promise is to follow the Connected condition, not the interval: at the default 60 s
+        # heartbeat, the condition would take 3 minutes to turn.
+        agents[STOPPED] = fleet.agent(STOPPED, {"env": "lab"}, heartbeat_interval=STOPPED_HEARTBEAT_SECONDS)
         register(server.admin, NEVER_CONNECTED, labels={"env": "edge"})
         for name in agents:
             fleet.wait_runtime(name, lambda d: synced(d) and condition_true(d, "Ready"), "Ready")
