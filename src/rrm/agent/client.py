@@ -36,8 +36,8 @@ TIMEOUT_MARGIN_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 # An idle connection is dropped after this: well before the server drops it (75 s), and soon enough that the
 # connection of a status report (sent beside the long-poll's, every heartbeat) does not stay open between
-# heartbeats: the control plane then holds about one connection per agent, not two (at 10,000 idle agents
-# its RSS went from 454 to 409 MB).
+# heartbeats: the control plane then holds about one connection per agent, not two, and each connection it
+# holds costs it memory (BENCHMARKS.md, "Footprint").
 KEEPALIVE_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 # A `Date` header has whole seconds: an offset smaller than this is no evidence that the clocks differ.

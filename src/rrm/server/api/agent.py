@@ -151,9 +151,9 @@ PLAIN_ROUTES = [
 class AgentFastPath:
     """Serves the plain agent endpoints before the request enters FastAPI, and everything else through it.
 
-    Every agent holds a long-poll open at all times and re-arms it every wait interval, so at 10,000 agents
-    the app's middleware stack and its route matching (the plain routes come after every other route)
-    were most of the cost of an idle fleet; each resumption of a waiting long-poll also walked that stack.
+    Every agent holds a long-poll open at all times and re-arms it every wait interval, so in a large idle
+    fleet the app's middleware stack and its route matching (the plain routes come after every other route)
+    would be most of the work; each resumption of a waiting long-poll would walk that stack again.
     Errors are answered as the app would answer them: an `HTTPException` as `{"detail": ...}` with its
     status and headers, a failing store as 503 (`rrm.server.store_errors`), anything else logged and
     answered 500."""
