@@ -41,6 +41,7 @@ RUNTIMES: dict[str, dict[str, str]] = {
 EXPECTED_COMPONENTS = {"prod-eu": 1, "prod-us": 1, "dev-1": 0}
 STARTUP_DEADLINE = 30.0
 READY_DEADLINE = 60.0
+LOCAL_ENVIRONMENT = "local-1"  # a `local` environment: an agent the control plane starts and supervises
 POLL_INTERVAL = 0.5
 STOP_GRACE = 10.0
 LOG_TAIL_LINES = 30
@@ -223,6 +224,37 @@ def show_files(data_dir: Path) -> None:
             typer.echo("  (nothing placed on this runtime)")
 
 
+def provision_local(api: AdminClient, server: Process) -> dict[str, Any]:
+    """A `local` environment: the control plane starts and supervises its agent; returns it Connected."""
+    answer = api._request("POST", "/api/v1/environments", json={"name": LOCAL_ENVIRONMENT, "plan": "local"})
+    deadline = time.monotonic() + READY_DEADLINE
+    with stdout.status(f"provisioning environment {LOCAL_ENVIRONMENT} (plan local) …") as status:
+        while time.monotonic() < deadline:
+            check_alive([server])
+            environment = api._request("GET", f"/api/v1/environments/{LOCAL_ENVIRONMENT}")
+            operation = next(o for o in environment["operations"] if o["id"] == answer["operation"])
+            status.update(f"provisioning environment {LOCAL_ENVIRONMENT}: {operation['description']}")
+            if operation["state"] == "succeeded":
+                return dict(environment)
+            if operation["state"] in ("failed", "canceled"):
+                raise DemoError(
+                    f"environment {LOCAL_ENVIRONMENT}: {operation['description']}", [server.log_path]
+                )
+            time.sleep(POLL_INTERVAL)
+    raise DemoError(
+        f"environment {LOCAL_ENVIRONMENT} not provisioned after {READY_DEADLINE:.0f} s", [server.log_path]
+    )
+
+
+def show_environment(environment: Mapping[str, Any], runtime: Mapping[str, Any]) -> None:
+    connected = find_condition(runtime, "Connected") or {}
+    typer.secho(f"\nenvironment {environment['name']} (plan local): {environment['state']}", bold=True)
+    typer.echo(f"  runtime {runtime['name']}: Connected={connected.get('status', '?')}")
+    typer.echo(
+        f"  its agent runs in {environment['resources'].get('directory')}, supervised by the control plane"
+    )
+
+
 def show_usage(url: str, token: str, data_dir: Path) -> None:
     typer.secho(f"\nDashboard: {url}/ui/login#token={token}", bold=True)  # "#": no server sees it
     typer.secho("\nUse the CLI against this control plane:", bold=True)
@@ -230,6 +262,7 @@ def show_usage(url: str, token: str, data_dir: Path) -> None:
         f"export RRM_URL={url} RRM_TOKEN={token}",
         "rrm get runtimes",
         "rrm describe runtime prod-eu",
+        f"rrm describe environment {LOCAL_ENVIRONMENT}",
         "rrm label runtime dev-1 env=prod      # the binding reaches dev-1 within seconds",
         f"rrm apply -f {data_dir / 'logging-binding.yaml'}",
     ):
@@ -275,6 +308,8 @@ def run_fleet(data_dir: Path, port: int, once: bool) -> None:
         runtimes = wait_for_fleet(api, server, agents)
         show(runtimes_table(runtimes))
         show_files(data_dir)
+        environment = provision_local(api, server)
+        show_environment(environment, api.get_runtime(LOCAL_ENVIRONMENT))
         show_usage(url, token, data_dir)
         if once:
             return
