@@ -1,4 +1,5 @@
-"""Runtime identity: pairing stores a key only this agent has; rotation replaces it only on success."""
+"""Runtime identity: pairing stores a key only this agent has; rotation replaces it only on success, and an
+answer lost after the director took the new key (a network cut, a crash) does not lock the agent out."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rrm.agent.client import DirectorClient, DirectorUnavailable
-from rrm.agent.identity import KEY_FILE, AgentIdentity
+from rrm.agent.client import DirectorClient, DirectorUnavailable, Unauthorized
+from rrm.agent.identity import KEY_FILE, PENDING_KEY_FILE, AgentIdentity
 from rrm.wire.agent_auth import (
     ALGORITHM,
     AUDIENCE,
@@ -20,6 +21,7 @@ from rrm.wire.agent_auth import (
     AgentTokenError,
     generate_private_key,
     key_id,
+    load_private_key,
     load_public_key,
     public_key_pem,
     rotation_proof_is_valid,
@@ -38,6 +40,7 @@ class FakeDirector:
     def __init__(self) -> None:
         self.public_key: str | None = None
         self.rotate_status = 200
+        self.lost_answer: httpx.TransportError | None = None  # how the next rotation's answer is lost
         self.nonces: list[str] = []
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -51,7 +54,10 @@ class FakeDirector:
             )
         assert self.public_key is not None
         token = request.headers["Authorization"].removeprefix("Bearer ")
-        verify_agent_token(token, load_public_key(self.public_key), key_id(self.public_key))
+        try:
+            verify_agent_token(token, load_public_key(self.public_key), key_id(self.public_key))
+        except AgentTokenError as exc:
+            return httpx.Response(401, json={"detail": f"unknown or revoked runtime key: {exc}"})
         if request.url.path == "/agent/v1/rotate/challenge":
             self.nonces.append(f"nonce-{len(self.nonces)}")
             return httpx.Response(200, json={"nonce": self.nonces[-1], "expires_in": 60})
@@ -63,6 +69,9 @@ class FakeDirector:
             load_public_key(self.public_key), body["proof"], "rt-1", body["nonce"], body["public_key"]
         ), "the rotation proof is not the current key's signature"
         self.public_key = body["public_key"]
+        if self.lost_answer is not None:
+            lost, self.lost_answer = self.lost_answer, None
+            raise lost
         return httpx.Response(200, json={"key_id": key_id(body["public_key"])})
 
 
@@ -250,3 +259,110 @@ def test_a_rotation_proof_holds_only_for_its_runtime_nonce_new_key_and_signer() 
     stranger = load_public_key(public_key_pem(generate_private_key()))
     assert not rotation_proof_is_valid(stranger, proof, "rt-1", "nonce-1", new)
     assert not rotation_proof_is_valid(public, "not base64 at all!", "rt-1", "nonce-1", new)
+
+
+def holds(director: FakeDirector, state_dir: Path, file: str = KEY_FILE) -> bool:
+    """Whether the director holds the key in `file`."""
+    return director.public_key == public_key_pem(load_private_key((state_dir / file).read_bytes()))
+
+
+def test_the_new_key_is_on_disk_0600_before_the_director_hears_of_it(tmp_path: Path) -> None:
+    director = FakeDirector()
+    identity = paired(tmp_path, director)
+    proposed_while_on_disk: list[bool] = []
+    answer = director.handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/agent/v1/rotate":
+            pending = tmp_path / PENDING_KEY_FILE
+            on_disk = public_key_pem(load_private_key(pending.read_bytes()))
+            proposed_while_on_disk.append(json.loads(request.content)["public_key"] == on_disk)
+            assert stat.S_IMODE(pending.stat().st_mode) == 0o600
+        return answer(request)
+
+    director.handle = handle  # type: ignore[method-assign]
+    rotate(identity, director)
+
+    assert proposed_while_on_disk == [True]
+    assert holds(director, tmp_path) and not (tmp_path / PENDING_KEY_FILE).exists()
+
+
+def test_a_rotation_whose_answer_is_lost_after_the_commit_completes_with_the_pending_key(
+    tmp_path: Path,
+) -> None:
+    director = FakeDirector()
+    identity = paired(tmp_path, director)
+    old_pem = (tmp_path / KEY_FILE).read_bytes()
+    director.lost_answer = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    rotate(identity, director)
+
+    assert (tmp_path / KEY_FILE).read_bytes() != old_pem
+    assert holds(director, tmp_path) and not (tmp_path / PENDING_KEY_FILE).exists()
+    reloaded = AgentIdentity.load(tmp_path)
+    assert reloaded is not None and director.public_key is not None
+    assert reloaded.record.key_id == key_id(director.public_key)
+    verify_agent_token(identity.bearer_token(), load_public_key(director.public_key), reloaded.record.key_id)
+
+
+def test_an_agent_restarted_after_the_director_took_the_pending_key_completes_the_rotation(
+    tmp_path: Path,
+) -> None:
+    director = FakeDirector()
+    identity = paired(tmp_path, director)
+    director.lost_answer = httpx.ReadTimeout("timed out")  # no answer, and the agent is then killed
+
+    with pytest.raises(DirectorUnavailable):
+        rotate(identity, director)
+    assert holds(director, tmp_path, PENDING_KEY_FILE) and not holds(director, tmp_path)
+
+    restarted = AgentIdentity.load(tmp_path)
+    assert restarted is not None
+    assert restarted.key_age() == float("inf"), "an unfinished rotation is not due at once"
+    rotate(restarted, director)
+
+    assert holds(director, tmp_path) and not (tmp_path / PENDING_KEY_FILE).exists()
+    assert len(director.nonces) == 2, "the director holds the pending key: no second rotation was needed"
+
+
+def test_a_rotation_the_director_never_took_is_retried_with_the_same_pending_key(tmp_path: Path) -> None:
+    director = FakeDirector()
+    identity = paired(tmp_path, director)
+    old_pem = (tmp_path / KEY_FILE).read_bytes()
+    director.rotate_status = 503
+    with pytest.raises(DirectorUnavailable):
+        rotate(identity, director)
+    pending_pem = (tmp_path / PENDING_KEY_FILE).read_bytes()
+    assert (tmp_path / KEY_FILE).read_bytes() == old_pem
+
+    director.rotate_status = 200
+    restarted = AgentIdentity.load(tmp_path)
+    assert restarted is not None
+    rotate(restarted, director)
+
+    assert (tmp_path / KEY_FILE).read_bytes() == pending_pem
+    assert holds(director, tmp_path) and not (tmp_path / PENDING_KEY_FILE).exists()
+
+
+def test_a_crash_after_the_pending_key_became_the_key_in_force_leaves_one_key(tmp_path: Path) -> None:
+    director = FakeDirector()
+    paired(tmp_path, director)
+    (tmp_path / PENDING_KEY_FILE).write_bytes((tmp_path / KEY_FILE).read_bytes())
+
+    loaded = AgentIdentity.load(tmp_path)
+
+    assert loaded is not None and not (tmp_path / PENDING_KEY_FILE).exists()
+    assert loaded.key_age() < 60
+
+
+def test_a_revoked_runtime_keeps_both_keys_when_the_director_refuses_them(tmp_path: Path) -> None:
+    director = FakeDirector()
+    identity = paired(tmp_path, director)
+    old_pem = (tmp_path / KEY_FILE).read_bytes()
+    director.public_key = public_key_pem(generate_private_key())  # neither of this agent's keys
+
+    with pytest.raises(Unauthorized):
+        rotate(identity, director)
+
+    assert (tmp_path / KEY_FILE).read_bytes() == old_pem
+    assert (tmp_path / PENDING_KEY_FILE).exists(), "a key the director might hold was deleted"

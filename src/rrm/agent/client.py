@@ -170,6 +170,19 @@ class DirectorClient:
         _expect(response, 200)
         return _parse(RotateResponse, response)
 
+    async def accepts(self, token: str) -> bool:
+        """Whether the directors take `token` (False for a 401 about its key, not its time), asked with a
+        rotation challenge, which changes nothing: it tells which key they hold when a rotation's answer was
+        lost."""
+        headers = {"Authorization": f"Bearer {token}"}
+        response = await self._send_once("POST", "/agent/v1/rotate/challenge", headers, None, {})
+        if response.status_code == 401 and not _refused_for_time(response):
+            return False
+        if response.status_code >= 500:
+            raise DirectorUnavailable(f"POST /agent/v1/rotate/challenge: {response.status_code}")
+        _expect(response, 200)
+        return True
+
     async def _request_once_retried(
         self, method: str, url: str, headers: dict[str, str], timeout: httpx.Timeout | None, kwargs: Any
     ) -> httpx.Response:
