@@ -9,7 +9,18 @@ from pathlib import Path
 
 import typer
 
-from rrm.cli import agent_command, compass, config, environments, install, manage, rollouts, tokens, views
+from rrm.cli import (
+    accounts,
+    agent_command,
+    compass,
+    config,
+    environments,
+    install,
+    manage,
+    rollouts,
+    tokens,
+    views,
+)
 from rrm.cli.agent_command import LOG_LEVEL_OPTION
 
 app = typer.Typer(
@@ -35,6 +46,15 @@ def server(
     public_url: str = typer.Option(
         None, "--public-url", help="this control plane's URL as the agents it installs reach it"
     ),
+    gardener_kubeconfig: Path = typer.Option(
+        None, "--gardener-kubeconfig", help="the garden cluster; adds the gardener-* and trial plans"
+    ),
+    gardener_namespace: str = typer.Option(None, "--gardener-namespace", help="garden-PROJECT"),
+    hap_rules: Path = typer.Option(None, "--hap-rules", help="Hyperscaler Account Pool rules (KEB syntax)"),
+    hap_cleanup_command: str = typer.Option(
+        None, "--hap-cleanup-command", help="run with a dirty binding's name; exit 0 returns it to the pool"
+    ),
+    hap_cleanup_interval: float = typer.Option(600.0, "--hap-cleanup-interval", min=1.0, help="seconds"),
 ) -> None:
     """Run the control plane (blocks until SIGTERM or Ctrl-C)."""
     from rrm.server import ServerSettings, serve
@@ -49,6 +69,11 @@ def server(
             delivery_window_seconds=delivery_window,
             plans_file=plans,
             public_url=public_url,
+            gardener_kubeconfig=gardener_kubeconfig,
+            gardener_namespace=gardener_namespace,
+            hap_rules_file=hap_rules,
+            hap_cleanup_command=hap_cleanup_command,
+            hap_cleanup_interval=hap_cleanup_interval,
         )
     )
 
@@ -96,6 +121,7 @@ app.add_typer(views.history_app, name="history")
 compass.register(app, manage.runtime_app, views.get_app, views.describe_app, manage.delete_app)
 app.add_typer(rollouts.rollout_app, name="rollout")
 environments.register(app, views.get_app, views.describe_app)
+accounts.register(views.get_app)
 views.get_app.command("rollouts")(rollouts.get_rollouts)
 views.get_app.command("rolloutpolicies")(rollouts.get_rollout_policies)
 manage.delete_app.command("rolloutpolicy")(rollouts.delete_rollout_policy)

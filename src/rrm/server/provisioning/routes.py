@@ -20,6 +20,7 @@ from rrm.core.names import dns1123_label_error
 from rrm.core.operations import DEPROVISION, PROVISION, UPDATE, Stage, global_deadline
 from rrm.server.api.common import BoundedRoute, reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem
+from rrm.server.provisioning import account_routes
 from rrm.server.provisioning.engine import Engine
 from rrm.server.provisioning.plans import (
     Plan,
@@ -329,3 +330,6 @@ def start_deprovisioning(session: Session, engine: Engine, row: EnvironmentRow) 
         session, "EnvironmentDeleteRequested", f"environment/{row.name}", f"operation {operation.id}", now
     )
     return operation
+
+
+router.include_router(account_routes.router)
