@@ -271,7 +271,7 @@ def test_a_delete_cancels_a_provisioning_between_attempts_and_cleans_up(
         assert archived is not None and archived.state == "deprovisioned" and archived.archived_at is not None
 
 
-def test_a_best_effort_stage_that_cannot_finish_is_left_behind_and_said(
+def test_a_best_effort_stage_that_cannot_finish_is_left_behind_said_and_swept_later(
     state: ServerState, backend: RecordingBackend
 ) -> None:
     engine = engine_for(state, backend, remove_agent=5)
@@ -290,7 +290,16 @@ def test_a_best_effort_stage_that_cannot_finish_is_left_behind_and_said(
     row = operation(state, deprovisioning)
     assert row.state == "succeeded"
     assert row.left_behind == [
-        "remove_agent: remove_agent did not finish within its deadline of 5 s; last: remove_agent: 503 Service Unavailable"
+        "remove_agent: remove_agent did not finish within its deadline of 5 s; "
+        "last: remove_agent: 503 Service Unavailable"
     ]
     with state.db.read() as session:
         assert store.latest_environment(session, "env-f").state == "deprovision incomplete"  # type: ignore[union-attr]
+    engine.sweep()
+    assert operation(state, deprovisioning).left_behind, "still failing: still left behind"
+    backend.transient["remove_agent"] = 0
+    engine.sweep()
+    assert operation(state, deprovisioning).left_behind == []
+    assert stage_states(state, deprovisioning)["remove_agent"][0] == "succeeded"
+    with state.db.read() as session:
+        assert store.latest_environment(session, "env-f").state == "deprovisioned"  # type: ignore[union-attr]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -133,11 +132,9 @@ def pending_deprovisioning(session: Session, environment_id: str) -> OperationRo
     return session.scalars(query).first()
 
 
-def incomplete_deprovisionings(session: Session, before: datetime) -> Sequence[OperationRow]:
-    """Finished deprovisionings that left something behind, last looked at before `before`: the sweep's."""
+def incomplete_deprovisionings(session: Session) -> list[OperationRow]:
+    """Finished deprovisionings that left something behind: the sweep's work."""
     query = select(OperationRow).where(
-        OperationRow.type == "deprovision",
-        OperationRow.state.in_(FINISHED_OPERATION_STATES),
-        OperationRow.updated_at < before,
+        OperationRow.type == "deprovision", OperationRow.state.in_(FINISHED_OPERATION_STATES)
     )
     return [row for row in session.scalars(query) if row.left_behind]

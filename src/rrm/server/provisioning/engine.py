@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from rrm.core.operations import (
@@ -34,6 +34,8 @@ from rrm.core.operations import (
     SUCCEEDED,
     SUSPEND,
     WAITING,
+    Done,
+    Outcome,
     Retry,
     Stage,
     cancel_rest,
@@ -59,6 +61,7 @@ from rrm.store.tables import EnvironmentRow, OperationRow
 log = logging.getLogger("rrm.server.provisioning")
 METRICS_INTERVAL = 5.0
 SUPERVISE_INTERVAL = 2.0
+SWEEP_INTERVAL = 600.0  # how often cleanup a deprovisioning left behind is tried again
 # environment state after an operation ends: (type, operation state) → state
 ENVIRONMENT_AFTER = {
     (PROVISION, SUCCEEDED): "succeeded",
@@ -112,6 +115,8 @@ class Engine:
         self._wake = asyncio.Event()
         self._last_metrics = 0.0
         self._last_supervised = 0.0
+        self._last_swept = 0.0
+        self.sweep_interval = SWEEP_INTERVAL
 
     def wake(self) -> None:
         """A new operation was stored: look now rather than at the next tick."""
@@ -156,6 +161,9 @@ class Engine:
         if now - self._last_supervised >= SUPERVISE_INTERVAL:
             self._last_supervised = now
             await loop.run_in_executor(self._pool, self.supervise)
+        if now - self._last_swept >= self.sweep_interval:
+            self._last_swept = now
+            await loop.run_in_executor(self._pool, self.sweep)
 
     async def _attempt(self, loop: asyncio.AbstractEventLoop, operation_id: str) -> None:
         try:
@@ -266,6 +274,58 @@ class Engine:
                 seconds = (stage.finished_at - stage.started_at).total_seconds()
                 OPERATION_STAGE_SECONDS.labels(job.environment.plan, stage.name).observe(seconds)
         job.stages[:] = stages
+
+    def sweep(self) -> None:
+        """Try again what finished deprovisionings left behind (their `incomplete` stages), one attempt
+        each; what succeeds is recorded and, once nothing is left, the environment is `deprovisioned`."""
+        with self.state.db.read() as session:
+            rows = store.incomplete_deprovisionings(session)
+            session.expunge_all()
+        for row in rows:
+            try:
+                self.sweep_operation(row)
+            except Exception:
+                log.exception("sweeping operation %s failed", row.id)
+
+    def sweep_operation(self, row: OperationRow) -> None:
+        with self.state.db.read() as session:
+            environment = store.environment(session, row.environment_id)
+            stages = store.stages(session, row.id)
+            session.expunge_all()
+        assert environment is not None
+        plan = self.catalog.plans.get(environment.plan)
+        if plan is None:
+            return
+        for position, stage in enumerate(stages):
+            if stage.state != INCOMPLETE:
+                continue
+            now = utcnow()
+            attempt = Attempt(
+                self.state, self.catalog, plan, self.catalog.backends[plan.backend],
+                subject_of(self.state, environment), row.id, dict(row.request), stage, now,
+            )  # fmt: skip
+            outcome = run_stage(attempt)
+            self._record_sweep(row, environment.name, position, stage, outcome, now)
+
+    def _record_sweep(
+        self, row: OperationRow, name: str, position: int, stage: Stage, outcome: Outcome, now: datetime
+    ) -> None:
+        done = isinstance(outcome, Done)
+        error = None if done else getattr(outcome, "error", None) or getattr(outcome, "description", "")
+        swept = replace(stage, attempts=stage.attempts + 1, state=SUCCEEDED if done else INCOMPLETE)
+        swept = replace(swept, last_error=stage.last_error if done else f"{stage.name}: {error}")
+        with self.state.db.write() as session:
+            store.save_stage(session, row.id, position, swept)
+            operation = store.operation(session, row.id)
+            environment = store.environment(session, row.environment_id)
+            assert operation is not None and environment is not None
+            stages = store.stages(session, row.id)
+            operation.left_behind, operation.updated_at = left_behind(stages), now
+            if not operation.left_behind and environment.state == "deprovision incomplete":
+                environment.state, environment.updated_at = "deprovisioned", now
+            kind = "CleanupSucceeded" if done else "CleanupIncomplete"
+            message = f"{row.type} {row.id}: {stage.name} " + ("done" if done else f"still failing: {error}")
+            repo.record_event(session, kind, f"environment/{name}", message, now)
 
     def publish_metrics(self) -> None:
         with self.state.db.read() as session:
