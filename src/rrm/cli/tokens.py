@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -13,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rrm.cli.arguments import parse_duration
-from rrm.cli.common import OUTPUT_OPTION, OutputFormat, admin_api, emit
+from rrm.cli.common import OUTPUT_OPTION, OutputFormat, admin_api, emit, fail
 from rrm.cli.views import age
 
 token_app = typer.Typer(
@@ -33,11 +34,28 @@ def create_token(
     description: str = typer.Option("", "--description", help="what the token is for"),
     ttl: str | None = typer.Option(None, "--ttl", help="lifetime: 3600, 30m, 24h, 90d; default: no expiry"),
     output: OutputFormat = OUTPUT_OPTION,
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="write the token into the database of the control plane with this data dir, not through its "
+        "API: the way back in when no admin token works any more",
+    ),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="as --data-dir, for a control plane on this database (PostgreSQL)"
+    ),
 ) -> None:
     """Create a token; it is shown only this once (the control plane keeps its hash)."""
     ttl_seconds = parse_duration(ttl) if ttl is not None else None
-    with admin_api(ctx) as api:
-        created = api.create_token(role.value, description, ttl_seconds)
+    if data_dir is not None or database_url is not None:
+        from rrm.cli.offline_tokens import NoDatabase, create_in_database
+
+        try:
+            created = create_in_database(data_dir, database_url, role.value, description, ttl_seconds)
+        except NoDatabase as exc:
+            fail(str(exc))
+    else:
+        with admin_api(ctx) as api:
+            created = api.create_token(role.value, description, ttl_seconds)
     emit(created, output, created_text)
 
 
