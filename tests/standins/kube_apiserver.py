@@ -779,7 +779,7 @@ class Store:
             if not any(other[: len(path)] == path for other in kept):
                 remove_path(obj, path)
         merged = merge_applied(obj, config, LIST_KEYS.get(resource.kind, {}))
-        merged["metadata"].update(name=name, namespace=namespace)
+        merged["metadata"].update(name=name, **({"namespace": namespace} if resource.namespaced else {}))
         return dict(merged)
 
     def delete(

@@ -412,3 +412,34 @@ def test_compaction_ends_open_watches_and_expires_older_versions(
     assert ended.wait(10), "the open watch ended"
     (error,) = watch_lines(url, f"resourceVersion={since}", 1)
     assert error["object"]["code"] == 410
+
+
+def test_namespaces_are_cluster_scoped_and_the_agents_install_objects_are_served(
+    url: str, api: client.ApiClient
+) -> None:
+    """Namespace is cluster-scoped (`/api/v1/namespaces/{name}`, no namespace in its metadata); a namespaced
+    kind asked for without a namespace is not found, as on a real server (API conventions, "Resources":
+    https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md#resources).
+    The kinds `rrm.install.agent_objects` writes are all served, so provisioning can install an agent."""
+    from rrm.install import AgentInstallValues, agent_objects
+    from rrm.install.apply import apply_objects
+
+    kubeconfig = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "s", "cluster": {"server": url}}],
+            "users": [{"name": "u", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "c", "context": {"cluster": "s", "user": "u"}}],
+            "current-context": "c",
+        }
+    )
+    objects = agent_objects(
+        AgentInstallValues("edge-1", "http://rrm:8080", "rrmpt_x", target_namespaces=("shop",))
+    )
+    applied = apply_objects(kubeconfig, objects)
+    assert [o["kind"] for o in applied] == [o["kind"] for o in objects]
+    assert client.CoreV1Api(api).read_namespace("rrm-system").metadata.namespace is None
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.get(f"{url}/api/v1/serviceaccounts/rrm-agent-edge-1", headers=headers).status_code == 404
+    assert httpx.get(f"{url}/api/v1/namespaces/rrm-system/namespaces/x", headers=headers).status_code == 404
