@@ -1,0 +1,191 @@
+"""Gardener environments end to end through real processes: `rrm server --gardener-kubeconfig` against the
+Gardener API stand-in creates a Shoot with an account from the Hyperscaler Account Pool, installs the agent
+into the "shoot" (the Kubernetes stand-in Gardener's kubeconfig points at), where a real
+`rrm agent --target kubernetes` plays the agent pod; a component reaches it; deletion deletes the Shoot
+(confirmed first) and marks the account dirty until the cleanup command succeeds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from .databases import database_for
+from .gardener import GardenerApiServer, GardenerServer, cleanup_command
+from .harness import Fleet, apply, child_env, component, expect_status
+from .kube import KubeAgentProcess
+from .test_environments import agent_secret, detail, request, stage, wait_operation, wait_stage
+
+pytestmark = pytest.mark.integration
+CONFIRM = "confirmation.gardener.cloud/deletion"
+QUICK_PLANS = """
+plans:
+  - name: gardener-quick
+    backend: gardener
+    regions: [eu-central-1]
+    accountPool: hap
+    defaults: {provider: aws, machineType: m6i.large, autoScalerMin: 3, autoScalerMax: 4}
+    deadlines: {wait_for_cluster: 12s}
+"""
+
+
+@dataclass
+class Setup:
+    garden: GardenerApiServer
+    server: GardenerServer
+    fleet: Fleet
+    cleanup: Path
+
+
+@pytest.fixture
+def setup(tmp_path: Path, backend: str) -> Iterator[Setup]:
+    garden = GardenerApiServer(tmp_path)
+    plans = tmp_path / "plans.yaml"
+    plans.write_text(QUICK_PLANS)
+    cleanup = tmp_path / "cleanup"
+    extra = ["--plans", str(plans), "--hap-cleanup-command", cleanup_command(cleanup)]
+    extra += ["--hap-cleanup-interval", "1"]
+    with database_for(backend) as database_url:
+        server = GardenerServer(
+            garden, extra, tmp_path / "data", tmp_path / "server.log", database_url=database_url
+        )
+        fleet = Fleet(server, tmp_path / "fleet")
+        fleet.processes.append(garden)
+        try:
+            garden.start()
+            for name in ("aws-1", "aws-2", "aws-3"):
+                garden.binding(name)
+            server.start()
+            yield Setup(garden, server, fleet, cleanup)
+        finally:
+            fleet.close()
+            server.stop()
+
+
+def play_agent_pod(setup: Setup, shoot: str, name: str) -> KubeAgentProcess:
+    """What the Deployment the server applied in the Shoot would run, with the Secret's URL and token."""
+    kubeconfig = setup.garden.shoot_kubeconfig(shoot, setup.fleet.workdir / f"{name}-shoot.yaml")
+    with config.new_client_from_config(config_file=str(kubeconfig)) as api:
+        secret = agent_secret(api, name)
+    agent = KubeAgentProcess(
+        name, secret["RRM_DIRECTOR_URL"], setup.fleet.workdir / name, kubeconfig, ["default"]
+    )
+    setup.fleet.processes.append(agent)
+    agent.start(secret["RRM_PAIRING_TOKEN"])
+    return agent
+
+
+def the_shoot(setup: Setup, environment: str) -> dict[str, Any]:
+    shoots = [
+        s for s in setup.garden.shoots() if s["metadata"]["annotations"]["rrm.io/environment"] == environment
+    ]
+    assert len(shoots) == 1, shoots
+    return shoots[0]
+
+
+def accounts_cli(setup: Setup) -> list[dict[str, Any]]:
+    """`rrm get accounts -o json`, as an operator runs it."""
+    env = child_env({"RRM_URL": setup.server.url, "RRM_TOKEN": setup.server.admin_token})
+    done = subprocess.run(
+        [sys.executable, "-m", "rrm", "get", "accounts", "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+def test_a_gardener_environment_becomes_a_connected_runtime_and_its_account_is_cleaned_up(
+    setup: Setup,
+) -> None:
+    admin, fleet, garden = setup.server.admin, setup.fleet, setup.garden
+    tenant = {"globalAccount": "ga-1", "subaccount": "sa-1"}
+    answer = request(admin, "gw-a", "gardener-aws", region="eu-west-2", tenant=tenant)
+    waiting = wait_stage(fleet, "gw-a", answer["operation"], "wait_for_cluster", ("waiting",))
+    assert waiting["description"].startswith("waiting for the cluster: 0 of ~30 min (Shoot c-"), waiting
+    shoot = the_shoot(setup, "gw-a")
+    name = shoot["metadata"]["name"]
+    assert len("dev" + name) <= 21
+    assert shoot["metadata"]["labels"] == {"rrm.io/global-account": "ga-1", "rrm.io/subaccount": "sa-1"}
+    assert shoot["metadata"]["annotations"]["rrm.io/operation"] == answer["operation"]
+    spec = shoot["spec"]
+    assert (spec["region"], spec["provider"]["type"], spec["secretBindingName"]) == (
+        "eu-west-2",
+        "aws",
+        "aws-1",
+    )
+    worker = spec["provider"]["workers"][0]
+    assert (worker["machine"]["type"], worker["minimum"], worker["maximum"]) == ("m6i.large", 3, 20)
+    assert spec["networking"]["nodes"] == "10.250.0.0/16"
+    assert garden.labels("aws-1")["tenantName"] == "ga-1"
+    wait_stage(fleet, "gw-a", answer["operation"], "wait_for_connection", ("waiting", "running"))
+    play_agent_pod(setup, name, "gw-a")
+    op = wait_operation(fleet, "gw-a", answer["operation"], timeout=60)
+    assert op["state"] == "succeeded", op
+    assert [s["attempts"] for s in op["stages"] if s["name"] == "create_cluster"] == [1]
+    apply(admin, [component("gw-binding", "rrm.io/environment=gw-a")])
+    kubeconfig = fleet.workdir / "gw-a-shoot.yaml"
+    with config.new_client_from_config(config_file=str(kubeconfig)) as api:
+        custom = client.CustomObjectsApi(api)
+
+        def delivered() -> bool:
+            items = custom.list_namespaced_custom_object("dapr.io", "v1alpha1", "default", "components")
+            return "gw-binding" in [i["metadata"]["name"] for i in items["items"]]
+
+        fleet.wait_until(delivered, "the component never reached the Shoot")
+    shown = {a["name"]: a for a in accounts_cli(setup)}
+    assert shown["aws-1"]["tenant"] == "ga-1" and shown["aws-1"]["environments"] == ["gw-a"]
+    assert shown["aws-1"]["clusters"] == ["gw-a"] and not shown["aws-1"]["dirty"]
+    (setup.cleanup / "fail").touch()
+    answer = expect_status(admin.delete("/api/v1/environments/gw-a"), 202).json()
+    assert wait_operation(fleet, "gw-a", answer["operation"], timeout=60)["state"] == "succeeded"
+    assert garden.shoots() == []
+    deletes = garden.audit("delete", "shoots")
+    assert len(deletes) >= 1
+    assert admin.get("/api/v1/runtimes/gw-a").status_code == 404
+
+    def failed_cleanup() -> dict[str, Any] | None:
+        account = {a["name"]: a for a in admin.get("/api/v1/accounts").json()}["aws-1"]
+        return account if account["cleanupError"] else None
+
+    account = fleet.wait_until(failed_cleanup, "the failing cleanup was never recorded")
+    assert account["dirty"] and "3 EBS volumes still attached" in account["cleanupError"]
+    other = request(admin, "gw-b", "gardener-aws", tenant={"globalAccount": "ga-1"})
+    wait_stage(fleet, "gw-b", other["operation"], "wait_for_cluster", ("waiting",))
+    assert the_shoot(setup, "gw-b")["spec"]["secretBindingName"] == "aws-2", "a dirty binding was handed out"
+    (setup.cleanup / "fail").unlink()
+    fleet.wait_until(lambda: "dirty" not in garden.labels("aws-1"), "the binding never came back to the pool")
+    assert "tenantName" not in garden.labels("aws-1")
+    assert set((setup.cleanup / "cleaned").read_text().split()) == {"aws-1"}
+    expect_status(admin.delete("/api/v1/environments/gw-b"), 202)
+
+
+def test_a_hanging_cluster_fails_at_the_stage_deadline_and_deprovisioning_cleans_up(setup: Setup) -> None:
+    admin, fleet, garden = setup.server.admin, setup.fleet, setup.garden
+    garden.outcome({"outcome": "hang", "operation": "Create"})
+    answer = request(admin, "gw-h", "gardener-quick", tenant={"globalAccount": "ga-h"})
+    op = wait_operation(fleet, "gw-h", answer["operation"], timeout=60)
+    assert op["state"] == "failed", op
+    assert op["lastError"].startswith(
+        "stage wait_for_cluster failed: wait_for_cluster did not finish within its deadline of 12 s; "
+        "last: waiting for the cluster"
+    ), op["lastError"]
+    assert op["leftBehind"] == ["the claimed account", "the runtime", "the cluster"]
+    assert stage(op, "wait_for_cluster")["state"] == "failed"
+    (setup.cleanup / "fail").touch()
+    answer = expect_status(admin.delete("/api/v1/environments/gw-h"), 202).json()
+    op = wait_operation(fleet, "gw-h", answer["operation"], timeout=60)
+    assert op["state"] == "succeeded", op
+    assert garden.shoots() == []
+    assert garden.labels("aws-1")["dirty"] == "true"
+    assert admin.get("/api/v1/runtimes/gw-h").status_code == 404
+    assert detail(admin, "gw-h")["state"] == "deprovisioned"
