@@ -11,11 +11,19 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, Field
 
 from rrm.wire import __all__ as __all__  # the package keeps the one list of names
-from rrm.wire.plain import MAX_HEARTBEAT_INTERVAL, DriftChange, ResourceState, RuntimeKind, truncated
+from rrm.wire.plain import (
+    MAX_HEARTBEAT_INTERVAL,
+    DriftChange,
+    ResourceState,
+    RuntimeKind,
+    truncated,
+    truncated_start,
+)
 from rrm.wire.plain import RUNTIME_KINDS as RUNTIME_KINDS  # one of them
 
-# messages, errors and command output: cut to `rrm.wire.plain.MAX_TEXT_LENGTH` characters
+# messages and errors cut to `rrm.wire.plain.MAX_TEXT_LENGTH` characters; command output keeps its end
 FreeText = Annotated[str, AfterValidator(truncated)]
+CommandOutput = Annotated[str, AfterValidator(truncated_start)]
 
 
 class PairRequest(BaseModel):
@@ -107,7 +115,7 @@ class ReloadResult(BaseModel):
 
     command: str
     exit_code: int
-    output: FreeText = ""
+    output: CommandOutput = Field(default="", description="the end of the command's output")
     restarted: list[str] = Field(default=[], description="workloads restarted, as Kind/namespace/name")
 
 

@@ -33,6 +33,7 @@ MAX_HEARTBEAT_INTERVAL = 3600
 # Free text in a status report (messages, errors, command output) keeps at most this many characters.
 MAX_TEXT_LENGTH = 1024
 TRUNCATED_MARK = " [truncated]"
+TRUNCATED_START_MARK = "[truncated] "
 
 T = TypeVar("T")
 
@@ -42,6 +43,14 @@ def truncated(text: str) -> str:
     if len(text) <= MAX_TEXT_LENGTH:
         return text
     return text[: MAX_TEXT_LENGTH - len(TRUNCATED_MARK)] + TRUNCATED_MARK
+
+
+def truncated_start(text: str) -> str:
+    """`text` cut to `MAX_TEXT_LENGTH` characters keeping its end, the mark included: the last lines of a
+    command's output say why it failed."""
+    if len(text) <= MAX_TEXT_LENGTH:
+        return text
+    return TRUNCATED_START_MARK + text[len(text) - MAX_TEXT_LENGTH + len(TRUNCATED_START_MARK) :]
 
 
 def _truncate(instance: Any, *names: str) -> None:
@@ -116,7 +125,7 @@ class ReloadResult:
     restarted: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _truncate(self, "output")
+        object.__setattr__(self, "output", truncated_start(self.output))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
