@@ -7,11 +7,12 @@ repeating a finished stage, and a stage that hangs fails at the deadline stored 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .harness import DEADLINE, Fleet, ServerProcess, apply, component, expect_status, parse_time
 from .kube import KubeAgentProcess, KubeApiServer
+from .test_cli import rrm
 
 pytestmark = pytest.mark.integration
 AGENT_NAMESPACE = "rrm-system"
@@ -130,6 +132,39 @@ def test_a_local_environment_runs_an_agent_that_gets_components_and_is_cleaned_u
     assert [(e["name"], e["state"]) for e in archived] == [("loc-a", "deprovisioned")]
 
 
+def test_the_cli_creates_updates_describes_and_deletes_an_environment(
+    fleet: Fleet, backend: str, local_agents: Path
+) -> None:
+    if backend == "postgresql":
+        pytest.skip("the local plan is refused on PostgreSQL")
+    created = rrm(
+        fleet.server, "environment", "create", "cli-a", "--plan", "local", "-l", "team=red", "--wait"
+    )
+    assert created.returncode == 0, created.stderr
+    assert "succeeded: runtime cli-a is Connected" in created.stdout
+    listed = json.loads(rrm(fleet.server, "get", "environments", "-o", "json").stdout)
+    assert [(e["name"], e["state"]) for e in listed if e["name"] == "cli-a"] == [("cli-a", "succeeded")]
+    refused = rrm(fleet.server, "environment", "update", "cli-a", "--param", "size=3")
+    assert refused.returncode == 1 and "parameters.size: cannot be changed on plan local" in refused.stderr
+    updated = rrm(
+        fleet.server, "environment", "update", "cli-a", "-l", "team=green", "-l", "tier=gold", "--wait"
+    )
+    assert updated.returncode == 0, updated.stderr
+    assert runtime_labels(fleet.server.admin, "cli-a")["team"] == "green"
+    described = rrm(fleet.server, "describe", "environment", "cli-a")
+    for text in (
+        "wait_for_connection",
+        "update_runtime",
+        "runtime cli-a labelled",
+        str(local_agents / "cli-a"),
+    ):
+        assert text in described.stdout, described.stdout
+    deleted = rrm(fleet.server, "environment", "delete", "cli-a", "--wait")
+    assert deleted.returncode == 0, deleted.stderr
+    assert "cli-a" in rrm(fleet.server, "get", "environments", "--all").stdout
+    assert "cli-a" not in rrm(fleet.server, "get", "environments").stdout
+
+
 def test_a_local_agent_that_dies_is_started_again(fleet: Fleet, backend: str, local_agents: Path) -> None:
     if backend == "postgresql":
         pytest.skip("the local plan is refused on PostgreSQL (the test above)")
@@ -221,15 +256,18 @@ def test_a_kubernetes_environment_installs_the_agent_into_the_cluster_and_remove
     shown = detail(admin, "byo-a")
     assert shown["secretParameters"] == ["kubeconfig"] and "kubeconfig" not in shown["parameters"]
     assert kubeconfig.splitlines()[3] not in str(shown)
-    deployment = client.AppsV1Api(cluster).read_namespaced_deployment(f"rrm-agent-byo-a", AGENT_NAMESPACE)
-    assert deployment.metadata.labels["app.kubernetes.io/instance"] == "byo-a"
+    deployment = client.AppsV1Api(cluster).read_namespaced_deployment("rrm-agent-byo-a", AGENT_NAMESPACE)
+    assert deployment.to_dict()["metadata"]["labels"]["app.kubernetes.io/instance"] == "byo-a"
     play_agent_pod(fleet, standin, cluster, "byo-a")
     assert wait_operation(fleet, "byo-a", answer["operation"])["state"] == "succeeded"
     apply(admin, [component("byo-binding", "rrm.io/environment=byo-a")])
     custom = client.CustomObjectsApi(cluster)
 
     def delivered() -> bool:
-        items = custom.list_namespaced_custom_object("dapr.io", "v1alpha1", "default", "components")["items"]
+        listed: dict[str, Any] = custom.list_namespaced_custom_object(
+            "dapr.io", "v1alpha1", "default", "components"
+        )
+        items = listed["items"]
         return "byo-binding" in [i["metadata"]["name"] for i in items]
 
     fleet.wait_until(delivered, "the component never reached the cluster")
@@ -339,8 +377,8 @@ def test_a_hanging_stage_fails_at_the_deadline_stored_before_a_restart(
         assert parse_time(hung["finishedAt"]) >= parse_time(waiting["deadlineAt"])
         assert parse_time(hung["finishedAt"]) - parse_time(waiting["deadlineAt"]) < 10
         assert op["lastError"].startswith(
-            "stage wait_for_connection failed: wait_for_connection did not finish within its deadline of 20 s; "
-            "last: waiting for the agent of byo-h to connect"
+            "stage wait_for_connection failed: wait_for_connection did not finish within its deadline of "
+            "20 s; last: waiting for the agent of byo-h to connect"
         )
         assert op["leftBehind"] == ["the runtime", "the agent"]
         assert detail(admin, "byo-h")["state"] == "failed"
