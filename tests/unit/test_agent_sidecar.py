@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -198,6 +199,13 @@ def test_since_moves_only_when_the_state_changes() -> None:
     later = {r.name: r.since for r in watch.results(APPLIED)}
     assert later["cache"] is not None and first["cache"] is not None and later["cache"] > first["cache"]
     assert later["queue"] == first["queue"]
+
+
+def test_since_is_in_the_time_the_clock_tells() -> None:
+    watch = LoadWatch(deadline_seconds=60, clock=lambda: 1_700_000_000.0)  # e.g. the directors' time
+    watch.begin(EXPECTED, now=0)
+    watch.observe(listing(), now=1)
+    assert {r.since for r in watch.results(APPLIED)} == {datetime.fromtimestamp(1_700_000_000, UTC)}
 
 
 def test_without_a_sidecar_to_ask_results_stay_as_applied() -> None:

@@ -11,7 +11,8 @@ noticed and followed again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -74,8 +75,10 @@ def for_this_app(want: Expected, sidecar: SidecarReport) -> bool:
 class LoadWatch:
     """The load state of the components of the last apply. Used from the event loop only."""
 
-    def __init__(self, deadline_seconds: float) -> None:
+    def __init__(self, deadline_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        """`clock` tells the time for `since` (epoch seconds): the directors' time where it is known."""
         self.deadline_seconds = deadline_seconds
+        self.clock = clock
         self.expected: dict[str, Expected] = {}
         self.missing: dict[str, str] = {}  # name → why it is not loaded (yet)
         self.reloading: set[str] = set()  # rewritten, and not yet seen closed or listed long enough
@@ -153,5 +156,5 @@ class LoadWatch:
         key = (result.state, result.loaded)
         known = self._since.get(result.name)
         if known is None or known[0] != key:
-            known = self._since[result.name] = (key, datetime.now(UTC))
+            known = self._since[result.name] = (key, datetime.fromtimestamp(self.clock(), UTC))
         return replace(result, since=known[1])

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rrm.agent.backoff import Backoff
@@ -63,6 +64,7 @@ class Agent:
         rotate_interval: float = 86400.0,
         reconcile_interval: float = 60.0,
         load_deadline: float = 60.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.target = target
@@ -81,7 +83,7 @@ class Agent:
         self._snapshot: dict[str, NativeObject] | None = None
         self.ready = False
         self.leftovers = 0  # objects the agent owns that the current state does not hold
-        self.loads = LoadWatch(load_deadline)
+        self.loads = LoadWatch(load_deadline, clock)
         self._following: asyncio.Task[None] | None = None
         self._report_now = asyncio.Event()
         self._wake = asyncio.Event()

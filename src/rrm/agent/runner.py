@@ -89,6 +89,7 @@ async def _main(config: AgentConfig) -> int:
             rotate_interval=config.rotate_interval,
             reconcile_interval=config.reconcile_interval,
             load_deadline=config.load_deadline,
+            clock=client.clock.now,
         )
         try:
             await _until_stopped(stop, agent.run())
