@@ -264,10 +264,8 @@ def test_a_kubernetes_environment_installs_the_agent_into_the_cluster_and_remove
     custom = client.CustomObjectsApi(cluster)
 
     def delivered() -> bool:
-        listed: dict[str, Any] = custom.list_namespaced_custom_object(
-            "dapr.io", "v1alpha1", "default", "components"
-        )
-        items = listed["items"]
+        listed = custom.list_namespaced_custom_object("dapr.io", "v1alpha1", "default", "components")
+        items = cast(dict[str, Any], listed)["items"]
         return "byo-binding" in [i["metadata"]["name"] for i in items]
 
     fleet.wait_until(delivered, "the component never reached the cluster")
