@@ -28,6 +28,7 @@ from rrm.server.compass import views as compass
 from rrm.server.rollouts import views as rollout_views
 from rrm.server.sessions import DashboardSessions
 from rrm.server.state import ServerState, server_state, utcnow
+from rrm.server.ui import environments as environment_reads
 from rrm.server.ui import present
 from rrm.server.ui.same_origin import refuse_cross_site
 from rrm.store import compass as compass_store
@@ -321,9 +322,34 @@ async def applications_page(state: ServerState, _: Request) -> Page:
     return Page("applications", "Applications", "applications", context, subjects=subjects)
 
 
+def environments_page(state: ServerState, session: Session, request: Request) -> Page:
+    """Environments with their state, plan and tenant, filterable by global account."""
+    account = request.query_params.get("globalAccount", "").strip()
+    include_archived = request.query_params.get("all") == "1"
+    listed = environment_reads.environment_list(state, session, account or None, include_archived)
+    context = {"listed": listed, "global_account": account, "include_archived": include_archived}
+    return Page("environments", "Environments", "environments", context, subjects="environment/")
+
+
+def environment_page(state: ServerState, session: Session, request: Request) -> Page:
+    """One environment with its operations' stages as a timeline."""
+    name = request.path_params["name"]
+    detail = environment_reads.environment(state, session, name)
+    if detail is None:
+        return _missing(f"environment {name}", "environments")
+    context = {
+        "environment": detail,
+        "events": list(reversed(detail["events"])),
+        "in_progress": environment_reads.in_progress(detail),
+    }
+    return Page("environment", name, "environments", context, subjects=f"environment/{name}")
+
+
 _register("", "/fleet", in_session(fleet_page))
 _register("/runtimes", "/runtimes", in_session(runtimes_page))
 _register("/runtimes/{name}", "/runtimes/{name}", runtime_page)
 _register("/components", "/components", in_session(components_page))
 _register("/components/{name}", "/components/{name}", in_session(component_page))
 _register("/applications", "/applications", applications_page)
+_register("/environments", "/environments", in_session(environments_page))
+_register("/environments/{name}", "/environments/{name}", in_session(environment_page))

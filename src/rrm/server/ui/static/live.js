@@ -65,6 +65,7 @@
         if (opened.has(details.id)) details.open = opened.get(details.id);
       }
       updateTimes();
+      pollIfAsked();
     } catch (error) {
       showState("offline", "offline");
     } finally {
@@ -74,6 +75,17 @@
         schedule();
       }
     }
+  }
+
+  // A region showing something that progresses without an event per step (a stage waiting for a cluster
+  // says how far it got) asks, with data-poll-seconds, to be fetched again while it does.
+  let pollTimer = null;
+
+  function pollIfAsked() {
+    clearTimeout(pollTimer);
+    const asking = region.querySelector("[data-poll-seconds]");
+    const seconds = asking ? Number(asking.dataset.pollSeconds) : NaN;
+    if (seconds > 0) pollTimer = setTimeout(schedule, seconds * 1000);
   }
 
   let missedEvents = false;
@@ -157,5 +169,6 @@
 
   connect();
   updateTimes();
+  pollIfAsked();
   setInterval(updateTimes, 1000);
 })();
