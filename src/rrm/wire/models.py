@@ -83,7 +83,8 @@ class DesiredState(BaseModel):
 
 class ResourceResult(BaseModel):
     """One delivered resource: applied or failed, whether the sidecar lists it as loaded (None when the
-    agent cannot see the sidecar), and since when (the agent's clock) it has been in this state."""
+    agent cannot see the sidecar), and since when it has been so (the directors' time, as the agent knows
+    it)."""
 
     kind: str = "Component"
     name: str
