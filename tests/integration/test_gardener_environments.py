@@ -138,7 +138,9 @@ def test_a_gardener_environment_becomes_a_connected_runtime_and_its_account_is_c
         custom = client.CustomObjectsApi(api)
 
         def delivered() -> bool:
-            items = custom.list_namespaced_custom_object("dapr.io", "v1alpha1", "default", "components")
+            items: dict[str, Any] = custom.list_namespaced_custom_object(  # type: ignore[assignment]
+                "dapr.io", "v1alpha1", "default", "components"
+            )
             return "gw-binding" in [i["metadata"]["name"] for i in items["items"]]
 
         fleet.wait_until(delivered, "the component never reached the Shoot")
@@ -153,9 +155,9 @@ def test_a_gardener_environment_becomes_a_connected_runtime_and_its_account_is_c
     assert len(deletes) >= 1
     assert admin.get("/api/v1/runtimes/gw-a").status_code == 404
 
-    def failed_cleanup() -> dict[str, Any] | None:
-        account = {a["name"]: a for a in admin.get("/api/v1/accounts").json()}["aws-1"]
-        return account if account["cleanupError"] else None
+    def failed_cleanup() -> dict[str, Any]:
+        account: dict[str, Any] = {a["name"]: a for a in admin.get("/api/v1/accounts").json()}["aws-1"]
+        return account if account["cleanupError"] else {}
 
     account = fleet.wait_until(failed_cleanup, "the failing cleanup was never recorded")
     assert account["dirty"] and "3 EBS volumes still attached" in account["cleanupError"]
@@ -189,3 +191,39 @@ def test_a_hanging_cluster_fails_at_the_stage_deadline_and_deprovisioning_cleans
     assert garden.labels("aws-1")["dirty"] == "true"
     assert admin.get("/api/v1/runtimes/gw-h").status_code == 404
     assert detail(admin, "gw-h")["state"] == "deprovisioned"
+
+
+def current_stage(op: dict[str, Any]) -> dict[str, Any] | None:
+    return next((s for s in op["stages"] if s["state"] != "succeeded"), None)
+
+
+def test_a_kill_9_in_each_stage_resumes_and_creates_the_shoot_once(setup: Setup) -> None:
+    """Kill the control plane whenever the operation is seen in a stage it was not killed in yet."""
+    server, fleet, garden = setup.server, setup.fleet, setup.garden
+    answer = request(server.admin, "gw-k", "gardener-aws", tenant={"globalAccount": "ga-k"})
+    killed: list[str] = []
+    agent: KubeAgentProcess | None = None
+
+    def step() -> dict[str, Any]:
+        nonlocal agent
+        op = next(o for o in detail(server.admin, "gw-k")["operations"] if o["id"] == answer["operation"])
+        now = current_stage(op)
+        if now is None or op["state"] in ("succeeded", "failed"):
+            return op
+        if now["name"] not in killed and now["state"] in ("running", "waiting", "retrying"):
+            killed.append(now["name"])
+            server.kill9()
+            server.start()
+        elif now["name"] == "wait_for_connection" and agent is None:
+            agent = play_agent_pod(setup, the_shoot(setup, "gw-k")["metadata"]["name"], "gw-k")
+        return {}
+
+    op = fleet.wait_until(step, lambda: f"the operation did not end (killed in {killed})", timeout=120)
+    assert op["state"] == "succeeded", op
+    assert {"wait_for_cluster", "wait_for_connection"} <= set(killed), killed
+    assert len(garden.audit("create", "shoots")) == 1
+    assert len(garden.audit("update", "secretbindings")) == 1, "the account was claimed more than once"
+    assert [b for b, body in garden.bindings().items() if "tenantName" in body["metadata"]["labels"]] == [
+        "aws-1"
+    ]
+    assert len(garden.shoots()) == 1
