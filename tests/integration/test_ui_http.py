@@ -413,7 +413,7 @@ def test_the_applications_page_shows_which_runtimes_see_which_application(
     for scenario in (explicit, automatic):
         expect_status(server.admin.post("/api/v1/scenarios", json={"name": scenario}), 201)
     selector = f"{label}=auto"
-    body = {"selector": selector}
+    body: dict[str, Any] = {"selector": selector}
     expect_status(server.admin.put(f"/api/v1/scenarios/{automatic}/assignment", json=body), 200)
     apply(
         server.admin,
