@@ -14,6 +14,7 @@ from rrm.cli import (
     agent_command,
     compass,
     config,
+    environment_broker,
     environments,
     install,
     manage,
@@ -22,6 +23,7 @@ from rrm.cli import (
     views,
 )
 from rrm.cli.agent_command import LOG_LEVEL_OPTION
+from rrm.cli.arguments import parse_duration
 
 app = typer.Typer(
     name="rrm",
@@ -55,6 +57,9 @@ def server(
         None, "--hap-cleanup-command", help="run with a dirty binding's name; exit 0 returns it to the pool"
     ),
     hap_cleanup_interval: float = typer.Option(600.0, "--hap-cleanup-interval", min=1.0, help="seconds"),
+    trial_lifetime: str = typer.Option(
+        "14d", "--trial-lifetime", help="a trial environment is suspended for good after this (30m, 14d)"
+    ),
 ) -> None:
     """Run the control plane (blocks until SIGTERM or Ctrl-C)."""
     from rrm.server import ServerSettings, serve
@@ -74,6 +79,7 @@ def server(
             hap_rules_file=hap_rules,
             hap_cleanup_command=hap_cleanup_command,
             hap_cleanup_interval=hap_cleanup_interval,
+            trial_lifetime_seconds=parse_duration(trial_lifetime),
         )
     )
 
@@ -121,6 +127,7 @@ app.add_typer(views.history_app, name="history")
 compass.register(app, manage.runtime_app, views.get_app, views.describe_app, manage.delete_app)
 app.add_typer(rollouts.rollout_app, name="rollout")
 environments.register(app, views.get_app, views.describe_app)
+app.add_typer(environment_broker.environment_broker_app, name="environment-broker")
 accounts.register(views.get_app)
 views.get_app.command("rollouts")(rollouts.get_rollouts)
 views.get_app.command("rolloutpolicies")(rollouts.get_rollout_policies)

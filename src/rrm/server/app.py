@@ -28,6 +28,8 @@ from rrm.server.broker import routes as broker
 from rrm.server.broker import service as broker_service
 from rrm.server.compass import agent_api as compass_agent_api
 from rrm.server.compass import routes as compass
+from rrm.server.environment_broker import routes as environment_broker
+from rrm.server.environment_broker.trials import run_trial_expiry
 from rrm.server.eventstream import EventBroadcaster
 from rrm.server.fleet import Fleet
 from rrm.server.provisioning import routes as provisioning_routes
@@ -111,6 +113,7 @@ def create_app(state: ServerState) -> FastAPI:
         ]
         if state.provisioning is not None:
             tasks.append(asyncio.create_task(state.provisioning.run(leadership)))
+            tasks.append(asyncio.create_task(run_trial_expiry(state, leadership)))
         state.ready = True
         try:
             yield
@@ -148,6 +151,8 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(provisioning_routes.router)
     app.include_router(compass_agent_api.router)
     broker.install(app, system_broker.RegistryBackend(state), broker_service, compass.BROKER_PATH)
+    if state.provisioning is not None:
+        environment_broker.install(app, state, state.provisioning)
     app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     app.add_exception_handler(ui.SignInRequired, ui.sign_in_required)
     app.add_exception_handler(OperationalError, store_failure_handler)

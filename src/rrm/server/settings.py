@@ -34,6 +34,7 @@ class ServerSettings:
     hap_rules_file: Path | None = None  # Hyperscaler Account Pool rules; None: one rule a plan
     hap_cleanup_command: str | None = None  # run with a dirty binding's name; None: an operator cleans up
     hap_cleanup_interval: float = 600.0  # seconds between cleanup passes
+    trial_lifetime_seconds: float = 14 * 86400  # a trial environment is suspended for good after this
 
     @property
     def resolved_database_url(self) -> str:

@@ -348,3 +348,47 @@ class OperationStageRow(Base):
     finished_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text)
+
+
+class PlatformCredential(Base):
+    """HTTP Basic credentials one platform (a marketplace) calls the Environment Broker with; the username
+    is the platform's name, only the password's sha256 is kept."""
+
+    __tablename__ = "environment_broker_platforms"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class BrokeredEnvironment(Base):
+    """An environment a platform ordered: the OSB instance id is the environment's id. `request_hash` is
+    the sha256 of what made the provision request (so the same PUT again is recognised without keeping a
+    secret parameter); `expired_at` marks a trial past its lifetime (suspended for good)."""
+
+    __tablename__ = "brokered_environments"
+    environment_id: Mapped[str] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    )
+    platform: Mapped[str] = mapped_column(String(63), index=True)
+    service_id: Mapped[str] = mapped_column(String(255))
+    plan_id: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    context: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    expired_at: Mapped[datetime | None]
+
+
+class EnvironmentBinding(Base):
+    """A kubeconfig issued to a platform for an environment: a ServiceAccount in the runtime's cluster
+    whose token expires at `expires_at`; unbinding deletes the ServiceAccount, which revokes the token."""
+
+    __tablename__ = "environment_bindings"
+    environment_id: Mapped[str] = mapped_column(
+        ForeignKey("brokered_environments.environment_id", ondelete="CASCADE"), primary_key=True
+    )
+    binding_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    service_account: Mapped[str] = mapped_column(String(63))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)  # the kubeconfig, encrypted, for a repeated bind
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]

@@ -1,0 +1,47 @@
+"""`rrm environment-broker credentials NAME [--rotate]`: HTTP Basic credentials for a platform (a Cloud
+Foundry marketplace, a Service Catalog) to order environments through the Environment Broker."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import typer
+
+from rrm.cli.common import OUTPUT_OPTION, OutputFormat, admin_api, emit
+
+environment_broker_app = typer.Typer(
+    help="The Environment Broker: platforms order environments through the Open Service Broker API.",
+    no_args_is_help=True,
+)
+
+
+@environment_broker_app.command("credentials")
+def credentials(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="the platform's name (a DNS-1123 label); it is the username"),
+    rotate: bool = typer.Option(
+        False, "--rotate", help="replace existing credentials (the old ones stop working)"
+    ),
+    output: OutputFormat = OUTPUT_OPTION,
+) -> None:
+    """Credentials for platform NAME to call the Environment Broker; shown only this once."""
+    path = f"/api/v1/environment-broker/platforms/{quote(name, safe='')}/credentials"
+    with admin_api(ctx) as api:
+        answer = api._request("POST", path, json={"rotate": rotate})
+    emit(answer, output, credentials_text)
+
+
+def credentials_text(answer: Mapping[str, Any]) -> str:
+    user, url = answer["username"], answer["broker_url"]
+    register = f"cf create-service-broker rrm-environments {user} PASSWORD {url}"
+    return "\n".join(
+        [
+            f"broker URL:  {answer['broker_url']}",
+            f"username:    {answer['username']}",
+            f"password:    {answer['password']}",
+            "Shown only this once. Register the broker with the platform, for example:",
+            f"  {register}",
+        ]
+    )
