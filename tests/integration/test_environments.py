@@ -118,6 +118,21 @@ def test_a_local_environment_runs_an_agent_that_gets_components_and_is_cleaned_u
     }
     directory = Path(detail(admin, "loc-a")["resources"]["directory"])
     assert directory == local_agents / "loc-a"
+    mine = admin.get("/api/v1/environments", params={"globalAccount": "ga-1"}).json()["items"]
+    assert [e["name"] for e in mine] == ["loc-a"]
+    assert admin.get("/api/v1/environments", params={"globalAccount": "ga-2"}).json()["items"] == []
+    events = admin.get("/api/v1/events", params={"subject": "environment/loc-a", "limit": 1000}).json()
+    succeeded = [e["message"].split(": ")[1].split()[0] for e in events if e["type"] == "StageSucceeded"]
+    assert succeeded == [s["name"] for s in op["stages"]]
+
+    def measured() -> bool:
+        text = admin.get("/metrics").text
+        return (
+            'rrm_operation_stage_seconds_count{plan="local",stage="install_agent"} 1.0' in text
+            and 'rrm_operations{state="succeeded",type="provision"}' in text
+        )
+
+    fleet.wait_until(measured, "the operation's metrics never appeared")
     apply(admin, [component("loc-binding", "rrm.io/environment=loc-a")])
     fleet.wait_until(
         lambda: any((directory / "resources").glob("*loc-binding*")), "the component never landed"
@@ -275,6 +290,27 @@ def test_a_kubernetes_environment_installs_the_agent_into_the_cluster_and_remove
         client.AppsV1Api(cluster).read_namespaced_deployment("rrm-agent-byo-a", AGENT_NAMESPACE)
     assert gone.value.status == 404
     assert admin.get("/api/v1/runtimes/byo-a").status_code == 404
+
+
+def test_a_delete_during_provisioning_cancels_it_and_removes_what_it_installed(
+    fleet: Fleet, standin: KubeApiServer, cluster: client.ApiClient
+) -> None:
+    admin = fleet.server.admin
+    answer = request(admin, "byo-c", "kubernetes", parameters={"kubeconfig": standin.kubeconfig.read_text()})
+    wait_stage(fleet, "byo-c", answer["operation"], "wait_for_connection", ("waiting",))
+    deleting = expect_status(admin.delete("/api/v1/environments/byo-c"), 202).json()
+    again = expect_status(admin.delete("/api/v1/environments/byo-c"), 202).json()
+    assert again["operation"] == deleting["operation"], "a second delete answers the running one"
+    provisioning = wait_operation(fleet, "byo-c", answer["operation"])
+    assert provisioning["state"] == "canceled"
+    assert provisioning["description"] == "canceled: the environment is being deleted"
+    assert stage(provisioning, "wait_for_connection")["state"] == "canceled"
+    assert wait_operation(fleet, "byo-c", deleting["operation"])["state"] == "succeeded"
+    with pytest.raises(ApiException) as gone:
+        client.CoreV1Api(cluster).read_namespaced_secret("rrm-agent-byo-c", AGENT_NAMESPACE)
+    assert gone.value.status == 404
+    assert admin.get("/api/v1/runtimes/byo-c").status_code == 404
+    assert admin.get("/api/v1/environments/byo-c").json()["state"] == "deprovisioned"
 
 
 # --- restarts -----------------------------------------------------------------------------------------
