@@ -7,9 +7,11 @@ into the "shoot" (the Kubernetes stand-in Gardener's kubeconfig points at), wher
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from .databases import database_for
+from .databases import database_for, fresh_postgres_database
 from .gardener import GardenerApiServer, GardenerServer, cleanup_command
 from .harness import Fleet, apply, child_env, component, expect_status
 from .kube import KubeAgentProcess
@@ -227,3 +229,70 @@ def test_a_kill_9_in_each_stage_resumes_and_creates_the_shoot_once(setup: Setup)
         "aws-1"
     ]
     assert len(garden.shoots()) == 1
+
+
+def test_two_replicas_provisioning_20_environments_for_10_tenants_claim_one_account_each(
+    tmp_path: Path,
+) -> None:
+    """Half the requests through each replica of one PostgreSQL database, all at once."""
+    garden = GardenerApiServer(tmp_path, create_seconds=1.0)
+    with fresh_postgres_database() as database_url:
+        servers: list[GardenerServer] = []
+        fleet: Fleet | None = None
+        try:
+            garden.start()
+            for index in range(12):
+                garden.binding(f"aws-{index:02d}")
+            for index in range(2):
+                data = tmp_path / f"replica-{index}"
+                if servers:
+                    data.mkdir(parents=True)
+                    for name in ("admin-token", "secret-key"):
+                        shutil.copy(servers[0].data_dir / name, data / name)
+                server = GardenerServer(
+                    garden, [], data, tmp_path / f"replica-{index}.log", database_url=database_url
+                )
+                server.start()
+                servers.append(server)
+            fleet = Fleet(servers[0], tmp_path / "fleet")
+            fleet.processes += [garden, servers[1]]
+            with ThreadPoolExecutor(20) as pool:
+                list(pool.map(lambda i: request(
+                    servers[i % 2].admin, f"gr-{i}", "gardener-aws", tenant={"globalAccount": f"ga-{i % 10}"}
+                ), range(20)))  # fmt: skip
+
+            def all_created() -> list[dict[str, Any]]:
+                shoots = garden.shoots()
+                return shoots if len(shoots) == 20 else []
+
+            shoots = fleet.wait_until(all_created, "not every environment got its Shoot", timeout=120)
+            by_tenant: dict[str, set[str]] = {}
+            for shoot in shoots:
+                tenant = shoot["metadata"]["labels"]["rrm.io/global-account"]
+                by_tenant.setdefault(tenant, set()).add(shoot["spec"]["secretBindingName"])
+            assert all(len(accounts) == 1 for accounts in by_tenant.values()), by_tenant
+            assert len(by_tenant) == 10 and len(set().union(*by_tenant.values())) == 10
+            tenants = [b["metadata"]["labels"].get("tenantName") for b in garden.bindings().values()]
+            assert sorted(t for t in tenants if t) == sorted(f"ga-{i}" for i in range(10))
+        finally:
+            if fleet is not None:
+                fleet.close()
+            garden.stop()
+            for server in servers:
+                server.stop()
+
+
+def test_trial_environments_take_the_least_used_shared_binding(setup: Setup) -> None:
+    admin, fleet, garden = setup.server.admin, setup.fleet, setup.garden
+    garden.binding("shared-a", shared="true")
+    garden.binding("shared-b", shared="true")
+    first = request(admin, "gt-1", "trial", tenant={"globalAccount": "ga-t1"})
+    wait_stage(fleet, "gt-1", first["operation"], "wait_for_cluster", ("waiting",))
+    second = request(admin, "gt-2", "trial", tenant={"globalAccount": "ga-t2"})
+    wait_stage(fleet, "gt-2", second["operation"], "wait_for_cluster", ("waiting",))
+    third = request(admin, "gt-3", "trial", tenant={"globalAccount": "ga-t1"})
+    wait_stage(fleet, "gt-3", third["operation"], "wait_for_cluster", ("waiting",))
+    used = [the_shoot(setup, f"gt-{i}")["spec"]["secretBindingName"] for i in (1, 2, 3)]
+    assert used == ["shared-a", "shared-b", "shared-a"]
+    assert "tenantName" not in garden.labels("shared-a")
+    assert all("tenantName" not in garden.labels(f"aws-{i}") for i in (1, 2, 3))
