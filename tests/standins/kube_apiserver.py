@@ -10,6 +10,12 @@ API server follows is cited where it is implemented (Kubernetes documentation, o
 the documentation is silent):
 
 - Discovery: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/apps/v1`, `/apis/dapr.io/v1alpha1`.
+- ServiceAccount tokens: `POST .../serviceaccounts/{name}/token` (TokenRequest, authentication.k8s.io/v1)
+  issues a bearer token for an existing ServiceAccount, `spec.expirationSeconds` at least 600 ("may not
+  specify a duration less than 10 minutes", the apiserver's TokenRequest validation; default 3600). The
+  token authenticates until it expires or its ServiceAccount is deleted: a bound token "is invalidated
+  when the object it's bound to is deleted" (kubernetes.io/docs/reference/access-authn-authz/
+  service-accounts-admin/#bound-service-account-tokens). A wrong or stale token is a 401.
 - Namespaced resources: `secrets`, `pods` (core v1), `deployments`, `statefulsets` (apps/v1),
   `components`, `configurations` (dapr.io/v1alpha1, custom resources). Verbs: GET (object, or list with
   `labelSelector` and the collection's `resourceVersion`), POST, PUT, PATCH (JSON merge, JSON patch,
@@ -45,7 +51,9 @@ Simplifications (what a real API server does differently):
   it). `stringData` is folded into `data` on every write.
 - No namespaces as objects (any namespace name is accepted), no admission, defaulting, pruning of unknown
   fields, finalizers, garbage collection, generation or status subresources, no RBAC (a `--token`, if
-  given, is the only credential), no field selectors, pagination, `resourceVersionMatch` or protobuf.
+  given, and the ServiceAccount tokens issued are the only credentials, each allowed everything;
+  ClusterRoleBindings are stored, not enforced), no field selectors, pagination, `resourceVersionMatch` or
+  protobuf.
   Nothing runs: Deployments and StatefulSets are stored objects, pods exist only if a test creates them.
 
 Test-only: `GET /test/audit` answers every write so far in order, `[{"seq", "verb", "resource",
@@ -147,12 +155,16 @@ RESOURCES = [
     Resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
     Resource("rbac.authorization.k8s.io", "v1", "Role", "roles"),
     Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+    Resource(
+        "rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
+    ),
     Resource("apps", "v1", "Deployment", "deployments"),
     Resource("apps", "v1", "StatefulSet", "statefulsets"),
     Resource("dapr.io", "v1alpha1", "Component", "components"),
     Resource("dapr.io", "v1alpha1", "Configuration", "configurations"),
 ]
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
+SERVICE_ACCOUNTS = BY_PATH[("", "v1", "serviceaccounts")]
 
 # The associative lists of the core PodSpec (`x-kubernetes-list-type: map` and `x-kubernetes-list-map-keys`
 # in the Kubernetes OpenAPI, from the `+listType=map` / `+listMapKey` markers of k8s.io/api/core/v1).
@@ -1108,8 +1120,12 @@ ROUTE = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/namespaces/(?P<namespace>[^/]+)"
     r"/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?/?$"
 )
-# cluster-scoped: only Namespaces are served
-CLUSTER_ROUTE = re.compile(r"^/api/(?P<core>v1)/(?P<plural>namespaces)(?:/(?P<name>[^/]+))?/?$")
+# cluster-scoped: Namespaces and ClusterRoleBindings
+CLUSTER_ROUTE = re.compile(
+    r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?/?$"
+)
+TOKEN_ROUTE = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/serviceaccounts/(?P<name>[^/]+)/token/?$")
+MIN_TOKEN_SECONDS, DEFAULT_TOKEN_SECONDS = 600, 3600
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -1176,7 +1192,7 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        if self.server.token and self.headers.get("Authorization") != f"Bearer {self.server.token}":
+        if not self.server.authenticated(self.headers.get("Authorization") or ""):
             self._body()
             raise ApiError(401, "Unauthorized", "Unauthorized")
         path = url.path.rstrip("/") or "/"
@@ -1198,6 +1214,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         if path.startswith("/test/"):
             self._test_hook(path)
+            return
+        token_request = TOKEN_ROUTE.match(url.path)
+        if token_request and self.command == "POST":
+            body = self._json_body(self._body())
+            self._send(201, self.server.issue_token(token_request["namespace"], token_request["name"], body))
             return
         match = ROUTE.match(url.path) or CLUSTER_ROUTE.match(url.path)
         if not match:
@@ -1341,6 +1362,42 @@ class ApiServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), Handler)
         self.store = Store(history, bookmark_interval)
         self.token = token
+        self.issued: dict[str, tuple[str, str, str, float]] = {}  # token → namespace, name, uid, expiry
+
+    def authenticated(self, authorization: str) -> bool:
+        """The `--token`, or a ServiceAccount token not expired whose ServiceAccount still exists."""
+        if not self.token or authorization == f"Bearer {self.token}":
+            return True
+        issued = (
+            self.issued.get(authorization.removeprefix("Bearer ")) if authorization[:7] == "Bearer " else None
+        )
+        if issued is None or issued[3] <= time.time():
+            return False
+        namespace, name, uid, _ = issued
+        with self.store.changed:
+            account = self.store.objects.get((SERVICE_ACCOUNTS, namespace, name))
+            return account is not None and account.obj["metadata"]["uid"] == uid
+
+    def issue_token(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A TokenRequest's answer: a new token bound to the ServiceAccount."""
+        spec = body.get("spec") or {}
+        seconds = spec.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS
+        if not isinstance(seconds, int) or seconds < MIN_TOKEN_SECONDS:
+            cause = ("spec.expirationSeconds", "may not specify a duration less than 10 minutes")
+            raise invalid(Resource("authentication.k8s.io", "v1", "TokenRequest", "token"), name, [cause])
+        account = self.store.get(SERVICE_ACCOUNTS, namespace, name)  # 404 when there is none
+        token, expiry = f"standin-sa-{uuid.uuid4().hex}", time.time() + seconds
+        self.issued[token] = (namespace, name, account["metadata"]["uid"], expiry)
+        return {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {**spec, "expirationSeconds": seconds},
+            "status": {
+                "token": token,
+                "expirationTimestamp": datetime.fromtimestamp(expiry, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        }
 
     def server_close(self) -> None:
         self.store.end_watches()

@@ -443,3 +443,50 @@ def test_namespaces_are_cluster_scoped_and_the_agents_install_objects_are_served
     headers = {"Authorization": f"Bearer {TOKEN}"}
     assert httpx.get(f"{url}/api/v1/serviceaccounts/rrm-agent-edge-1", headers=headers).status_code == 404
     assert httpx.get(f"{url}/api/v1/namespaces/rrm-system/namespaces/x", headers=headers).status_code == 404
+
+
+def test_a_service_account_token_authenticates_until_its_account_is_deleted(
+    url: str, api: client.ApiClient
+) -> None:
+    """TokenRequest (`POST serviceaccounts/{name}/token`, authentication.k8s.io/v1,
+    https://kubernetes.io/docs/reference/kubernetes-api/authentication-resources/token-request-v1/) issues a
+    bearer token for an existing ServiceAccount; less than 10 minutes is refused, as the apiserver's
+    validation does. A bound token "is invalidated when the object it's bound to is deleted"
+    (https://kubernetes.io/docs/reference/access-authn-authz/service-accounts-admin/#bound-service-account-tokens),
+    and a token nobody issued is a 401. ClusterRoleBindings are cluster-scoped objects."""
+    core = client.CoreV1Api(api)
+    spec = client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+    missing = refusal(
+        core.create_namespaced_service_account_token, "ops", NS, {"spec": {"expirationSeconds": 600}}
+    )
+    assert missing[0] == 404
+    core.create_namespaced_service_account(
+        NS,
+        client.V1ServiceAccount(
+            api_version="v1", kind="ServiceAccount", metadata=client.V1ObjectMeta(name="ops")
+        ),
+    )
+    short = refusal(
+        core.create_namespaced_service_account_token, "ops", NS, {"spec": {"expirationSeconds": 60}}
+    )
+    assert short[0] == 422 and short[1]["details"]["causes"][0]["field"] == "spec.expirationSeconds"
+    answer = core.create_namespaced_service_account_token(
+        "ops", NS, client.AuthenticationV1TokenRequest(spec=spec)
+    )
+    assert answer.status is not None and answer.status.expiration_timestamp is not None
+    as_account = {"Authorization": f"Bearer {answer.status.token}"}
+    assert httpx.get(f"{url}/api/v1/namespaces/{NS}/secrets", headers=as_account).status_code == 200
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "ops"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "ops", "namespace": NS}],
+    }
+    client.RbacAuthorizationV1Api(api).create_cluster_role_binding(binding)
+    stored = client.RbacAuthorizationV1Api(api).read_cluster_role_binding("ops")
+    assert stored.metadata.namespace is None and stored.subjects[0].name == "ops"
+    core.delete_namespaced_service_account("ops", NS)
+    assert httpx.get(f"{url}/api/v1/namespaces/{NS}/secrets", headers=as_account).status_code == 401
+    forged = {"Authorization": "Bearer standin-sa-0123"}
+    assert httpx.get(f"{url}/api/v1/namespaces/{NS}/secrets", headers=forged).status_code == 401

@@ -107,11 +107,15 @@ def _create(call: Any) -> None:
 
 
 def _account(name: str) -> client.V1ServiceAccount:
-    return client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name, labels=MANAGED_BY))
+    return client.V1ServiceAccount(
+        api_version="v1", kind="ServiceAccount", metadata=client.V1ObjectMeta(name=name, labels=MANAGED_BY)
+    )
 
 
 def _binding(name: str) -> client.V1ClusterRoleBinding:
     return client.V1ClusterRoleBinding(
+        api_version="rbac.authorization.k8s.io/v1",
+        kind="ClusterRoleBinding",
         metadata=client.V1ObjectMeta(name=name, labels=MANAGED_BY),
         role_ref=client.V1RoleRef(
             api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=CLUSTER_ROLE
