@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from .harness import ServerProcess, expect_status, wait_until
+from .test_environment_broker import register_platform
 from .test_ui_http import event_stream, first_event, new_token, signed_in
 
 pytestmark = pytest.mark.integration
@@ -141,3 +142,25 @@ def test_the_environments_pages_need_a_session(server: ServerProcess) -> None:
             assert response.status_code == 303 and response.headers["location"].startswith("/ui/login?next=")
         for path in ("/ui/fragments/environments", "/ui/fragments/environments/any"):
             assert anonymous.get(path).status_code == 401
+
+
+def test_the_pages_name_the_platform_that_ordered_an_environment(server: ServerProcess) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    ordered, direct = f"env-osb-{suffix}", f"env-api-{suffix}"
+    platform = register_platform(server, f"cf-{suffix}")
+    context = {"platform": "cloudfoundry", "globalaccount_id": f"ga-{suffix}", "subaccount_id": "sa-1"}
+    parameters = {"name": ordered, "kubeconfig": unreachable_kubeconfig("osb-secret")}
+    with platform.http:
+        expect_status(platform.provision(str(uuid.uuid4()), "kubernetes", parameters, context=context), 202)
+    request(server.admin, direct, "api-secret", globalAccount=f"ga-{suffix}")
+    try:
+        with signed_in(server) as admin_browser:
+            page = admin_browser.get("/ui/environments", params={"globalAccount": f"ga-{suffix}"}).text
+            listed = rows(page)
+            assert set(listed) == {ordered, direct}
+            assert f" cf-{suffix} provision" in listed[ordered][1] and " API provision" in listed[direct][1]
+            detail = expect_status(admin_browser.get(f"/ui/environments/{ordered}"), 200).text
+            chip = f'<span class="chip" title="ordered through the Environment Broker">cf-{suffix}</span>'
+            assert f"<dt>Ordered by</dt><dd>{chip}" in detail
+    finally:
+        delete(server.admin, ordered, direct)

@@ -1,6 +1,6 @@
 """What the dashboard's Environments pages read, in one read transaction: the environments (as the admin API
-shows them) with their latest operation, the global accounts to filter by, and one environment with every
-operation's stages."""
+shows them) with their latest operation and the platform that ordered them, the global accounts to filter
+by, and one environment with every operation's stages."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from rrm.server.provisioning.views import environment_detail, environment_view
 from rrm.server.state import ServerState
 from rrm.store import provisioning as store
-from rrm.store.tables import EnvironmentRow
+from rrm.store.tables import BrokeredEnvironment, EnvironmentRow
 
 PAGE_SIZE = 200  # environments on the list page; the filter narrows a longer list
 ACTIVE_OPERATION_STATES = ("pending", "in progress")
@@ -31,9 +31,19 @@ def environment_list(
 ) -> EnvironmentList:
     where = store.EnvironmentFilter(include_archived=include_archived, global_account=global_account)
     rows, total = store.environments(session, where, 0, PAGE_SIZE)
-    operations = store.operations_of(session, [row.id for row in rows])
-    views = [environment_view(state, row, operations[row.id]) for row in rows]
+    ids = [row.id for row in rows]
+    operations, platforms = store.operations_of(session, ids), platforms_of(session, ids)
+    views = [{**environment_view(state, r, operations[r.id]), "platform": platforms.get(r.id)} for r in rows]
     return EnvironmentList(views, total, global_accounts(session))
+
+
+def platforms_of(session: Session, environment_ids: list[str]) -> dict[str, str]:
+    """Which platform ordered each environment through the Environment Broker (the others came through
+    the admin API)."""
+    query = select(BrokeredEnvironment.environment_id, BrokeredEnvironment.platform).where(
+        BrokeredEnvironment.environment_id.in_(environment_ids)
+    )
+    return {environment_id: platform for environment_id, platform in session.execute(query)}
 
 
 def global_accounts(session: Session) -> list[str]:
@@ -49,7 +59,10 @@ def global_accounts(session: Session) -> list[str]:
 def environment(state: ServerState, session: Session, name: str) -> dict[str, Any] | None:
     """The environment of that name (the active one, else the one deleted last) with every operation."""
     row = store.latest_environment(session, name)
-    return None if row is None else environment_detail(state, session, row)
+    if row is None:
+        return None
+    platform = platforms_of(session, [row.id]).get(row.id)
+    return {**environment_detail(state, session, row), "platform": platform}
 
 
 def in_progress(environment: dict[str, Any]) -> bool:

@@ -182,6 +182,13 @@ def countdown(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(math.ceil(max(0.0, seconds)))
 
 
+def took(seconds: float | None) -> str:
+    """How long a finished stage took: tenths of a second while that matters, else as countdowns read."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f}s" if seconds < 10 else format_duration(round(seconds))
+
+
 @dataclass(frozen=True)
 class WaveProgress:
     """A wave's runtimes by how far they got, for its progress bar (the rest have not started)."""

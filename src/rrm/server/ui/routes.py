@@ -60,6 +60,7 @@ templates.filters.update(
     yaml=present.manifest_yaml,
     countdown=present.countdown,
     seconds_until=present.seconds_until,
+    took=present.took,
 )
 templates.globals.update(
     condition=present.condition,
@@ -335,8 +336,10 @@ def environment_page(state: ServerState, session: Session, request: Request) -> 
     """One environment with its operations' stages as a timeline."""
     name = request.path_params["name"]
     detail = environment_reads.environment(state, session, name)
-    if detail is None:
-        return _missing(f"environment {name}", "environments")
+    if detail is None:  # not yet, maybe: the page shows it once it is requested
+        missing = _missing(f"environment {name}", "environments")
+        missing.subjects = f"environment/{name}"
+        return missing
     context = {
         "environment": detail,
         "events": list(reversed(detail["events"])),
