@@ -1,8 +1,10 @@
-"""Runtime keys: one runtime per public key, rotation only by whoever holds the key in force, and agents whose
-clock is off (faked for the real agent process with libfaketime, as a host's wrong clock would be)."""
+"""Runtime keys: one runtime per public key, rotation only by whoever holds the key in force, a rotation that
+survives a network cut or a kill -9 at each step, and agents whose clock is off (faked for the real agent
+process with libfaketime, as a host's wrong clock would be)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -12,7 +14,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from rrm.agent.identity import KEY_FILE
+from rrm.agent.identity import IDENTITY_FILE, KEY_FILE, PENDING_KEY_FILE
 from rrm.wire import agent_auth
 
 from .harness import (
@@ -31,6 +33,7 @@ from .harness import (
     runtime,
     synced,
 )
+from .network_cut import AnswerDroppingProxy
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +136,96 @@ def test_the_real_agent_rotates_its_key_and_keeps_working(fleet: Fleet, admin: h
     )
     fleet.wait_runtime("key-rotating-agent", synced, "Synced with the rotated key")
     assert "event=key-rotated" in agent.log_path.read_text()
+
+
+def identity_on_disk(agent: AgentProcess, server_url: str, key_pem: bytes | None = None) -> AgentIdentity:
+    """The agent's runtime with its key on disk (or `key_pem`), to call the agent API as the agent would."""
+    record = json.loads((agent.state_dir / IDENTITY_FILE).read_text())
+    key = agent_auth.load_private_key(key_pem or (agent.state_dir / KEY_FILE).read_bytes())
+    kid = agent_auth.key_id(agent_auth.public_key_pem(key))
+    return AgentIdentity(server_url, record["runtime_id"], record["runtime_name"], key, kid)
+
+
+def assert_rotated_to(
+    fleet: Fleet, admin: httpx.Client, agent: AgentProcess, new_key: bytes, old_key: bytes
+) -> None:
+    """The agent completed its rotation to `new_key` without re-pairing: one key on disk, the director holds
+    it and not the old one, and the agent gets deliveries."""
+    key_path, pending_path = agent.state_dir / KEY_FILE, agent.state_dir / PENDING_KEY_FILE
+    fleet.wait_until(
+        lambda: key_path.read_bytes() == new_key and not pending_path.exists(),
+        lambda: fleet.explain(
+            f"the agent did not complete the rotation: pending key left={pending_path.exists()}"
+        ),
+    )
+    expect_status(identity_on_disk(agent, fleet.server.url).desired_state(), 200)
+    old = identity_on_disk(agent, fleet.server.url, old_key)
+    assert old.desired_state().status_code == 401, "the director still takes the old key"
+    label = agent.name
+    apply(admin, [http_binding(f"{label}-web", f"t-cut={label}", f"http://{label}.invalid/")])
+    fleet.wait_files(
+        agent,
+        lambda c: metadata_value(c.get(f"{label}-web", {}), "url") == f"http://{label}.invalid/",
+        "delivery with the rotated key",
+    )
+
+
+def test_a_rotation_whose_answer_a_network_cut_dropped_completes_without_re_pairing(
+    fleet: Fleet, admin: httpx.Client
+) -> None:
+    name = "key-cut-answer"
+    token = register(admin, name, labels={"t-cut": name})
+    proxy = AnswerDroppingProxy(fleet.server.url)
+    try:
+        agent = fleet.agent_process(name)
+        agent.director_url = proxy.url
+        agent.start(token)
+        fleet.wait_runtime(name, lambda d: condition_true(d, "Connected"), "Connected through the proxy")
+        agent.stop()
+        key_path = agent.state_dir / KEY_FILE
+        old_key = key_path.read_bytes()
+        a_day_ago = time.time() - 86_400 - 60
+        os.utime(key_path, (a_day_ago, a_day_ago))  # a key a day old: the agent rotates it as it starts
+        proxy.arm(b"POST /agent/v1/rotate ")
+
+        agent.start()
+        fleet.wait_until(proxy.dropped.is_set, "the rotation's answer reached the proxy and was dropped")
+        fleet.wait_until(lambda: key_path.read_bytes() != old_key, "the agent completed the rotation")
+        assert_rotated_to(fleet, admin, agent, key_path.read_bytes(), old_key)
+        assert "event=key-rotation-completed" in agent.log_path.read_text()
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("crash", ["before-the-request", "after-the-commit", "after-replacing-the-key-file"])
+def test_an_agent_killed_during_a_rotation_completes_it_when_restarted(
+    fleet: Fleet, admin: httpx.Client, crash: str
+) -> None:
+    """kill -9 at each step of a rotation, with the files as the agent leaves them there: the pending key
+    written (and maybe the director's commit of it done, with the agent's own key, as the agent does it;
+    maybe the key file replaced, identity.json not yet)."""
+    name = f"key-killed-{crash}"
+    agent = fleet.agent(name, {"t-cut": name})
+    fleet.wait_runtime(name, lambda d: condition_true(d, "Connected"), "Connected")
+    agent.kill9()
+    key_path = agent.state_dir / KEY_FILE
+    old_key = key_path.read_bytes()
+    pending = agent_auth.generate_private_key()
+    pending_pem = agent_auth.private_key_pem(pending)
+    (agent.state_dir / PENDING_KEY_FILE).write_bytes(pending_pem)
+    os.chmod(agent.state_dir / PENDING_KEY_FILE, 0o600)
+    if crash != "before-the-request":
+        current = identity_on_disk(agent, fleet.server.url)
+        body = rotation_body(current, agent_auth.public_key_pem(pending))
+        expect_status(current.request("POST", "/agent/v1/rotate", json=body), 200)
+    if crash == "after-replacing-the-key-file":
+        key_path.write_bytes(pending_pem)
+
+    agent.start()
+
+    assert_rotated_to(fleet, admin, agent, pending_pem, old_key)
+    record = json.loads((agent.state_dir / IDENTITY_FILE).read_text())
+    assert record["key_id"] == agent_auth.key_id(agent_auth.public_key_pem(pending))
 
 
 def require_libfaketime() -> None:

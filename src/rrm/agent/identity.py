@@ -68,15 +68,17 @@ class AgentIdentity:
             return None
         record = IdentityRecord(**json.loads(identity_path.read_text()))
         key = load_private_key(key_path.read_bytes())
+        identity = cls(state_dir, record, key)
         kid = key_id(public_key_pem(key))
         if kid != record.key_id:
             # A crash between writing the rotated key and identity.json: the key on disk is the one in force.
             log.warning("event=key-id-repaired stored=%s key=%s", record.key_id, kid)
-            record = replace(record, key_id=kid)
+            identity.record = replace(record, key_id=kid)
+            identity._store_record()
         pending_path = state_dir / PENDING_KEY_FILE
         if pending_path.exists() and pending_path.read_bytes() == key_path.read_bytes():
             remove_durably(pending_path)  # a crash after the pending key became the key in force
-        return cls(state_dir, record, key)
+        return identity
 
     @classmethod
     async def pair(
