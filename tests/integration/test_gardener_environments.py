@@ -32,7 +32,7 @@ plans:
   - name: gardener-quick
     backend: gardener
     regions: [eu-central-1]
-    accountPool: hap
+    accountPool: gardener
     defaults: {provider: aws, machineType: m6i.large, autoScalerMin: 3, autoScalerMax: 4}
     deadlines: {wait_for_cluster: 12s}
 """
@@ -146,6 +146,10 @@ def test_a_gardener_environment_becomes_a_connected_runtime_and_its_account_is_c
             return "gw-binding" in [i["metadata"]["name"] for i in items["items"]]
 
         fleet.wait_until(delivered, "the component never reached the Shoot")
+    update = admin.patch("/api/v1/environments/gw-a", json={"parameters": {"autoScalerMax": 10}})
+    update_id = expect_status(update, 202).json()["operation"]
+    assert wait_operation(fleet, "gw-a", update_id)["state"] == "succeeded"
+    assert the_shoot(setup, "gw-a")["spec"]["provider"]["workers"][0]["maximum"] == 10
     shown = {a["name"]: a for a in accounts_cli(setup)}
     assert shown["aws-1"]["tenant"] == "ga-1" and shown["aws-1"]["environments"] == ["gw-a"]
     assert shown["aws-1"]["clusters"] == ["gw-a"] and not shown["aws-1"]["dirty"]
@@ -296,3 +300,28 @@ def test_trial_environments_take_the_least_used_shared_binding(setup: Setup) -> 
     assert used == ["shared-a", "shared-b", "shared-a"]
     assert "tenantName" not in garden.labels("shared-a")
     assert all("tenantName" not in garden.labels(f"aws-{i}") for i in (1, 2, 3))
+
+
+def test_a_bad_rule_set_stops_the_server_at_start_naming_the_line(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "garden.yaml"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: g\nclusters: [{name: g, cluster: {server: "
+        "'http://127.0.0.1:9'}}]\nusers: [{name: g, user: {token: t}}]\n"
+        "contexts: [{name: g, context: {cluster: g, user: g}}]\n"
+    )
+    rules = tmp_path / "hap.rules"
+    base = [sys.executable, "-m", "rrm", "server", "--data-dir", str(tmp_path / "data"), "--port", "1"]
+    base += ["--gardener-kubeconfig", str(kubeconfig), "--gardener-namespace", "garden-dev"]
+    for text, message in [
+        ("aws\nazure\ngcp\n# trial is missing\n", "no rule for the plans trial"),
+        (
+            "aws\nazure\ngcp\ntrial -> S\ngcp(PR=*)\n",
+            f"{rules}:5: 'gcp(PR=*)' applies to the same requests as line 3",
+        ),
+        ("aws\naws(PR=cf-eu11) -> EUROPE\n", f"{rules}:2: 'EUROPE'"),
+    ]:
+        rules.write_text(text)
+        done = subprocess.run(
+            [*base, "--hap-rules", str(rules)], env=child_env(), capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode != 0 and message in done.stderr, done.stderr

@@ -1,5 +1,5 @@
 """What `rrm server --gardener-kubeconfig PATH --gardener-namespace garden-PROJECT` adds to the catalog: the
-gardener backend, the Hyperscaler Account Pool `hap` (with `--hap-rules FILE` and the cleanup job of
+gardener backend, the Hyperscaler Account Pool `gardener` (with `--hap-rules FILE` and the cleanup job of
 `--hap-cleanup-command CMD`), and the plans `gardener-aws`, `gardener-azure`, `gardener-gcp` and `trial`, with
 parameters in the spirit of KEB's (name, machineType, autoScalerMin/Max, administrators, networking)."""
 
@@ -16,7 +16,7 @@ from rrm.server.provisioning.hap_rules import default_rules, load_rules
 from rrm.server.provisioning.plans import Plan
 from rrm.server.settings import ServerSettings
 
-POOL = "hap"
+POOL = "gardener"
 REGIONS = {
     "aws": ("eu-central-1", "eu-west-2", "ca-central-1", "sa-east-1", "us-east-1", "us-west-2",
             "ap-northeast-1", "ap-northeast-2", "ap-south-1", "ap-southeast-1", "ap-southeast-2"),

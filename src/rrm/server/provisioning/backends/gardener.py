@@ -139,7 +139,7 @@ class GardenerBackend:
     def _binding(self, request: ClusterRequest) -> Binding:
         if not request.account:
             raise BackendFailure(
-                f"plan {request.plan} claimed no account; gardener plans need accountPool: hap"
+                f"plan {request.plan} claimed no account; gardener plans need accountPool: gardener"
             )
         kind, binding_name = account_parts(request.account)
         body = self._do(f"reading {request.account}", lambda: self.garden.get(kind, binding_name))
@@ -224,6 +224,21 @@ class GardenerBackend:
         if last.get("type") == "Delete" and last.get("state") in ("Failed", "Error"):
             return ClusterProgress(False, f"{said}{codes(status)} (Gardener retries)", last.get("progress"))
         return ClusterProgress(False, said, last.get("progress") if last.get("type") == "Delete" else None)
+
+    def update_cluster(self, request: ClusterRequest) -> None:
+        """The updatable parameters (machine type, autoscaler bounds, administrators) onto the Shoot."""
+        name, shoot = self.shoot(request)
+        if shoot is None:
+            raise BackendFailure(f"the Shoot {name} is gone (deleted outside rrm?)")
+        workers = shoot["spec"]["provider"].get("workers") or [{}]
+        workers[0] = {**workers[0], **worker(request.parameters)}
+        shoot["spec"]["provider"]["workers"] = workers
+        annotations = shoot["metadata"].setdefault("annotations", {})
+        annotations["rrm.io/administrators"] = ",".join(request.parameters.get("administrators") or [])
+        try:
+            self._do(f"updating Shoot {name}", lambda: self.garden.replace(SHOOTS, shoot))
+        except Conflict as exc:
+            raise RetryLater(f"Shoot {name} changed while updating it") from exc
 
     def supervise(self) -> None:
         """On the leader, every few seconds: the account pool's cleanup, when due."""
