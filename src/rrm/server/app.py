@@ -22,6 +22,7 @@ from rrm.server import ui
 from rrm.server.access_log import redact_query_strings
 from rrm.server.api import admin, agent, ops, rollouts, stream, tokens
 from rrm.server.api.common import signed_in_reader
+from rrm.server.apply import RolloutHooks
 from rrm.server.auth import ADMIN_TOKEN_PREFIX, ROLE_ADMIN, AdminAuth, AgentAuth, new_token, token_hash
 from rrm.server.broker import registry as system_broker
 from rrm.server.broker import routes as broker
@@ -32,11 +33,12 @@ from rrm.server.environment_broker import routes as environment_broker
 from rrm.server.environment_broker.trials import run_trial_expiry
 from rrm.server.eventstream import EventBroadcaster
 from rrm.server.fleet import Fleet
+from rrm.server.housekeeping import run_housekeeping
+from rrm.server.limits import BodyLimitGuard, control_plane_limits
 from rrm.server.provisioning import routes as provisioning_routes
 from rrm.server.provisioning.catalog import build_catalog
 from rrm.server.provisioning.engine import Engine
-from rrm.server.housekeeping import run_housekeeping
-from rrm.server.limits import BodyLimitGuard, control_plane_limits
+from rrm.server.rollouts import lifecycle
 from rrm.server.secretbox import SecretBox, load_or_create_key, write_private_file
 from rrm.server.sessions import DashboardSessions
 from rrm.server.settings import ServerSettings
@@ -88,6 +90,7 @@ def build_state(settings: ServerSettings) -> ServerState:
         sessions=DashboardSessions(db, admin_auth),
         status_writer=StatusWriter(db),
         writes=WriteBatcher(db, fleet),
+        rollouts=RolloutHooks(lifecycle.on_component_revision, lifecycle.revisions_kept_by_rollouts),
     )
     state.provisioning = Engine(state, build_catalog(settings, db.is_sqlite))
     return state

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from rrm.server.apply import RolloutHooks
 from rrm.server.auth import AdminAuth, AgentAuth
 from rrm.server.eventstream import EventBroadcaster
 from rrm.server.fleet import Fleet
@@ -34,6 +35,7 @@ class ServerState:
     sessions: DashboardSessions
     status_writer: StatusWriter
     writes: WriteBatcher
+    rollouts: RolloutHooks  # how a stored component revision reaches the rollout controller
     ready: bool = False
     provisioning: Engine | None = None  # set when the app is created
 

@@ -25,7 +25,6 @@ from rrm.server.compass.apply import apply_all
 from rrm.server.compass.labels import check_runtime_labels, check_runtime_scenarios
 from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.queries import read
-from rrm.server.rollouts.lifecycle import on_component_revision, revisions_kept_by_rollouts
 from rrm.server.state import ServerState, server_state, utcnow
 from rrm.server.writes import Discard
 from rrm.store import compass as compass_store
@@ -228,7 +227,9 @@ class ApplyRequest(BaseModel):
 @router.post("/apply", dependencies=[Depends(writer)])
 async def apply(body: ApplyRequest, state: ServerState = Depends(server_state)) -> Any:
     def work(session: Session) -> Any:
-        outcome = apply_all(session, state.box, body.documents, dry_run=body.dry_run, now=utcnow())
+        outcome = apply_all(
+            session, state.box, body.documents, state.rollouts, dry_run=body.dry_run, now=utcnow()
+        )
         if body.strict and outcome.warnings:
             raise InvalidInput(outcome.warnings)
         if body.dry_run:
@@ -237,9 +238,12 @@ async def apply(body: ApplyRequest, state: ServerState = Depends(server_state)) 
 
     outcome = await write(state, work)
     for result in outcome.results:
-        if result["action"] != "unchanged" and not body.dry_run:
-            ADMIN_WRITES.labels(result["kind"].lower(), result["action"]).inc()
-    return {"results": outcome.results, "warnings": [w.as_dict() for w in outcome.warnings]}
+        if result.action != "unchanged" and not body.dry_run:
+            ADMIN_WRITES.labels(result.kind.lower(), result.action).inc()
+    return {
+        "results": [r.as_dict() for r in outcome.results],
+        "warnings": [w.as_dict() for w in outcome.warnings],
+    }
 
 
 @router.get("/components")
@@ -280,7 +284,7 @@ async def rollback_component(
         live = repo.component(session, name)
         previous = live.revision if live else None
         revision = repo.write_component_revision(session, name, old.manifest, "rollback", now)
-        on_component_revision(session, name, old.manifest, revision, previous, now)
+        state.rollouts.on_component_revision(session, name, old.manifest, revision, previous, now)
         repo.record_event(
             session,
             "ComponentRolledBack",
@@ -304,7 +308,7 @@ async def delete_component(name: str, state: ServerState = Depends(server_state)
         now = utcnow()
         previous = live.revision
         revision = repo.write_component_revision(session, name, None, "deleted", now)
-        on_component_revision(session, name, None, revision, previous, now)
+        state.rollouts.on_component_revision(session, name, None, revision, previous, now)
         repo.record_event(session, "ComponentDeleted", f"component/{name}", f"revision {revision}", now)
 
     await write(state, work)
@@ -325,7 +329,7 @@ async def delete_secret(name: str, state: ServerState = Depends(server_state)) -
         users = sorted(c.name for c in repo.all_components(session) if name in secret_refs(c.manifest))
         users += [
             f"{component} (revision {revision}, still handed out by its rollout)"
-            for component, revision, manifest in revisions_kept_by_rollouts(session)
+            for component, revision, manifest in state.rollouts.revisions_kept(session)
             if name in secret_refs(manifest)
         ]
         if users:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from rrm.core.canonical import canonical_json
 from rrm.core.scenarios import BINDING_PREFIX, KINDS, RRM_API_VERSION, binding_name
-from rrm.server.apply import ApplyOutcome, InvalidInput, Problem, apply_documents
+from rrm.server.apply import ApplyOutcome, InvalidInput, Problem, Result, RolloutHooks, apply_documents
 from rrm.server.compass import manifests
 from rrm.server.compass.labels import label_problems, scenario_problems, value_problems
 from rrm.server.secretbox import SecretBox
@@ -49,12 +49,18 @@ def is_compass_document(document: Any) -> bool:
 
 
 def apply_all(
-    session: Session, box: SecretBox, documents: Sequence[Any], *, dry_run: bool, now: datetime
+    session: Session,
+    box: SecretBox,
+    documents: Sequence[Any],
+    rollouts: RolloutHooks,
+    *,
+    dry_run: bool,
+    now: datetime,
 ) -> ApplyOutcome:
-    """Validate every document, then store them all; raises InvalidInput (nothing stored) or Conflict."""
+    """Validate every document, then store them all; raises InvalidInput (nothing stored)."""
     plan, problems = _plan(session, documents)
     try:
-        outcome = apply_documents(session, box, documents, dry_run=dry_run, now=now)
+        outcome = apply_documents(session, box, documents, rollouts, dry_run=dry_run, now=now)
     except InvalidInput as exc:
         raise InvalidInput(_ordered([*exc.problems, *problems])) from None
     if problems:
@@ -210,9 +216,7 @@ def _store(
                 json.dumps(definition.schema)[:500],
                 now,
             )
-        outcome.results.append(
-            {"kind": manifests.LABEL_DEFINITION, "name": definition.key, "action": action, "revision": None}
-        )
+        outcome.results.append(Result(manifests.LABEL_DEFINITION, definition.key, action, None))
 
     existing_assignments = store.all_assignments(session) if plan.assignments else {}
     for _, assignment in plan.assignments:
@@ -226,14 +230,7 @@ def _store(
                 f"selector {assignment.selector!r}",
                 now,
             )
-        outcome.results.append(
-            {
-                "kind": manifests.SCENARIO_ASSIGNMENT,
-                "name": assignment.scenario,
-                "action": action,
-                "revision": None,
-            }
-        )
+        outcome.results.append(Result(manifests.SCENARIO_ASSIGNMENT, assignment.scenario, action, None))
 
     for _, app in plan.applications:
         row = store.application(session, app.name)
@@ -244,14 +241,7 @@ def _store(
         )
         if unchanged:
             assert row is not None
-            outcome.results.append(
-                {
-                    "kind": manifests.APPLICATION,
-                    "name": app.name,
-                    "action": "unchanged",
-                    "revision": row.revision,
-                }
-            )
+            outcome.results.append(Result(manifests.APPLICATION, app.name, "unchanged", row.revision))
             continue
         action = "updated" if row is not None else "created"
         revision = (row.revision if row else 0) + 1
@@ -273,9 +263,7 @@ def _store(
                 f"revision {revision}, scenarios {', '.join(app.scenarios) or 'none'}",
                 now,
             )
-        outcome.results.append(
-            {"kind": manifests.APPLICATION, "name": app.name, "action": action, "revision": revision}
-        )
+        outcome.results.append(Result(manifests.APPLICATION, app.name, action, revision))
 
 
 def _action(current: Any, wanted: Any) -> str:

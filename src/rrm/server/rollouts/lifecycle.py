@@ -8,7 +8,7 @@ component that had no earlier revision that means deleting it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from rrm.core import rollouts as core
 from rrm.core.resources import selector_of
-from rrm.core.rollouts import POLICY_ANNOTATION, Target, policy_from_spec, policy_name_of
+from rrm.core.rollouts import Target, policy_from_spec, policy_name_of
 from rrm.dapr import validate_component
 from rrm.server.metrics import ROLLOUT_EVENTS, ROLLOUT_WAVES_STARTED
 from rrm.server.rollouts.records import assignment_of, progress_of, waves_json, waves_of, write_progress
@@ -25,7 +25,6 @@ from rrm.store import repositories as repo
 from rrm.store import rollouts as rollout_repo
 from rrm.store.tables import Rollout
 
-POLICY_FIELD = f'metadata.annotations["{POLICY_ANNOTATION}"]'
 ACTION_AUTO_ROLLBACK = "auto-rollback"
 ACTION_ABORT = "rollout-abort"
 
@@ -40,18 +39,6 @@ class CannotRollBack(Exception):
 
 def subject(component: str) -> str:
     return f"component/{component}"
-
-
-def policy_problem(manifest: Mapping[str, Any], policy_exists: Callable[[str], bool]) -> str | None:
-    """Why the component's rollout-policy annotation cannot be used, or None (also when there is none)."""
-    name = policy_name_of(manifest)
-    if name is None:
-        return None
-    if not name:
-        return "must be the name of a RolloutPolicy"
-    if not policy_exists(name):
-        return f"no RolloutPolicy named {name!r}: apply it first, or in the same request"
-    return None
 
 
 def on_component_revision(
