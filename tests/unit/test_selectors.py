@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rrm.core.labels import label_key_error, label_value_error, parse_label_args, validate_labels
-from rrm.core.selectors import Requirement, Selector, SelectorError, parse_selector
+from rrm.core.selectors import (
+    Requirement,
+    Selector,
+    SelectorError,
+    needs_rewrite,
+    parse_selector,
+    parse_stored_selector,
+)
 
 # --- label rules -------------------------------------------------------------------------------------
 
@@ -164,6 +171,29 @@ def test_parse_errors_say_where_and_what(text: str, position: int, fragment: str
     assert raised.value.position == position
     assert fragment in str(raised.value)
     assert f"at position {position}" in str(raised.value) and repr(text) in str(raised.value)
+
+
+def test_a_stored_empty_list_keeps_the_meaning_it_had_when_rrm_accepted_it() -> None:
+    """Stored before rrm refused `()`, when it read `()` as the empty value: it still is, and only there."""
+    assert parse_stored_selector("env in ()") == parse_selector("env in (,)")
+    assert parse_stored_selector("env notin ( ), tier") == parse_selector("env notin (,), tier")
+    assert parse_stored_selector("env in ()").matches({"env": ""})
+    assert not parse_stored_selector("env in ()").matches({"env": "prod"})
+    assert needs_rewrite("env in ()") and needs_rewrite("a, env notin ()")
+    assert not needs_rewrite("env in (,)") and not needs_rewrite("env in (")  # valid, or never accepted
+    with pytest.raises(SelectorError, match="an empty list"):
+        parse_selector("env in ()")
+    with pytest.raises(SelectorError):
+        parse_stored_selector("env in (")
+
+
+@given(st.text(alphabet="ab=!(), in", max_size=20))
+def test_the_stored_reading_accepts_everything_new_input_may_hold_with_the_same_meaning(text: str) -> None:
+    try:
+        parsed = parse_selector(text)
+    except SelectorError:
+        return
+    assert parse_stored_selector(text) == parsed
 
 
 def test_selector_error_is_a_value_error() -> None:

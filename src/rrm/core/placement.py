@@ -6,12 +6,12 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
 from rrm.core.resources import StoredComponent
-from rrm.core.selectors import Selector, parse_selector
+from rrm.core.selectors import Selector, parse_stored_selector
 
 
 @lru_cache(maxsize=4096)
 def _compiled(text: str) -> Selector:
-    return parse_selector(text)
+    return parse_stored_selector(text)
 
 
 def component_matches(component: StoredComponent, labels: Mapping[str, str]) -> bool:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from rrm.core.conditions import Observed, connected, loaded, synced
 from rrm.core.names import dns1123_label_error
-from rrm.core.selectors import Selector, SelectorError, parse_selector
+from rrm.core.selectors import Selector, SelectorError, parse_selector, parse_stored_selector
 
 POLICY_API_VERSION = "rrm.io/v1"
 POLICY_KIND = "RolloutPolicy"
@@ -166,8 +166,9 @@ def parse_amount(value: object, *, minimum: int) -> Amount:
     raise ValueError(f"{value!r} is neither a count nor a percentage such as 25%")
 
 
-def validate_policy(document: Mapping[str, Any]) -> RolloutPolicy:
-    """A `rrm.io/v1` `RolloutPolicy` document; raises PolicyError naming every bad field."""
+def validate_policy(document: Mapping[str, Any], *, stored: bool = False) -> RolloutPolicy:
+    """A `rrm.io/v1` `RolloutPolicy` document; raises PolicyError naming every bad field. `stored`: read back
+    from the store, its group selectors as `parse_stored_selector` reads them."""
     problems: list[tuple[str, str]] = []
     metadata = document.get("metadata")
     name = metadata.get("name") if isinstance(metadata, Mapping) else None
@@ -189,7 +190,7 @@ def validate_policy(document: Mapping[str, Any]) -> RolloutPolicy:
             problems.append((f"spec.{key}", str(exc)))
             return None
 
-    groups = _parse_groups(spec.get("groups"), problems)
+    groups = _parse_groups(spec.get("groups"), problems, parse_stored_selector if stored else parse_selector)
     max_concurrency = checked("maxConcurrency", DEFAULT_MAX_CONCURRENCY, lambda v: parse_amount(v, minimum=1))
     min_success = checked("minSuccessTime", DEFAULT_MIN_SUCCESS_TIME, parse_duration)
     max_failures = checked("maxFailures", DEFAULT_MAX_FAILURES, lambda v: parse_amount(v, minimum=0))
@@ -212,7 +213,9 @@ def validate_policy(document: Mapping[str, Any]) -> RolloutPolicy:
     )
 
 
-def _parse_groups(value: object, problems: list[tuple[str, str]]) -> tuple[Group, ...]:
+def _parse_groups(
+    value: object, problems: list[tuple[str, str]], parse: Callable[[str], Selector]
+) -> tuple[Group, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -232,7 +235,7 @@ def _parse_groups(value: object, problems: list[tuple[str, str]]) -> tuple[Group
             problems.append((f"{path}.selector", "must be a label selector string such as canary=true"))
             continue
         try:
-            parse_selector(selector)
+            parse(selector)
         except SelectorError as exc:
             problems.append((f"{path}.selector", str(exc)))
             continue
@@ -250,7 +253,7 @@ def _parse_groups(value: object, problems: list[tuple[str, str]]) -> tuple[Group
 
 def policy_from_spec(name: str, spec: Mapping[str, Any]) -> RolloutPolicy:
     """A policy stored earlier (normalised by `RolloutPolicy.spec`)."""
-    return validate_policy({"metadata": {"name": name}, "spec": spec})
+    return validate_policy({"metadata": {"name": name}, "spec": spec}, stored=True)
 
 
 def policy_name_of(manifest: Mapping[str, Any]) -> str | None:
@@ -284,7 +287,7 @@ def select_targets(
     runtimes: Iterable[Target], selectors: Iterable[str | None], also: Iterable[str] = ()
 ) -> list[Target]:
     """Runtimes matched by any of the selectors (the revisions involved) or listed in `also`, by name."""
-    compiled: list[Selector] = [parse_selector(s) for s in selectors if s is not None]
+    compiled: list[Selector] = [parse_stored_selector(s) for s in selectors if s is not None]
     extra = set(also)
     return sorted(
         (r for r in runtimes if r.id in extra or any(s.matches(r.labels) for s in compiled)),
@@ -295,7 +298,7 @@ def select_targets(
 def plan_waves(targets: Sequence[Target], policy: RolloutPolicy) -> tuple[Wave, ...]:
     """Targets by name into the policy's groups (first match wins; the rest form a last group), each group
     cut into waves of `maxConcurrency`, a percentage being of the targets not yet in an earlier wave."""
-    compiled = [parse_selector(g.selector) for g in policy.groups]
+    compiled = [parse_stored_selector(g.selector) for g in policy.groups]
     members: list[list[str]] = [[] for _ in range(len(compiled) + 1)]
     for target in sorted(targets, key=lambda t: t.name):
         index = next((i for i, s in enumerate(compiled) if s.matches(target.labels)), len(compiled))

@@ -5,7 +5,9 @@
 Requirements separated by commas must all hold; the empty selector matches every label set. As in
 Kubernetes, `!=` and `notin` also match when the key is absent, the empty string is a valid value
 (`env=`, `env in (,prod)`), and `in`/`notin` are keywords only where an operator is expected. An empty list,
-`env in ()`, is refused: Kubernetes refuses an empty set for `in` and `notin`.
+`env in ()`, is refused: Kubernetes refuses an empty set for `in` and `notin`. Earlier versions of rrm took it
+for the empty value, `env in (,)`, and may have stored it: `parse_stored_selector` reads stored selectors with
+that meaning, so that data accepted then neither stops the server nor changes where anything is placed.
 """
 
 from __future__ import annotations
@@ -116,6 +118,26 @@ def parse_selector(text: str) -> Selector:
     return _Parser(text).selector()
 
 
+def parse_stored_selector(text: str) -> Selector:
+    """A selector read back from the store: as `parse_selector`, except that an empty list `()` is the empty
+    value, the meaning rrm gave it when it still accepted it (Kubernetes keeps stored objects working when
+    validation tightens, and checks only new input)."""
+    return _Parser(text, empty_list_is_empty_value=True).selector()
+
+
+def needs_rewrite(text: str) -> bool:
+    """Whether a stored selector is one only `parse_stored_selector` reads (an empty list)."""
+    try:
+        parse_selector(text)
+    except SelectorError:
+        try:
+            parse_stored_selector(text)
+        except SelectorError:
+            return False
+        return True
+    return False
+
+
 class _Kind(Enum):
     WORD = "word"
     SYMBOL = "symbol"
@@ -148,8 +170,9 @@ def _tokenize(text: str) -> list[_Token]:
 class _Parser:
     """Recursive descent over the token list; one method per grammar rule."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, empty_list_is_empty_value: bool = False) -> None:
         self.text = text
+        self.empty_list_is_empty_value = empty_list_is_empty_value
         self.tokens = _tokenize(text)
         self.index = 0
 
@@ -221,6 +244,9 @@ class _Parser:
         token = self.take()
         if token.text != "(":
             raise self.unexpected(token, "'('")
+        if self.peek().text == ")" and self.empty_list_is_empty_value:
+            self.take()
+            return ("",)
         if self.peek().text == ")":
             raise self.error(
                 self.peek(),

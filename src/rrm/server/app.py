@@ -45,6 +45,7 @@ from rrm.server.settings import ServerSettings
 from rrm.server.state import ServerState, utcnow
 from rrm.server.status_writer import StatusWriter
 from rrm.server.store_errors import store_failure_handler
+from rrm.server.stored_selectors import warn_about_stored_selectors
 from rrm.server.writes import WriteBatcher
 from rrm.store import Database
 from rrm.store import repositories as repo
@@ -78,6 +79,7 @@ def build_state(settings: ServerSettings) -> ServerState:
     box = SecretBox(load_or_create_key(settings.data_dir))
     fleet = Fleet(db, box, settings.delivery_window_seconds)
     ensure_admin_token(db, settings)
+    warn_about_stored_selectors(db)
     admin_auth = AdminAuth(db)
     state = ServerState(
         settings=settings,

@@ -19,7 +19,7 @@ from rrm.core.scenarios import (
     effective_scenarios,
     visible_applications,
 )
-from rrm.core.selectors import Selector, parse_selector
+from rrm.core.selectors import Selector, parse_stored_selector
 from rrm.server.compass.apply import open_credentials
 from rrm.server.compass.manifests import core_application
 from rrm.server.secretbox import SecretBox
@@ -114,7 +114,7 @@ class Registry:
                 self.assignments.pop(scenario, None)
                 self.selectors.pop(scenario, None)
             else:
-                self.assignments[scenario] = parse_selector(selector)
+                self.assignments[scenario] = parse_stored_selector(selector)
                 self.selectors[scenario] = selector
         for runtime_id, scenarios in changes.runtime_scenarios.items():
             if scenarios:
