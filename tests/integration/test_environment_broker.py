@@ -6,6 +6,8 @@ control-plane restart, and never sees another platform's instances."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,11 +20,13 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from . import test_environments as environments
 from .harness import DEADLINE, Fleet, ServerProcess, condition_true, expect_status, runtime
 from .kube import KubeApiServer
-from .test_environments import cluster, local_agents, play_agent_pod, standin  # noqa: F401 (fixtures)
+from .test_environments import play_agent_pod
 
 pytestmark = pytest.mark.integration
+standin, cluster, local_agents = environments.standin, environments.cluster, environments.local_agents
 SERVICE_ID = "6f1c2a3e-9b0d-4e5f-8a7b-52726d2d7274"
 CONTEXT = {"platform": "cloudfoundry", "globalaccount_id": "ga-1", "subaccount_id": "sa-1", "user_id": "ann"}
 
@@ -158,3 +162,127 @@ def test_a_platform_orders_a_local_environment_and_follows_it_through_its_whole_
     expect_status(platform.deprovision(instance, "local"), 410)
     expect_status(platform.http.get(f"/v2/service_instances/{instance}"), 404)
     assert admin.get("/api/v1/runtimes/shop-dev").status_code == 404 and not directory.exists()
+
+
+def bind(platform: Platform, instance: str, binding: str, plan: str, **parameters: Any) -> httpx.Response:
+    body = {"service_id": SERVICE_ID, "plan_id": platform.plan(plan)["id"], "parameters": parameters}
+    return platform.http.put(f"/v2/service_instances/{instance}/service_bindings/{binding}", json=body)
+
+
+def unbind(platform: Platform, instance: str, binding: str, plan: str) -> httpx.Response:
+    params = {"service_id": SERVICE_ID, "plan_id": platform.plan(plan)["id"]}
+    return platform.http.delete(f"/v2/service_instances/{instance}/service_bindings/{binding}", params=params)
+
+
+def can_list_secrets(kubeconfig: str) -> int:
+    """200 when the kubeconfig's token is accepted, else the stand-in's status (401)."""
+    api_client = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+    try:
+        client.CoreV1Api(api_client).list_namespaced_secret("default")
+        return 200
+    except ApiException as exc:
+        return int(exc.status)
+    finally:
+        api_client.close()
+
+
+def provisioned_into_standin(
+    fleet: Fleet, platform: Platform, standin: KubeApiServer, cluster: client.ApiClient, name: str
+) -> tuple[str, str]:
+    """A `kubernetes` instance whose agent (played from the Secret the server applied) connected."""
+    instance = str(uuid.uuid4())
+    parameters = {"name": name, "kubeconfig": standin.kubeconfig.read_text()}
+    operation = expect_status(platform.provision(instance, "kubernetes", parameters), 202).json()["operation"]
+    fleet.wait_until(lambda: _has_agent_secret(cluster, name), "the agent's Secret was never applied")
+    play_agent_pod(fleet, standin, cluster, name)
+    return instance, operation
+
+
+def _has_agent_secret(cluster: client.ApiClient, name: str) -> bool:
+    try:
+        client.CoreV1Api(cluster).read_namespaced_secret(f"rrm-agent-{name}", "rrm-system")
+        return True
+    except ApiException:
+        return False
+
+
+def test_a_kubernetes_environment_is_bound_and_its_kubeconfig_works_until_unbound(
+    fleet: Fleet, platform: Platform, standin: KubeApiServer, cluster: client.ApiClient
+) -> None:
+    plan = platform.plan("kubernetes")
+    assert plan["bindable"] is True and plan["plan_updateable"] is False
+    plans = {p["name"]: p for p in platform.catalog()["services"][0]["plans"]}
+    assert "local" not in plans or plans["local"]["bindable"] is False
+    create = plan["schemas"]["service_instance"]["create"]["parameters"]
+    assert {"kubeconfig", "name"} <= set(create["properties"]) and create["required"] == ["kubeconfig"]
+    assert plan["maximum_polling_duration"] >= 900
+    instance, operation = provisioned_into_standin(fleet, platform, standin, cluster, "byo-eb")
+    assert wait_last_operation(fleet, platform, instance, operation)["state"] == "succeeded"
+
+    short = bind(platform, instance, "b-short", "kubernetes", expiration_seconds=100)
+    assert short.status_code == 400 and "parameters.expiration_seconds" in short.json()["description"]
+    first = expect_status(bind(platform, instance, "b-1", "kubernetes", expiration_seconds=900), 201).json()
+    kubeconfig = first["credentials"]["kubeconfig"]
+    assert can_list_secrets(kubeconfig) == 200
+    assert (
+        yaml.safe_load(kubeconfig)["users"][0]["user"]["token"]
+        != yaml.safe_load(standin.kubeconfig.read_text())["users"][0]["user"]["token"]
+    )
+    assert (
+        expect_status(bind(platform, instance, "b-1", "kubernetes", expiration_seconds=900), 200).json()
+        == first
+    )
+    expect_status(bind(platform, instance, "b-1", "kubernetes", expiration_seconds=1200), 409)
+    fetched = platform.http.get(f"/v2/service_instances/{instance}/service_bindings/b-1")
+    assert expect_status(fetched, 200).json()["credentials"] == first["credentials"]
+    expect_status(unbind(platform, instance, "b-1", "kubernetes"), 200)
+    assert can_list_secrets(kubeconfig) == 401
+    expect_status(unbind(platform, instance, "b-1", "kubernetes"), 410)
+
+    live = [expect_status(bind(platform, instance, f"b-{i}", "kubernetes"), 201).json() for i in range(2, 12)]
+    eleventh = bind(platform, instance, "b-12", "kubernetes")
+    assert eleventh.status_code == 400 and "10 live bindings" in eleventh.json()["description"]
+    gone = expect_status(platform.deprovision(instance, "kubernetes"), 202).json()["operation"]
+    assert all(can_list_secrets(b["credentials"]["kubeconfig"]) == 401 for b in live)  # revoked at once
+    assert wait_last_operation(fleet, platform, instance, gone)["state"] == "succeeded"
+    expect_status(platform.deprovision(instance, "kubernetes"), 410)
+
+
+def test_a_platform_polls_last_operation_across_a_control_plane_restart(
+    own_server: ServerProcess,
+    fleet: Fleet,
+    platform: Platform,
+    standin: KubeApiServer,
+    cluster: client.ApiClient,
+) -> None:
+    instance = str(uuid.uuid4())
+    parameters = {"name": "byo-restart", "kubeconfig": standin.kubeconfig.read_text()}
+    operation = expect_status(platform.provision(instance, "kubernetes", parameters), 202).json()["operation"]
+    fleet.wait_until(
+        lambda: _has_agent_secret(cluster, "byo-restart"), "the agent's Secret was never applied"
+    )
+    seen: list[str] = []
+    polling = threading.Event()
+
+    def poll() -> None:
+        while not polling.is_set():
+            try:
+                answer = platform.last_operation(instance, operation)
+                seen.append(f"{answer.status_code} {answer.json().get('state')}")
+            except httpx.TransportError:
+                seen.append("down")
+            time.sleep(0.1)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        own_server.restart()
+        fleet.wait_until(lambda: seen and seen[-1] == "200 in progress", "no answer after the restart")
+        play_agent_pod(fleet, standin, cluster, "byo-restart")
+        fleet.wait_until(
+            lambda: seen and seen[-1] == "200 succeeded", lambda: f"never succeeded: {seen[-5:]}"
+        )
+    finally:
+        polling.set()
+        poller.join(10)
+    assert {s for s in seen if s != "down"} <= {"200 in progress", "200 succeeded"}, seen

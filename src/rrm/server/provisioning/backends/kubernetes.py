@@ -39,7 +39,7 @@ def install_values(request: ClusterRequest, install: AgentInstall | None) -> Age
 class KubernetesBackend:
     name = "kubernetes"
     creates_clusters = False
-    mints_kubeconfigs = False
+    mints_kubeconfigs = True  # the kubeconfig given can make ServiceAccount tokens (TokenRequest)
 
     def create_cluster(self, request: ClusterRequest) -> None:
         """There is nothing to create: the cluster is the user's."""
