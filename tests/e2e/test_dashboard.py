@@ -356,3 +356,71 @@ def test_the_applications_page_shows_which_runtimes_see_which_application(
         "applied", timeout=LIVE_TIMEOUT_MS
     )
     show(page, screenshot, "runtime-applications")
+
+
+LOCAL_ENVIRONMENT = "e2e-env"
+RENDERED_STATES = "window.__rrmOperationStates"
+
+
+def record_operation_states(page: Page) -> None:
+    """Every state the newest operation is shown in, as the live region is swapped in (a list on the page)."""
+    page.evaluate(
+        f"""() => {{
+          {RENDERED_STATES} = [];
+          const note = () => {{
+            const op = document.querySelector("#live section.operation");
+            if (op) {RENDERED_STATES}.push(op.dataset.state);
+          }};
+          new MutationObserver(note).observe(document.getElementById("live"), {{childList: true}});
+        }}"""
+    )
+
+
+def test_a_local_environment_shows_its_stages_progress_live(
+    page: Page, stack: Stack, screenshot: Screenshot
+) -> None:
+    """The page is open before the environment is requested through the API; without a reload it shows the
+    operation in progress and then every stage succeeded, the last one once the local agent connected."""
+    admin = stack.server.admin
+    page.goto(f"/ui/environments/{LOCAL_ENVIRONMENT}")
+    expect(page.locator("#live-status")).to_have_text("live")
+    mark_page(page)
+    record_operation_states(page)
+    body = {
+        "name": LOCAL_ENVIRONMENT,
+        "plan": "local",
+        "tenant": {"globalAccount": "e2e-ga", "subaccount": "e2e-sa"},
+    }
+    answer = admin.post("/api/v1/environments", json=body)
+    assert answer.status_code == 202, answer.text
+    try:
+        operation = page.locator(f'section.operation[data-operation="{answer.json()["operation"]}"]')
+        expect(operation).to_have_attribute("data-state", "succeeded", timeout=LIVE_TIMEOUT_MS * 2)
+        stages = operation.locator("li.stage")
+        expect(stages).to_have_count(5)
+        for index in range(5):
+            expect(stages.nth(index)).to_have_attribute("data-state", "succeeded")
+        expect(operation.locator('[data-stage="wait_for_connection"] .stage-description')).to_contain_text(
+            "Connected"
+        )
+        expect(page.locator("#environment-state")).to_have_text("succeeded")
+        expect(page.locator("#environment")).to_contain_text("e2e-ga")
+        assert_not_reloaded(page)
+        seen = page.evaluate(RENDERED_STATES)
+        assert seen[-1] == "succeeded" and any(s in ("pending", "in progress") for s in seen), seen
+        show(page, screenshot, "environment")
+
+        page.goto("/ui/environments?globalAccount=e2e-ga")
+        row = page.locator(f'#environments tr[data-environment="{LOCAL_ENVIRONMENT}"]')
+        expect(row).to_have_attribute("data-state", "succeeded")
+        expect(page.locator("#environments tbody tr")).to_have_count(1)
+        show(page, screenshot, "environments")
+    finally:
+        deleted = admin.delete(f"/api/v1/environments/{LOCAL_ENVIRONMENT}")
+        assert deleted.status_code == 202, deleted.text
+
+        def archived() -> bool:
+            found = admin.get("/api/v1/environments/" + LOCAL_ENVIRONMENT).json()
+            return bool(found.get("archivedAt"))
+
+        wait_until(archived, LIVE_TIMEOUT_MS / 1000, "the environment was not deleted")
