@@ -286,3 +286,56 @@ def test_a_platform_polls_last_operation_across_a_control_plane_restart(
         polling.set()
         poller.join(10)
     assert {s for s in seen if s != "down"} <= {"200 in progress", "200 succeeded"}, seen
+
+
+UNREACHABLE = yaml.safe_dump(
+    {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+)
+
+
+def test_two_platforms_never_see_each_others_instances(fleet: Fleet, platform: Platform) -> None:
+    other = register_platform(fleet.server, f"sm-{uuid.uuid4().hex[:6]}")
+    instance = str(uuid.uuid4())
+    parameters = {"name": f"iso-{instance[:8]}", "kubeconfig": UNREACHABLE}
+    operation = expect_status(platform.provision(instance, "kubernetes", parameters), 202).json()["operation"]
+    path = f"/v2/service_instances/{instance}"
+    expect_status(other.http.get(path), 404)
+    expect_status(other.last_operation(instance), 404)
+    expect_status(other.last_operation(instance, operation), 404)
+    expect_status(other.update(instance, context={"active": False}), 422)
+    expect_status(other.deprovision(instance, "kubernetes"), 410)
+    assert other.provision(instance, "kubernetes", parameters).status_code == 409
+    expect_status(bind(other, instance, "b-1", "kubernetes"), 422)
+    expect_status(other.http.get(f"{path}/service_bindings/b-1"), 404)
+    expect_status(unbind(other, instance, "b-1", "kubernetes"), 410)
+    assert expect_status(platform.last_operation(instance, operation), 200).json()["state"] == "in progress"
+
+    wrong = httpx.get(f"{fleet.server.url}/environments/v2/catalog", auth=(platform.name, "nope"))
+    assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"].startswith("Basic")
+    again = fleet.server.admin.post(
+        f"/api/v1/environment-broker/platforms/{platform.name}/credentials", json={}
+    )
+    assert again.status_code == 409
+    rotated = expect_status(
+        fleet.server.admin.post(
+            f"/api/v1/environment-broker/platforms/{platform.name}/credentials", json={"rotate": True}
+        ),
+        201,
+    ).json()
+    expect_status(platform.http.get("/v2/catalog"), 401)
+    fresh = httpx.get(
+        f"{fleet.server.url}/environments/v2/catalog",
+        auth=(platform.name, rotated["password"]),
+        headers={"X-Broker-API-Version": "2.17"},
+    )
+    assert fresh.status_code == 200
+    platform.http.auth = httpx.BasicAuth(platform.name, rotated["password"])
+    expect_status(platform.deprovision(instance, "kubernetes"), 202)
+    other.http.close()
