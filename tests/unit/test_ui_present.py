@@ -12,6 +12,7 @@ from rrm.server.ui.present import (
     fleet_summary,
     revision_diff,
     seconds_until,
+    took,
     wave_progress,
 )
 
@@ -81,6 +82,18 @@ def test_the_diff_of_two_revisions_marks_changed_lines_and_a_deletion_empties_ev
 def test_countdowns_round_up_to_whole_seconds_so_zero_means_the_time_is_up() -> None:
     assert [countdown(s) for s in (0.2, 0, -3, 59.01, 90.5, 3600)] == ["1s", "0s", "0s", "1m", "1m31s", "1h"]
     assert countdown(None) == "-"
+
+
+def test_a_stage_shows_tenths_of_a_second_while_short_then_whole_units() -> None:
+    assert [took(s) for s in (0.061, 1.25, 9.94, 12.4, 95.6, 3600.2)] == [
+        "0.1s",
+        "1.2s",
+        "9.9s",
+        "12s",
+        "1m36s",
+        "1h",
+    ]
+    assert took(None) == "-"
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert seconds_until((now + timedelta(seconds=42)).isoformat(), now) == 42
     assert seconds_until((now - timedelta(seconds=5)).isoformat(), now) == 0
