@@ -33,7 +33,7 @@ VIEWPORT = {"width": 1280, "height": 900}
 PROD_RUNTIMES = ("e2e-prod-1", "e2e-prod-2")
 NEVER_CONNECTED = "e2e-edge"
 STOPPED = "e2e-lab"
-STOPPED_HEARTBEAT_SECONDS = 2.0  # the lab agent's: a test stops it and watches the page follow Connected=False
+STOPPED_HEARTBEAT_SECONDS = 2.0  # the lab agent's: a test stops it to see the page follow Connected=False
 
 
 @pytest.fixture(scope="module")
