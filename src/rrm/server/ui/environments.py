@@ -16,7 +16,6 @@ from rrm.store import provisioning as store
 from rrm.store.tables import BrokeredEnvironment, EnvironmentRow
 
 PAGE_SIZE = 200  # environments on the list page; the filter narrows a longer list
-ACTIVE_OPERATION_STATES = ("pending", "in progress")
 
 
 @dataclass(frozen=True)
@@ -63,8 +62,3 @@ def environment(state: ServerState, session: Session, name: str) -> dict[str, An
         return None
     platform = platforms_of(session, [row.id]).get(row.id)
     return {**environment_detail(state, session, row), "platform": platform}
-
-
-def in_progress(environment: dict[str, Any]) -> bool:
-    """Whether an operation is still running: a waiting stage's progress ("12 of ~30 min") is no event."""
-    return any(o["state"] in ACTIVE_OPERATION_STATES for o in environment.get("operations", []))

@@ -343,7 +343,6 @@ def environment_page(state: ServerState, session: Session, request: Request) -> 
     context = {
         "environment": detail,
         "events": list(reversed(detail["events"])),
-        "in_progress": environment_reads.in_progress(detail),
     }
     return Page("environment", name, "environments", context, subjects=f"environment/{name}")
 
