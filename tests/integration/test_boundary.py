@@ -152,6 +152,22 @@ def test_a_declared_oversized_pairing_body_is_refused_before_it_is_sent(server: 
     assert f"limit of {AGENT_BODY_LIMIT} bytes".encode() in answer
 
 
+@pytest.mark.parametrize("broker_url", ["/broker", "/environments"])
+def test_the_brokers_refuse_an_oversized_body_in_the_osb_error_shape(
+    server: ServerProcess, broker_url: str
+) -> None:
+    head = (
+        f"PUT {broker_url}/v2/service_instances/bd-large HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {BROKER_BODY_LIMIT + 1}\r\n\r\n"
+    )
+    answer = raw_request(server, head.encode())
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    body = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert body == {
+        "description": f"the request body is larger than this endpoint's limit of {BROKER_BODY_LIMIT} bytes"
+    }
+
+
 def test_a_chunked_pairing_body_is_refused_once_past_the_limit(server: ServerProcess) -> None:
     head = (
         "POST /agent/v1/pair HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -322,7 +338,8 @@ def test_the_static_broker_refuses_deep_and_oversized_bodies(static_broker: Stat
         large = json.dumps(
             {"service_id": "x", "plan_id": "y", "parameters": {"pad": "x" * BROKER_BODY_LIMIT}}
         )
-        expect_status(broker.put("/v2/service_instances/bd-2", content=large, headers=headers), 413)
+        refused = expect_status(broker.put("/v2/service_instances/bd-2", content=large, headers=headers), 413)
+        assert "larger than this endpoint's limit" in refused.json()["description"]  # the OSB error shape
         expect_status(broker.get("/v2/service_instances/bd-2"), 404)  # nothing stored
 
 

@@ -17,7 +17,9 @@ from rrm.server.limits import (
     DEFAULT_BODY_LIMIT,
     STATUS_BODY_LIMIT,
     BodyLimitGuard,
+    BodyLimits,
     control_plane_limits,
+    static_broker_limits,
 )
 from rrm.server.settings import DEFAULT_MAX_APPLY_BYTES, max_apply_bytes
 from rrm.wire import models, plain
@@ -78,12 +80,13 @@ def test_the_status_limit_holds_a_thousand_components_with_room_to_spare() -> No
         ("/api/v1/apply", 123_456),
         ("/api/v1/runtimes", DEFAULT_BODY_LIMIT),
         ("/broker/v2/service_instances/x", BROKER_BODY_LIMIT),
+        ("/environments/v2/service_instances/x", BROKER_BODY_LIMIT),
         ("/brokerage", DEFAULT_BODY_LIMIT),
         ("/ui/login", DEFAULT_BODY_LIMIT),
     ],
 )
 def test_each_path_has_its_limit(path: str, limit: int) -> None:
-    assert control_plane_limits(123_456, "/broker").of(path) == limit
+    assert control_plane_limits(123_456, "/broker", "/environments").of(path) == limit
 
 
 def test_the_apply_limit_is_a_setting() -> None:
@@ -108,8 +111,14 @@ class Echo:
         await send({"type": "http.response.body", "body": body})
 
 
+CONTROL_PLANE = control_plane_limits(1024, "/broker", "/environments")
+
+
 def call(
-    headers: dict[str, str], chunks: list[bytes], path: str = "/agent/v1/pair"
+    headers: dict[str, str],
+    chunks: list[bytes],
+    path: str = "/agent/v1/pair",
+    limits: BodyLimits = CONTROL_PLANE,
 ) -> tuple[int, bytes, int]:
     """(status, body, chunks the guard read) for a request whose body arrives in `chunks`."""
     scope = {
@@ -132,7 +141,7 @@ def call(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    asyncio.run(BodyLimitGuard(Echo(), control_plane_limits(1024, "/broker"))(scope, receive, send))
+    asyncio.run(BodyLimitGuard(Echo(), limits)(scope, receive, send))
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), read
 
 
@@ -143,6 +152,22 @@ def test_a_declared_length_over_the_limit_is_refused_without_reading() -> None:
         json.loads(body)["detail"]
         == f"the request body is larger than this endpoint's limit of {AGENT_BODY_LIMIT} bytes"
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "limits"),
+    [
+        ("/broker/v2/service_instances/x", CONTROL_PLANE),
+        ("/environments/v2/service_instances/x", CONTROL_PLANE),
+        ("/v2/service_instances/x", static_broker_limits()),
+    ],
+)
+def test_a_broker_refuses_a_large_body_in_the_osb_error_shape(path: str, limits: BodyLimits) -> None:
+    message = f"the request body is larger than this endpoint's limit of {BROKER_BODY_LIMIT} bytes"
+    declared = call({"content-length": str(BROKER_BODY_LIMIT + 1)}, [b"x"], path, limits)
+    chunked = call({"transfer-encoding": "chunked"}, [b"x" * BROKER_BODY_LIMIT, b"x"], path, limits)
+    for status, body, _ in (declared, chunked):
+        assert (status, json.loads(body)) == (413, {"description": message})
 
 
 def test_a_chunked_body_is_read_only_up_to_the_limit() -> None:

@@ -196,7 +196,9 @@ def serve(settings: ServerSettings) -> None:
         state.db.url.split("@")[-1],
         raise_open_file_limit(),
     )
-    limits = control_plane_limits(settings.max_apply_bytes, compass.BROKER_PATH)
+    limits = control_plane_limits(
+        settings.max_apply_bytes, compass.BROKER_PATH, environment_broker.BROKER_PATH
+    )
     config = uvicorn.Config(
         BodyLimitGuard(agent.AgentFastPath(create_app(state)), limits),
         host=settings.host,

@@ -1,6 +1,8 @@
 """Request body limits, enforced in front of every endpoint (the agent fast path included): a body larger
 than its endpoint's limit is answered 413 before more than the limit is read. A declared `Content-Length`
-over the limit is refused without reading any of it; a chunked body is read only up to the limit.
+over the limit is refused without reading any of it; a chunked body is read only up to the limit. On an
+Open Service Broker's paths the refusal has the OSB error shape (`{"description": ...}`), elsewhere the API's
+(`{"detail": ...}`).
 
 docs/api.md ("Limits") names each limit.
 """
@@ -25,11 +27,13 @@ DEFAULT_BODY_LIMIT = 64 * KIB  # every other request: labels, names, selectors, 
 
 @dataclass(frozen=True)
 class BodyLimits:
-    """The limit of each path: an exact path first, then the longest matching prefix, else `default`."""
+    """The limit of each path: an exact path first, then the longest matching prefix, else `default`;
+    `brokers`: the path prefixes an Open Service Broker serves."""
 
     default: int
     paths: dict[str, int]
     prefixes: dict[str, int]
+    brokers: tuple[str, ...] = ()
 
     def of(self, path: str) -> int:
         if path in self.paths:
@@ -37,17 +41,23 @@ class BodyLimits:
         matching = [prefix for prefix in self.prefixes if path.startswith(prefix)]
         return self.prefixes[max(matching, key=len)] if matching else self.default
 
+    def is_broker(self, path: str) -> bool:
+        return path.startswith(self.brokers)
 
-def control_plane_limits(apply_limit: int, broker_path: str) -> BodyLimits:
+
+def control_plane_limits(apply_limit: int, *broker_paths: str) -> BodyLimits:
+    """`broker_paths`: the broker URL of each Open Service Broker the control plane serves."""
+    brokers = tuple(f"{path}/" for path in broker_paths)
     return BodyLimits(
         default=DEFAULT_BODY_LIMIT,
         paths={"/agent/v1/status": STATUS_BODY_LIMIT, "/api/v1/apply": apply_limit},
-        prefixes={"/agent/v1/": AGENT_BODY_LIMIT, f"{broker_path}/": BROKER_BODY_LIMIT},
+        prefixes={"/agent/v1/": AGENT_BODY_LIMIT, **dict.fromkeys(brokers, BROKER_BODY_LIMIT)},
+        brokers=brokers,
     )
 
 
 def static_broker_limits() -> BodyLimits:
-    return BodyLimits(default=BROKER_BODY_LIMIT, paths={}, prefixes={})
+    return BodyLimits(default=BROKER_BODY_LIMIT, paths={}, prefixes={}, brokers=("/",))
 
 
 class BodyLimitGuard:
@@ -65,11 +75,16 @@ class BodyLimitGuard:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send, limit)
+            await self._too_large(scope, send, limit)
         elif declared is not None or b"transfer-encoding" not in headers:
             await self.app(scope, receive, send)  # uvicorn delivers no more than Content-Length
         else:
             await self._chunked(scope, receive, send, limit)
+
+    async def _too_large(self, scope: Scope, send: Send, limit: int) -> None:
+        message = f"the request body is larger than this endpoint's limit of {limit} bytes"
+        key = "description" if self.limits.is_broker(scope["path"]) else "detail"
+        await _answer_413(send, json.dumps({key: message}).encode())
 
     async def _chunked(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Read a body of unknown length up to the limit, then hand it to the app in one message."""
@@ -81,7 +96,7 @@ class BodyLimitGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _too_large(send, limit)
+                await self._too_large(scope, send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -102,8 +117,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"the request body is larger than this endpoint's limit of {limit} bytes"})
+async def _answer_413(send: Send, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -115,4 +129,4 @@ async def _too_large(send: Send, limit: int) -> None:
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body.encode()})
+    await send({"type": "http.response.body", "body": body})
