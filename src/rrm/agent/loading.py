@@ -7,14 +7,19 @@ instance, until daprd closes it. After every apply the loop follows the sidecar
 applied type and version, or until the load deadline passes; the components still missing then count as
 failed. Between applies every heartbeat observes the sidecar too, so a component it dropped (a restart) is
 noticed and followed again.
+
+Where no single sidecar's list tells (Kubernetes: many sidecars, seen through their metrics), the target
+answers a `SidecarsView` instead: its own judgement of each component, including those a sidecar refused
+(failed at once, in daprd's words) and those no sidecar in reach can tell about (`loaded` unknown).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 from rrm.wire.plain import DesiredState, ResourceResult, SidecarReport
 
@@ -35,6 +40,24 @@ class Expected:
     type: str
     version: str
     scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SidecarsView:
+    """A target's judgement of the expected components over all the sidecars in scope, by name."""
+
+    report: SidecarReport | None  # what the status report carries as the sidecar's view
+    missing: Mapping[str, str]  # not loaded (yet), with why
+    refused: Mapping[str, str] = field(default_factory=dict)  # a sidecar reported its init failed
+    unknown: Mapping[str, str] = field(default_factory=dict)  # no sidecar in reach can tell
+
+
+SidecarAnswer: TypeAlias = SidecarReport | SidecarsView | None
+
+
+def wire_report(answer: SidecarAnswer) -> SidecarReport | None:
+    """The sidecar report a status report carries for an answer."""
+    return answer.report if isinstance(answer, SidecarsView) else answer
 
 
 def expected_components(state: DesiredState, applied: Iterable[str]) -> dict[str, Expected]:
@@ -85,6 +108,9 @@ class LoadWatch:
         self.overdue = False  # the deadline passed with components missing: those count as failed
         self.started = 0.0
         self.sidecar: SidecarReport | None = None
+        self.view: SidecarsView | None = None
+        self.refused: dict[str, str] = {}  # name → the sidecar's words (a `SidecarsView` tells)
+        self.unknown: dict[str, str] = {}  # name → why no sidecar in reach can tell
         self._since: dict[str, tuple[tuple[str, bool | None], datetime]] = {}
 
     def begin(self, expected: Mapping[str, Expected], now: float, rewritten: Iterable[str] = ()) -> None:
@@ -93,6 +119,7 @@ class LoadWatch:
         self.expected = dict(expected)
         self.missing = {name: NOT_LISTED for name in expected}
         self.reloading = set(rewritten) & set(expected)
+        self.refused, self.unknown = {}, {}
         self.rearm(now)
 
     def rearm(self, now: float) -> None:
@@ -105,17 +132,22 @@ class LoadWatch:
     def remaining(self, now: float) -> float:
         return self.started + self.deadline_seconds - now
 
-    def observe(self, sidecar: SidecarReport | None, now: float) -> tuple[bool, bool]:
+    def observe(self, answer: SidecarAnswer, now: float) -> tuple[bool, bool]:
         """Take in an answer of the sidecar: (whether anything was newly loaded, whether a loaded component
         was dropped: its deadline starts again). Past the deadline, what is still missing is overdue."""
-        self.sidecar = sidecar
-        progressed = dropped = False
-        if sidecar is not None and sidecar.reachable:
-            missing = not_loaded(self.expected, sidecar)
+        self.sidecar = wire_report(answer)
+        self.view = answer if isinstance(answer, SidecarsView) else None
+        missing: dict[str, str] | None = None
+        if self.view is not None:
+            missing = self._judged_by_view(self.view)
+        elif self.sidecar is not None and self.sidecar.reachable:
+            missing = not_loaded(self.expected, self.sidecar)
             self.reloading -= set(missing)  # seen closed (or not as applied): its next listing is the new one
             if now - self.started >= RELOAD_NOTICE_SECONDS:
                 self.reloading.clear()
             missing.update((name, RELOADING) for name in self.reloading)
+        progressed = dropped = False
+        if missing is not None:
             progressed = any(name not in missing for name in self.missing)
             dropped = any(name not in self.missing for name in missing)
             self.missing = missing
@@ -125,10 +157,17 @@ class LoadWatch:
             self.overdue = True
         return progressed, dropped
 
+    def _judged_by_view(self, view: SidecarsView) -> dict[str, str]:
+        """The view's missing components; refused and unknown ones are kept aside, no longer followed."""
+        self.reloading.clear()
+        self.refused = {n: why for n, why in view.refused.items() if n in self.expected}
+        self.unknown = {n: why for n, why in view.unknown.items() if n in self.expected}
+        return {n: why for n, why in view.missing.items() if n in self.expected}
+
     def results(self, resources: Iterable[ResourceResult]) -> list[ResourceResult]:
         """`resources` (the apply's results) with whether the sidecar loaded each, overdue ones failed, and
         since when each has been in its state."""
-        visible = self.sidecar is not None
+        visible = self.sidecar is not None or self.view is not None
         judged = [self._judged(r, visible) for r in resources]
         self._since = {r.name: self._since[r.name] for r in judged if r.name in self._since}
         return [self._stamped(r) for r in judged]
@@ -137,6 +176,10 @@ class LoadWatch:
         want = self.expected.get(result.name)
         if result.kind != "Component" or result.state != "applied" or want is None or not visible:
             return result
+        if result.name in self.refused:
+            return replace(result, state="failed", loaded=False, message=self.refused[result.name])
+        if result.name in self.unknown:
+            return replace(result, loaded=None, message=self.unknown[result.name])
         if self.sidecar is not None and not for_this_app(want, self.sidecar):
             message = f"scoped to {', '.join(want.scopes)}; this sidecar is {self.sidecar.app_id}"
             return replace(result, loaded=None, message=message)

@@ -26,7 +26,7 @@ from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, DirectorError, Unauthorized
 from rrm.agent.drift import drift_records
 from rrm.agent.identity import AgentIdentity
-from rrm.agent.loading import LoadWatch, expected_components
+from rrm.agent.loading import LoadWatch, SidecarAnswer, expected_components, wire_report
 from rrm.agent.status import build_status_report
 from rrm.agent.targets.base import ApplyOutcome, NativeObject, Target
 from rrm.core.diff import diff
@@ -237,7 +237,7 @@ class Agent:
         )
         self._report_now.set()
 
-    async def _query_sidecar(self) -> SidecarReport | None:
+    async def _query_sidecar(self) -> SidecarAnswer:
         try:
             return await asyncio.to_thread(self.target.sidecar_report)
         except Exception as exc:
@@ -267,7 +267,7 @@ class Agent:
         return build_status_report(
             applied_hash=self.applied_hash,
             resources=self.loads.results(outcome.resources) if outcome else [],
-            sidecar=sidecar,
+            sidecar=wire_report(sidecar),
             reload=self.last_reload,
             drift=self.drift,
             target=self.target.name,

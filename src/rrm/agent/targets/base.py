@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
 from rrm.agent.config import AgentConfig
+from rrm.agent.loading import SidecarAnswer
 from rrm.core.diff import Changeset
 from rrm.core.resources import REVISION_ANNOTATION
-from rrm.wire.plain import DesiredState, ReloadResult, ResourceResult, SidecarReport
+from rrm.wire.plain import DesiredState, ReloadResult, ResourceResult
 
 NativeObject: TypeAlias = dict[str, Any]
 NativeChanges: TypeAlias = Changeset[str, NativeObject]
@@ -64,8 +65,9 @@ class Target(ABC):
     def apply(self, changes: NativeChanges, state: DesiredState, *, prune: bool) -> ApplyOutcome:
         """Make `changes` real in a safe order; with `prune=False` nothing is deleted."""
 
-    def sidecar_report(self) -> SidecarReport | None:
-        """What the Dapr sidecars report as loaded; None when the target cannot tell."""
+    def sidecar_report(self) -> SidecarAnswer:
+        """What the Dapr sidecar reports as loaded, or the target's judgement over all its sidecars (a
+        `SidecarsView`); None when the target cannot tell."""
         return None
 
     def component_name(self, object_id: str) -> str | None:

@@ -4,7 +4,9 @@ Secrets first, then the Components that use them (a missing Secret breaks the co
 sidecar in scope); deletions the other way round, and only of objects carrying this agent's labels. An object
 of the same name without them is reported as a conflict and left alone. Hand edits are noticed by a watch
 and put back by the loop's reconcile; sidecars without hot reload are made to load changes by restarting
-the workloads in scope (`kube/restarts.py`).
+the workloads in scope (`kube/restarts.py`). After each apply the agent follows the Dapr-enabled
+Deployments in scope until their rollouts completed and their sidecars report the components loaded
+(`kube/sidecars.py`), where it can reach them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from kubernetes import client
 
 from rrm.agent.config import AgentConfig, ConfigurationError, HotReload
 from rrm.agent.drift import changed_paths
+from rrm.agent.loading import SidecarsView
 from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target, component_results
 from rrm.agent.targets.kube.client import KubeApi, KubeConfigError, KubeError, load_configuration
 from rrm.agent.targets.kube.objects import (
@@ -31,6 +34,7 @@ from rrm.agent.targets.kube.objects import (
     split_id,
 )
 from rrm.agent.targets.kube.restarts import Concern, Restarter
+from rrm.agent.targets.kube.sidecars import Placed, SidecarInspector
 from rrm.agent.targets.kube.watch import ChangeWatcher
 from rrm.core.names import dns1123_label_error
 from rrm.wire.plain import DesiredState
@@ -54,6 +58,7 @@ class KubernetesTarget(Target):
         self.namespaces = namespaces
         self.api = KubeApi(configuration)
         self.restarter = Restarter(self.api, hot_reload, restart_min_interval)
+        self.sidecars = SidecarInspector(self.api)
         self.runtime_id: str | None = None
         self._live: dict[str, dict[str, Any]] = {}
 
@@ -99,6 +104,7 @@ class KubernetesTarget(Target):
         writes = {**changes.create, **changes.update}
         changed: set[str] = set()
         broken_secrets: dict[str, str] = {}
+        baseline = self.sidecars.take_baseline(split_id(i)[1] for i in writes if split_id(i)[0] == COMPONENT)
 
         for object_id in sorted(i for i in writes if split_id(i)[0] == SECRET):
             error = self._apply_one(object_id, writes[object_id], changed, is_new=object_id in changes.create)
@@ -124,6 +130,10 @@ class KubernetesTarget(Target):
             )
 
         reload = self.restarter.restart(_concerns(plan, changed, deleted))
+        restarted = reload.restarted if reload else []
+        if changed or deleted or restarted or not self.sidecars.placed:
+            rewritten = {split_id(i)[2] for i in changed if split_id(i)[0] == COMPONENT}
+            self.sidecars.begin(_placed(plan, failed), rewritten, restarted, baseline)
         if changed or deleted:
             log.info(
                 "event=applied hash=%s applied=%d deleted=%d failed=%d",
@@ -137,6 +147,10 @@ class KubernetesTarget(Target):
             changed=bool(changed or deleted or (reload and reload.restarted)),
             reload=reload,
         )
+
+    def sidecar_report(self) -> SidecarsView | None:
+        """The sidecars of the Dapr-enabled Deployments in scope, on the components of the last apply."""
+        return self.sidecars.view()
 
     def component_name(self, object_id: str) -> str | None:
         kind, _, name = split_id(object_id)
@@ -213,6 +227,19 @@ def _component_failed(failed: Mapping[str, str], updates: Mapping[str, NativeObj
     """A Component left at its old version may still use Secrets the new state no longer holds (one that
     could not be created has no old version)."""
     return any(split_id(i)[0] == COMPONENT and split_id(i)[2] in failed for i in updates)
+
+
+def _placed(plan: Plan, failed: Mapping[str, str]) -> dict[str, Placed]:
+    """The Components in place as desired, for following their loading."""
+    placed = {}
+    for object_id, obj in plan.objects.items():
+        kind, namespace, name = split_id(object_id)
+        if kind == COMPONENT and name not in failed:
+            spec = obj.get("spec") or {}
+            placed[name] = Placed(
+                namespace, str(spec.get("type", "")), str(spec.get("version", "")), _scopes(obj)
+            )
+    return placed
 
 
 def _scopes(obj: Mapping[str, Any]) -> tuple[str, ...]:
