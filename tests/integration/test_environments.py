@@ -421,3 +421,44 @@ def test_a_hanging_stage_fails_at_the_deadline_stored_before_a_restart(
         assert admin.get("/api/v1/runtimes/byo-h").status_code == 404
     finally:
         fleet.close()
+
+
+def test_on_postgresql_the_leader_provisions_and_a_new_leader_resumes_after_a_kill_9(
+    tmp_path: Path, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("replicas share a PostgreSQL database")
+    from .databases import fresh_postgres_database
+    from .test_replicas import Replicas, _leader
+
+    with fresh_postgres_database() as url:
+        replicas = Replicas(tmp_path, url, 2)
+        fleet = Fleet(replicas.servers[0], tmp_path / "fleet")
+        standin = KubeApiServer(fleet.workdir)
+        fleet.processes.append(standin)
+        try:
+            standin.start()
+            fleet.wait_until(lambda: sum(_leader(s) for s in replicas.servers) == 1, "no single leader")
+            leader = next(s for s in replicas.servers if _leader(s))
+            standby = next(s for s in replicas.servers if s is not leader)
+            fleet.server = standby
+            kubeconfig = standin.kubeconfig.read_text()
+            answer = request(standby.admin, "byo-r", "kubernetes", parameters={"kubeconfig": kubeconfig})
+            wait_stage(fleet, "byo-r", answer["operation"], "wait_for_connection", ("waiting",))
+            leader.kill9()
+            fleet.wait_until(lambda: _leader(standby), "the standby never took over")
+            with standin.api_client() as cluster:
+                token = agent_secret(cluster, "byo-r")["RRM_PAIRING_TOKEN"]
+            agent = KubeAgentProcess(
+                "byo-r", standby.url, fleet.workdir / "byo-r", standin.kubeconfig, ["default"]
+            )
+            fleet.processes.append(agent)
+            agent.start(token)  # the Service now routes the agent to the surviving replica
+            op = wait_operation(fleet, "byo-r", answer["operation"])
+            assert op["state"] == "succeeded", op
+            assert {s["name"]: s["attempts"] for s in op["stages"] if s["name"] != "wait_for_connection"} == {
+                "validate": 1, "register_runtime": 1, "fetch_kubeconfig": 1, "install_agent": 1,
+            }  # fmt: skip
+        finally:
+            fleet.close()
+            replicas.close()

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,12 +30,21 @@ class Leadership:
         self._connection: psycopg.Connection | None = None  # PostgreSQL: the leader's, or a standby's
         self._leading = False
         self._fd: int | None = None
+        self._lock = threading.RLock()
 
     def try_acquire(self) -> bool:
-        """True while this process leads; cheap to call every second."""
-        if self._sqlite_path is not None:
-            return self._try_flock()
-        return self._try_advisory_lock()
+        """True while this process leads; cheap to call every second, from any thread: the calls take
+        turns, so two loops asking at once can never open two connections and lose the lock with one."""
+        with self._lock:
+            if self._sqlite_path is not None:
+                return self._try_flock()
+            return self._try_advisory_lock()
+
+    @property
+    def held(self) -> bool:
+        """Whether the last `try_acquire` (by the housekeeping loop) left this process leading; no I/O, so
+        other singleton work (the provisioning engine) can ask from its own thread without racing it."""
+        return self._fd is not None if self._sqlite_path is not None else self._leading
 
     def _try_flock(self) -> bool:
         if self._fd is not None:
@@ -77,6 +87,10 @@ class Leadership:
         return self._leading
 
     def release(self) -> None:
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
         if self._connection is not None:
             with contextlib.suppress(Exception):  # a connection already broken
                 self._connection.close()

@@ -127,7 +127,7 @@ class Engine:
         try:
             while True:
                 try:
-                    if await loop.run_in_executor(self._pool, leadership.try_acquire):
+                    if leadership.held:
                         await self._pass(loop)
                 except Exception:
                     log.exception("provisioning pass failed")
