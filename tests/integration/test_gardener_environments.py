@@ -174,6 +174,9 @@ def test_a_gardener_environment_becomes_a_connected_runtime_and_its_account_is_c
     fleet.wait_until(lambda: "dirty" not in garden.labels("aws-1"), "the binding never came back to the pool")
     assert "tenantName" not in garden.labels("aws-1")
     assert set((setup.cleanup / "cleaned").read_text().split()) == {"aws-1"}
+    events = admin.get("/api/v1/events", params={"after": 0, "limit": 1000}).json()
+    kinds = [e["type"] for e in events if e["subject"] == "account/SecretBinding/aws-1"]
+    assert "AccountCleanupFailed" in kinds and kinds[-1] == "AccountCleaned", kinds
     expect_status(admin.delete("/api/v1/environments/gw-b"), 202)
 
 

@@ -11,7 +11,7 @@ from rrm.server.provisioning.backends.gardener import GardenerBackend, shoot_nam
 from rrm.server.provisioning.catalog import Catalog
 from rrm.server.provisioning.garden import Garden, load_client
 from rrm.server.provisioning.hap import HyperscalerAccountPool
-from rrm.server.provisioning.hap_cleanup import CleanupJob
+from rrm.server.provisioning.hap_cleanup import CleanupJob, EventLog
 from rrm.server.provisioning.hap_rules import default_rules, load_rules
 from rrm.server.provisioning.plans import Plan
 from rrm.server.settings import ServerSettings
@@ -138,6 +138,7 @@ def add_gardener(settings: ServerSettings, catalog: Catalog) -> None:
     else:
         rules = default_rules(providers, frozenset(p.name for p in mine if p.name == "trial"))
     pool = HyperscalerAccountPool(garden, rules, providers)
-    cleanup = CleanupJob(pool, settings.hap_cleanup_command, settings.hap_cleanup_interval)
+    events = EventLog(settings.resolved_database_url)
+    cleanup = CleanupJob(pool, settings.hap_cleanup_command, settings.hap_cleanup_interval, events)
     catalog.add_account_pool(POOL, pool)
     catalog.add_backend(GardenerBackend(garden, cleanup))

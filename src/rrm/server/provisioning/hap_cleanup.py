@@ -1,6 +1,7 @@
 """The Hyperscaler Account Pool's cleanup job: on the leader, now and then, run `--hap-cleanup-command` for
 each dirty binding nobody uses, and return the binding to the pool only when the command succeeded. A failure
-is kept on the binding (shown by `rrm get accounts`) and logged, and the binding is tried again next time."""
+is kept on the binding (shown by `rrm get accounts`), recorded as an event (`AccountCleanupFailed`, subject
+`account/KIND/NAME`) and tried again next time; a success is an `AccountCleaned` event."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from rrm.server.provisioning.hap import HYPERSCALER_TYPE, Binding, HyperscalerAccountPool
+from rrm.store import Database
+from rrm.store import repositories as repo
 
 log = logging.getLogger("rrm.server.provisioning.hap")
 COMMAND_TIMEOUT = 3600.0
@@ -41,13 +46,34 @@ def run_command(
     return f"the cleanup command exited {done.returncode}" + (f": {output}" if output else "")
 
 
+Record = Callable[[str, str, str], None]
+
+
+class EventLog:
+    """Writes the job's events to the control plane's database, through connections of its own (opened on
+    the first event: the job runs outside any request and the engine hands backends no database)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._db: Database | None = None
+
+    def __call__(self, type_: str, subject: str, message: str) -> None:
+        if self._db is None:
+            self._db = Database(self.database_url)
+        with self._db.write() as session:
+            repo.record_event(session, type_, subject, message, datetime.now(UTC))
+
+
 class CleanupJob:
     """Runs a cleanup pass at most every `interval` seconds, on its own thread, never two at once."""
 
-    def __init__(self, pool: HyperscalerAccountPool, command: str | None, interval: float) -> None:
+    def __init__(
+        self, pool: HyperscalerAccountPool, command: str | None, interval: float, record: Record | None = None
+    ) -> None:
         self.pool = pool
         self.command = command
         self.interval = interval
+        self.record = record
         self._last = float("-inf")
         self._thread: threading.Thread | None = None
 
@@ -72,6 +98,14 @@ class CleanupJob:
             return
         for account, error in results:
             if error is None:
-                log.info("account %s cleaned up and returned to the pool", account)
+                message = "cleaned up and returned to the pool"
+                log.info("account %s %s", account, message)
             else:
-                log.warning("account %s stays dirty: %s (retried in %.0f s)", account, error, self.interval)
+                message = f"stays dirty: {error} (tried again in {self.interval:.0f} s)"
+                log.warning("account %s %s", account, message)
+            if self.record is not None:
+                kind = "AccountCleaned" if error is None else "AccountCleanupFailed"
+                try:
+                    self.record(kind, f"account/{account}", message)
+                except Exception:
+                    log.exception("recording the cleanup of %s failed", account)
