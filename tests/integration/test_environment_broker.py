@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from . import test_environments as environments
+from .databases import database_for
 from .harness import DEADLINE, Fleet, ServerProcess, condition_true, expect_status, runtime
 from .kube import KubeApiServer
 from .test_environments import play_agent_pod
@@ -187,12 +188,17 @@ def can_list_secrets(kubeconfig: str) -> int:
 
 
 def provisioned_into_standin(
-    fleet: Fleet, platform: Platform, standin: KubeApiServer, cluster: client.ApiClient, name: str
+    fleet: Fleet,
+    platform: Platform,
+    standin: KubeApiServer,
+    cluster: client.ApiClient,
+    name: str,
+    plan: str = "kubernetes",
 ) -> tuple[str, str]:
     """A `kubernetes` instance whose agent (played from the Secret the server applied) connected."""
     instance = str(uuid.uuid4())
     parameters = {"name": name, "kubeconfig": standin.kubeconfig.read_text()}
-    operation = expect_status(platform.provision(instance, "kubernetes", parameters), 202).json()["operation"]
+    operation = expect_status(platform.provision(instance, plan, parameters), 202).json()["operation"]
     fleet.wait_until(lambda: _has_agent_secret(cluster, name), "the agent's Secret was never applied")
     play_agent_pod(fleet, standin, cluster, name)
     return instance, operation
@@ -339,3 +345,79 @@ def test_two_platforms_never_see_each_others_instances(fleet: Fleet, platform: P
     platform.http.auth = httpx.BasicAuth(platform.name, rotated["password"])
     expect_status(platform.deprovision(instance, "kubernetes"), 202)
     other.http.close()
+
+
+TRIAL_PLANS = """
+plans:
+  - name: trial
+    backend: kubernetes
+    description: a runtime for 15 seconds
+    parameters:
+      type: object
+      required: [kubeconfig]
+      properties:
+        kubeconfig: {type: string}
+    secretParameters: [kubeconfig]
+"""
+
+
+class TrialServer(ServerProcess):
+    """`rrm server --plans FILE --trial-lifetime 15s`."""
+
+    def __init__(self, plans: Path, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plans = plans
+
+    def _launch(self, args: list[str], env: Mapping[str, str] | None = None) -> None:
+        super()._launch([*args, "--plans", str(self.plans), "--trial-lifetime", "15s"], env)
+
+
+@pytest.fixture
+def trial_server(tmp_path: Path, backend: str) -> Iterator[TrialServer]:
+    (tmp_path / "plans.yaml").write_text(TRIAL_PLANS)
+    with database_for(backend) as database_url:
+        server = TrialServer(
+            tmp_path / "plans.yaml", tmp_path / "data", tmp_path / "server.log", database_url=database_url
+        )
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def test_one_trial_per_global_account_and_it_is_suspended_for_good_after_its_lifetime(
+    trial_server: TrialServer, tmp_path: Path
+) -> None:
+    fleet = Fleet(trial_server, tmp_path / "fleet")
+    try:
+        standin = KubeApiServer(tmp_path)
+        fleet.processes.append(standin)
+        standin.start()
+        with standin.api_client() as cluster:
+            trial_expires(fleet, register_platform(trial_server, "cf-trial"), standin, cluster)
+    finally:
+        fleet.close()
+
+
+def trial_expires(
+    fleet: Fleet, platform: Platform, standin: KubeApiServer, cluster: client.ApiClient
+) -> None:
+    kubeconfig = standin.kubeconfig.read_text()
+    nameless = platform.provision(str(uuid.uuid4()), "trial", {"kubeconfig": kubeconfig}, context={})
+    assert nameless.status_code == 400 and "globalaccount_id" in nameless.json()["description"]
+    instance, operation = provisioned_into_standin(fleet, platform, standin, cluster, "trial-a", plan="trial")
+    assert wait_last_operation(fleet, platform, instance, operation)["state"] == "succeeded"
+    second = platform.provision(str(uuid.uuid4()), "trial", {"name": "trial-b", "kubeconfig": kubeconfig})
+    assert second.status_code == 400, second.text
+    assert "one per global account" in second.json()["description"]
+
+    def suspended() -> bool:
+        shown = fleet.server.admin.get("/api/v1/environments/trial-a").json()
+        return bool(shown["state"] == "suspended")
+
+    fleet.wait_until(suspended, "the trial was not suspended after its lifetime", timeout=DEADLINE + 15)
+    assert expect_status(platform.last_operation(instance), 200).json()["state"] == "succeeded"
+    resumed = platform.update(instance, context={**CONTEXT, "active": True})
+    assert resumed.status_code == 400 and "cannot be resumed" in resumed.json()["description"], resumed.text
+    expect_status(platform.deprovision(instance, "trial"), 202)
