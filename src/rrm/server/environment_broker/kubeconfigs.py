@@ -18,6 +18,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from rrm.core.bounded import load_yaml
+
 NAMESPACE = "kube-system"
 CLUSTER_ROLE = "cluster-admin"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "rrm", "rrm.io/binding": "true"}
@@ -75,7 +77,7 @@ def revoke(cluster_kubeconfig: str, name: str) -> None:
 
 def kubeconfig_with_token(cluster_kubeconfig: str, user: str, token: str) -> str:
     """The cluster of the kubeconfig's current context, with `token` as its only user."""
-    document = yaml.safe_load(cluster_kubeconfig)
+    document = load_yaml(cluster_kubeconfig)
     current = document.get("current-context")
     context = next(c for c in document["contexts"] if c["name"] == current)["context"]
     cluster = next(c for c in document["clusters"] if c["name"] == context["cluster"])
@@ -93,7 +95,7 @@ def kubeconfig_with_token(cluster_kubeconfig: str, user: str, token: str) -> str
 
 def _api(kubeconfig: str) -> client.ApiClient:
     try:
-        return config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+        return config.new_client_from_config_dict(load_yaml(kubeconfig))
     except (yaml.YAMLError, config.ConfigException, KeyError, TypeError) as exc:
         raise KubeconfigError(f"the cluster's kubeconfig is not usable: {exc}") from exc
 

@@ -15,6 +15,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from rrm.core.bounded import load_yaml
 from rrm.server.provisioning.backends.base import BackendFailure, RetryLater
 
 REQUEST_TIMEOUT = (5.0, 30.0)
@@ -52,7 +53,7 @@ class GardenError(Exception):
 def load_client(kubeconfig: Path, pool_size: int = 32) -> client.ApiClient:
     """An API client for the garden cluster; ValueError naming the file when it is not usable."""
     try:
-        document = yaml.safe_load(kubeconfig.read_text())
+        document = load_yaml(kubeconfig.read_text())
         configuration = client.Configuration()
         config.load_kube_config_from_dict(document, client_configuration=configuration)
     except (OSError, yaml.YAMLError, config.ConfigException, AttributeError, TypeError, KeyError) as exc:

@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from rrm.core.bounded import load_yaml
 from rrm.core.names import dns1123_label_error
 
 # How long each stage may take unless a plan says otherwise (seconds). Waiting for a cluster gets an hour,
@@ -117,7 +118,7 @@ def builtin_plans() -> list[Plan]:
 def load_plans(path: Path) -> list[Plan]:
     """The plans of a YAML file `{plans: [...]}`; PlanError naming the plan and key when one is wrong."""
     try:
-        document = yaml.safe_load(path.read_text())
+        document = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise PlanError(f"{path}: {exc}") from exc
     entries = document.get("plans") if isinstance(document, dict) else None

@@ -11,6 +11,7 @@ import yaml
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
+from rrm.core.bounded import load_yaml
 from rrm.install.agent import AgentInstallValues, agent_objects
 from rrm.install.apply import REQUEST_TIMEOUT, InstallError, apply_objects, object_path
 from rrm.server.provisioning.backends.base import (
@@ -77,7 +78,7 @@ class KubernetesBackend:
 def delete_objects(kubeconfig: str, objects: list[dict[str, Any]]) -> None:
     """DELETE each object; one already gone is fine. RetryLater naming the object on any other answer."""
     try:
-        api = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+        api = config.new_client_from_config_dict(load_yaml(kubeconfig))
     except (config.ConfigException, yaml.YAMLError, AttributeError, TypeError, KeyError) as exc:
         raise BackendFailure(f"{UNUSABLE}: {exc}") from exc
     with api:
