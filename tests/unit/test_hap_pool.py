@@ -221,3 +221,19 @@ def test_cleanup_returns_a_binding_only_after_it_succeeded(garden: Garden) -> No
     assert {a["name"]: a for a in pool.accounts()}["aws-1"]["cleanupError"] is None
     assert pool.claim(claim("c1", "ga-c")) == "SecretBinding/aws-1"
     assert tried == ["aws-1"]  # aws-2 is in use: never handed to the cleanup
+
+
+def test_a_tenant_that_got_two_bindings_in_a_race_keeps_the_first(garden: Garden) -> None:
+    """What a claim racing another of its tenant while a binding came back to the pool could leave: the
+    tenant on aws-1 (another environment's) and on aws-2 (this one's). This claim gives aws-2 back."""
+    binding(garden, "aws-1", tenantName="ga-a")
+    binding(garden, "aws-2")
+    pool = pool_of(garden)
+    pool.claim(claim("a0", "ga-a"))  # reuses aws-1
+    body = garden.get(SECRET_BINDINGS, "aws-2")
+    assert body is not None
+    raced = Binding(SECRET_BINDINGS, body).changed({"tenantName": "ga-a"}, {"rrm.io/environments": '["a1"]'})
+    garden.replace(SECRET_BINDINGS, raced)
+    assert pool.claim(claim("a1", "ga-a")) == "SecretBinding/aws-1"
+    assert "tenantName" not in labels(garden, "aws-2")
+    assert pool.claim(claim("b1", "ga-b")) == "SecretBinding/aws-2"

@@ -11,6 +11,7 @@ a dirty binding is never handed to anyone: only the cleanup job returns it, afte
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -165,20 +166,29 @@ class HyperscalerAccountPool:
         pool = self.pool_for(claim)
         for _ in range(MAX_CONFLICTS):
             bindings = self.bindings(pool.hyperscaler_type)
-            mine = [b for b in bindings if claim.environment in b.users and not b.dirty]
-            if mine:
-                return mine[0].account  # claimed before (a resumed stage)
+            mine = next((b for b in bindings if claim.environment in b.users and not b.dirty), None)
+            if mine is not None:  # taken by the pass before, or before a crash
+                if self._keeps(pool, bindings, mine, claim):
+                    return mine.account
+                continue
             chosen = self._choose(pool, [b for b in bindings if b.serves(pool)], claim.global_account)
             if chosen is None:
                 raise RetryLater(
                     f"no unassigned provider accounts are available in the pool {describe(pool)}"
                 )
-            try:
+            with contextlib.suppress(Conflict):
                 self._take(chosen, claim, pool)
-            except Conflict:
-                continue
-            return chosen.account
         raise RetryLater(f"the pool {describe(pool)} changed {MAX_CONFLICTS} times while claiming")
+
+    def _keeps(self, pool: Pool, bindings: list[Binding], mine: Binding, claim: AccountClaim) -> bool:
+        """Whether the binding taken is the tenant's first in the pool; if a binding was returned to the pool
+        while two of the tenant's claims raced, one may have taken another: it gives its own back."""
+        own = [b for b in bindings if b.serves(pool) and b.labels.get(TENANT) == claim.global_account]
+        if pool.shared or not own or own[0].name == mine.name or mine.users != [claim.environment]:
+            return True
+        with contextlib.suppress(Conflict):
+            self.garden.replace(mine.kind, mine.changed({TENANT: None}, {USERS: None}))
+        return False
 
     def _choose(self, pool: Pool, eligible: list[Binding], tenant: str) -> Binding | None:
         if pool.shared:
