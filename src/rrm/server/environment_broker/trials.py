@@ -27,7 +27,7 @@ INTERVAL = 5.0  # seconds between passes: a trial is suspended within seconds of
 async def run_trial_expiry(state: ServerState, leadership: Leadership, interval: float = INTERVAL) -> None:
     while True:
         try:
-            if await asyncio.to_thread(leadership.try_acquire):
+            if leadership.held:  # the housekeeping loop acquires it
                 await asyncio.to_thread(expire_trials, state)
         except Exception:
             log.exception("trial expiry pass failed")
