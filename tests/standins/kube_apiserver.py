@@ -50,11 +50,14 @@ Simplifications (what a real API server does differently):
   and other directives (400); a list item without its key fields is keyed by null (the real server refuses
   it). `stringData` is folded into `data` on every write.
 - No namespaces as objects (any namespace name is accepted), no admission, defaulting, pruning of unknown
-  fields, finalizers, garbage collection, generation or status subresources, no RBAC (a `--token`, if
+  fields, finalizers, status subresources, generation other than for apps/v1, no RBAC (a `--token`, if
   given, and the ServiceAccount tokens issued are the only credentials, each allowed everything;
   ClusterRoleBindings are stored, not enforced), no field selectors, pagination, `resourceVersionMatch` or
   protobuf.
-  Nothing runs: Deployments and StatefulSets are stored objects, pods exist only if a test creates them.
+  Nothing runs unless `--rollout-seconds S` is given: then Deployments roll out, with pods and their Dapr
+  sidecars' metrics, as `kube_workloads.py` describes (generation, observedGeneration, replica counts,
+  conditions); otherwise Deployments and StatefulSets are stored objects and pods exist only if a test
+  creates them.
 
 Test-only: `GET /test/audit` answers every write so far in order, `[{"seq", "verb", "resource",
 "namespace", "name", "manager", "resourceVersion"}]` (verb: apply, create, update, patch, delete);
@@ -86,6 +89,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 import yaml
+from kube_workloads import DeploymentController, next_generation
 
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.dapr import component_crd_schema
@@ -597,6 +601,8 @@ class Store:
         new = None
         if stored is not None:
             stored.obj["metadata"]["resourceVersion"] = str(self.version)
+            if resource.group == "apps":  # kube_workloads: generation follows spec changes
+                stored.obj["metadata"]["generation"] = next_generation(old, stored.obj)
             new = stored.rendered()
             self.objects[(resource, namespace, name)] = stored
         else:
@@ -1358,9 +1364,16 @@ class ApiServer(ThreadingHTTPServer):
         token: str | None,
         history: int = EVENT_HISTORY,
         bookmark_interval: float = BOOKMARK_INTERVAL,
+        rollout_seconds: float | None = None,
+        sidecar_init_delay: float = 0.3,
     ) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.store = Store(history, bookmark_interval)
+        self.controller: DeploymentController | None = None
+        if rollout_seconds is not None:  # kube_workloads: Deployments roll out, pods run their sidecars
+            resources = {r.plural: r for r in RESOURCES}
+            self.controller = DeploymentController(self.store, resources, rollout_seconds, sidecar_init_delay)
+            self.controller.start()
         self.token = token
         self.issued: dict[str, tuple[str, str, str, float]] = {}  # token → namespace, name, uid, expiry
 
@@ -1400,6 +1413,8 @@ class ApiServer(ThreadingHTTPServer):
         }
 
     def server_close(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
         self.store.end_watches()
         super().server_close()
 
@@ -1415,8 +1430,23 @@ def main() -> None:
         default=BOOKMARK_INTERVAL,
         help="seconds between BOOKMARK events",
     )
+    parser.add_argument(
+        "--rollout-seconds",
+        type=float,
+        help="run Deployments (kube_workloads.py): each rollout completes after this many seconds",
+    )
+    parser.add_argument(
+        "--sidecar-init-delay", type=float, default=0.3, help="seconds a pod's daprd takes per component"
+    )
     args = parser.parse_args()
-    server = ApiServer(args.port, args.token, args.history, args.bookmark_interval)
+    server = ApiServer(
+        args.port,
+        args.token,
+        args.history,
+        args.bookmark_interval,
+        args.rollout_seconds,
+        args.sidecar_init_delay,
+    )
     log(f"serving on http://127.0.0.1:{args.port}")
     try:
         server.serve_forever()

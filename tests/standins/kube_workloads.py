@@ -1,0 +1,336 @@
+"""What runs in the Kubernetes stand-in when it is started with `--rollout-seconds`: a Deployment controller,
+pods, and a small daprd per Dapr-enabled pod that serves its metrics on the pod IP.
+
+Rules followed (the Deployment documentation, kubernetes.io/docs/concepts/workloads/controllers/deployment/,
+and the apiserver and controller sources where it is silent):
+
+- `metadata.generation` is 1 at creation and grows by one with every change of `spec` (status writes
+  leave it): "a sequence number representing a specific generation of the desired state. Populated by
+  the system." (ObjectMeta reference; apps/v1 Deployment strategy `PrepareForUpdate`).
+- A rollout is triggered "if and only if the Deployment's Pod template (that is, `.spec.template`) is
+  changed"; the controller records `status.observedGeneration`, and the status shows the rollout's
+  progress: while it runs `updatedReplicas` < `replicas`, the `Progressing` condition has reason
+  `ReplicaSetUpdated`; once "all of the replicas associated with the Deployment have been updated ...
+  are available ... no old replicas for the Deployment are running" it is complete: `Progressing` True
+  with reason `NewReplicaSetAvailable`, `Available` True (`MinimumReplicasAvailable`). Here the new pods
+  replace the old ones all at once after `--rollout-seconds`.
+- Pods are named `<deployment>-<pod-template-hash>-<suffix>`, carry the template's labels and annotations
+  plus `pod-template-hash`, and run with `status.podIP` on a loopback address (127.0.0.2 onwards).
+- A pod whose template says `dapr.io/enabled: "true"` gets a `daprd` container (image
+  `dapr.io/sidecar-image`, default `ghcr.io/dapr/daprd:latest`) and a sidecar that loads the Components of
+  its namespace in scope of its app id (`dapr.io/app-id`, default the Deployment's name), one after the
+  other, each after `--sidecar-init-delay` seconds, the rules reused from `fake_daprd.py` (scopes, types
+  and versions daprd's registry knows). It serves `GET /metrics` on the pod IP at `dapr.io/metrics-port`
+  (default 9090; none with `dapr.io/enable-metrics: "false"`) with daprd's component counters
+  (`pkg/diagnostics/service_monitoring.go`): `dapr_runtime_component_init_total{app_id, component=<type>}`
+  and `dapr_runtime_component_init_fail_total{app_id, component, reason, componentName}`, reason
+  `creation` for a type or version the registry lacks. A component of no known category is refused with
+  no metric, as daprd's `processComponentAndDependents` does. Sidecars of Dapr 1.18 and later (and
+  `latest`) hot reload changed Components; older ones load only when their pod starts.
+
+Simplifications: no ReplicaSets, no maxSurge/maxUnavailable steps, no progress deadline, no probes; a
+refused component does not stop the sidecar (as with `ignoreErrors: true`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from fake_daprd import creation_error, identity, in_scope, known_category, log, spec_of
+
+MANAGER = "deployment-controller"
+DEFAULT_SIDECAR_IMAGE = "ghcr.io/dapr/daprd:latest"
+DEFAULT_METRICS_PORT = 9090
+RESCAN_INTERVAL = 0.1
+HOT_RELOAD_SINCE = (1, 18)
+_VERSION = re.compile(r":v?(\d+)\.(\d+)")
+
+
+def next_generation(old: dict[str, Any] | None, new: dict[str, Any]) -> int:
+    """1 at creation; one more whenever `spec` changed."""
+    if old is None:
+        return 1
+    before = int(old["metadata"].get("generation") or 1)
+    return before + 1 if old.get("spec") != new.get("spec") else before
+
+
+def template_hash(deployment: dict[str, Any]) -> str:
+    template = json.dumps(deployment["spec"].get("template") or {}, sort_keys=True)
+    return hashlib.sha256(template.encode()).hexdigest()[:10]
+
+
+def hot_reloads(image: str) -> bool:
+    match = _VERSION.search(image.split("@", 1)[0].rsplit("/", 1)[-1])
+    return match is None or (int(match[1]), int(match[2])) >= HOT_RELOAD_SINCE
+
+
+class Sidecar:
+    """One pod's daprd, as far as its component counters go."""
+
+    def __init__(
+        self,
+        list_components: Callable[[], list[dict[str, Any]]],
+        app_id: str,
+        hot_reload: bool,
+        init_delay: float,
+    ) -> None:
+        self.list_components = list_components
+        self.app_id = app_id
+        self.hot_reload = hot_reload
+        self.init_delay = init_delay
+        self.seen: dict[str, str] = {}  # name → identity loaded or refused
+        self.inits: dict[str, int] = defaultdict(int)
+        self.failures: dict[tuple[str, str, str], int] = defaultdict(int)  # (type, name, reason)
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.server: ThreadingHTTPServer | None = None
+
+    def start(self, ip: str, port: int | None) -> None:
+        if port is not None:
+            try:
+                self.server = ThreadingHTTPServer((ip, port), metrics_handler(self))
+            except OSError as exc:
+                log(f"sidecar {self.app_id}: cannot serve metrics on {ip}:{port}: {exc}", "error")
+            else:
+                self.server.daemon_threads = True
+                threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._scan_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def _scan_forever(self) -> None:
+        first = True
+        while not self.stopped.is_set():
+            if first or self.hot_reload:
+                self._scan()
+            first = False
+            self.stopped.wait(RESCAN_INTERVAL)
+
+    def _scan(self) -> None:
+        for manifest in self.list_components():
+            name = manifest["metadata"]["name"]
+            if not in_scope(manifest, self.app_id) or self.seen.get(name) == identity(manifest):
+                continue
+            self.seen[name] = identity(manifest)
+            if self.stopped.wait(self.init_delay):
+                return
+            component_type = str(spec_of(manifest).get("type", ""))
+            with self.lock:
+                if not known_category(manifest):
+                    log(f"sidecar {self.app_id}: incorrect type {component_type}", "error")
+                elif creation_error(manifest) is not None:
+                    self.failures[(component_type, name, "creation")] += 1
+                else:
+                    self.inits[component_type] += 1
+
+    def metrics(self) -> str:
+        app = self.app_id
+        lines = [
+            "# HELP dapr_runtime_component_init_total The number of initialized components.",
+            "# TYPE dapr_runtime_component_init_total counter",
+        ]
+        with self.lock:
+            lines += [
+                f'dapr_runtime_component_init_total{{app_id="{app}",component="{t}"}} {n}'
+                for t, n in sorted(self.inits.items())
+            ]
+            lines += [
+                "# HELP dapr_runtime_component_init_fail_total "
+                "The number of component initialization failures.",
+                "# TYPE dapr_runtime_component_init_fail_total counter",
+            ]
+            lines += [
+                f'dapr_runtime_component_init_fail_total{{app_id="{app}",component="{t}",'
+                f'componentName="{name}",reason="{reason}"}} {n}'
+                for (t, name, reason), n in sorted(self.failures.items())
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def metrics_handler(sidecar: Sidecar) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = sidecar.metrics().encode() if self.path == "/metrics" else b"404 page not found\n"
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+class DeploymentController:
+    """Rolls Deployments out (see the module's rules); one thread, woken every 50 ms."""
+
+    def __init__(
+        self, store: Any, resources: dict[str, Any], rollout_seconds: float, init_delay: float
+    ) -> None:
+        self.store = store
+        self.deployments, self.pods = resources["deployments"], resources["pods"]
+        self.components = resources["components"]
+        self.rollout_seconds = rollout_seconds
+        self.init_delay = init_delay
+        self.rollouts: dict[str, tuple[str, float]] = {}  # deployment uid → (template hash, since)
+        self.running: dict[str, str] = {}  # deployment uid → template hash of its pods
+        self.sidecars: dict[str, Sidecar] = {}  # pod name → its sidecar
+        self.addresses = itertools.cycle(range(2, 255))
+        self.stopped = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for sidecar in self.sidecars.values():
+            sidecar.stop()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(0.05):
+            try:
+                self.tick()
+            except Exception as exc:  # a stand-in bug must show, not stop the controller
+                log(f"deployment controller: {exc!r}", "error")
+
+    def _objects(self, resource: Any, namespace: str | None = None) -> list[dict[str, Any]]:
+        with self.store.changed:
+            return [
+                s.rendered()
+                for (r, ns, _), s in list(self.store.objects.items())
+                if r is resource and namespace in (None, ns)
+            ]
+
+    def tick(self) -> None:
+        deployments = self._objects(self.deployments)
+        alive = {d["metadata"]["uid"] for d in deployments}
+        for pod in self._objects(self.pods):
+            owner = (pod["metadata"].get("ownerReferences") or [{}])[0].get("uid")
+            if owner is not None and owner not in alive:  # garbage collection of a deleted Deployment's pods
+                self._delete_pod(pod)
+        for deployment in deployments:
+            self._sync(deployment)
+
+    def _sync(self, deployment: dict[str, Any]) -> None:
+        uid, wanted = deployment["metadata"]["uid"], template_hash(deployment)
+        now = time.monotonic()
+        if self.rollouts.get(uid, ("", 0.0))[0] != wanted:
+            self.rollouts[uid] = (wanted, now)
+        started = self.rollouts[uid][1]
+        if self.running.get(uid) != wanted and now - started >= self.rollout_seconds:
+            self._replace_pods(deployment, wanted)
+            self.running[uid] = wanted
+        self._write_status(deployment, done=self.running.get(uid) == wanted)
+
+    def _write_status(self, deployment: dict[str, Any], done: bool) -> None:
+        metadata = deployment["metadata"]
+        replicas = int(deployment["spec"].get("replicas", 1))
+        old = 0 if done or metadata["uid"] not in self.running else replicas
+        status = {
+            "observedGeneration": int(metadata.get("generation") or 1),
+            "replicas": replicas if done else old,
+            "updatedReplicas": replicas if done else 0,
+            "readyReplicas": replicas if done else old,
+            "availableReplicas": replicas if done else old,
+            "conditions": [
+                condition("Available", "True" if done or old else "False", "MinimumReplicasAvailable"),
+                condition("Progressing", "True", "NewReplicaSetAvailable" if done else "ReplicaSetUpdated"),
+            ],
+        }
+        if deployment.get("status") == status:
+            return
+
+        def with_status(live: dict[str, Any]) -> dict[str, Any]:
+            live["status"] = status
+            return live
+
+        self.store.update(
+            "update", self.deployments, metadata["namespace"], metadata["name"], MANAGER, with_status
+        )
+
+    def _replace_pods(self, deployment: dict[str, Any], wanted: str) -> None:
+        metadata = deployment["metadata"]
+        for pod in self._objects(self.pods, metadata["namespace"]):
+            if (pod["metadata"].get("ownerReferences") or [{}])[0].get("uid") == metadata["uid"]:
+                self._delete_pod(pod)
+        for _ in range(int(deployment["spec"].get("replicas", 1))):
+            self._create_pod(deployment, wanted)
+
+    def _delete_pod(self, pod: dict[str, Any]) -> None:
+        name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+        sidecar = self.sidecars.pop(name, None)
+        if sidecar is not None:
+            sidecar.stop()
+        with contextlib.suppress(Exception):  # deleted meanwhile
+            self.store.delete(self.pods, namespace, name, MANAGER, {})
+
+    def _create_pod(self, deployment: dict[str, Any], wanted: str) -> None:
+        metadata, template = deployment["metadata"], deployment["spec"].get("template") or {}
+        annotations = dict((template.get("metadata") or {}).get("annotations") or {})
+        ip = f"127.0.0.{next(self.addresses)}"
+        containers = list((template.get("spec") or {}).get("containers") or [])
+        image = annotations.get("dapr.io/sidecar-image", DEFAULT_SIDECAR_IMAGE)
+        dapr = annotations.get("dapr.io/enabled") == "true"
+        if dapr:
+            containers.append({"name": "daprd", "image": image})
+        name = f"{metadata['name']}-{wanted}-{uuid.uuid4().hex[:5]}"
+        owner = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": metadata["name"],
+            "uid": metadata["uid"],
+        }
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": metadata["namespace"],
+                "labels": {
+                    **((template.get("metadata") or {}).get("labels") or {}),
+                    "pod-template-hash": wanted,
+                },
+                "annotations": annotations,
+                "ownerReferences": [owner],
+            },
+            "spec": {**(template.get("spec") or {}), "containers": containers},
+            "status": {"phase": "Running", "podIP": ip, "conditions": [condition("Ready", "True", "")]},
+        }
+        self.store.create(self.pods, metadata["namespace"], body, MANAGER)
+        if dapr:
+            self._start_sidecar(name, metadata, annotations, ip, image)
+
+    def _start_sidecar(
+        self, pod: str, owner: dict[str, Any], annotations: dict[str, str], ip: str, image: str
+    ) -> None:
+        namespace = owner["namespace"]
+        app_id = annotations.get("dapr.io/app-id") or owner["name"]
+        sidecar = Sidecar(
+            lambda: self._objects(self.components, namespace), app_id, hot_reloads(image), self.init_delay
+        )
+        port = None
+        if annotations.get("dapr.io/enable-metrics") != "false":
+            port = int(annotations.get("dapr.io/metrics-port") or DEFAULT_METRICS_PORT)
+        self.sidecars[pod] = sidecar
+        sidecar.start(ip, port)
+
+
+def condition(kind: str, status: str, reason: str) -> dict[str, str]:
+    return {"type": kind, "status": status, "reason": reason}
