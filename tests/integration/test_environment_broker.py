@@ -6,6 +6,7 @@ control-plane restart, and never sees another platform's instances."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ from . import test_environments as environments
 from .databases import database_for
 from .harness import DEADLINE, Fleet, ServerProcess, condition_true, expect_status, runtime
 from .kube import KubeApiServer
+from .test_cli import ok, rrm
 from .test_environments import play_agent_pod
 
 pytestmark = pytest.mark.integration
@@ -421,3 +423,59 @@ def trial_expires(
     resumed = platform.update(instance, context={**CONTEXT, "active": True})
     assert resumed.status_code == 400 and "cannot be resumed" in resumed.json()["description"], resumed.text
     expect_status(platform.deprovision(instance, "trial"), 202)
+
+
+def test_the_cli_issues_platform_credentials_and_lists_what_each_platform_ordered(fleet: Fleet) -> None:
+    server, name = fleet.server, f"cli-{uuid.uuid4().hex[:6]}"
+    issued = json.loads(ok(rrm(server, "environment-broker", "credentials", name, "-o", "json")))
+    assert issued["username"] == name and issued["broker_url"] == f"{server.url}/environments"
+    again = rrm(server, "environment-broker", "credentials", name)
+    assert again.returncode != 0 and "rotate" in again.stderr
+    text = ok(rrm(server, "environment-broker", "credentials", name, "--rotate"))
+    assert f"cf create-service-broker rrm-environments {name} PASSWORD {server.url}/environments" in text
+    password = next(line.split()[-1] for line in text.splitlines() if line.startswith("password:"))
+    http = httpx.Client(
+        base_url=issued["broker_url"], auth=(name, password), headers={"X-Broker-API-Version": "2.17"}
+    )
+    platform, instance = Platform(name, password, http), str(uuid.uuid4())
+    context = {"globalaccount_id": f"ga-{name}", "subaccount_id": "sa-cli", "user_id": "bob"}
+    parameters = {"name": f"env-{name}", "kubeconfig": UNREACHABLE}
+    expect_status(platform.provision(instance, "kubernetes", parameters, context=context), 202)
+    listed = json.loads(
+        ok(
+            rrm(
+                server,
+                "get",
+                "environments",
+                "--global-account",
+                f"ga-{name}",
+                "--subaccount",
+                "sa-cli",
+                "-o",
+                "json",
+            )
+        )
+    )
+    assert [(e["name"], e["platform"], e["tenant"]["subaccount"]) for e in listed] == [
+        (f"env-{name}", name, "sa-cli")
+    ]
+    assert (
+        json.loads(
+            ok(
+                rrm(
+                    server,
+                    "get",
+                    "environments",
+                    "--global-account",
+                    f"ga-{name}",
+                    "--subaccount",
+                    "x",
+                    "-o",
+                    "json",
+                )
+            )
+        )
+        == []
+    )
+    expect_status(platform.deprovision(instance, "kubernetes"), 202)
+    http.close()

@@ -198,15 +198,15 @@ def get_environments(
     ctx: typer.Context,
     all_: bool = typer.Option(False, "--all", help="archived (deleted) environments too"),
     global_account: str = typer.Option(None, "--global-account"),
+    subaccount: str = typer.Option(None, "--subaccount"),
     state: str = typer.Option(None, "--state"),
     plan: str = typer.Option(None, "--plan"),
     output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
     """List environments with their state and latest operation."""
     params: dict[str, Any] = {"all": str(all_).lower(), "pageSize": 100, "page": 1}
-    params.update(
-        {k: v for k, v in (("globalAccount", global_account), ("state", state), ("plan", plan)) if v}
-    )
+    filters = {"globalAccount": global_account, "subaccount": subaccount, "state": state, "plan": plan}
+    params.update({k: v for k, v in filters.items() if v})
     items: list[dict[str, Any]] = []
     with admin_api(ctx) as api:
         while True:

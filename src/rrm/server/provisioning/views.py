@@ -71,6 +71,7 @@ def environment_view(
         "parameters": dict(row.parameters),
         "secretParameters": _secret_names(state, row),
         "tenant": {"globalAccount": row.global_account, "subaccount": row.subaccount},
+        "platform": row.data.get("platform"),  # the OSB platform that ordered it (Environment Broker)
         "state": row.state,
         "runtime": row.name if row.runtime_id else None,
         "resources": _resources(state, row),
