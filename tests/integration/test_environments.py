@@ -454,7 +454,7 @@ def test_on_postgresql_the_leader_provisions_and_a_new_leader_resumes_after_a_ki
             )
             fleet.processes.append(agent)
             agent.start(token)  # the Service now routes the agent to the surviving replica
-            op = wait_operation(fleet, "byo-r", answer["operation"])
+            op = wait_operation(fleet, "byo-r", answer["operation"], timeout=90)  # a loaded machine
             assert op["state"] == "succeeded", op
             assert {s["name"]: s["attempts"] for s in op["stages"] if s["name"] != "wait_for_connection"} == {
                 "validate": 1, "register_runtime": 1, "fetch_kubeconfig": 1, "install_agent": 1,
