@@ -80,6 +80,10 @@ class GardenerApiServer(ManagedProcess):
         with self.http as http:
             http.post("/test/outcomes", json=dict(rule)).raise_for_status()
 
+    def clear_outcomes(self) -> None:
+        with self.http as http:
+            http.delete("/test/outcomes").raise_for_status()
+
     def shoot_kubeconfig(self, shoot: str, path: Path) -> Path:
         """The Shoot's admin kubeconfig, written to `path` (mode 0600)."""
         body = {"apiVersion": "authentication.gardener.cloud/v1alpha1", "kind": "AdminKubeconfigRequest"}

@@ -111,8 +111,10 @@ def test_a_gardener_environment_becomes_a_connected_runtime_and_its_account_is_c
 ) -> None:
     admin, fleet, garden = setup.server.admin, setup.fleet, setup.garden
     tenant = {"globalAccount": "ga-1", "subaccount": "sa-1"}
+    garden.outcome({"outcome": "hang", "operation": "Create"})  # until the progress was seen
     answer = request(admin, "gw-a", "gardener-aws", region="eu-west-2", tenant=tenant)
     waiting = wait_stage(fleet, "gw-a", answer["operation"], "wait_for_cluster", ("waiting",))
+    garden.clear_outcomes()
     assert waiting["description"].startswith("waiting for the cluster: 0 of ~30 min (Shoot c-"), waiting
     shoot = the_shoot(setup, "gw-a")
     name = shoot["metadata"]["name"]
@@ -168,7 +170,7 @@ def test_a_gardener_environment_becomes_a_connected_runtime_and_its_account_is_c
     account = fleet.wait_until(failed_cleanup, "the failing cleanup was never recorded")
     assert account["dirty"] and "3 EBS volumes still attached" in account["cleanupError"]
     other = request(admin, "gw-b", "gardener-aws", tenant={"globalAccount": "ga-1"})
-    wait_stage(fleet, "gw-b", other["operation"], "wait_for_cluster", ("waiting",))
+    wait_stage(fleet, "gw-b", other["operation"], "create_cluster", ("succeeded",))
     assert the_shoot(setup, "gw-b")["spec"]["secretBindingName"] == "aws-2", "a dirty binding was handed out"
     (setup.cleanup / "fail").unlink()
     fleet.wait_until(lambda: "dirty" not in garden.labels("aws-1"), "the binding never came back to the pool")
@@ -207,8 +209,11 @@ def current_stage(op: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def test_a_kill_9_in_each_stage_resumes_and_creates_the_shoot_once(setup: Setup) -> None:
-    """Kill the control plane whenever the operation is seen in a stage it was not killed in yet."""
+    """Kill the control plane whenever the operation is seen in a stage it was not killed in yet. The Shoot
+    hangs until the kill in wait_for_cluster, and the agent starts only after the kill in
+    wait_for_connection, so those two are always seen."""
     server, fleet, garden = setup.server, setup.fleet, setup.garden
+    garden.outcome({"outcome": "hang", "operation": "Create"})
     answer = request(server.admin, "gw-k", "gardener-aws", tenant={"globalAccount": "ga-k"})
     killed: list[str] = []
     agent: KubeAgentProcess | None = None
@@ -223,6 +228,8 @@ def test_a_kill_9_in_each_stage_resumes_and_creates_the_shoot_once(setup: Setup)
             killed.append(now["name"])
             server.kill9()
             server.start()
+        elif now["name"] == "wait_for_cluster":
+            garden.clear_outcomes()
         elif now["name"] == "wait_for_connection" and agent is None:
             agent = play_agent_pod(setup, the_shoot(setup, "gw-k")["metadata"]["name"], "gw-k")
         return {}
@@ -294,11 +301,11 @@ def test_trial_environments_take_the_least_used_shared_binding(setup: Setup) -> 
     garden.binding("shared-a", shared="true")
     garden.binding("shared-b", shared="true")
     first = request(admin, "gt-1", "trial", tenant={"globalAccount": "ga-t1"})
-    wait_stage(fleet, "gt-1", first["operation"], "wait_for_cluster", ("waiting",))
+    wait_stage(fleet, "gt-1", first["operation"], "create_cluster", ("succeeded",))
     second = request(admin, "gt-2", "trial", tenant={"globalAccount": "ga-t2"})
-    wait_stage(fleet, "gt-2", second["operation"], "wait_for_cluster", ("waiting",))
+    wait_stage(fleet, "gt-2", second["operation"], "create_cluster", ("succeeded",))
     third = request(admin, "gt-3", "trial", tenant={"globalAccount": "ga-t1"})
-    wait_stage(fleet, "gt-3", third["operation"], "wait_for_cluster", ("waiting",))
+    wait_stage(fleet, "gt-3", third["operation"], "create_cluster", ("succeeded",))
     used = [the_shoot(setup, f"gt-{i}")["spec"]["secretBindingName"] for i in (1, 2, 3)]
     assert used == ["shared-a", "shared-b", "shared-a"]
     assert "tenantName" not in garden.labels("shared-a")
