@@ -73,15 +73,19 @@ def _plan(provisioning: Provisioning, plan: ProvisioningPlan) -> Plan:
 
 
 def create_schema(plan: ProvisioningPlan) -> dict[str, Any]:
-    """The plan's parameters plus the environment's `name` and, where the plan has regions, `region`."""
+    """The plan's parameters plus the environment's `name` (unless the plan has its own) and, where the plan
+    has regions, `region`."""
     schema = dict(plan.schema)
     properties: dict[str, Any] = dict(schema.get("properties", {}))
-    properties[NAME_PARAMETER] = {
-        "type": "string",
-        "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        "maxLength": DNS1123_MAX,
-        "description": "the environment's and its runtime's name; default: the instance id",
-    }
+    properties.setdefault(
+        NAME_PARAMETER,
+        {
+            "type": "string",
+            "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+            "maxLength": DNS1123_MAX,
+            "description": "the environment's and its runtime's name; default: the instance id",
+        },
+    )
     if plan.regions:
         properties[REGION_PARAMETER] = {
             "type": "string",

@@ -120,23 +120,11 @@ def creation(
 ) -> CreateEnvironment:
     """The environment request an OSB provision makes: name and region out of the parameters, the tenant
     from the context, the user as default administrator where the plan has administrators."""
-    rest = {k: v for k, v in parameters.items() if k not in (NAME_PARAMETER, REGION_PARAMETER)}
-    name = parameters.get(NAME_PARAMETER, instance_id.lower())
-    if not isinstance(name, str) or dns1123_label_error(name) is not None:
-        problem = dns1123_label_error(name) if isinstance(name, str) else "must be a string"
-        source = (
-            "parameters.name"
-            if NAME_PARAMETER in parameters
-            else "parameters.name (default: the instance id)"
-        )
-        raise BrokerError(400, f"{source} {problem}: an environment's name is a DNS-1123 label")
+    properties = plan_properties(records, plan)
+    name = environment_name(instance_id, parameters, NAME_PARAMETER in properties)
+    rest = {k: v for k, v in parameters.items() if k not in own_parameters(properties)}
     user = context.get("user_id")
-    plan_row = records.engine.catalog.plans.get(plan)
-    if (
-        isinstance(user, str)
-        and plan_row is not None
-        and "administrators" in plan_row.schema.get("properties", {})
-    ):
+    if isinstance(user, str) and "administrators" in properties:
         rest.setdefault("administrators", [user])
     try:
         tenant = Tenant.model_validate(
@@ -152,6 +140,32 @@ def creation(
             for e in exc.errors()
         ]
         raise BrokerError(400, "; ".join(problems)) from None
+
+
+def plan_properties(records: PlatformRecords, plan: str) -> dict[str, Any]:
+    found_plan = records.engine.catalog.plans.get(plan)
+    return dict(found_plan.schema.get("properties", {})) if found_plan is not None else {}
+
+
+def own_parameters(properties: dict[str, Any]) -> set[str]:
+    """The broker's parameters that are not the plan's: `region` always, `name` unless the plan has one (the
+    Gardener plans' display name, as KEB's `name`)."""
+    return {REGION_PARAMETER} | (set() if NAME_PARAMETER in properties else {NAME_PARAMETER})
+
+
+def environment_name(instance_id: str, parameters: dict[str, Any], plan_has_name: bool) -> str:
+    """`parameters.name`, else the instance id in lower case; a plan with a `name` of its own (a display
+    name that need not be a DNS-1123 label) falls back to the instance id when it is not one."""
+    name = parameters.get(NAME_PARAMETER)
+    if isinstance(name, str) and dns1123_label_error(name) is None:
+        return name
+    if name is not None and not plan_has_name:
+        problem = dns1123_label_error(name) if isinstance(name, str) else "must be a string"
+        raise BrokerError(400, f"parameters.name {problem}: an environment's name is a DNS-1123 label")
+    fallback = instance_id.lower()
+    if (problem := dns1123_label_error(fallback)) is not None:
+        raise BrokerError(400, f"parameters.name is needed: the instance id {problem} as a name")
+    return fallback
 
 
 def start(
@@ -242,7 +256,7 @@ def update(request: Request, instance_id: str, body: Any, accepts_incomplete: bo
         raise BrokerError(422, "plans cannot be changed: provision a new instance", update_repeatable=False)
     if running_operation(request.records, environment.id) is not None:
         raise BrokerError(422, "another operation of this instance is under way", "ConcurrencyError")
-    changes = changed_parameters(environment, parameters)
+    changes = changed_parameters(request.records, environment, parameters)
     operation = suspend_or_resume(request, hit, active, changes, accepts_incomplete)
     if operation is None and changes:
         if environment.state == SUSPENDED:
@@ -252,13 +266,16 @@ def update(request: Request, instance_id: str, body: Any, accepts_incomplete: bo
     return (200, {}) if operation is None else (202, {"operation": operation.id})
 
 
-def changed_parameters(environment: EnvironmentRow, parameters: dict[str, Any]) -> dict[str, Any]:
-    """The plan's parameters to change; name and region may be repeated, not changed."""
+def changed_parameters(
+    records: PlatformRecords, environment: EnvironmentRow, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    """The plan's parameters to change; the broker's own (`name`, `region`) may be repeated, not changed."""
     fixed = {NAME_PARAMETER: environment.name, REGION_PARAMETER: environment.region}
-    for key, value in fixed.items():
-        if key in parameters and parameters[key] != value:
-            raise BrokerError(400, f"parameters.{key} cannot be changed (it is {value!r})")
-    return {k: v for k, v in parameters.items() if k not in fixed}
+    own = own_parameters(plan_properties(records, environment.plan))
+    for key in own:
+        if key in parameters and parameters[key] != fixed[key]:
+            raise BrokerError(400, f"parameters.{key} cannot be changed (it is {fixed[key]!r})")
+    return {k: v for k, v in parameters.items() if k not in own}
 
 
 def suspend_or_resume(
