@@ -7,8 +7,8 @@ import contextlib
 import logging
 import os
 import resource
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import uvicorn
@@ -98,7 +98,9 @@ def build_state(settings: ServerSettings) -> ServerState:
     return state
 
 
-def create_app(state: ServerState) -> FastAPI:
+def lifespan_of(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Loads the fleet view and runs the background tasks while the app serves; stops them after."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.fleet.load()
@@ -135,10 +137,14 @@ def create_app(state: ServerState) -> FastAPI:
                     await task
             state.db.dispose()
 
+    return lifespan
+
+
+def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(
         title="rrm control plane",
         version=rrm.__version__,
-        lifespan=lifespan,
+        lifespan=lifespan_of(state),
         openapi_url=None,  # served by `install_api_docs`, behind authentication
         docs_url=None,
         redoc_url=None,

@@ -13,7 +13,7 @@ import binascii
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
@@ -164,75 +164,107 @@ async def _body(request: Request) -> Any:
         raise BrokerError(400, f"the request body is not acceptable: {exc}") from None
 
 
-def broker_router(backend: BrokerBackend[Records], operations: BrokerOperations[Records]) -> APIRouter:
-    router = APIRouter(tags=["broker"])
+class _Dispatch(Generic[Records]):
+    """Authenticates a request (then checks its API version), and runs its operation on the caller's
+    records in a worker thread."""
 
-    async def caller_of(request: Request) -> str:
+    def __init__(self, backend: BrokerBackend[Records]) -> None:
+        self.backend = backend
+
+    async def caller_of(self, request: Request) -> str:
         username, password = _credentials(request)
-        caller = await asyncio.to_thread(backend.authenticate, username, password)
+        caller = await asyncio.to_thread(self.backend.authenticate, username, password)
         if caller is None:
             raise BrokerError(401, "unknown broker credentials")
         check_version(request)
         return caller
 
+    async def writing(self, request: Request) -> tuple[str, bool, Any]:
+        """The caller, `accepts_incomplete` and the body of a provision, update or bind."""
+        caller = await self.caller_of(request)
+        return caller, _flag(request, "accepts_incomplete"), await _body(request)
+
+    async def removing(self, request: Request) -> tuple[str, bool, str | None, str | None]:
+        """The caller, `accepts_incomplete`, `service_id` and `plan_id` of a deprovision or unbind."""
+        caller = await self.caller_of(request)
+        query = request.query_params
+        return caller, _flag(request, "accepts_incomplete"), query.get("service_id"), query.get("plan_id")
+
     async def run(
-        request: Request, caller: str, operation: Callable[[BrokerRequest[Records]], Answer]
+        self, request: Request, caller: str, operation: Callable[[BrokerRequest[Records]], Answer]
     ) -> Response:
-        catalog = backend.catalog(caller)
+        catalog = self.backend.catalog(caller)
 
         def work(records: Records) -> Answer:
             return operation(BrokerRequest(records, catalog, time.time()))
 
-        status, body = await asyncio.to_thread(backend.transact, caller, work)
+        status, body = await asyncio.to_thread(self.backend.transact, caller, work)
         headers = {"Retry-After": service.RETRY_AFTER} if body.get("state") == "in progress" else None
         return _json(request, status, body, headers)
 
+
+def broker_router(backend: BrokerBackend[Records], operations: BrokerOperations[Records]) -> APIRouter:
+    router = APIRouter(tags=["broker"])
+    dispatch = _Dispatch(backend)
+
     @router.get("/v2/catalog")
     async def catalog(request: Request) -> Response:
-        caller = await caller_of(request)
+        caller = await dispatch.caller_of(request)
         return _json(request, 200, backend.catalog(caller).document())
 
+    _instance_routes(router, dispatch, operations)
+    _binding_routes(router, dispatch, operations)
+    return router
+
+
+def _instance_routes(
+    router: APIRouter, dispatch: _Dispatch[Records], operations: BrokerOperations[Records]
+) -> None:
     @router.get("/v2/service_instances/{instance_id}/last_operation")
     async def instance_last_operation(request: Request, instance_id: str) -> Response:
-        caller = await caller_of(request)
-        operation = request.query_params.get("operation")
-        return await run(
+        caller, operation = await dispatch.caller_of(request), request.query_params.get("operation")
+        return await dispatch.run(
             request, caller, lambda r: operations.instance_last_operation(r, instance_id, operation)
         )
 
-    @router.put("/v2/service_instances/{instance_id}")
-    async def provision(request: Request, instance_id: str) -> Response:
-        caller = await caller_of(request)
-        asynchronous, body = _flag(request, "accepts_incomplete"), await _body(request)
-        return await run(request, caller, lambda r: operations.provision(r, instance_id, body, asynchronous))
+    instance = "/v2/service_instances/{instance_id}"
+    router.add_api_route(
+        instance, _writing(dispatch, operations.provision), methods=["PUT"], name="provision"
+    )
+    router.add_api_route(instance, _writing(dispatch, operations.update), methods=["PATCH"], name="update")
 
     @router.get("/v2/service_instances/{instance_id}")
     async def fetch_instance(request: Request, instance_id: str) -> Response:
-        caller = await caller_of(request)
-        return await run(request, caller, lambda r: operations.fetch_instance(r, instance_id))
-
-    @router.patch("/v2/service_instances/{instance_id}")
-    async def update(request: Request, instance_id: str) -> Response:
-        caller = await caller_of(request)
-        asynchronous, body = _flag(request, "accepts_incomplete"), await _body(request)
-        return await run(request, caller, lambda r: operations.update(r, instance_id, body, asynchronous))
+        caller = await dispatch.caller_of(request)
+        return await dispatch.run(request, caller, lambda r: operations.fetch_instance(r, instance_id))
 
     @router.delete("/v2/service_instances/{instance_id}")
     async def deprovision(request: Request, instance_id: str) -> Response:
-        caller = await caller_of(request)
-        asynchronous = _flag(request, "accepts_incomplete")
-        service_id, plan_id = request.query_params.get("service_id"), request.query_params.get("plan_id")
-        return await run(
-            request,
-            caller,
-            lambda r: operations.deprovision(r, instance_id, service_id, plan_id, asynchronous),
+        caller, asynchronous, service, plan = await dispatch.removing(request)
+        return await dispatch.run(
+            request, caller, lambda r: operations.deprovision(r, instance_id, service, plan, asynchronous)
         )
 
+
+def _writing(
+    dispatch: _Dispatch[Records], operation: Callable[[BrokerRequest[Records], str, Any, bool], Answer]
+) -> Callable[[Request, str], Awaitable[Response]]:
+    """The route of a provision or an update of an instance."""
+
+    async def route(request: Request, instance_id: str) -> Response:
+        caller, asynchronous, body = await dispatch.writing(request)
+        return await dispatch.run(request, caller, lambda r: operation(r, instance_id, body, asynchronous))
+
+    return route
+
+
+def _binding_routes(
+    router: APIRouter, dispatch: _Dispatch[Records], operations: BrokerOperations[Records]
+) -> None:
     @router.get("/v2/service_instances/{instance_id}/service_bindings/{binding_id}/last_operation")
     async def binding_last_operation(request: Request, instance_id: str, binding_id: str) -> Response:
-        caller = await caller_of(request)
-        operation = request.query_params.get("operation")
-        return await run(
+        caller, operation = await dispatch.caller_of(request), request.query_params.get("operation")
+        return await dispatch.run(
             request,
             caller,
             lambda r: operations.binding_last_operation(r, instance_id, binding_id, operation),
@@ -240,26 +272,23 @@ def broker_router(backend: BrokerBackend[Records], operations: BrokerOperations[
 
     @router.put("/v2/service_instances/{instance_id}/service_bindings/{binding_id}")
     async def bind(request: Request, instance_id: str, binding_id: str) -> Response:
-        caller = await caller_of(request)
-        asynchronous, body = _flag(request, "accepts_incomplete"), await _body(request)
-        return await run(
+        caller, asynchronous, body = await dispatch.writing(request)
+        return await dispatch.run(
             request, caller, lambda r: operations.bind(r, instance_id, binding_id, body, asynchronous)
         )
 
     @router.get("/v2/service_instances/{instance_id}/service_bindings/{binding_id}")
     async def fetch_binding(request: Request, instance_id: str, binding_id: str) -> Response:
-        caller = await caller_of(request)
-        return await run(request, caller, lambda r: operations.fetch_binding(r, instance_id, binding_id))
+        caller = await dispatch.caller_of(request)
+        return await dispatch.run(
+            request, caller, lambda r: operations.fetch_binding(r, instance_id, binding_id)
+        )
 
     @router.delete("/v2/service_instances/{instance_id}/service_bindings/{binding_id}")
     async def unbind(request: Request, instance_id: str, binding_id: str) -> Response:
-        caller = await caller_of(request)
-        asynchronous = _flag(request, "accepts_incomplete")
-        service_id, plan_id = request.query_params.get("service_id"), request.query_params.get("plan_id")
-        return await run(
+        caller, asynchronous, service, plan = await dispatch.removing(request)
+        return await dispatch.run(
             request,
             caller,
-            lambda r: operations.unbind(r, instance_id, binding_id, service_id, plan_id, asynchronous),
+            lambda r: operations.unbind(r, instance_id, binding_id, service, plan, asynchronous),
         )
-
-    return router

@@ -203,6 +203,15 @@ def open_credentials(box: SecretBox, name: str, blob: bytes) -> dict[str, dict[s
 def _store(
     session: Session, box: SecretBox, plan: _Plan, outcome: ApplyOutcome, *, dry_run: bool, now: datetime
 ) -> None:
+    """Definitions and assignments first: an application may use a label defined by the same request."""
+    _store_labels(session, plan, outcome, dry_run=dry_run, now=now)
+    for _, app in plan.applications:
+        outcome.results.append(_store_application(session, box, app, dry_run=dry_run, now=now))
+
+
+def _store_labels(
+    session: Session, plan: _Plan, outcome: ApplyOutcome, *, dry_run: bool, now: datetime
+) -> None:
     existing_definitions = store.label_definitions(session) if plan.definitions else {}
     for _, definition in plan.definitions:
         current = existing_definitions.get(definition.key)
@@ -232,38 +241,38 @@ def _store(
             )
         outcome.results.append(Result(manifests.SCENARIO_ASSIGNMENT, assignment.scenario, action, None))
 
-    for _, app in plan.applications:
-        row = store.application(session, app.name)
-        unchanged = (
-            row is not None
-            and canonical_json(row.manifest) == canonical_json(app.manifest)
-            and open_credentials(box, app.name, row.credentials) == app.credentials
+
+def _store_application(
+    session: Session, box: SecretBox, app: manifests.ApplicationDocument, *, dry_run: bool, now: datetime
+) -> Result:
+    row = store.application(session, app.name)
+    if (
+        row is not None
+        and canonical_json(row.manifest) == canonical_json(app.manifest)
+        and open_credentials(box, app.name, row.credentials) == app.credentials
+    ):
+        return Result(manifests.APPLICATION, app.name, "unchanged", row.revision)
+    action = "updated" if row is not None else "created"
+    revision = (row.revision if row else 0) + 1
+    if not dry_run:
+        revision = store.write_application(
+            session,
+            name=app.name,
+            uid=row.uid if row else str(uuid.uuid4()),
+            manifest=app.manifest,
+            labels=app.labels,
+            scenarios=app.scenarios,
+            credentials=seal_credentials(box, app.name, app.credentials),
+            now=now,
         )
-        if unchanged:
-            assert row is not None
-            outcome.results.append(Result(manifests.APPLICATION, app.name, "unchanged", row.revision))
-            continue
-        action = "updated" if row is not None else "created"
-        revision = (row.revision if row else 0) + 1
-        if not dry_run:
-            revision = store.write_application(
-                session,
-                name=app.name,
-                uid=row.uid if row else str(uuid.uuid4()),
-                manifest=app.manifest,
-                labels=app.labels,
-                scenarios=app.scenarios,
-                credentials=seal_credentials(box, app.name, app.credentials),
-                now=now,
-            )
-            repo.record_event(
-                session,
-                f"Application{action.capitalize()}",
-                f"application/{app.name}",
-                f"revision {revision}, scenarios {', '.join(app.scenarios) or 'none'}",
-                now,
-            )
-        outcome.results.append(Result(manifests.APPLICATION, app.name, action, revision))
+        repo.record_event(
+            session,
+            f"Application{action.capitalize()}",
+            f"application/{app.name}",
+            f"revision {revision}, scenarios {', '.join(app.scenarios) or 'none'}",
+            now,
+        )
+    return Result(manifests.APPLICATION, app.name, action, revision)
 
 
 def _action(current: Any, wanted: Any) -> str:
