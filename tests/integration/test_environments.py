@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .harness import DEADLINE, Fleet, ServerProcess, apply, component, expect_status, parse_time
+from .harness import DEADLINE, Fleet, ServerProcess, apply, component, expect_status, holds_for, parse_time
 from .kube import KubeAgentProcess, KubeApiServer
 from .test_cli import rrm
 
@@ -192,6 +192,30 @@ def test_a_local_agent_that_dies_is_started_again(fleet: Fleet, backend: str, lo
     fleet.wait_until(lambda: int(pid_file.read_text()) != first, "the dead agent was not restarted")
     assert pid_alive(int(pid_file.read_text()))
     expect_status(admin.delete("/api/v1/environments/loc-b"), 202)
+
+
+def test_a_local_agent_outlives_a_kill_9_of_the_control_plane_and_is_adopted(
+    own_server: ServerProcess, fleet: Fleet, backend: str, local_agents: Path
+) -> None:
+    if backend == "postgresql":
+        pytest.skip("the local plan is refused on PostgreSQL")
+    answer = request(own_server.admin, "loc-k", "local")
+    assert wait_operation(fleet, "loc-k", answer["operation"])["state"] == "succeeded"
+    pid = int((local_agents / "loc-k" / "agent.pid").read_text())
+    own_server.kill9()
+    assert pid_alive(pid), "a kill -9 of the control plane leaves its local agents running"
+    own_server.start()
+    pid_file = local_agents / "loc-k" / "agent.pid"
+    holds_for(
+        lambda: int(pid_file.read_text()) == pid and pid_alive(pid),
+        5,  # more than two supervision passes of the new leader
+        lambda: f"the running agent was not adopted:\n{own_server.tail()}",
+    )
+    assert "is not running: starting it" not in own_server.log_path.read_text()
+    connected = own_server.admin.get("/api/v1/runtimes/loc-k").json()["conditions"]
+    assert [c["status"] for c in connected if c["type"] == "Connected"] == ["True"]
+    own_server.stop()
+    assert not pid_alive(pid), "a graceful stop of the control plane stops the local agents"
 
 
 def test_bad_requests_are_refused_naming_the_field_and_store_nothing(fleet: Fleet) -> None:
