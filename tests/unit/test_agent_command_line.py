@@ -1,9 +1,11 @@
-"""`rrm agent` reads a plain command line without typer, and exactly as typer does; typer reads all others."""
+"""`rrm agent` reads its command line with argparse from `AgentConfig`'s declarations, exactly as the typer
+command it replaced read it: the same flags, values, environment variables and refusals."""
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -11,10 +13,8 @@ import typer
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import rrm.agent
 from rrm.agent.config import AgentConfig
 from rrm.cli import agent_command
-from rrm.cli.agent_command import read_plainly
 
 OPTIONS = [
     "--director",
@@ -64,51 +64,101 @@ def command_lines(draw: st.DrawFn) -> list[str]:
 environments = st.fixed_dictionaries({}, optional={name: values for name in ENVIRONMENT})
 
 
+def documented_agent(
+    director: list[str] = typer.Option(..., "--director"),
+    token: str = typer.Option(None, "--token", envvar="RRM_PAIRING_TOKEN"),
+    state_dir: Path = typer.Option(..., "--state-dir"),
+    target: str = typer.Option("selfhosted", "--target"),
+    resources_path: Path = typer.Option(None, "--resources-path"),
+    dapr_http_port: int = typer.Option(None, "--dapr-http-port"),
+    dapr_api_token: str = typer.Option(None, "--dapr-api-token", envvar="DAPR_API_TOKEN"),
+    reload_command: str = typer.Option(None, "--reload-command"),
+    wait: float = typer.Option(30.0, "--wait"),
+    heartbeat_interval: float = typer.Option(60.0, "--heartbeat-interval"),
+    reconcile_interval: float = typer.Option(60.0, "--reconcile-interval"),
+    load_deadline: float = typer.Option(60.0, "--load-deadline"),
+    health_port: int = typer.Option(None, "--health-port"),
+    kubeconfig: Path = typer.Option(None, "--kubeconfig"),
+    namespace: list[str] = typer.Option([], "--namespace"),
+    hot_reload: str = typer.Option("auto", "--hot-reload"),
+    restart_min_interval: float = typer.Option(30.0, "--restart-min-interval"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """The typer command `rrm agent` was, kept as the reference for the command line it documents."""
+    raise typer.Exit(
+        TYPER_READ.append(
+            AgentConfig(
+                director_urls=director,
+                state_dir=state_dir,
+                target=target,
+                token=token,
+                resources_path=resources_path,
+                dapr_http_port=dapr_http_port,
+                dapr_api_token=dapr_api_token,
+                reload_command=reload_command,
+                wait_seconds=wait,
+                heartbeat_interval=heartbeat_interval,
+                reconcile_interval=reconcile_interval,
+                load_deadline=load_deadline,
+                health_port=health_port,
+                kubeconfig=kubeconfig,
+                namespaces=namespace,
+                hot_reload=hot_reload,  # type: ignore[arg-type]
+                restart_min_interval=restart_min_interval,
+                log_level=log_level,
+            )
+        )
+        or 0
+    )
+
+
+TYPER_READ: list[AgentConfig] = []
+
+
 def read_by_typer(args: list[str]) -> AgentConfig | None:
-    """The configuration the typer app hands to `run_agent`, or None when it refuses the command line."""
-    seen: list[AgentConfig] = []
-
-    def run_agent(config: AgentConfig) -> int:
-        seen.append(config)
-        return 0
-
+    """The configuration the former typer command read, or None when it refused the command line."""
+    TYPER_READ.clear()
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.callback()(agent_command._group)
-    app.command("agent")(agent_command.agent)
-    with mock.patch.object(rrm.agent, "run_agent", run_agent):
-        try:
-            app(["agent", *args], prog_name="rrm", standalone_mode=False)
-        except Exception:
-            return None
-    return seen[0] if seen else None
-
-
-def read_by_the_short_way(args: list[str]) -> AgentConfig | None:
-    values = read_plainly(args)
-    if values is None:
+    app.callback()(lambda: None)
+    app.command("agent")(documented_agent)
+    try:
+        app(["agent", *args], prog_name="rrm", standalone_mode=False)
+    except Exception:
         return None
-    seen: list[AgentConfig] = []
-    with (
-        mock.patch.object(rrm.agent, "run_agent", lambda config: seen.append(config) or 0),
-        pytest.raises(typer.Exit),
-    ):
-        agent_command.agent(**values)
-    return seen[0]
+    return TYPER_READ[0] if TYPER_READ else None
+
+
+def read_by_argparse(args: list[str]) -> AgentConfig | None:
+    """The configuration `rrm agent` reads now, or None when it exits (refused, or `--help`)."""
+    try:
+        with mock.patch("sys.stderr"), mock.patch("sys.stdout"):
+            return agent_command.read_command_line(args, os.environ)
+    except SystemExit:
+        return None
+
+
+def same(one: AgentConfig | None, other: AgentConfig | None) -> bool:
+    """Equal, counting a NaN read on both sides as the same value."""
+    if one is None or other is None:
+        return one is other
+    nan = {name for name, value in vars(one).items() if isinstance(value, float) and math.isnan(value)}
+    return {k: v for k, v in vars(one).items() if k not in nan} == {
+        k: v for k, v in vars(other).items() if k not in nan
+    } and all(math.isnan(vars(other)[name]) for name in nan)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(command_lines(), environments)
-def test_a_command_line_read_without_typer_is_read_as_typer_reads_it(
+def test_a_command_line_is_read_as_the_typer_command_read_it(
     args: list[str], environment: dict[str, str]
 ) -> None:
     clean = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
     with mock.patch.dict(os.environ, {**clean, **environment}, clear=True):
-        plainly = read_by_the_short_way(args)
+        by_argparse = read_by_argparse(args)
         by_typer = read_by_typer(args)
 
-    event("read plainly" if plainly is not None else "left to typer")
-    if plainly is not None:
-        assert plainly == by_typer
+    event("read" if by_argparse is not None else "refused")
+    assert same(by_argparse, by_typer)
 
 
 @pytest.mark.parametrize(
@@ -155,44 +205,75 @@ def test_a_command_line_read_without_typer_is_read_as_typer_reads_it(
         ],
     ],
 )
-def test_the_usual_command_lines_take_the_short_way_and_read_as_with_typer(args: list[str]) -> None:
+def test_the_usual_command_lines_read_as_with_typer(args: list[str]) -> None:
     with mock.patch.dict(os.environ, {"RRM_PAIRING_TOKEN": "pt-env"}):
-        plainly = read_by_the_short_way(args)
+        by_argparse = read_by_argparse(args)
         by_typer = read_by_typer(args)
 
-    assert plainly is not None
-    assert plainly == by_typer
+    assert by_argparse is not None
+    assert by_argparse == by_typer
 
 
 @pytest.mark.parametrize(
     "args",
     [
-        ["--help"],
         ["--director", "http://a"],
         ["--director", "http://a", "--state-dir", "s", "--wait", "soon"],
         ["--director", "http://a", "--state-dir", "s", "--bogus", "x"],
         ["--director", "http://a", "--state-dir"],
-        ["--director", "http://a", "--state-dir", "s", "--wait", "1e3"],
-        ["--director", "http://a", "--state-dir", "s", "--wait", "5", "--wait", "6"],
+        ["--director", "http://a", "--state-dir", "s", "--wai", "5"],
+        ["--director", "http://a", "--state-dir", "s", "extra"],
+        ["-h"],
     ],
 )
-def test_anything_else_is_left_to_typer(args: list[str]) -> None:
-    assert read_plainly(args) is None
+def test_a_mistake_is_refused_with_usage_and_exit_code_2(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        agent_command.read_command_line(args, {})
+
+    assert exited.value.code == 2
+    assert "usage: rrm agent" in capsys.readouterr().err
+    assert read_by_typer(args) is None
 
 
-def test_an_empty_pairing_token_in_the_environment_is_left_to_typer() -> None:
-    with mock.patch.dict(os.environ, {"RRM_PAIRING_TOKEN": ""}):
-        assert read_plainly(["--director", "http://a", "--state-dir", "s"]) is None
+def test_help_lists_every_option_with_its_default_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        agent_command.read_command_line(["--help"], {})
+
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(option in shown for option in OPTIONS)
+    assert "long-poll wait in seconds (default: 30)" in shown
 
 
-def test_every_option_of_the_command_is_known_to_the_short_way() -> None:
-    assert sorted(agent_command._options()) == sorted(OPTIONS)
+def test_an_option_takes_the_next_word_even_one_starting_with_a_dash() -> None:
+    config = agent_command.read_command_line(
+        ["--director", "http://a", "--state-dir", "s", "--token", "-x"], {}
+    )
+
+    assert config.token == "-x"
 
 
-def test_the_environment_gives_what_the_command_line_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RRM_PAIRING_TOKEN", "from-env")
-    monkeypatch.setenv("DAPR_API_TOKEN", "dapr-env")
+def test_an_empty_pairing_token_in_the_environment_counts_as_unset() -> None:
+    config = agent_command.read_command_line(
+        ["--director", "http://a", "--state-dir", "s"], {"RRM_PAIRING_TOKEN": ""}
+    )
 
-    values: Any = read_plainly(["--director", "http://a", "--state-dir", "s", "--token", "from-args"])
+    assert config.token is None
 
-    assert (values["token"], values["dapr_api_token"]) == ("from-args", "dapr-env")
+
+def test_every_option_of_the_command_comes_from_the_agent_config() -> None:
+    flags = [action.option_strings[0] for action in agent_command.parser()._actions if action.dest != "help"]
+
+    assert sorted(flags) == sorted(OPTIONS)
+
+
+def test_the_environment_gives_what_the_command_line_does_not() -> None:
+    environment = {"RRM_PAIRING_TOKEN": "from-env", "DAPR_API_TOKEN": "dapr-env"}
+
+    config = agent_command.read_command_line(
+        ["--director", "http://a", "--state-dir", "s", "--token", "from-args"], environment
+    )
+
+    assert (config.token, config.dapr_api_token) == ("from-args", "dapr-env")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, DirectorError, Unauthorized
+from rrm.agent.config import AgentConfig
 from rrm.agent.drift import drift_records
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.loading import LoadWatch, SidecarAnswer, expected_components, wire_report
@@ -59,11 +60,11 @@ class Agent:
         cache: DesiredStateCache,
         identity: AgentIdentity | None = None,
         *,
-        wait_seconds: float = 30.0,
-        heartbeat_interval: float = 60.0,
-        rotate_interval: float = 86400.0,
-        reconcile_interval: float = 60.0,
-        load_deadline: float = 60.0,
+        wait_seconds: float = AgentConfig.wait_seconds,
+        heartbeat_interval: float = AgentConfig.heartbeat_interval,
+        rotate_interval: float = AgentConfig.rotate_interval,
+        reconcile_interval: float = AgentConfig.reconcile_interval,
+        load_deadline: float = AgentConfig.load_deadline,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client

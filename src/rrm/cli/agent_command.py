@@ -1,206 +1,122 @@
-"""`rrm agent`: the command, and the short way into it that loads nothing of the rest of the CLI.
+"""`rrm agent`: the agent's own command line, read with argparse from the settings `AgentConfig` declares.
 
 An agent runs on every runtime for as long as the runtime lives, so what its process holds in memory
-matters: `main` never imports the admin commands, rich, the server or its libraries. A plain command line,
-as agents are started (`--option value` or `--option=value`, known options, plain values), is read with the
-standard library from the options `agent` declares (`read_plainly`): typer reads every value through
-pydantic, which would stay loaded, about 10 MB, for the agent's lifetime. Anything else (help, a mistake, an
-unusual form) goes to a typer app with only this command, so usage, help and errors read exactly as in the
-full CLI.
+matters: this entry point loads neither typer (which reads every value through pydantic, about 10 MB kept
+for the agent's lifetime) nor the admin commands, rich, the server or its libraries. The full CLI's
+`rrm agent` hands its arguments here, so both read a command line the same way.
 """
 
 from __future__ import annotations
 
-import inspect
+import argparse
 import os
 import re
 import sys
 import typing
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import typer
-from typer.models import OptionInfo
+from rrm.agent.config import AgentConfig
+from rrm.core.settings import Declared, declared, read_environment
 
-LOG_LEVEL_OPTION = typer.Option("info", "--log-level", help="debug, info, warning or error")
-
-
-def agent(
-    director: list[str] = typer.Option(..., "--director", help="control plane URL; repeatable"),
-    token: str = typer.Option(None, "--token", envvar="RRM_PAIRING_TOKEN", help="single-use pairing token"),
-    state_dir: Path = typer.Option(..., "--state-dir", help="where the agent keeps its key and cache"),
-    target: str = typer.Option("selfhosted", "--target"),
-    resources_path: Path = typer.Option(None, "--resources-path", help="daprd's resources directory"),
-    dapr_http_port: int = typer.Option(None, "--dapr-http-port", help="to ask the sidecar what it loaded"),
-    dapr_api_token: str = typer.Option(None, "--dapr-api-token", envvar="DAPR_API_TOKEN"),
-    reload_command: str = typer.Option(None, "--reload-command", help="run after each change"),
-    wait: float = typer.Option(30.0, "--wait", help="long-poll wait in seconds"),
-    heartbeat_interval: float = typer.Option(
-        60.0, "--heartbeat-interval", help="seconds between status reports when nothing changed"
-    ),
-    reconcile_interval: float = typer.Option(
-        60.0, "--reconcile-interval", help="seconds between full reconciles that put back hand edits"
-    ),
-    load_deadline: float = typer.Option(
-        60.0, "--load-deadline", help="seconds the sidecar has to load an apply before it counts as failed"
-    ),
-    health_port: int = typer.Option(None, "--health-port", help="serve /livez and /readyz on this port"),
-    kubeconfig: Path = typer.Option(None, "--kubeconfig", help="kubernetes: default in-cluster config"),
-    namespace: list[str] = typer.Option(
-        [], "--namespace", help="kubernetes: namespace it may write to, repeatable; the first is the default"
-    ),
-    hot_reload: str = typer.Option(
-        "auto", "--hot-reload", help="kubernetes: auto, on (never restart workloads) or off (always restart)"
-    ),
-    restart_min_interval: float = typer.Option(
-        30.0, "--restart-min-interval", help="kubernetes: seconds between two restarts of one workload"
-    ),
-    log_level: str = LOG_LEVEL_OPTION,
-) -> None:
-    """Run the agent of one runtime (blocks until SIGTERM or Ctrl-C)."""
-    from rrm.agent import AgentConfig, run_agent
-
-    raise typer.Exit(
-        run_agent(
-            AgentConfig(
-                director_urls=director,
-                state_dir=state_dir,
-                target=target,
-                token=token,
-                resources_path=resources_path,
-                dapr_http_port=dapr_http_port,
-                dapr_api_token=dapr_api_token,
-                reload_command=reload_command,
-                wait_seconds=wait,
-                heartbeat_interval=heartbeat_interval,
-                reconcile_interval=reconcile_interval,
-                load_deadline=load_deadline,
-                health_port=health_port,
-                kubeconfig=kubeconfig,
-                namespaces=namespace,
-                hot_reload=hot_reload,  # type: ignore[arg-type]  # checked by run_agent
-                restart_min_interval=restart_min_interval,
-                log_level=log_level,
-            )
-        )
-    )
+SUMMARY = "Run the agent of one runtime (blocks until SIGTERM or Ctrl-C)."
+METAVARS = {str: "TEXT", int: "N", float: "SECONDS", Path: "PATH"}
+WHOLE_WITH_ZEROS = re.compile(r"\s*([+-]?[0-9_]+)\.0+\s*")
 
 
 def main(args: list[str]) -> None:
-    """Run `rrm agent ARGS…` (`args` start with "agent") with only this command loaded."""
-    _skip_httpx_command_line()
-    values = read_plainly(args[1:])
-    if values is not None:
-        try:
-            agent(**values)
-        except typer.Exit as exc:
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:  # as typer (click) ends then
-            print("\nAborted!", file=sys.stderr)
-            sys.exit(1)
-        return
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.callback()(_group)
-    app.command("agent")(agent)
-    app(args, prog_name="rrm")
+    """Run `rrm agent ARGS…` (`args` start with "agent") and exit with the agent's exit code: 2 for a
+    command line or configuration it cannot run with, 1 when stopped with Ctrl-C before it started."""
+    from rrm.agent import run_agent
+
+    config = read_command_line(args[1:], os.environ)
+    try:
+        code = run_agent(config)
+    except KeyboardInterrupt:
+        print("\nAborted!", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code)
 
 
-def _group() -> None:
-    """A callback makes the app a group, so the command is addressed as `rrm agent`, as in the full CLI."""
+def read_command_line(args: list[str], environ: Mapping[str, str]) -> AgentConfig:
+    """The configuration `args` and the environment give (the command line wins over the environment, an
+    empty variable counts as unset); argparse prints usage and exits 2 on a mistake, 0 after `--help`."""
+    command_line = parser()
+    given = vars(command_line.parse_args(_values_joined(args)))
+    read = {
+        item.name: _converted(command_line, item, given[item.name])
+        for item in declared(AgentConfig)
+        if item.name in given
+    }
+    return AgentConfig(**{**read_environment(AgentConfig, environ), **read})
 
 
-def _skip_httpx_command_line() -> None:
-    """httpx imports its own command-line client (click, rich and pygments: about 5 MB) whenever those are
-    installed, and rrm's CLI installs them. The agent never runs it: a None entry in `sys.modules` makes that
-    optional import fail, and httpx defines a stub `httpx.main` instead. Nothing else changes in httpx."""
-    if "httpx" not in sys.modules:
-        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+def parser() -> argparse.ArgumentParser:
+    """`rrm agent`'s options, one for each setting `AgentConfig` declares with a flag."""
+    result = argparse.ArgumentParser(
+        prog="rrm agent",
+        description=SUMMARY,
+        add_help=False,
+        allow_abbrev=False,
+        argument_default=argparse.SUPPRESS,
+    )
+    result.add_argument("--help", action="help", help="show this message and exit")
+    for item in declared(AgentConfig):
+        if item.flag:
+            kind, repeatable = _value_kind(item.kind)
+            result.add_argument(
+                item.flag,
+                dest=item.name,
+                action="append" if repeatable else "store",
+                required=item.required,
+                metavar=METAVARS[kind],
+                help=_help(item),
+            )
+    return result
 
 
-@dataclass(frozen=True)
-class _Option:
-    parameter: str
-    kind: Any  # str, Path, int, float, or a list of one of them (a repeatable option)
-    default: Any  # `...` when required
-    envvar: str | None
+def _value_kind(kind: Any) -> tuple[type, bool]:
+    """The type one value is read as, and whether the option is repeatable (a list)."""
+    repeatable = typing.get_origin(kind) is list
+    for candidate in typing.get_args(kind) or (kind,):
+        if candidate in METAVARS:
+            return candidate, repeatable
+    return str, repeatable  # a Literal: checked with its reason when the agent starts
 
 
-PLAIN_NUMBERS = {int: re.compile(r"[0-9]{1,9}"), float: re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")}
+def _converted(command_line: argparse.ArgumentParser, item: Declared, given: Any) -> Any:
+    """A value as its setting's type. Only the last of an option given twice counts, so only it is read."""
+    kind, repeatable = _value_kind(item.kind)
+    try:
+        return [_read(value, kind) for value in given] if repeatable else _read(given, kind)
+    except ValueError:
+        command_line.error(f"argument {item.flag}: invalid {METAVARS[kind].lower()} value: {given!r}")
 
 
-def read_plainly(args: list[str]) -> dict[str, Any] | None:
-    """`agent`'s arguments from a plain command line, exactly as typer would read them. None for anything
-    else, which typer then reads (or refuses) as it always did: an unknown option or argument (`--help` among
-    them), a missing value or required option, an empty value or one starting with "-", a number in any form
-    but plain digits, a single option given twice, an empty environment variable."""
-    options = _options()
-    if options is None:
-        return None
-    values: dict[str, Any] = {}
-    rest = list(args)
-    while rest:
-        name, has_value, value = rest.pop(0).partition("=")
-        if not has_value:
-            if not rest:
-                return None
-            value = rest.pop(0)
-        option = options.get(name)
-        read = None if option is None else _read(value, option.kind)
-        if option is None or read is None:
-            return None
-        if typing.get_origin(option.kind) is list:
-            values.setdefault(option.parameter, []).append(read)
-        elif option.parameter in values:
-            return None
-        else:
-            values[option.parameter] = read
-    for option in options.values():
-        if option.parameter in values:
-            continue
-        environment = os.environ.get(option.envvar) if option.envvar else None
-        if environment is not None:
-            read = _read(environment, option.kind)
-            if read is None or typing.get_origin(option.kind) is list:
-                return None
-            values[option.parameter] = read
-        elif option.default is ...:
-            return None
-        else:
-            default = option.default
-            values[option.parameter] = list(default) if isinstance(default, list) else default
-    return values
-
-
-def _options() -> dict[str, _Option] | None:
-    """`agent`'s options by name, from its signature: the one definition of the command line. None when it
-    declares what `read_plainly` does not read (an argument, a default factory, several environment
-    variables): then typer reads every command line."""
-    hints = typing.get_type_hints(agent)
-    options = {}
-    for parameter in inspect.signature(agent).parameters.values():
-        info = parameter.default
-        if (
-            not isinstance(info, OptionInfo)
-            or info.default_factory
-            or not isinstance(info.envvar, str | None)
-        ):
-            return None
-        for name in info.param_decls or (f"--{parameter.name.replace('_', '-')}",):
-            options[name] = _Option(parameter.name, hints[parameter.name], info.default, info.envvar)
-    return options
-
-
-def _read(value: str, kind: Any) -> Any:
-    """`value` as `kind`, or None where typer might read it otherwise, or refuse it."""
-    if typing.get_origin(kind) is list:
-        (kind,) = typing.get_args(kind)
-    if not value or value.startswith("-"):
-        return None
-    if kind is str:
-        return value
-    if kind is Path:
-        return Path(value)
-    if kind in PLAIN_NUMBERS and PLAIN_NUMBERS[kind].fullmatch(value):
+def _read(value: str, kind: type) -> Any:
+    """A number as the full CLI always read one: ASCII digits only, and a whole number may end in ".0"."""
+    if kind not in (int, float):
         return kind(value)
-    return None
+    if not value.isascii():
+        raise ValueError(value)
+    whole = WHOLE_WITH_ZEROS.fullmatch(value) if kind is int else None
+    return kind(whole.group(1) if whole else value)
+
+
+def _help(item: Declared) -> str:
+    environment = f", else ${item.env}" if item.env else ""
+    default = "required" if item.required else f"default: {item.shown.strip('`')}"
+    return f"{item.help} ({default}{environment})"
+
+
+def _values_joined(args: list[str]) -> list[str]:
+    """`--option value` as `--option=value`: an option takes the next word as its value, even one that
+    starts with "-" (as the full CLI always read it), which argparse would otherwise take for an option."""
+    taking_values = {item.flag for item in declared(AgentConfig) if item.flag}
+    joined: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        value = next(rest, None) if arg in taking_values else None
+        joined.append(arg if value is None else f"{arg}={value}")
+    return joined

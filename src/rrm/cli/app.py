@@ -22,7 +22,6 @@ from rrm.cli import (
     tokens,
     views,
 )
-from rrm.cli.agent_command import LOG_LEVEL_OPTION
 from rrm.cli.arguments import parse_duration
 
 app = typer.Typer(
@@ -40,7 +39,7 @@ def server(
     port: int = typer.Option(8080, "--port"),
     data_dir: Path = typer.Option(None, "--data-dir", help="default: $RRM_DATA_DIR, else ~/.local/share/rrm"),
     database_url: str = typer.Option(None, "--database-url", help="default: SQLite in the data dir"),
-    log_level: str = LOG_LEVEL_OPTION,
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error"),
     delivery_window: float = typer.Option(
         1.0, "--delivery-window", min=0.0, help="seconds; a runtime gets at most one new state per window"
     ),
@@ -84,7 +83,15 @@ def server(
     )
 
 
-app.command("agent")(agent_command.agent)
+@app.command(
+    "agent",
+    help=agent_command.SUMMARY,
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def agent(ctx: typer.Context) -> None:
+    """The agent reads its own command line (`rrm.cli.agent_command`), here as when started on its own."""
+    agent_command.main(["agent", *ctx.args])
 
 
 @app.command()
