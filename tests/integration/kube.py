@@ -26,11 +26,20 @@ RESTARTED_AT = "rrm.io/restarted-at"
 
 
 class KubeApiServer(ManagedProcess):
-    def __init__(self, workdir: Path, bookmark_interval: float | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        bookmark_interval: float | None = None,
+        rollout_seconds: float | None = None,
+        sidecar_init_delay: float | None = None,
+    ) -> None:
+        """`rollout_seconds`: Deployments run, with pods and sidecars (kube_workloads.py)."""
         super().__init__("kube-apiserver stand-in", workdir / "kube-apiserver.log")
         self.port = free_port()
         self.kubeconfig = workdir / "kubeconfig.yaml"
         self.bookmark_interval = bookmark_interval
+        self.rollout_seconds = rollout_seconds
+        self.sidecar_init_delay = sidecar_init_delay
 
     @property
     def url(self) -> str:
@@ -40,6 +49,10 @@ class KubeApiServer(ManagedProcess):
         args = [sys.executable, str(KUBE_APISERVER), "--port", str(self.port), "--token", TOKEN]
         if self.bookmark_interval is not None:
             args += ["--bookmark-interval", str(self.bookmark_interval)]
+        if self.rollout_seconds is not None:
+            args += ["--rollout-seconds", str(self.rollout_seconds)]
+        if self.sidecar_init_delay is not None:
+            args += ["--sidecar-init-delay", str(self.sidecar_init_delay)]
         self._launch(args)
         self.kubeconfig.write_text(
             yaml.safe_dump(

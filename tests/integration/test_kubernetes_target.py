@@ -54,7 +54,8 @@ def backend() -> str:
 
 @pytest.fixture
 def standin(fleet: Fleet, server: ServerProcess) -> KubeApiServer:
-    process = KubeApiServer(fleet.workdir)
+    """Deployments run, as in a cluster: a restarted one counts only once rolled out."""
+    process = KubeApiServer(fleet.workdir, rollout_seconds=0.2, sidecar_init_delay=0.05)
     fleet.processes.append(process)
     process.start()
     return process

@@ -15,7 +15,7 @@ and the apiserver and controller sources where it is silent):
   with reason `NewReplicaSetAvailable`, `Available` True (`MinimumReplicasAvailable`). Here the new pods
   replace the old ones all at once after `--rollout-seconds`.
 - Pods are named `<deployment>-<pod-template-hash>-<suffix>`, carry the template's labels and annotations
-  plus `pod-template-hash`, and run with `status.podIP` on a loopback address (127.0.0.2 onwards).
+  plus `pod-template-hash`, and run with `status.podIP` on a loopback address 127.0.0.x.
 - A pod whose template says `dapr.io/enabled: "true"` gets a `daprd` container (image
   `dapr.io/sidecar-image`, default `ghcr.io/dapr/daprd:latest`) and a sidecar that loads the Components of
   its namespace in scope of its app id (`dapr.io/app-id`, default the Deployment's name), one after the
@@ -26,7 +26,8 @@ and the apiserver and controller sources where it is silent):
   and `dapr_runtime_component_init_fail_total{app_id, component, reason, componentName}`, reason
   `creation` for a type or version the registry lacks. A component of no known category is refused with
   no metric, as daprd's `processComponentAndDependents` does. Sidecars of Dapr 1.18 and later (and
-  `latest`) hot reload changed Components; older ones load only when their pod starts.
+  `latest`) hot reload changed Components; older ones load only when their pod starts. A
+  `secretstores.local.file` whose file cannot be read fails with reason `init`.
 
 Simplifications: no ReplicaSets, no maxSurge/maxUnavailable steps, no progress deadline, no probes; a
 refused component does not stop the sidecar (as with `ignoreErrors: true`).
@@ -38,6 +39,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import random
 import re
 import threading
 import time
@@ -47,7 +49,16 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from fake_daprd import creation_error, identity, in_scope, known_category, log, spec_of
+from fake_daprd import (
+    LOCAL_FILE_STORE,
+    LocalFileStore,
+    creation_error,
+    identity,
+    in_scope,
+    known_category,
+    log,
+    spec_of,
+)
 
 MANAGER = "deployment-controller"
 DEFAULT_SIDECAR_IMAGE = "ghcr.io/dapr/daprd:latest"
@@ -68,6 +79,19 @@ def next_generation(old: dict[str, Any] | None, new: dict[str, Any]) -> int:
 def template_hash(deployment: dict[str, Any]) -> str:
     template = json.dumps(deployment["spec"].get("template") or {}, sort_keys=True)
     return hashlib.sha256(template.encode()).hexdigest()[:10]
+
+
+def initialises(manifest: dict[str, Any]) -> bool:
+    """Whether the component's own initialisation succeeds: a local file secret store reads its file."""
+    if spec_of(manifest).get("type") != LOCAL_FILE_STORE:
+        return True
+    items = {str(i.get("name")): i.get("value") for i in spec_of(manifest).get("metadata") or []}
+    try:
+        LocalFileStore.initialise(items)
+    except (OSError, ValueError) as exc:
+        log(f"Failed to init component {manifest['metadata']['name']}: {exc}", "error")
+        return False
+    return True
 
 
 def hot_reloads(image: str) -> bool:
@@ -135,6 +159,8 @@ class Sidecar:
                     log(f"sidecar {self.app_id}: incorrect type {component_type}", "error")
                 elif creation_error(manifest) is not None:
                     self.failures[(component_type, name, "creation")] += 1
+                elif not initialises(manifest):
+                    self.failures[(component_type, name, "init")] += 1
                 else:
                     self.inits[component_type] += 1
 
@@ -192,7 +218,8 @@ class DeploymentController:
         self.rollouts: dict[str, tuple[str, float]] = {}  # deployment uid → (template hash, since)
         self.running: dict[str, str] = {}  # deployment uid → template hash of its pods
         self.sidecars: dict[str, Sidecar] = {}  # pod name → its sidecar
-        self.addresses = itertools.cycle(range(2, 255))
+        start = random.randrange(2, 255)  # two stand-ins side by side rarely hand out the same address
+        self.addresses = itertools.cycle([*range(start, 255), *range(2, start)])
         self.stopped = threading.Event()
 
     def start(self) -> None:
