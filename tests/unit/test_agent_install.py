@@ -89,14 +89,14 @@ def test_cli_manifests_are_valid_and_least_privilege(restarts: bool) -> None:
         for group in r["apiGroups"]
         for resource in r["resources"]
     }
-    base = {("", "secrets"), ("dapr.io", "components")}
-    workloads = {
-        ("apps", "deployments"),
-        ("apps", "statefulsets"),
-        ("", "pods"),
-        ("dapr.io", "configurations"),
-    }
+    # following rollouts and sidecars needs Deployments and pods listed, even without restarts
+    base = {("", "secrets"), ("dapr.io", "components"), ("apps", "deployments"), ("", "pods")}
+    workloads = {("apps", "statefulsets"), ("dapr.io", "configurations")}
     assert granted == (base | workloads if restarts else base)
+    patched = {res for r in roles[0]["rules"] if "patch" in r["verbs"] for res in r["resources"]}
+    assert patched == (
+        {"secrets", "components", "deployments", "statefulsets"} if restarts else {"secrets", "components"}
+    )
     args = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0][
         "args"
     ]

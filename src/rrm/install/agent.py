@@ -1,10 +1,11 @@
 """The objects that run the agent of one Kubernetes runtime.
 
 Namespace, ServiceAccount, least-privilege RBAC (a Role and RoleBinding per target namespace: Dapr
-Components and Secrets there; Deployments, StatefulSets, pods and Dapr Configurations only when restarts
-are enabled), a Secret with the control-plane URL and a pairing token, a small volume for the agent's key
-and cache (the pairing token is single-use: an agent that lost its key cannot pair again), and the
-Deployment with probes and resource requests.
+Components and Secrets there; listing Deployments and pods, to follow rollouts and ask the sidecars (on
+their pod IPs) what they loaded; patching Deployments and StatefulSets and reading Dapr Configurations only
+when restarts are enabled), a Secret with the control-plane URL and a pairing token, a small volume for
+the agent's key and cache (the pairing token is single-use: an agent that lost its key cannot pair again),
+and the Deployment with probes and resource requests.
 
 Each object has its own builder so that `rrm.install.generate` can write the Helm chart from the same
 builders, putting Helm's loop over target namespaces and its `restarts` switch around them.
@@ -21,16 +22,18 @@ from rrm.install.pods import DEFAULT_IMAGE, container_security_context, pod_secu
 STATE_DIR = "/var/lib/rrm-agent"
 HEALTH_PORT = 8081
 RESOURCE_VERBS = ("get", "list", "watch", "create", "patch", "delete")
-# Secrets and Components in a target namespace: what the agent always writes.
+# Secrets and Components in a target namespace: what the agent always writes; the Deployments and pods
+# whose rollouts and sidecars it follows until they loaded what it wrote.
 BASE_RULES: tuple[dict[str, Any], ...] = (
     {"apiGroups": [""], "resources": ["secrets"], "verbs": list(RESOURCE_VERBS)},
     {"apiGroups": ["dapr.io"], "resources": ["components"], "verbs": list(RESOURCE_VERBS)},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
 )
 # What restarting workloads whose sidecars do not hot reload needs on top.
 RESTART_RULES: tuple[dict[str, Any], ...] = (
     {"apiGroups": ["dapr.io"], "resources": ["configurations"], "verbs": ["get"]},
     {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["list", "patch"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
 )
 ARGS_HEAD = ("agent", "--director", "$(RRM_DIRECTOR_URL)", "--state-dir", STATE_DIR, "--target", "kubernetes")
 ARGS_TAIL = ("--health-port", str(HEALTH_PORT))

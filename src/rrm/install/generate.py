@@ -64,9 +64,9 @@ def agent_base() -> dict[str, str]:
         "rbac.yaml": (
             ("Role", "RoleBinding"),
             "Least privilege, per namespace the agent writes to (repeat both for more; keep --namespace in\n"
-            "deployment.yaml in step): Dapr Components and Secrets; Deployments/StatefulSets (list, patch),\n"
-            "pods (list) and Dapr Configurations (get) only for restarts: drop those three rules with\n"
-            "--hot-reload on.",
+            "deployment.yaml in step): Dapr Components and Secrets; Deployments and pods (list), to follow\n"
+            "rollouts and ask sidecars what they loaded; Deployments/StatefulSets (list, patch) and Dapr\n"
+            "Configurations (get) only for restarts: drop those two rules with --hot-reload on.",
         ),
         "secret.yaml": (
             ("Secret",),
