@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -77,10 +78,14 @@ def operation(session: Session, operation_id: str) -> OperationRow | None:
     return session.get(OperationRow, operation_id)
 
 
-def unfinished_operations(session: Session) -> Sequence[OperationRow]:
-    """Operations the engine still has to drive, oldest first."""
-    query = select(OperationRow).where(OperationRow.state.not_in(FINISHED_OPERATION_STATES))
-    return session.scalars(query.order_by(OperationRow.created_at, OperationRow.id)).all()
+def unfinished_operations(session: Session) -> list[tuple[str, str, datetime | None]]:
+    """(id, environment id, next run) of the operations the engine still has to drive, oldest first: plain
+    rows, no objects, as the engine asks after every attempt."""
+    query = select(OperationRow.id, OperationRow.environment_id, OperationRow.next_run_at).where(
+        OperationRow.state.not_in(FINISHED_OPERATION_STATES)
+    )
+    rows = session.execute(query.order_by(OperationRow.created_at, OperationRow.id))
+    return [(id_, environment_id, next_run_at) for id_, environment_id, next_run_at in rows]
 
 
 def operation_counts(session: Session) -> dict[tuple[str, str], int]:

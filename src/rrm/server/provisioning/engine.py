@@ -180,18 +180,18 @@ class Engine:
         now = utcnow()
         with self.state.db.read() as session:
             unfinished = store.unfinished_operations(session)
-        first: dict[str, OperationRow] = {}
+        first: dict[str, tuple[str, datetime | None]] = {}
         waiting: set[str] = set()
-        for row in unfinished:
-            if row.environment_id in first:
-                waiting.add(row.environment_id)
+        for operation_id, environment_id, next_run_at in unfinished:
+            if environment_id in first:
+                waiting.add(environment_id)
             else:
-                first[row.environment_id] = row
+                first[environment_id] = (operation_id, next_run_at)
         due = [
-            row.id
-            for env, row in first.items()
-            if row.id not in self._running
-            and (row.next_run_at is None or row.next_run_at <= now or env in waiting)
+            operation_id
+            for environment_id, (operation_id, next_run_at) in first.items()
+            if operation_id not in self._running
+            and (next_run_at is None or next_run_at <= now or environment_id in waiting)
         ]
         return due[: max(0, limit)]
 
