@@ -201,7 +201,9 @@ def test_a_hanging_cluster_fails_at_the_stage_deadline_and_deprovisioning_cleans
     assert garden.shoots() == []
     assert garden.labels("aws-1")["dirty"] == "true"
     assert admin.get("/api/v1/runtimes/gw-h").status_code == 404
-    assert detail(admin, "gw-h")["state"] == "deprovisioned"
+    shown = detail(admin, "gw-h")
+    assert shown["state"] == "deprovisioned"
+    assert "account" not in shown["resources"], "a released account stays the environment's"
 
 
 def current_stage(op: dict[str, Any]) -> dict[str, Any] | None:

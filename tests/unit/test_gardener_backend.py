@@ -41,7 +41,11 @@ def backend(standin: gardener.GardenerApiServer) -> Iterator[GardenerBackend]:
             {
                 "apiVersion": "core.gardener.cloud/v1beta1",
                 "kind": "SecretBinding",
-                "metadata": {"name": name, "labels": {"hyperscalerType": "aws", **labels}},
+                "metadata": {
+                    "name": name,
+                    "labels": {"hyperscalerType": "aws", **labels},
+                    "annotations": {"rrm.io/environments": '["env-a"]'},
+                },
                 "secretRef": {"name": name},
             },
         )
@@ -130,3 +134,14 @@ def test_deletion_is_confirmed_then_followed_until_the_shoot_is_gone(backend: Ga
     assert shoot is None or shoot["metadata"]["annotations"][CONFIRM_DELETION] == "true"
     assert follow(backend, "deletion_progress", request()).done
     backend.delete_cluster(request())  # gone already: quietly
+
+
+def test_an_account_the_environment_no_longer_holds_gets_no_cluster(backend: GardenerBackend) -> None:
+    """A resumed (suspended) environment must claim again: its old binding may belong to another tenant."""
+    body = backend.garden.get(SECRET_BINDINGS, "aws-1")
+    assert body is not None
+    body["metadata"]["annotations"]["rrm.io/environments"] = '["someone-else"]'
+    backend.garden.replace(SECRET_BINDINGS, body)
+    with pytest.raises(BackendFailure, match="not claimed by environment env-a"):
+        backend.create_cluster(request())
+    assert backend.garden.list(SHOOTS) == []

@@ -380,6 +380,12 @@ def release_account(attempt: Attempt) -> Outcome:
         return Done("no account was claimed")
     assert attempt.plan.account_pool is not None
     attempt.catalog.account_pools[attempt.plan.account_pool].release(binding, attempt.subject.name)
+
+    def forget(session: Session) -> None:  # a resumed environment claims again: this one may be dirty
+        row = _environment(session, attempt)
+        row.data = {**{k: v for k, v in row.data.items() if k != "account"}, "releasedAccount": binding}
+
+    _write(attempt, forget)
     return Done(f"account {binding} released")
 
 

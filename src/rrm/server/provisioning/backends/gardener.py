@@ -146,6 +146,11 @@ class GardenerBackend:
         if body is None:
             raise BackendFailure(f"the account {request.account} does not exist in {self.garden.namespace}")
         binding = Binding(kind, body)
+        if request.environment not in binding.users:
+            raise BackendFailure(
+                f"the account {request.account} is not claimed by environment {request.environment} "
+                "(released?)"
+            )
         if binding.dirty:
             raise BackendFailure(
                 f"the account {request.account} is marked dirty: it is never used for a new cluster"
