@@ -303,3 +303,15 @@ def test_a_best_effort_stage_that_cannot_finish_is_left_behind_said_and_swept_la
     assert stage_states(state, deprovisioning)["remove_agent"][0] == "succeeded"
     with state.db.read() as session:
         assert store.latest_environment(session, "env-f").state == "deprovisioned"  # type: ignore[union-attr]
+
+
+def test_an_operation_whose_plan_was_removed_fails_saying_so(
+    state: ServerState, backend: RecordingBackend
+) -> None:
+    op = request_environment(state, engine_for(state, backend), "env-g")
+    without_plan = Engine(state, Catalog(backends={"fake": backend}))
+    without_plan.step(op)
+    row = operation(state, op)
+    assert row.state == "failed"
+    assert row.last_error == "stage validate failed: plan fake is no longer configured"
+    assert backend.calls == Counter()

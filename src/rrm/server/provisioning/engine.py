@@ -201,8 +201,17 @@ class Engine:
         if job is None:
             return
         now = utcnow()
+        if current_stage(job.stages) is None:
+            # every stage ended but the operation did not (they are stored together): close it, run nothing
+            self._record(job, job.stages, now)
+            return
         if job.overtaken and job.operation.type != DEPROVISION:
             self._record(job, cancel_rest(job.stages, now), now, "canceled: the environment is being deleted")
+            return
+        plan = self.catalog.plans.get(job.environment.plan)
+        if plan is None:
+            unknown = give_up(job.stage, f"plan {job.environment.plan} is no longer configured", now)
+            self._record(job, _with(job.stages, job.position, unknown), now)
             return
         ended = expire(job.stage, now) or self._past_global_deadline(job, now)
         if ended is not None:
@@ -213,8 +222,8 @@ class Engine:
         attempt = Attempt(
             state=self.state,
             catalog=self.catalog,
-            plan=self.catalog.plans[job.environment.plan],
-            backend=self.catalog.backends[self.catalog.plans[job.environment.plan].backend],
+            plan=plan,
+            backend=self.catalog.backends[plan.backend],
             subject=subject_of(self.state, job.environment),
             operation_id=job.operation.id,
             request=dict(job.operation.request),
@@ -246,7 +255,7 @@ class Engine:
             position = current_stage(stages)
             overtaken = store.pending_deprovisioning(session, environment.id)
             session.expunge_all()
-        if position is None:  # every stage finished but the operation was not closed (a crash between)
+        if position is None:
             position = len(stages) - 1
         return Job(
             operation, environment, stages, position, overtaken is not None and overtaken.id != operation_id
