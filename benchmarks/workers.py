@@ -37,7 +37,7 @@ from rrm.agent.config import AgentConfig
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.loop import Agent
 from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target
-from rrm.wire.plain import DesiredState, ResourceResult, StatusReport, dumps
+from rrm.wire.protocol import DesiredState, ResourceResult, StatusReport, dumps
 
 COMMAND_TIMEOUT = 1800.0
 CONNECT_TIMEOUT_SECONDS = 60.0

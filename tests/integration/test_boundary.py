@@ -15,7 +15,7 @@ import pytest
 from rrm.core.bounded import MAX_DEPTH, field_name
 from rrm.server.limits import AGENT_BODY_LIMIT, BROKER_BODY_LIMIT, STATUS_BODY_LIMIT
 from rrm.server.settings import DEFAULT_MAX_APPLY_BYTES
-from rrm.wire.plain import MAX_TEXT_LENGTH
+from rrm.wire.protocol import MAX_TEXT_LENGTH
 
 from .compass import StaticBrokerProcess, application, broker_client
 from .harness import (

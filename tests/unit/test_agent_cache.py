@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import stat
-from dataclasses import replace
 from pathlib import Path
 
 from rrm.agent.cache import DesiredStateCache
 from rrm.core.hashing import state_hash
-from rrm.wire.plain import DeliveredSecret, DesiredState
+from rrm.wire.protocol import DeliveredSecret, DesiredState, replace
 
 COMPONENTS = [
     {

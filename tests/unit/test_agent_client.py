@@ -32,7 +32,7 @@ from rrm.wire.agent_auth import (
     sign_agent_token,
     verify_agent_token,
 )
-from rrm.wire.plain import DeliveredSecret, DesiredState, PairRequest, ResourceResult, StatusReport, encode
+from rrm.wire.protocol import DeliveredSecret, DesiredState, PairRequest, ResourceResult, StatusReport, encode
 
 COMPONENTS = [
     {

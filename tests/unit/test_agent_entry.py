@@ -25,7 +25,6 @@ NOT_FOR_AGENTS = (
     "rich",
     "pygments",
     "jwt",  # the agent signs its tokens with cryptography alone; PyJWT verifies them on the control plane
-    "rrm.wire.models",  # the protocol's pydantic models: the agent reads and writes it with `rrm.wire.plain`
     "rrm.server",
     "rrm.store",
     "rrm.cli.app",
@@ -33,8 +32,8 @@ NOT_FOR_AGENTS = (
     "rrm.cli.views",
 )
 
-# Not in a self-hosted agent either: it speaks the protocol with `rrm.wire.plain` and reads a plain command
-# line without typer, which reads every value with pydantic. The kubernetes client needs pydantic itself.
+# Not in a self-hosted agent either: it speaks the protocol with msgspec (`rrm.wire.protocol`) and reads a plain
+# command line without typer, which reads every value with pydantic. The kubernetes client needs pydantic itself.
 PYDANTIC = ("pydantic", "pydantic_core")
 
 LOADED_MODULES = """
@@ -73,7 +72,7 @@ def loaded(modules: set[str], name: str) -> bool:
 def test_a_selfhosted_agent_loads_nothing_of_the_control_plane_or_the_admin_cli(tmp_path: Path) -> None:
     modules = agent_modules(tmp_path, "--target", "selfhosted", "--resources-path", str(tmp_path / "res"))
 
-    assert {"rrm.agent.runner", "rrm.agent.targets.selfhosted", "rrm.wire.plain", "httpx"} <= modules
+    assert {"rrm.agent.runner", "rrm.agent.targets.selfhosted", "rrm.wire.protocol", "httpx"} <= modules
     assert [name for name in NOT_FOR_AGENTS + PYDANTIC if loaded(modules, name)] == []
     assert not loaded(modules, "kubernetes")
 

@@ -30,7 +30,7 @@ from rrm.wire.agent_auth import (
     unverified_key_id,
     verify_agent_token,
 )
-from rrm.wire.plain import StatusReport
+from rrm.wire.protocol import StatusReport
 
 
 class FakeDirector:

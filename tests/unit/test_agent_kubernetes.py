@@ -23,7 +23,7 @@ from rrm.agent.targets.kube.client import KubeError
 from rrm.agent.targets.kube.objects import managed_selector, owned_view, plan_state
 from rrm.agent.targets.kube.restarts import Concern, Restarter, dapr_version, hot_reload_feature
 from rrm.core.hashing import state_hash
-from rrm.wire.plain import DeliveredSecret, DesiredState, encode
+from rrm.wire.protocol import DeliveredSecret, DesiredState, encode
 
 RUNTIME = "3f1c8f8e-0000-4000-8000-000000000001"
 

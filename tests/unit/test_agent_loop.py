@@ -18,7 +18,7 @@ from rrm.agent.loading import WAITING
 from rrm.agent.loop import Agent
 from rrm.agent.targets.selfhosted import SelfHostedTarget
 from rrm.core.hashing import state_hash
-from rrm.wire.plain import DesiredState, LoadedComponent, SidecarReport, StatusReport
+from rrm.wire.protocol import DesiredState, LoadedComponent, SidecarReport, StatusReport
 
 
 def component(name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from rrm.agent.targets.base import ApplyOutcome
 from rrm.agent.targets.selfhosted import SelfHostedTarget, secrets_tag
 from rrm.core.diff import diff
 from rrm.core.hashing import state_hash
-from rrm.wire.plain import DeliveredSecret, DesiredState
+from rrm.wire.protocol import DeliveredSecret, DesiredState
 
 
 def component(name: str, *, metadata: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:

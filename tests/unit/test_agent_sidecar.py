@@ -17,7 +17,7 @@ import pytest
 from rrm.agent.loading import Expected, LoadWatch
 from rrm.agent.reload import run_reload_command
 from rrm.agent.sidecar import query_sidecar
-from rrm.wire.plain import LoadedComponent, ResourceResult, SidecarReport
+from rrm.wire.protocol import LoadedComponent, ResourceResult, SidecarReport
 
 METADATA = {
     "id": "orders",

@@ -12,7 +12,7 @@ from rrm.agent.targets.kube.client import KubeError
 from rrm.agent.targets.kube.metrics import MetricsError, parse_component_metrics
 from rrm.agent.targets.kube.rollout import rollout_status
 from rrm.agent.targets.kube.sidecars import Placed, SidecarInspector, metrics_url
-from rrm.wire.plain import ResourceResult
+from rrm.wire.protocol import ResourceResult
 
 
 def deployment(generation: int = 2, observed: int = 2, **status: Any) -> dict[str, Any]:

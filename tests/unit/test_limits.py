@@ -22,7 +22,7 @@ from rrm.server.limits import (
     static_broker_limits,
 )
 from rrm.server.settings import DEFAULT_MAX_APPLY_BYTES, max_apply_bytes
-from rrm.wire import models, plain
+from rrm.wire import protocol as plain
 
 COMPONENTS = 1000
 NAME = "c" * 63  # a DNS-1123 label at its longest
@@ -195,10 +195,10 @@ def test_free_text_is_truncated_alike_by_the_agent_and_the_control_plane() -> No
         reload=plain.ReloadResult(command="reload", exit_code=1, output=long),
         message=long,
     )
-    received = models.StatusReport.model_validate_json(json.dumps({**plain.encode(sent), "message": long}))
+    received = plain.decode(plain.StatusReport, json.dumps({**plain.encode(sent), "message": long}))
     expected = "z" * (plain.MAX_TEXT_LENGTH - len(" [truncated]")) + " [truncated]"
     output_end = "[truncated] " + "z" * (plain.MAX_TEXT_LENGTH - len("[truncated] "))  # why it failed
-    for report in (plain.encode(sent), received.model_dump(mode="json")):
+    for report in (plain.encode(sent), plain.encode(received)):
         texts = [report["resources"][0]["message"], report["sidecar"]["error"], report["message"]]
         assert texts == [expected] * 3
         assert report["reload"]["output"] == output_end

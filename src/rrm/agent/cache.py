@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rrm.agent.atomic import write_atomic
 from rrm.agent.verify import state_is_authentic
-from rrm.wire.plain import DesiredState, WireError, decode, dumps
+from rrm.wire.protocol import DesiredState, WireError, decode, dumps
 
 log = logging.getLogger(__name__)
 

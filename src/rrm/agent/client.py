@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import ssl
 import time
@@ -15,7 +14,7 @@ import httpx
 
 from rrm.agent.verify import state_is_authentic
 from rrm.wire.agent_auth import CLOCK_REFUSALS
-from rrm.wire.plain import (
+from rrm.wire.protocol import (
     DesiredState,
     PairRequest,
     PairResponse,
@@ -25,7 +24,8 @@ from rrm.wire.plain import (
     StatusReport,
     WireError,
     decode,
-    encode,
+    dumps,
+    replace,
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ KEEPALIVE_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 # A `Date` header has whole seconds: an offset smaller than this is no evidence that the clocks differ.
 CLOCK_SKEW_TOLERANCE_SECONDS = 2.0
+JSON_BODY = {"Content-Type": "application/json"}
 
 
 class DirectorError(Exception):
@@ -151,12 +152,14 @@ class DirectorClient:
         """Send `report`; while this host's clock is off, its message says so (an operator should fix it)."""
         note = self.clock.describe()
         if note:
-            report = dataclasses.replace(report, message="; ".join(filter(None, (report.message, note))))
-        response = await self._send("PUT", "/agent/v1/status", json=encode(report))
+            report = replace(report, message="; ".join(filter(None, (report.message, note))))
+        response = await self._send("PUT", "/agent/v1/status", headers=JSON_BODY, content=dumps(report))
         _expect(response, 200, 204)
 
     async def pair(self, request: PairRequest) -> PairResponse:
-        response = await self._send("POST", "/agent/v1/pair", json=encode(request), authenticated=False)
+        response = await self._send(
+            "POST", "/agent/v1/pair", headers=JSON_BODY, content=dumps(request), authenticated=False
+        )
         _expect(response, 200, 201)
         return _parse(PairResponse, response)
 
@@ -166,7 +169,7 @@ class DirectorClient:
         return _parse(RotateChallenge, response)
 
     async def rotate(self, request: RotateRequest) -> RotateResponse:
-        response = await self._send("POST", "/agent/v1/rotate", json=encode(request))
+        response = await self._send("POST", "/agent/v1/rotate", headers=JSON_BODY, content=dumps(request))
         _expect(response, 200)
         return _parse(RotateResponse, response)
 

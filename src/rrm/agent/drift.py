@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rrm.core.diff import diff
-from rrm.wire.plain import DriftRecord
+from rrm.wire.protocol import DriftRecord
 
 MAX_PATHS = 20
 

@@ -28,7 +28,7 @@ from rrm.wire.agent_auth import (
     sign_agent_token,
     sign_rotation,
 )
-from rrm.wire.plain import PairRequest, RotateRequest
+from rrm.wire.protocol import PairRequest, RotateRequest
 
 log = logging.getLogger(__name__)
 

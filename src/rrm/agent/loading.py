@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeAlias
 
-from rrm.wire.plain import DesiredState, ResourceResult, SidecarReport
+from rrm.wire.protocol import DesiredState, ResourceResult, SidecarReport, replace
 
 NOT_LISTED = "the sidecar does not list it in /v1.0/metadata"
 WAITING = "written; waiting for the sidecar to load it"

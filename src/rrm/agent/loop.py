@@ -31,7 +31,7 @@ from rrm.agent.loading import LoadWatch, SidecarAnswer, expected_components, wir
 from rrm.agent.status import build_status_report
 from rrm.agent.targets.base import ApplyOutcome, NativeObject, Target
 from rrm.core.diff import diff
-from rrm.wire.plain import DesiredState, DriftRecord, ReloadResult, SidecarReport, StatusReport
+from rrm.wire.protocol import DesiredState, DriftRecord, ReloadResult, SidecarReport, StatusReport
 
 log = logging.getLogger(__name__)
 

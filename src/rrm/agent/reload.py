@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 
-from rrm.wire.plain import ReloadResult
+from rrm.wire.protocol import ReloadResult
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from rrm.agent.client import tls_verification
-from rrm.wire.plain import LoadedComponent, SidecarReport
+from rrm.wire.protocol import LoadedComponent, SidecarReport
 
 METADATA_TIMEOUT_SECONDS = 3.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import rrm
-from rrm.wire.plain import DriftRecord, ReloadResult, ResourceResult, SidecarReport, StatusReport
+from rrm.wire.protocol import DriftRecord, ReloadResult, ResourceResult, SidecarReport, StatusReport
 
 
 def build_status_report(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rrm.core.hashing import state_hash
-from rrm.wire.plain import DesiredState
+from rrm.wire.protocol import DesiredState
 
 
 def state_is_authentic(state: DesiredState) -> bool:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from rrm.store import Database
 from rrm.store import repositories as repo
-from rrm.wire import StatusReport
+from rrm.wire.protocol import StatusReport, encode
 
 log = logging.getLogger("rrm.server.status_writer")
 
@@ -83,7 +83,7 @@ class StatusWriter:
                     {
                         "runtime_id": runtime_id,
                         "applied_hash": body.applied_hash,
-                        "report": body.model_dump(mode="json"),
+                        "report": encode(body),
                         "agent_version": body.agent_version,
                         "heartbeat_interval": body.heartbeat_interval,
                     }

@@ -15,7 +15,7 @@ from rrm.agent.config import AgentConfig
 from rrm.agent.loading import SidecarAnswer
 from rrm.core.diff import Changeset
 from rrm.core.resources import REVISION_ANNOTATION
-from rrm.wire.plain import DesiredState, ReloadResult, ResourceResult
+from rrm.wire.protocol import DesiredState, ReloadResult, ResourceResult
 
 NativeObject: TypeAlias = dict[str, Any]
 NativeChanges: TypeAlias = Changeset[str, NativeObject]

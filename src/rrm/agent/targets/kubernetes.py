@@ -37,7 +37,7 @@ from rrm.agent.targets.kube.restarts import Concern, Restarter
 from rrm.agent.targets.kube.sidecars import Placed, SidecarInspector
 from rrm.agent.targets.kube.watch import ChangeWatcher
 from rrm.core.names import dns1123_label_error
-from rrm.wire.plain import DesiredState
+from rrm.wire.protocol import DesiredState
 
 log = logging.getLogger(__name__)
 

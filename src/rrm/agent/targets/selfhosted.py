@@ -26,7 +26,7 @@ from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Ta
 from rrm.core.canonical import sha256_hex
 from rrm.core.names import dns1123_label_error
 from rrm.core.resources import secret_refs
-from rrm.wire.plain import DeliveredSecret, DesiredState, SidecarReport
+from rrm.wire.protocol import DeliveredSecret, DesiredState, SidecarReport
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from rrm.server.writes import Discard
 from rrm.store import compass as compass_store
 from rrm.store import repositories as repo
 from rrm.store.tables import Runtime
-from rrm.wire import RUNTIME_KINDS
+from rrm.wire.protocol import RUNTIME_KINDS
 
 T = TypeVar("T")
 MAX_TOKEN_TTL = 30 * 24 * 3600

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -30,17 +30,24 @@ from rrm.server.state import ServerState, server_state, state_of, utcnow
 from rrm.server.store_errors import store_failure_response
 from rrm.store import repositories as repo
 from rrm.store.tables import RuntimeKey
-from rrm.wire import (
+from rrm.wire.agent_auth import key_id, load_public_key, rotation_proof_is_valid
+from rrm.wire.protocol import (
     PairRequest,
     PairResponse,
     RotateChallenge,
     RotateRequest,
     RotateResponse,
     StatusReport,
+    WireError,
+    convert,
+    decode,
+    dumps,
+    schema,
 )
-from rrm.wire.agent_auth import key_id, load_public_key, rotation_proof_is_valid
 
 log = logging.getLogger("rrm.server.agent_api")
+T = TypeVar("T")
+JSON = "application/json"
 router = APIRouter(prefix="/agent/v1", tags=["agent"], route_class=BoundedRoute)
 
 
@@ -49,8 +56,36 @@ async def calling_runtime(request: Request) -> RuntimeEntry:
     return await state_of(request).agent_auth.runtime(bearer(request))
 
 
-@router.post("/pair", status_code=201, response_model=PairResponse)
-async def pair(body: PairRequest, state: ServerState = Depends(server_state)) -> PairResponse:
+def _documented(request: type[Any] | None, answer: type[Any], status: int = 200) -> dict[str, Any]:
+    """The OpenAPI description of a route's request and answer bodies, from the protocol's Structs."""
+    described: dict[str, Any] = {
+        "responses": {status: {"description": "OK", "content": {JSON: {"schema": schema(answer)}}}}
+    }
+    if request is not None:
+        content = {JSON: {"schema": schema(request)}}
+        described["openapi_extra"] = {"requestBody": {"required": True, "content": content}}
+    return described
+
+
+async def body_of(request: Request, kind: type[T]) -> T:
+    """The JSON body as `kind`, decoded within bounds (`rrm.core.bounded`): 422 naming the field if not."""
+    try:
+        return convert(kind, await request.json())
+    except WireError as exc:
+        raise HTTPException(422, [_problem(exc)]) from None
+
+
+def _problem(exc: WireError) -> dict[str, Any]:
+    return {"loc": ["body", *exc.path], "msg": exc.message, "type": "value_error"}
+
+
+def _answer(body: object, status: int = 200) -> Response:
+    return Response(dumps(body), status, media_type=JSON)
+
+
+@router.post("/pair", **_documented(PairRequest, PairResponse, 201))
+async def pair(request: Request, state: ServerState = Depends(server_state)) -> Response:
+    body = await body_of(request, PairRequest)
     try:
         load_public_key(body.public_key)
         kid = key_id(body.public_key)
@@ -87,7 +122,8 @@ async def pair(body: PairRequest, state: ServerState = Depends(server_state)) ->
     state.fleet.set_key(runtime_id, kid, body.public_key)
     await state.fleet.catch_up()
     log.info("runtime %s paired (key %s)", name, kid)
-    return PairResponse(runtime_id=runtime_id, runtime_name=name, kind=kind, key_id=kid)  # type: ignore[arg-type]
+    answer = PairResponse(runtime_id=runtime_id, runtime_name=name, kind=kind, key_id=kid)  # type: ignore[arg-type]
+    return _answer(answer, 201)
 
 
 def _refuse_key_of_another_runtime(session: Session, kid: str, runtime_id: str) -> None:
@@ -131,10 +167,9 @@ async def report_status(request: Request) -> Response:
     as `desired_state`: every agent sends one after every change and on every heartbeat."""
     state, runtime = state_of(request), await calling_runtime(request)
     try:
-        body = StatusReport.model_validate_json(await request.body())
-    except ValidationError as exc:
-        problems = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        raise HTTPException(422, problems) from None
+        body = decode(StatusReport, await request.body())
+    except WireError as exc:
+        raise HTTPException(422, [_problem(exc)]) from None
     await state.status_writer.submit(runtime.id, runtime.name, body)
     STATUS_REPORTS.inc()
     return Response(status_code=204)
@@ -185,21 +220,22 @@ class AgentFastPath:
         await response(scope, receive, send)
 
 
-@router.post("/rotate/challenge", response_model=RotateChallenge)
+@router.post("/rotate/challenge", **_documented(None, RotateChallenge))
 async def rotation_challenge(
     runtime: RuntimeEntry = Depends(calling_runtime), state: ServerState = Depends(server_state)
-) -> RotateChallenge:
+) -> Response:
     """A nonce to sign with the current key over the new one: a bearer token alone cannot replace the key."""
     nonce = issue_challenge(state.box.derive_key(KEY_PURPOSE), runtime.id)
-    return RotateChallenge(nonce=nonce, expires_in=CHALLENGE_SECONDS)
+    return _answer(RotateChallenge(nonce=nonce, expires_in=CHALLENGE_SECONDS))
 
 
-@router.post("/rotate", response_model=RotateResponse)
+@router.post("/rotate", **_documented(RotateRequest, RotateResponse))
 async def rotate(
-    body: RotateRequest,
+    request: Request,
     runtime: RuntimeEntry = Depends(calling_runtime),
     state: ServerState = Depends(server_state),
-) -> RotateResponse:
+) -> Response:
+    body = await body_of(request, RotateRequest)
     try:
         kid = key_id(body.public_key)
     except ValueError as exc:
@@ -225,7 +261,7 @@ async def rotate(
 
     await asyncio.to_thread(write)
     state.fleet.set_key(runtime.id, kid, body.public_key)
-    return RotateResponse(key_id=kid)
+    return _answer(RotateResponse(key_id=kid))
 
 
 def _proves(current: RuntimeKey, body: RotateRequest, runtime_id: str) -> bool:

@@ -15,7 +15,7 @@ from rrm.core.scenarios import Connectivity, beside
 from rrm.server.compass.registry import Registry
 from rrm.server.fleet.feed import FeedChange, RuntimeEntry
 from rrm.server.rollouts.records import RolloutDelivery
-from rrm.wire import DeliveredSecret, DesiredState
+from rrm.wire.protocol import DeliveredSecret, DesiredState, dumps
 
 
 class PlacementKey(NamedTuple):
@@ -123,10 +123,10 @@ class Renderer:
             secrets=[
                 DeliveredSecret(name=s.name, revision=s.revision, data=dict(s.data)) for s in state.secrets
             ],
-        ).model_dump_json()
+        )
         delivery = Delivery(
             hash=state.hash,
-            body=body.encode(),
+            body=dumps(body),
             components=tuple((c.name, c.revision, str(c.manifest["spec"]["type"])) for c in placed),
         )
         self._renders[key] = delivery

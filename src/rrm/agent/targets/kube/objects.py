@@ -18,7 +18,7 @@ from typing import Any
 
 from rrm.core.names import dns1123_label_error
 from rrm.core.resources import MANAGED_BY_LABEL, MANAGED_BY_VALUE, REVISION_ANNOTATION, secret_refs
-from rrm.wire.plain import DesiredState
+from rrm.wire.protocol import DesiredState
 
 FIELD_MANAGER = "rrm-agent"
 RUNTIME_LABEL = "rrm.io/runtime"

@@ -25,7 +25,7 @@ from typing import Any
 
 from rrm.agent.config import HotReload
 from rrm.agent.targets.kube.client import WORKLOAD_KINDS, KubeApi, KubeError
-from rrm.wire.plain import ReloadResult
+from rrm.wire.protocol import ReloadResult
 
 log = logging.getLogger(__name__)
 

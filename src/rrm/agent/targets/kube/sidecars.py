@@ -33,7 +33,7 @@ from rrm.agent.targets.kube.restarts import (
     workload_id,
 )
 from rrm.agent.targets.kube.rollout import rollout_status
-from rrm.wire.plain import LoadedComponent, SidecarReport
+from rrm.wire.protocol import LoadedComponent, SidecarReport
 
 METRICS_PORT_ANNOTATION = "dapr.io/metrics-port"
 ENABLE_METRICS_ANNOTATION = "dapr.io/enable-metrics"
