@@ -302,7 +302,8 @@ def install_agent(attempt: Attempt) -> Outcome:
         )
 
     _write(attempt, issue)
-    install = AgentInstall(director_url(attempt.state), subject.name, token, dict(subject.parameters))
+    options = {k: v for k, v in subject.parameters.items() if k not in attempt.plan.secret}
+    install = AgentInstall(director_url(attempt.state), subject.name, token, options)
     attempt.backend.install_agent(attempt.cluster_request, subject.cluster_kubeconfig or "", install)
     return Done(f"agent installed, pointed at {install.director_url}")
 
