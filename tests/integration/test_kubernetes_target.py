@@ -17,7 +17,7 @@ from rrm.agent.targets.kube.client import load_configuration
 from rrm.agent.targets.kubernetes import KubernetesTarget
 from rrm.core.diff import diff
 from rrm.core.hashing import state_hash
-from rrm.wire.plain import DesiredState
+from rrm.wire.protocol import DesiredState
 
 from .harness import (
     Fleet,
