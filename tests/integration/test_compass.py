@@ -233,8 +233,11 @@ def test_scenarios_are_not_deleted_while_in_use(server: ServerProcess, admin: ht
         response = expect_status(admin.delete(f"/api/v1/scenarios/{scenario}"), 409)
         assert user in response.text, response.text
     expect_status(admin.delete(f"/api/v1/applications/{app}"), 204)
+    assert "not found" in expect_status(admin.delete(f"/api/v1/applications/{app}"), 404).json()["detail"]
     put_in_scenarios(admin, rt, remove=[scenario])
     expect_status(admin.delete(f"/api/v1/scenarios/{scenario}/assignment"), 204)
+    gone = expect_status(admin.delete(f"/api/v1/scenarios/{scenario}/assignment"), 404)
+    assert gone.json()["detail"] == f"scenario {scenario!r} has no automatic assignment"
     expect_status(admin.delete(f"/api/v1/scenarios/{scenario}"), 204)
     assert scenario not in [s["name"] for s in expect_status(admin.get("/api/v1/scenarios"), 200).json()]
     expect_status(admin.delete("/api/v1/scenarios/DEFAULT"), 409)

@@ -17,7 +17,7 @@ from rrm.core.resources import secret_refs
 from rrm.core.scenarios import DEFAULT_SCENARIO
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server import queries
-from rrm.server.api.common import BoundedRoute, reader, write, writer
+from rrm.server.api.common import BoundedRoute, read_found, reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem, revalidate_for_rollback
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, new_token, token_hash
 from rrm.server.compass import views as compass_views
@@ -139,10 +139,7 @@ async def register_runtime(
 
 @router.get("/runtimes/{name}")
 async def get_runtime(name: str, state: ServerState = Depends(server_state)) -> dict[str, Any]:
-    detail = await read(state, lambda session: queries.runtime(state, session, name))
-    if detail is None:
-        raise HTTPException(404, f"runtime {name!r} not found")
-    return detail
+    return await read_found(state, lambda s: queries.runtime(state, s, name), f"runtime {name!r} not found")
 
 
 @router.delete("/runtimes/{name}", status_code=204, dependencies=[Depends(writer)])
@@ -253,10 +250,9 @@ async def list_components(state: ServerState = Depends(server_state)) -> list[di
 
 @router.get("/components/{name}")
 async def get_component(name: str, state: ServerState = Depends(server_state)) -> dict[str, Any]:
-    view = await read(state, lambda session: queries.component(state, session, name))
-    if view is None:
-        raise HTTPException(404, f"component {name!r} not found")
-    return view
+    return await read_found(
+        state, lambda s: queries.component(state, s, name), f"component {name!r} not found"
+    )
 
 
 @router.get("/components/{name}/history")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from rrm.core.bounded import DecodeError, decode_json
 from rrm.server.apply import Conflict, InvalidInput
 from rrm.server.auth import ROLE_ADMIN, bearer
+from rrm.server.queries import read
 from rrm.server.state import ServerState, server_state
 
 T = TypeVar("T")
@@ -53,8 +54,8 @@ def reader(request: Request, state: ServerState = Depends(server_state)) -> str:
 
 
 def signed_in_reader(request: Request, state: ServerState = Depends(server_state)) -> str:
-    """An admin or viewer token, or else a signed-in dashboard session: a browser opening `/docs` sends
-    the session cookie, not a token."""
+    """An admin or viewer token, or else a signed-in dashboard session: a browser opening `/docs` or the
+    event stream sends the session cookie, not a token."""
     if "authorization" in request.headers:
         return reader(request, state)
     role = state.sessions.role_of(request)
@@ -78,3 +79,11 @@ async def write(state: ServerState, work: Callable[[Session], T]) -> T:
         raise HTTPException(422, [p.as_dict() for p in exc.problems]) from exc
     except Conflict as exc:
         raise HTTPException(409, str(exc)) from exc
+
+
+async def read_found(state: ServerState, work: Callable[[Session], T | None], missing: str) -> T:
+    """A read whose None answer is a 404 saying what is missing."""
+    found = await read(state, work)
+    if found is None:
+        raise HTTPException(404, missing)
+    return found

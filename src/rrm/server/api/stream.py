@@ -7,24 +7,15 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from rrm.server.api.common import reader
+from rrm.server.api.common import signed_in_reader
 from rrm.server.state import ServerState, server_state
 
 RETRY_MILLISECONDS = 2000
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
-
-
-def stream_reader(request: Request, state: ServerState = Depends(server_state)) -> str:
-    if "authorization" in request.headers:
-        return reader(request, state)
-    role = state.sessions.role_of(request)
-    if role is None:
-        raise HTTPException(401, "send an admin token or sign in", headers={"WWW-Authenticate": "Bearer"})
-    return role
 
 
 async def _start(state: ServerState, after: int | None, last_event_id: str | None) -> int:
@@ -35,7 +26,7 @@ async def _start(state: ServerState, after: int | None, last_event_id: str | Non
     return after if after is not None else await state.events.latest_id()
 
 
-@router.get("/events/stream", dependencies=[Depends(stream_reader)], response_class=StreamingResponse)
+@router.get("/events/stream", dependencies=[Depends(signed_in_reader)], response_class=StreamingResponse)
 async def event_stream(
     request: Request,
     after: int | None = Query(None, ge=0, description="send events after this id; default: from now on"),

@@ -5,6 +5,8 @@ credentials of runtimes. Applications, label definitions and scenario assignment
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -72,12 +74,31 @@ async def get_application(name: str, state: ServerState = Depends(server_state))
 
 @router.delete("/applications/{name}", status_code=204, dependencies=[Depends(writer)])
 async def delete_application(name: str, state: ServerState = Depends(server_state)) -> Response:
+    return await _delete(
+        state,
+        lambda s: store.application(s, name) is not None,
+        lambda s, now: store.delete_application(s, name, now),
+        missing=f"application {name!r} not found",
+        event=("ApplicationDeleted", f"application/{name}"),
+    )
+
+
+async def _delete(
+    state: ServerState,
+    exists: Callable[[Session], bool],
+    delete: Callable[[Session, datetime], None],
+    *,
+    missing: str,
+    event: tuple[str, str],
+) -> Response:
+    """Delete what `exists` finds, recording the (type, subject) event; 404 saying what is missing."""
+
     def work(session: Session) -> None:
-        if store.application(session, name) is None:
-            raise HTTPException(404, f"application {name!r} not found")
+        if not exists(session):
+            raise HTTPException(404, missing)
         now = utcnow()
-        store.delete_application(session, name, now)
-        repo.record_event(session, "ApplicationDeleted", f"application/{name}", "deleted", now)
+        delete(session, now)
+        repo.record_event(session, *event, "deleted", now)
 
     await write(state, work)
     return Response(status_code=204)
@@ -170,15 +191,13 @@ async def assign_scenario(name: str, body: Assignment, state: ServerState = Depe
 
 @router.delete("/scenarios/{name}/assignment", status_code=204, dependencies=[Depends(writer)])
 async def unassign_scenario(name: str, state: ServerState = Depends(server_state)) -> Response:
-    def work(session: Session) -> None:
-        if store.assignment(session, name) is None:
-            raise HTTPException(404, f"scenario {name!r} has no automatic assignment")
-        now = utcnow()
-        store.delete_assignment(session, name, now)
-        repo.record_event(session, "ScenarioAssignmentDeleted", f"scenario/{name}", "deleted", now)
-
-    await write(state, work)
-    return Response(status_code=204)
+    return await _delete(
+        state,
+        lambda s: store.assignment(s, name) is not None,
+        lambda s, now: store.delete_assignment(s, name, now),
+        missing=f"scenario {name!r} has no automatic assignment",
+        event=("ScenarioAssignmentDeleted", f"scenario/{name}"),
+    )
 
 
 @router.get("/runtimes/{name}/scenarios")
