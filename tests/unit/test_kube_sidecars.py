@@ -237,3 +237,22 @@ def test_the_load_watch_fails_a_refused_component_at_once_and_leaves_unknown_one
     a, b = watch.results(applied)
     assert (a.state, a.loaded, a.message) == ("failed", False, "daprd on pod p refused it")
     assert (b.state, b.loaded, b.message) == ("applied", None, "no IP")
+
+
+def test_a_component_still_waiting_at_the_load_deadline_is_failed_with_the_sidecars_account() -> None:
+    from rrm.agent.loading import SidecarsView
+
+    watch = LoadWatch(4.0)
+    watch.begin({"a": Expected("bindings.http", "v1")}, now=0.0)
+    waiting = SidecarsView(report=None, missing={"a": "daprd on pod p counts 0 of 1 bindings.http init(s)"})
+    watch.observe(waiting, now=1.0)
+    assert watch.following
+    [result] = watch.results([ResourceResult(name="a", state="applied")])
+    assert (result.state, result.loaded) == ("applied", False)
+    watch.observe(waiting, now=4.0)
+    assert watch.overdue and not watch.following
+    [result] = watch.results([ResourceResult(name="a", state="applied")])
+    assert (result.state, result.loaded) == ("failed", False)
+    assert result.message == (
+        "not loaded within the load deadline (4 s): daprd on pod p counts 0 of 1 bindings.http init(s)"
+    )
