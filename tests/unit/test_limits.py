@@ -21,7 +21,7 @@ from rrm.server.limits import (
     control_plane_limits,
     static_broker_limits,
 )
-from rrm.server.settings import DEFAULT_MAX_APPLY_BYTES, max_apply_bytes
+from rrm.server.settings import DEFAULT_MAX_APPLY_BYTES, ServerSettings
 from rrm.wire import protocol as plain
 
 COMPONENTS = 1000
@@ -90,11 +90,11 @@ def test_each_path_has_its_limit(path: str, limit: int) -> None:
 
 
 def test_the_apply_limit_is_a_setting() -> None:
-    assert max_apply_bytes({}) == DEFAULT_MAX_APPLY_BYTES
-    assert max_apply_bytes({"RRM_MAX_APPLY_BYTES": "1048576"}) == 1048576
+    assert ServerSettings.from_env({}).max_apply_bytes == DEFAULT_MAX_APPLY_BYTES
+    assert ServerSettings.from_env({"RRM_MAX_APPLY_BYTES": "1048576"}).max_apply_bytes == 1048576
     for wrong in ("0", "-1", "4MB"):
         with pytest.raises(ValueError, match="RRM_MAX_APPLY_BYTES"):
-            max_apply_bytes({"RRM_MAX_APPLY_BYTES": wrong})
+            ServerSettings.from_env({"RRM_MAX_APPLY_BYTES": wrong})
 
 
 class Echo:

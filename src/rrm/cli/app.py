@@ -13,16 +13,15 @@ from rrm.cli import (
     accounts,
     agent_command,
     compass,
-    config,
     environment_broker,
     environments,
     install,
     manage,
     rollouts,
+    server_command,
     tokens,
     views,
 )
-from rrm.cli.arguments import parse_duration
 
 app = typer.Typer(
     name="rrm",
@@ -33,54 +32,15 @@ app = typer.Typer(
 )
 
 
-@app.command()
-def server(
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8080, "--port"),
-    data_dir: Path = typer.Option(None, "--data-dir", help="default: $RRM_DATA_DIR, else ~/.local/share/rrm"),
-    database_url: str = typer.Option(None, "--database-url", help="default: SQLite in the data dir"),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error"),
-    delivery_window: float = typer.Option(
-        1.0, "--delivery-window", min=0.0, help="seconds; a runtime gets at most one new state per window"
-    ),
-    plans: Path = typer.Option(None, "--plans", help="provisioning plans (YAML); default: local, kubernetes"),
-    public_url: str = typer.Option(
-        None, "--public-url", help="this control plane's URL as the agents it installs reach it"
-    ),
-    gardener_kubeconfig: Path = typer.Option(
-        None, "--gardener-kubeconfig", help="the garden cluster; adds the gardener-* and trial plans"
-    ),
-    gardener_namespace: str = typer.Option(None, "--gardener-namespace", help="garden-PROJECT"),
-    hap_rules: Path = typer.Option(None, "--hap-rules", help="Hyperscaler Account Pool rules (KEB syntax)"),
-    hap_cleanup_command: str = typer.Option(
-        None, "--hap-cleanup-command", help="run with a dirty binding's name; exit 0 returns it to the pool"
-    ),
-    hap_cleanup_interval: float = typer.Option(600.0, "--hap-cleanup-interval", min=1.0, help="seconds"),
-    trial_lifetime: str = typer.Option(
-        "14d", "--trial-lifetime", help="a trial environment is suspended for good after this (30m, 14d)"
-    ),
-) -> None:
-    """Run the control plane (blocks until SIGTERM or Ctrl-C)."""
-    from rrm.server import ServerSettings, serve
-
-    serve(
-        ServerSettings(
-            host=host,
-            port=port,
-            data_dir=data_dir or config.default_data_dir(),
-            database_url=database_url,
-            log_level=log_level,
-            delivery_window_seconds=delivery_window,
-            plans_file=plans,
-            public_url=public_url,
-            gardener_kubeconfig=gardener_kubeconfig,
-            gardener_namespace=gardener_namespace,
-            hap_rules_file=hap_rules,
-            hap_cleanup_command=hap_cleanup_command,
-            hap_cleanup_interval=hap_cleanup_interval,
-            trial_lifetime_seconds=parse_duration(trial_lifetime),
-        )
-    )
+@app.command(
+    "server",
+    help=server_command.SUMMARY,
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def server(ctx: typer.Context) -> None:
+    """The server reads its command line from `ServerSettings`' declarations (`rrm.cli.server_command`)."""
+    server_command.main(ctx.args)
 
 
 @app.command(
@@ -103,7 +63,7 @@ def migrate(
     from rrm.server import ServerSettings
     from rrm.store import Database
 
-    settings = ServerSettings(data_dir=data_dir or config.default_data_dir(), database_url=database_url)
+    settings = ServerSettings.from_env(data_dir=data_dir, database_url=database_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     Database(settings.resolved_database_url).migrate()
     typer.echo("database schema is up to date")

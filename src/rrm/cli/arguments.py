@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 import typer
 
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+from rrm.core.settings import duration_seconds
 
 
 def parse_duration(text: str) -> int:
     """Seconds from `3600`, `45s`, `30m`, `1h` or `7d`."""
-    match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise typer.BadParameter(f"{text!r} is not a positive duration such as 3600, 30m, 1h or 7d")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    try:
+        return duration_seconds(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def parse_label_changes(args: list[str]) -> tuple[dict[str, str], list[str]]:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from rrm.server.settings import ServerSettings, default_data_dir
+from rrm.server.settings import ServerSettings
 
 OFFLINE_NOTE = "written to the database by rrm token create --data-dir, not through the API"
 
@@ -33,9 +33,7 @@ def create_in_database(
     from rrm.store import tokens as token_store
     from rrm.store.database import first_line
 
-    url = ServerSettings(
-        data_dir=data_dir or default_data_dir(), database_url=database_url
-    ).resolved_database_url
+    url = ServerSettings.from_env(data_dir=data_dir, database_url=database_url).resolved_database_url
     sqlite_file = Path(url.split(":///", 1)[1]) if url.startswith("sqlite") else None
     if sqlite_file is not None and not sqlite_file.is_file():  # opening it would create an empty one
         raise NoDatabase(

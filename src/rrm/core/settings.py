@@ -5,18 +5,22 @@ configuration tables all come from the one definition."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 METADATA_KEY = "rrm.setting"
+DURATION = re.compile(r"^(\d+)([smhd]?)$")
+UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
 class Declared:
-    """How a setting is given: `flag` on the command line, `env` in the environment (read with `parse`),
-    what it is for (`help`), and its default as people read it (`shown`)."""
+    """How a setting is given: `flag` on the command line, `env` in the environment, how either is read
+    (`parse`; None: as the field's type), what it is for (`help`), its default as people read it (`shown`)
+    and the least value a flag takes (`minimum`)."""
 
     name: str
     flag: str | None
@@ -35,7 +39,7 @@ def setting(
     help: str,
     flag: str | None = None,
     env: str | None = None,
-    parse: Callable[[str], Any] = str,
+    parse: Callable[[str], Any] | None = None,
     shown: str | None = None,
     minimum: float | None = None,
     factory: Callable[[], Any] | None = None,
@@ -48,7 +52,7 @@ def setting(
         "env": env,
         "help": help,
         "shown": shown if shown is not None else _shown(default, factory),
-        "parse": parse if env else None,
+        "parse": parse,
         "minimum": minimum,
     }
     metadata = {METADATA_KEY: described}
@@ -82,8 +86,8 @@ def read_environment(settings_class: type, environ: Mapping[str, str]) -> dict[s
     """The values the environment gives, by field name; an empty variable counts as not set."""
     values = {}
     for item in declared(settings_class):
-        if item.env and item.parse and environ.get(item.env):
-            values[item.name] = item.parse(environ[item.env])
+        if item.env and environ.get(item.env):
+            values[item.name] = (item.parse or str)(environ[item.env])
     return values
 
 
@@ -95,3 +99,11 @@ def markdown_table(settings_class: type) -> str:
         env = f"`{item.env}`" if item.env else ""
         rows.append(f"| {flag} | {env} | {item.shown} | {item.help.replace('|', chr(92) + '|')} |")
     return "\n".join(rows) + "\n"
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds from `3600`, `45s`, `30m`, `1h` or `7d`."""
+    match = DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a positive duration such as 3600, 30m, 1h or 7d")
+    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import resource
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -54,7 +53,6 @@ from rrm.store.leadership import Leadership
 
 log = logging.getLogger("rrm.server")
 ADMIN_TOKEN_FILE = "admin-token"
-BOOTSTRAP_TOKEN_ENV = "RRM_BOOTSTRAP_ADMIN_TOKEN"
 
 
 def ensure_admin_token(db: Database, settings: ServerSettings) -> None:
@@ -62,10 +60,10 @@ def ensure_admin_token(db: Database, settings: ServerSettings) -> None:
     when set (replicas on Kubernetes get it from a Secret), else a new one handed over in a 0600 file."""
     with db.write() as session:
         if not repo.admin_token_hashes(session):
-            token = os.environ.get(BOOTSTRAP_TOKEN_ENV) or new_token(ADMIN_TOKEN_PREFIX)
+            token = settings.bootstrap_admin_token or new_token(ADMIN_TOKEN_PREFIX)
             repo.add_admin_token(session, token_hash(token), ROLE_ADMIN, "created on first start", utcnow())
-            if BOOTSTRAP_TOKEN_ENV in os.environ:
-                log.info("stored the admin token from %s", BOOTSTRAP_TOKEN_ENV)
+            if settings.bootstrap_admin_token:
+                log.info("stored the admin token from RRM_BOOTSTRAP_ADMIN_TOKEN")
             else:
                 path = settings.data_dir / ADMIN_TOKEN_FILE
                 write_private_file(path, token.encode() + b"\n")
@@ -76,7 +74,7 @@ def build_state(settings: ServerSettings) -> ServerState:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(settings.resolved_database_url)
     db.migrate()
-    box = SecretBox(load_or_create_key(settings.data_dir))
+    box = SecretBox(load_or_create_key(settings.data_dir, settings.secret_key))
     fleet = Fleet(db, box, settings.delivery_window_seconds)
     ensure_admin_token(db, settings)
     warn_about_stored_selectors(db)
@@ -212,7 +210,7 @@ def serve(settings: ServerSettings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
         timeout_keep_alive=75,  # longer than the agents keep idle connections (10 s): they close first
-        access_log=os.environ.get("RRM_ACCESS_LOG") == "1",
+        access_log=settings.access_log,
     )
     redact_query_strings()
     _Server(config, state).run()

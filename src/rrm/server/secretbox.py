@@ -32,9 +32,9 @@ def write_private_file(path: Path, content: bytes) -> None:
     os.replace(tmp, path)
 
 
-def load_or_create_key(data_dir: Path) -> bytes:
-    """`RRM_SECRET_KEY` (urlsafe base64 of 32 bytes) wins; else the data dir's key file, made on first use."""
-    configured = os.environ.get(KEY_ENV)
+def load_or_create_key(data_dir: Path, configured: str | None = None) -> bytes:
+    """The configured key (`RRM_SECRET_KEY`: urlsafe base64 of 32 bytes) wins; else the data dir's key file,
+    made on first use."""
     if configured:
         try:
             key = base64.urlsafe_b64decode(configured.strip() + "=" * (-len(configured.strip()) % 4))

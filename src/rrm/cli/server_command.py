@@ -1,0 +1,20 @@
+"""`rrm server`: the control plane's command line, read with argparse from the settings `ServerSettings`
+declares, and the environment through `ServerSettings.from_env`."""
+
+from __future__ import annotations
+
+SUMMARY = "Run the control plane (blocks until SIGTERM or Ctrl-C)."
+
+
+def main(args: list[str]) -> None:
+    """Run `rrm server ARGS…`: exit code 2 for a command line it cannot read, 1 for a setting it cannot
+    use."""
+    from rrm.cli.settings_command_line import read_given
+    from rrm.server import ServerSettings, serve
+
+    given = read_given(ServerSettings, "rrm server", SUMMARY, args)
+    try:
+        settings = ServerSettings.from_env(**given)
+    except ValueError as exc:
+        raise SystemExit(f"rrm server: {exc}") from None
+    serve(settings)
