@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.composer import ComposerError
@@ -118,15 +118,15 @@ class BoundedLoader(yaml.SafeLoader):
     def compose_document(self) -> Node | None:
         self._expanded = 0
         self._sizes.clear()
-        return super().compose_document()  # type: ignore[no-any-return]
+        return super().compose_document()
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         if self.check_event(yaml.AliasEvent):
-            self._count_alias(self.peek_event())
+            self._count_alias(cast(yaml.AliasEvent, self._next_event()))  # as check_event found
             return super().compose_node(parent, index)
         opens = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
         if opens and self._depth == MAX_DEPTH:
-            self._refuse(f"nested deeper than {MAX_DEPTH} levels", self.peek_event())
+            self._refuse(f"nested deeper than {MAX_DEPTH} levels", self._next_event())
         self._depth += opens
         try:
             node = super().compose_node(parent, index)
@@ -135,6 +135,10 @@ class BoundedLoader(yaml.SafeLoader):
         if node is not None:
             self._sizes[id(node)] = self._size_of(node)
         return node
+
+    def _next_event(self) -> yaml.Event:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+        return event
 
     def _size_of(self, node: Node) -> tuple[int, int]:
         if isinstance(node, SequenceNode):
