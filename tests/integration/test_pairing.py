@@ -93,6 +93,25 @@ def test_unknown_pairing_token_is_refused(server: ServerProcess) -> None:
     assert refused.status_code == 401, refused.text
 
 
+def test_a_pairing_body_is_checked_and_described_by_the_protocol(
+    server: ServerProcess, admin: httpx.Client
+) -> None:
+    for body, field in (({"public_key": "k"}, "token"), ({"token": "", "public_key": "k"}, "token")):
+        refused = httpx.post(f"{server.url}/agent/v1/pair", json=body, timeout=30)
+        assert refused.status_code == 422, refused.text
+        assert [problem["loc"] for problem in refused.json()["detail"]] == [["body", field]]
+    typed = httpx.post(
+        f"{server.url}/agent/v1/pair", json={"token": 90210314159, "public_key": "k"}, timeout=30
+    )
+    assert typed.status_code == 422 and "90210314159" not in typed.text
+
+    described = expect_status(admin.get("/openapi.json"), 200).json()["paths"]["/agent/v1/pair"]["post"]
+    request = described["requestBody"]["content"]["application/json"]["schema"]
+    answer = described["responses"]["201"]["content"]["application/json"]["schema"]
+    assert request["required"] == ["token", "public_key"] and request["properties"]["token"]["minLength"] == 1
+    assert set(answer["properties"]) == {"runtime_id", "runtime_name", "kind", "key_id"}
+
+
 def test_revoked_runtime_is_refused_on_every_agent_endpoint(
     server: ServerProcess, admin: httpx.Client
 ) -> None:

@@ -59,7 +59,8 @@ async def calling_runtime(request: Request) -> RuntimeEntry:
 def _documented(request: type[Any] | None, answer: type[Any], status: int = 200) -> dict[str, Any]:
     """The OpenAPI description of a route's request and answer bodies, from the protocol's Structs."""
     described: dict[str, Any] = {
-        "responses": {status: {"description": "OK", "content": {JSON: {"schema": schema(answer)}}}}
+        "status_code": status,
+        "responses": {status: {"description": "OK", "content": {JSON: {"schema": schema(answer)}}}},
     }
     if request is not None:
         content = {JSON: {"schema": schema(request)}}
