@@ -32,8 +32,9 @@ NOT_FOR_AGENTS = (
     "rrm.cli.views",
 )
 
-# Not in a self-hosted agent either: it speaks the protocol with msgspec (`rrm.wire.protocol`) and reads a plain
-# command line without typer, which reads every value with pydantic. The kubernetes client needs pydantic itself.
+# Not in a self-hosted agent either: it speaks the protocol with msgspec (`rrm.wire.protocol`) and reads a
+# plain command line without typer, which reads every value with pydantic. The kubernetes client needs
+# pydantic itself.
 PYDANTIC = ("pydantic", "pydantic_core")
 
 LOADED_MODULES = """
