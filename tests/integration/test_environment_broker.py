@@ -79,10 +79,10 @@ class Platform:
         return self.http.get(f"/v2/service_instances/{instance}/last_operation", params=params)
 
 
-def register_platform(server: ServerProcess, name: str) -> Platform:
-    answer = expect_status(
-        server.admin.post(f"/api/v1/environment-broker/platforms/{name}/credentials", json={}), 201
-    ).json()
+def register_platform(server: ServerProcess, name: str, region: str | None = None) -> Platform:
+    path = f"/api/v1/environment-broker/platforms/{name}/credentials"
+    answer = expect_status(server.admin.post(path, json={"region": region}), 201).json()
+    assert answer["region"] == region
     assert answer["broker_url"] == f"{server.url}/environments"
     http = httpx.Client(
         base_url=answer["broker_url"],

@@ -1,7 +1,7 @@
-"""A `gardener-aws` environment ordered through the Environment Broker, end to end against the Gardener
-stand-in (the setup of test_gardener_environments): provision → poll → Connected runtime → bind → the
-kubeconfig works against the Shoot's API server → update → suspend (the Shoot deleted, the instance kept)
-→ resume (a new Shoot) → deprovision → 410."""
+"""A `gardener-aws` environment ordered through the Environment Broker by a platform in region cf-eu11,
+end to end against the Gardener stand-in (the setup of test_gardener_environments): provision → an
+EU-access account → poll → Connected runtime → bind → the kubeconfig works against the Shoot's API server
+→ update → suspend (the Shoot deleted, the instance kept) → resume (a new Shoot) → deprovision → 410."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def test_a_gardener_environment_ordered_through_the_broker_lives_its_whole_life(
     setup: gardener.Setup,
 ) -> None:
     fleet: Fleet = setup.fleet
-    platform = register_platform(setup.server, "cf-gardener")
+    setup.garden.binding("aws-eu", euAccess="true")
+    platform = register_platform(setup.server, "cf-gardener", region="cf-eu11")
     plans = {p["name"]: p for p in platform.catalog()["services"][0]["plans"]}
     assert (
         plans["gardener-aws"]["bindable"]
@@ -74,6 +75,7 @@ def test_a_gardener_environment_ordered_through_the_broker_lives_its_whole_life(
         shoot["spec"]["region"] == "eu-west-2"
         and shoot["metadata"]["labels"]["rrm.io/global-account"] == "ga-1"
     )
+    assert shoot["spec"]["secretBindingName"] == "aws-eu"  # platform region cf-eu11: EU-access accounts only
 
     bound = expect_status(
         bind(platform, instance, "admin-1", "gardener-aws", expiration_seconds=3600), 201

@@ -24,12 +24,15 @@ def credentials(
     rotate: bool = typer.Option(
         False, "--rotate", help="replace existing credentials (the old ones stop working)"
     ),
+    platform_region: str = typer.Option(
+        None, "--platform-region", help="where the platform runs (cf-eu11 …): the HAP rules' PR"
+    ),
     output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
     """Credentials for platform NAME to call the Environment Broker; shown only this once."""
     path = f"/api/v1/environment-broker/platforms/{quote(name, safe='')}/credentials"
     with admin_api(ctx) as api:
-        answer = api._request("POST", path, json={"rotate": rotate})
+        answer = api._request("POST", path, json={"rotate": rotate, "region": platform_region})
     emit(answer, output, credentials_text)
 
 

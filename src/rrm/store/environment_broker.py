@@ -16,9 +16,9 @@ def platform(session: Session, name: str) -> PlatformCredential | None:
     return session.get(PlatformCredential, name)
 
 
-def set_platform(session: Session, name: str, password_hash: str, now: datetime) -> None:
+def set_platform(session: Session, name: str, password_hash: str, region: str | None, now: datetime) -> None:
     session.execute(delete(PlatformCredential).where(PlatformCredential.name == name))
-    session.add(PlatformCredential(name=name, password_hash=password_hash, created_at=now))
+    session.add(PlatformCredential(name=name, password_hash=password_hash, region=region, created_at=now))
 
 
 def brokered(session: Session, environment_id: str) -> BrokeredEnvironment | None:

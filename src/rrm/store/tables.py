@@ -357,6 +357,7 @@ class PlatformCredential(Base):
     __tablename__ = "environment_broker_platforms"
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     password_hash: Mapped[str] = mapped_column(String(64))
+    region: Mapped[str | None] = mapped_column(String(63))  # the platform region (KEB's), for the HAP rules
     created_at: Mapped[datetime]
 
 

@@ -34,6 +34,7 @@ class PlatformRecords:
     engine: Engine
     session: Session
     platform: str
+    region: str | None  # the platform region its credentials name
     now: datetime
 
     def brokered(self, instance_id: str) -> tuple[BrokeredEnvironment, EnvironmentRow] | None:
@@ -85,4 +86,6 @@ class EnvironmentBrokerBackend(BrokerBackend[PlatformRecords]):
 
     def transact(self, caller: str, work: Callable[[PlatformRecords], Answer]) -> Answer:
         with self._state.db.write() as session:
-            return work(PlatformRecords(self._state, self._engine, session, caller, utcnow()))
+            row = store.platform(session, caller)
+            region = row.region if row is not None else None
+            return work(PlatformRecords(self._state, self._engine, session, caller, region, utcnow()))

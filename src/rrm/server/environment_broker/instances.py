@@ -175,7 +175,12 @@ def start(
     if is_trial(plan.name):
         one_trial(records, environment.tenant.global_account)
     user = context.get("user_id")
-    data = {"platform": records.platform, "administrators": [user] if isinstance(user, str) else []}
+    data: dict[str, Any] = {
+        "platform": records.platform,
+        "administrators": [user] if isinstance(user, str) else [],
+    }
+    if records.region:
+        data["platformRegion"] = records.region  # the HAP rules' PR
     try:
         return start_provisioning(
             records.session, records.state, records.engine, plan, environment, instance_id, data

@@ -8,7 +8,7 @@ import secrets
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from rrm.core.names import dns1123_label_error
@@ -52,6 +52,7 @@ router = APIRouter(prefix="/api/v1", tags=["environment broker"], route_class=Bo
 class CredentialsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rotate: bool = False
+    region: str | None = Field(None, min_length=1, max_length=63, pattern=r"^[a-z0-9][-a-z0-9]*$")
 
 
 @router.post(
@@ -61,7 +62,8 @@ async def platform_credentials(
     name: str, body: CredentialsRequest, request: Request, state: ServerState = Depends(server_state)
 ) -> dict[str, Any]:
     """HTTP Basic credentials for platform NAME, shown this once (only the password's sha256 is kept).
-    Existing ones are replaced only with `rotate`; each platform sees only the instances it ordered."""
+    Existing ones are replaced only with `rotate`; each platform sees only the instances it ordered. The
+    platform's `region` (KEB's platform region, such as cf-eu11) picks accounts by the HAP rules."""
     if (error := dns1123_label_error(name)) is not None:
         raise InvalidInput([Problem(None, "Platform", name, "name", error)])
     password = PASSWORD_PREFIX + secrets.token_urlsafe(32)
@@ -71,13 +73,14 @@ async def platform_credentials(
         if exists and not body.rotate:
             raise Conflict(f"platform {name!r} already has credentials; rotate them to get new ones")
         now = utcnow()
-        store.set_platform(session, name, token_hash(password), now)
+        store.set_platform(session, name, token_hash(password), body.region, now)
         what = "rotated" if exists else "issued"
         repo.record_event(session, f"PlatformCredentials{what.capitalize()}", f"platform/{name}", what, now)
 
     await write(state, work)
     return {
         "platform": name,
+        "region": body.region,
         "username": name,
         "password": password,
         "broker_url": str(request.base_url).rstrip("/") + BROKER_PATH,

@@ -22,6 +22,7 @@ def upgrade() -> None:
         "environment_broker_platforms",
         sa.Column("name", sa.String(length=63), primary_key=True),
         sa.Column("password_hash", sa.String(length=64), nullable=False),
+        sa.Column("region", sa.String(length=63), nullable=True),
         _when("created_at"),
     )
     op.create_table(
