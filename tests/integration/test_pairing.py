@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -93,9 +94,7 @@ def test_unknown_pairing_token_is_refused(server: ServerProcess) -> None:
     assert refused.status_code == 401, refused.text
 
 
-def test_a_pairing_body_is_checked_and_described_by_the_protocol(
-    server: ServerProcess, admin: httpx.Client
-) -> None:
+def test_a_pairing_body_is_refused_naming_the_field_and_no_value(server: ServerProcess) -> None:
     for body, field in (({"public_key": "k"}, "token"), ({"token": "", "public_key": "k"}, "token")):
         refused = httpx.post(f"{server.url}/agent/v1/pair", json=body, timeout=30)
         assert refused.status_code == 422, refused.text
@@ -105,11 +104,22 @@ def test_a_pairing_body_is_checked_and_described_by_the_protocol(
     )
     assert typed.status_code == 422 and "90210314159" not in typed.text
 
-    described = expect_status(admin.get("/openapi.json"), 200).json()["paths"]["/agent/v1/pair"]["post"]
-    request = described["requestBody"]["content"]["application/json"]["schema"]
-    answer = described["responses"]["201"]["content"]["application/json"]["schema"]
-    assert request["required"] == ["token", "public_key"] and request["properties"]["token"]["minLength"] == 1
-    assert set(answer["properties"]) == {"runtime_id", "runtime_name", "kind", "key_id"}
+
+def test_the_api_docs_describe_the_agent_bodies_from_the_protocol(admin: httpx.Client) -> None:
+    paths = expect_status(admin.get("/openapi.json"), 200).json()["paths"]
+
+    def body(path: str, method: str, status: str | None = None) -> dict[str, Any]:
+        operation = paths[f"/agent/v1/{path}"][method]
+        described = operation["responses"][status] if status else operation["requestBody"]
+        return dict(described["content"]["application/json"]["schema"])
+
+    pairing = body("pair", "post")
+    assert pairing["required"] == ["token", "public_key"] and pairing["properties"]["token"]["minLength"] == 1
+    assert set(body("pair", "post", "201")["properties"]) == {"runtime_id", "runtime_name", "kind", "key_id"}
+    report = body("status", "put")["properties"]
+    assert report["resources"]["items"]["properties"]["state"]["enum"] == ["applied", "failed", "pending"]
+    assert set(body("desired-state", "get", "200")["required"]) == {"hash", "components"}
+    assert {"200", "304"} <= set(paths["/agent/v1/desired-state"]["get"]["responses"])
 
 
 def test_revoked_runtime_is_refused_on_every_agent_endpoint(

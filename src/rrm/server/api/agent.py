@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rrm.server.api.common import BoundedRoute
@@ -32,6 +32,7 @@ from rrm.store import repositories as repo
 from rrm.store.tables import RuntimeKey
 from rrm.wire.agent_auth import key_id, load_public_key, rotation_proof_is_valid
 from rrm.wire.protocol import (
+    DesiredState,
     PairRequest,
     PairResponse,
     RotateChallenge,
@@ -56,16 +57,21 @@ async def calling_runtime(request: Request) -> RuntimeEntry:
     return await state_of(request).agent_auth.runtime(bearer(request))
 
 
-def _documented(request: type[Any] | None, answer: type[Any], status: int = 200) -> dict[str, Any]:
+def _documented(
+    request: type[Any] | None,
+    answer: type[Any] | None,
+    status: int = 200,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The OpenAPI description of a route's request and answer bodies, from the protocol's Structs."""
-    described: dict[str, Any] = {
-        "status_code": status,
-        "responses": {status: {"description": "OK", "content": {JSON: {"schema": schema(answer)}}}},
-    }
+    answered: dict[str, Any] = {"description": "OK"}
+    if answer is not None:
+        answered["content"] = {JSON: {"schema": schema(answer)}}
+    openapi_extra = dict(extra or {})
     if request is not None:
-        content = {JSON: {"schema": schema(request)}}
-        described["openapi_extra"] = {"requestBody": {"required": True, "content": content}}
-    return described
+        openapi_extra["requestBody"] = {"required": True, "content": {JSON: {"schema": schema(request)}}}
+        openapi_extra.setdefault("responses", {})["422"] = {"description": "detail[].loc names the field"}
+    return {"status_code": status, "responses": {status: answered}, "openapi_extra": openapi_extra}
 
 
 async def body_of(request: Request, kind: type[T]) -> T:
@@ -182,6 +188,35 @@ PLAIN_ROUTES = [
     Route(f"{router.prefix}/desired-state", desired_state, methods=["GET"]),
     Route(f"{router.prefix}/status", report_status, methods=["PUT"]),
 ]
+
+
+class DescribedOnly(BoundedRoute):
+    """A plain endpoint's entry in `/openapi.json`; the route never matches a request (`PLAIN_ROUTES` and
+    `AgentFastPath` serve it)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        return Match.NONE, {}
+
+
+_WAIT = {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "default": 0}}
+_ETAG = {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}
+_NOT_MODIFIED = {"304": {"description": "still the state in If-None-Match after `wait` seconds"}}
+router.add_api_route(
+    "/desired-state",
+    desired_state,
+    methods=["GET"],
+    route_class_override=DescribedOnly,
+    summary="The runtime's desired state, or 304 when it is still the one in If-None-Match after `wait` s",
+    **_documented(None, DesiredState, extra={"parameters": [_WAIT, _ETAG], "responses": _NOT_MODIFIED}),
+)
+router.add_api_route(
+    "/status",
+    report_status,
+    methods=["PUT"],
+    route_class_override=DescribedOnly,
+    summary="Report the applied state (also the heartbeat); 204 once it is committed",
+    **_documented(StatusReport, None, 204),
+)
 
 
 class AgentFastPath:
