@@ -427,13 +427,16 @@ def trial_expires(
 
 def test_the_cli_issues_platform_credentials_and_lists_what_each_platform_ordered(fleet: Fleet) -> None:
     server, name = fleet.server, f"cli-{uuid.uuid4().hex[:6]}"
-    issued = json.loads(ok(rrm(server, "environment-broker", "credentials", name, "-o", "json")))
+    issue = ("environment-broker", "credentials", name)
+    issued = json.loads(ok(rrm(server, *issue, "--platform-region", "cf-us10", "-o", "json")))
     assert issued["username"] == name and issued["broker_url"] == f"{server.url}/environments"
-    again = rrm(server, "environment-broker", "credentials", name)
+    again = rrm(server, *issue)
     assert again.returncode != 0 and "rotate" in again.stderr
-    text = ok(rrm(server, "environment-broker", "credentials", name, "--rotate"))
+    text = ok(rrm(server, *issue, "--rotate"))
     assert f"cf create-service-broker rrm-environments {name} PASSWORD {server.url}/environments" in text
-    password = next(line.split()[-1] for line in text.splitlines() if line.startswith("password:"))
+    rotated = json.loads(ok(rrm(server, *issue, "--rotate", "-o", "json")))
+    assert rotated["region"] == "cf-us10"  # rotation keeps the platform region
+    password = rotated["password"]
     http = httpx.Client(
         base_url=issued["broker_url"], auth=(name, password), headers={"X-Broker-API-Version": "2.17"}
     )

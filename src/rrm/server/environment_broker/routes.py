@@ -68,19 +68,21 @@ async def platform_credentials(
         raise InvalidInput([Problem(None, "Platform", name, "name", error)])
     password = PASSWORD_PREFIX + secrets.token_urlsafe(32)
 
-    def work(session: Session) -> None:
-        exists = store.platform(session, name) is not None
-        if exists and not body.rotate:
+    def work(session: Session) -> str | None:
+        existing = store.platform(session, name)
+        if existing is not None and not body.rotate:
             raise Conflict(f"platform {name!r} already has credentials; rotate them to get new ones")
+        region = body.region or (existing.region if existing is not None else None)  # rotation keeps it
         now = utcnow()
-        store.set_platform(session, name, token_hash(password), body.region, now)
-        what = "rotated" if exists else "issued"
+        store.set_platform(session, name, token_hash(password), region, now)
+        what = "rotated" if existing is not None else "issued"
         repo.record_event(session, f"PlatformCredentials{what.capitalize()}", f"platform/{name}", what, now)
+        return region
 
-    await write(state, work)
+    region = await write(state, work)
     return {
         "platform": name,
-        "region": body.region,
+        "region": region,
         "username": name,
         "password": password,
         "broker_url": str(request.base_url).rstrip("/") + BROKER_PATH,
