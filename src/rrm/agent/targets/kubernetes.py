@@ -51,8 +51,8 @@ class KubernetesTarget(Target):
         self,
         configuration: client.Configuration,
         namespaces: list[str],
-        hot_reload: HotReload = "auto",
-        restart_min_interval: float = 30.0,
+        hot_reload: HotReload = AgentConfig.hot_reload,
+        restart_min_interval: float = AgentConfig.restart_min_interval,
     ) -> None:
         self.configuration = configuration
         self.namespaces = namespaces
