@@ -129,6 +129,7 @@ class ServerProcess:
     log_path: Path
     port: int = field(default_factory=free_port)
     database_url: str | None = None
+    options: list[str] = field(default_factory=list)  # more `rrm server` options
     process: subprocess.Popen[bytes] | None = None
     admin: httpx.Client | None = None
 
@@ -163,6 +164,7 @@ class ServerProcess:
         command += ["--data-dir", str(self.data_dir), "--log-level", "warning"]
         if self.database_url:
             command += ["--database-url", self.database_url]
+        command += self.options
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,

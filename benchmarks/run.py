@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.run [--sizes 100,1000,10000]
         [--only propagation,replicas,footprint,throughput,storm,ready] [--replica-sizes 100,1000]
         [--footprint-sizes 1000,10000] [--duration 60] [--throughput-runtimes 1000] [--storm-size 10000]
-        [--ready-size 20] ...
+        [--ready-size 20] [--provisioning-size 1000] [--provisioning-tenants 200] [--local-size 20] ...
     .venv/bin/python -m benchmarks.run --smoke      # every benchmark at N = 20, short windows
 
 Every size is also settable by environment (RRM_BENCH_SIZES, RRM_BENCH_ONLY, ...; see --help).
@@ -24,12 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import footprint, propagation, ready, replicas, report, storm, throughput
+from benchmarks import footprint, propagation, provisioning, ready, replicas, report, storm, throughput
 from benchmarks.common import REPO, raise_open_files
 from benchmarks.fleets import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_WAIT_SECONDS, Bench
 from benchmarks.workers import WorkerPool
 
-BENCHMARKS = ("propagation", "replicas", "footprint", "throughput", "storm", "ready")
+BENCHMARKS = ("propagation", "replicas", "footprint", "throughput", "storm", "ready", "provisioning")
 SMOKE_SIZE = 20
 
 
@@ -72,6 +72,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="real agents, each beside a daprd stand-in, for write → Ready",
     )
     parser.add_argument(
+        "--provisioning-size",
+        type=int,
+        default=int(env("RRM_BENCH_PROVISIONING_SIZE", "1000")),
+        help="gardener-aws environments requested at once",
+    )
+    parser.add_argument(
+        "--provisioning-tenants", type=int, default=int(env("RRM_BENCH_PROVISIONING_TENANTS", "200"))
+    )
+    parser.add_argument(
+        "--local-size",
+        type=int,
+        default=int(env("RRM_BENCH_LOCAL_SIZE", "20")),
+        help="local environments requested at once",
+    )
+    parser.add_argument(
         "--workers", type=int, default=int(env("RRM_BENCH_WORKERS", str(max(2, os.cpu_count() or 2))))
     )
     parser.add_argument(
@@ -91,6 +106,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.sizes = args.replica_sizes = args.footprint_sizes = str(SMOKE_SIZE)
         args.throughput_runtimes = args.storm_size = args.ready_size = SMOKE_SIZE
         args.duration, args.rounds, args.write_seconds, args.burst = 3.0, 1, 2.0, 10
+        args.provisioning_size, args.provisioning_tenants, args.local_size = 10, 5, 2
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(args.only) - set(BENCHMARKS)
     if unknown:
@@ -171,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             _write(results, bench, args.out, started)
         if "ready" in args.only:
             results["ready"] = _attempt(bench, ready.run, args.ready_size, args.rounds)
+            _write(results, bench, args.out, started)
+        if "provisioning" in args.only:
+            results["provisioning"] = _attempt(
+                bench, provisioning.run, args.provisioning_size, args.provisioning_tenants, args.local_size
+            )
     finally:
         pool.close()
         shutil.rmtree(agents_root, ignore_errors=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 import rrm.agent.client
 from benchmarks.common import raise_open_files
@@ -159,6 +160,138 @@ async def _watch(url: str, key_b64: str, watcher: Watcher) -> None:
                 watcher.received.setdefault(int(kv["mod_revision"]), time.monotonic())
 
 
+# --- agent pods of provisioned clusters ---------------------------------------------------------------------
+
+SHOOTS_PATH = "/apis/core.gardener.cloud/v1beta1/namespaces/{namespace}/shoots"
+AGENT_SECRET_PATH = "/api/v1/namespaces/rrm-system/secrets/rrm-agent-{name}"
+PAIR_AT_ONCE = 16
+SECRET_POLL_SECONDS = (0.25, 2.0)  # first and longest wait between two looks for the agent's Secret
+
+
+class ProvisionedAgents:
+    """The agent pods of Shoots the control plane provisions: for each Shoot of ours that a watch on the
+    Gardener stand-in shows up (an advertised address), the Shoot's admin kubeconfig, then the agent's
+    Secret there (polled until the control plane installed it), pairing with its token, and the agent."""
+
+    def __init__(
+        self,
+        garden: dict[str, str],
+        shoots: dict[str, tuple[str, str, str]],
+        worker: Worker,
+        wait_seconds: float,
+        heartbeat_interval: float,
+    ) -> None:
+        self.garden, self.shoots, self.worker = garden, shoots, worker
+        self.intervals = (wait_seconds, heartbeat_interval)
+        self.started: set[str] = set()
+        self.secrets_read = self.paired = 0
+        self.errors: list[str] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.gate = asyncio.Semaphore(PAIR_AT_ONCE)
+
+    def start(self) -> None:
+        headers = {"Authorization": f"Bearer {self.garden['token']}"}
+        transport = httpx.AsyncHTTPTransport(verify=_TLS)
+        self.http = httpx.AsyncClient(headers=headers, transport=transport, timeout=60)
+        self.shoot_http = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(verify=_TLS), timeout=60)
+        self._spawn(self._watch())
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _watch(self) -> None:
+        url = self.garden["url"] + SHOOTS_PATH.format(namespace=self.garden["namespace"])
+        version: str | None = None
+        while True:
+            params = {"watch": "true", **({"resourceVersion": version} if version else {})}
+            try:
+                async with self.http.stream("GET", url, params=params, timeout=None) as response:
+                    if response.status_code != 200:
+                        version = None
+                        await asyncio.sleep(0.5)
+                        continue
+                    async for line in response.aiter_lines():
+                        version = self._seen(json.loads(line)) if line.strip() else version
+            except httpx.HTTPError:
+                await asyncio.sleep(0.5)
+
+    def _seen(self, event: dict[str, Any]) -> str | None:
+        """A watch event; the resource version to resume from (None after an ERROR: list again)."""
+        shoot = event.get("object") or {}
+        if event.get("type") == "ERROR":
+            return None
+        name = shoot["metadata"]["name"]
+        up = (shoot.get("status") or {}).get("advertisedAddresses")
+        if up and name in self.shoots and name not in self.started:
+            self.started.add(name)
+            self._spawn(self._pod(name))
+        return str(shoot["metadata"]["resourceVersion"])
+
+    async def _pod(self, shoot: str) -> None:
+        name, state_dir, cache_dir = self.shoots[shoot]
+        try:
+            server, token = await self._admin_kubeconfig(shoot)
+            secret = await self._secret(server, token, name)
+            self.secrets_read += 1
+            url = secret["RRM_DIRECTOR_URL"]
+            async with self.gate:
+                client = DirectorClient([url], transport=httpx.AsyncHTTPTransport(verify=_TLS))
+                try:
+                    identity = await AgentIdentity.pair(
+                        Path(state_dir), client, secret["RRM_PAIRING_TOKEN"], [url]
+                    )
+                finally:
+                    await client.close()
+            self.paired += 1
+            sim = self.worker._agent(identity, [url], cache_dir, *self.intervals)
+            sim.task = asyncio.create_task(sim.agent.run())
+            self.worker.agents.append(sim)
+        except Exception as exc:
+            self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    async def _admin_kubeconfig(self, shoot: str) -> tuple[str, str]:
+        """The Shoot's API server and bearer token, from `shoots/{name}/adminkubeconfig`."""
+        url = (
+            self.garden["url"]
+            + SHOOTS_PATH.format(namespace=self.garden["namespace"])
+            + f"/{shoot}/adminkubeconfig"
+        )
+        body = {"apiVersion": "authentication.gardener.cloud/v1alpha1", "kind": "AdminKubeconfigRequest"}
+        while True:
+            answer = await self.http.post(url, json={**body, "spec": {"expirationSeconds": 3600}})
+            if answer.status_code != 422:
+                break
+            await asyncio.sleep(1.0)  # no advertised address yet
+        answer.raise_for_status()
+        kubeconfig = yaml.safe_load(base64.b64decode(answer.json()["status"]["kubeconfig"]))
+        return kubeconfig["clusters"][0]["cluster"]["server"], kubeconfig["users"][0]["user"]["token"]
+
+    async def _secret(self, server: str, token: str, name: str) -> dict[str, str]:
+        """The agent's Secret in the Shoot, once the control plane has installed it."""
+        wait, longest = SECRET_POLL_SECONDS
+        headers = {"Authorization": f"Bearer {token}"}
+        while True:
+            answer = await self.shoot_http.get(server + AGENT_SECRET_PATH.format(name=name), headers=headers)
+            if answer.status_code != 404:
+                break
+            await asyncio.sleep(wait)
+            wait = min(longest, wait * 2)
+        answer.raise_for_status()
+        secret = answer.json()
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        return {**data, **(secret.get("stringData") or {})}
+
+    async def stop(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for client in ("http", "shoot_http"):
+            if hasattr(self, client):
+                await getattr(self, client).aclose()
+
+
 # --- one worker process -------------------------------------------------------------------------------------
 
 
@@ -166,6 +299,7 @@ class Worker:
     def __init__(self, index: int) -> None:
         self.index = index
         self.agents: list[SimAgent] = []
+        self.provisioned = ProvisionedAgents({}, {}, self, 0, 0)
         self.failures = Failures()
         self.watchers: list[Watcher] = []
         self.done = asyncio.Event()
@@ -214,25 +348,70 @@ class Worker:
         for position, (_, state_dir, cache_dir, _index) in enumerate(specs):
             identity = AgentIdentity.load(Path(state_dir))
             assert identity is not None, f"{state_dir} holds no identity"
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            transport = httpx.AsyncHTTPTransport(verify=_TLS, limits=_agent_limits())
             shift = position % len(urls) if spread_urls else 0
-            directors = urls[shift:] + urls[:shift]
-            client = BenchClient(directors, self.failures, bearer=identity.bearer_token, transport=transport)
-            target = BenchTarget()
-            agent = Agent(
-                client,
-                target,
-                DesiredStateCache(Path(cache_dir)),
-                identity,
-                wait_seconds=wait_seconds,
-                heartbeat_interval=heartbeat_interval,
+            sim = self._agent(
+                identity, urls[shift:] + urls[:shift], cache_dir, wait_seconds, heartbeat_interval
             )
-            sim = SimAgent(agent, client, target, client.active_url)
             delay = ramp_seconds * position / max(1, len(specs))
-            sim.task = asyncio.create_task(_run_after(delay, agent))
+            sim.task = asyncio.create_task(_run_after(delay, sim.agent))
             self.agents.append(sim)
         return len(self.agents)
+
+    def _agent(
+        self,
+        identity: AgentIdentity,
+        directors: list[str],
+        cache_dir: str,
+        wait_seconds: float,
+        heartbeat_interval: float,
+    ) -> SimAgent:
+        """A simulated agent with this identity, not yet running."""
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        transport = httpx.AsyncHTTPTransport(verify=_TLS, limits=_agent_limits())
+        client = BenchClient(directors, self.failures, bearer=identity.bearer_token, transport=transport)
+        target = BenchTarget()
+        agent = Agent(
+            client,
+            target,
+            DesiredStateCache(Path(cache_dir)),
+            identity,
+            wait_seconds=wait_seconds,
+            heartbeat_interval=heartbeat_interval,
+        )
+        return SimAgent(agent, client, target, client.active_url)
+
+    # agents of provisioned clusters (benchmarks/provisioning.py)
+
+    async def cmd_provisioned(
+        self,
+        garden: dict[str, str],
+        specs: list[tuple[str, str, str, str]],
+        wait_seconds: float,
+        heartbeat_interval: float,
+    ) -> int:
+        """Play the agent pod of each (environment, Shoot name, state dir, cache dir): once the Shoot is up
+        (a watch on the Gardener stand-in's Shoots), read the agent's Secret in the Shoot with its admin
+        kubeconfig, pair with its token and run the agent it names."""
+        shoots = {shoot: (name, state_dir, cache_dir) for name, shoot, state_dir, cache_dir in specs}
+        self.provisioned = ProvisionedAgents(garden, shoots, self, wait_seconds, heartbeat_interval)
+        self.provisioned.start()
+        return len(shoots)
+
+    async def cmd_provisioned_progress(self) -> dict[str, int]:
+        p = self.provisioned
+        return {
+            "clusters_up": len(p.started),
+            "secrets_read": p.secrets_read,
+            "paired": p.paired,
+            "reported": sum(1 for a in self.agents if a.client.reported_hash is not None),
+            "agent_failures": len(p.errors),
+        }
+
+    async def cmd_provisioned_errors(self) -> list[str]:
+        return list(self.provisioned.errors)
+
+    async def cmd_provisioned_stop(self) -> None:
+        await self.provisioned.stop()
 
     async def cmd_progress(self, hash: str) -> dict[str, int]:
         return {
@@ -308,6 +487,7 @@ class Worker:
         return stopped
 
     async def cmd_exit(self) -> None:
+        await self.provisioned.stop()
         await self.cmd_stop_agents()
         await self.cmd_etcd_stop()
         self.done.set()

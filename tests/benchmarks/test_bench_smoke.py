@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 SMOKE_SIZE = 20
 PERCENTILES = ("p50", "p90", "p99", "max")
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +34,14 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=200,
+        timeout=260,
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     assert (out / "latest.md").read_text().startswith("Run ")
     loaded: dict[str, Any] = json.loads((out / "latest.json").read_text())
     failed = [
         f"{name}: {entry.get('error') or entry['rrm']['error']}"
-        for name in ("propagation", "replicas", "footprint", "throughput", "storm", "ready")
+        for name in ("propagation", "replicas", "footprint", "throughput", "storm", "ready", "provisioning")
         for entry in (loaded[name] if isinstance(loaded[name], list) else [loaded[name]])
         if "error" in entry or "error" in entry.get("rrm", {})
     ]
@@ -124,6 +124,21 @@ def test_ready_is_measured_for_every_real_agent(results: dict[str, Any]) -> None
     run = results["ready"]
     _well_formed(run["latency"])
     assert run["not_ready"] == 0 and run["standin"]["init_delay_seconds"] > 0
+
+
+def test_provisioning_succeeds_with_one_shoot_each_and_one_account_per_tenant(
+    results: dict[str, Any],
+) -> None:
+    run = results["provisioning"]
+    gardener = run["gardener"]
+    assert (run["size"], run["tenants"]) == (10, 5)
+    assert gardener["finished"] and gardener["operations"] == {"succeeded": 10, "failed": 0}
+    assert gardener["all_succeeded"] and gardener["one_shoot_each"] and gardener["one_account_per_tenant"]
+    assert gardener["shoots"] == 10 and gardener["tenants_with_bindings"] == 5
+    assert gardener["agents"]["paired"] == gardener["agents"]["reported"] == 10
+    assert gardener["cpu_ms_per_operation"] > 0 and gardener["seconds_until_last_succeeded"] > 0
+    local = run["local"]
+    assert local["all_connected"] and local["connected"] == 2 and local["seconds_until_all_connected"] > 0
 
 
 def test_targets_are_evaluated(results: dict[str, Any]) -> None:
