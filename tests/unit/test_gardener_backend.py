@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standins"))
@@ -16,8 +17,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standins"))
 import gardener_apiserver as gardener
 
 from rrm.server.provisioning.backends.base import BackendFailure, ClusterProgress, ClusterRequest
-from rrm.server.provisioning.backends.gardener import CONFIRM_DELETION, GardenerBackend, shoot_name
+from rrm.server.provisioning.backends.gardener import (
+    CONFIRM_DELETION,
+    GardenerBackend,
+    shoot_manifest,
+    shoot_name,
+)
+from rrm.server.provisioning.catalog import build_catalog
 from rrm.server.provisioning.garden import SECRET_BINDINGS, SHOOTS, Garden
+from rrm.server.provisioning.hap import Binding
+from rrm.server.provisioning.plans import parameter_problems, with_defaults
+from rrm.server.settings import ServerSettings
 
 PARAMETERS = {"provider": "aws", "machineType": "m6i.large", "autoScalerMin": 3, "autoScalerMax": 5}
 
@@ -88,10 +98,11 @@ def test_creating_twice_makes_one_shoot_that_becomes_ready(backend: GardenerBack
 
 
 def test_a_shoot_of_that_name_for_another_environment_is_refused(backend: GardenerBackend) -> None:
-    backend.create_cluster(request())
-    shoot = backend.garden.list(SHOOTS)[0]
-    shoot["metadata"]["annotations"]["rrm.io/environment-id"] = "someone-else"
-    backend.garden.replace(SHOOTS, shoot)
+    body = backend.garden.get(SECRET_BINDINGS, "aws-1")
+    assert body is not None
+    foreign = shoot_manifest(backend.garden, request(), Binding(SECRET_BINDINGS, body))
+    foreign["metadata"]["annotations"]["rrm.io/environment-id"] = "someone-else"
+    backend.garden.create(SHOOTS, foreign)
     with pytest.raises(BackendFailure, match="for another environment"):
         backend.create_cluster(request())
 
@@ -145,3 +156,21 @@ def test_an_account_the_environment_no_longer_holds_gets_no_cluster(backend: Gar
     with pytest.raises(BackendFailure, match="not claimed by environment env-a"):
         backend.create_cluster(request())
     assert backend.garden.list(SHOOTS) == []
+
+
+def test_gardener_plans_are_offered_and_refuse_a_maximum_below_the_minimum(
+    standin: gardener.GardenerApiServer, tmp_path: Path
+) -> None:
+    kubeconfig = tmp_path / "garden.yaml"
+    kubeconfig.write_text(yaml.safe_dump(standin.kubeconfig()))
+    settings = ServerSettings(
+        data_dir=tmp_path, gardener_kubeconfig=kubeconfig, gardener_namespace="garden-dev"
+    )
+    catalog = build_catalog(settings, is_sqlite=True)
+    assert {"gardener-aws", "gardener-azure", "gardener-gcp", "trial", "local"} <= set(catalog.plans)
+    plan = catalog.plans["gardener-aws"]
+    assert parameter_problems(plan, with_defaults(plan, {"autoScalerMin": 5, "autoScalerMax": 4})) == [
+        ("parameters.autoScalerMax", "must not be less than autoScalerMin (5)")
+    ]
+    assert parameter_problems(plan, with_defaults(plan, {"autoScalerMin": 5})) == []
+    assert parameter_problems(plan, with_defaults(plan, {"provider": "gcp"}))[0][0] == "parameters.provider"

@@ -5,6 +5,8 @@ parameters in the spirit of KEB's (name, machineType, autoScalerMin/Max, adminis
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from rrm.server.provisioning.backends.gardener import GardenerBackend, shoot_name
@@ -60,6 +62,14 @@ def parameter_schema(provider: str, machines: tuple[str, ...], nodes: dict[str, 
             "targetNamespaces": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         },
     }  # fmt: skip
+
+
+def autoscaler_problems(parameters: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Gardener refuses a worker pool whose maximum is below its minimum; say so before anything starts."""
+    low, high = parameters.get("autoScalerMin"), parameters.get("autoScalerMax")
+    if isinstance(low, int) and isinstance(high, int) and high < low:
+        return [("parameters.autoScalerMax", f"must not be less than autoScalerMin ({low})")]
+    return []
 
 
 def gardener_plans() -> list[Plan]:
@@ -132,6 +142,7 @@ def add_gardener(settings: ServerSettings, catalog: Catalog) -> None:
                 f"plan {plan.name}: a gardener plan needs accountPool: {POOL} "
                 "and defaults.provider (aws, azure, gcp)"
             )
+        catalog.plans[plan.name] = dataclasses.replace(plan, checks=(autoscaler_problems,))  # file ones too
     providers = {p.name: str(p.defaults["provider"]) for p in mine}
     if settings.hap_rules_file is not None:
         rules = load_rules(settings.hap_rules_file, providers)

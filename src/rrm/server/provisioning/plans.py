@@ -5,7 +5,7 @@ built-in defaults; and the check of a request against its plan, before anything 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,8 @@ class Plan:
     expected: Mapping[str, float] = field(default_factory=dict)  # usual seconds, shown in descriptions
     operation_deadline: float | None = None
     account_pool: str | None = None
+    # checks JSON Schema cannot express (autoScalerMin <= autoScalerMax): (field, message) for each problem
+    checks: tuple[Callable[[Mapping[str, Any]], list[tuple[str, str]]], ...] = ()
 
     def deadline(self, stage: str) -> float:
         return self.deadlines.get(stage, DEFAULT_DEADLINES.get(stage, 600.0))
@@ -213,6 +215,8 @@ def parameter_problems(plan: Plan, parameters: Mapping[str, Any]) -> list[tuple[
             ]
         else:
             problems.append((path, _short(error.message)))
+    for check in plan.checks:
+        problems += check(parameters)
     return problems
 
 
