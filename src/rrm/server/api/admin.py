@@ -3,7 +3,6 @@ read already shows the write (and the long-polls of the runtimes concerned are w
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -25,6 +24,7 @@ from rrm.server.compass.apply import apply_all
 from rrm.server.compass.labels import check_runtime_labels, check_runtime_scenarios
 from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.queries import read
+from rrm.server.registration import add_runtime
 from rrm.server.state import ServerState, server_state, utcnow
 from rrm.server.writes import Discard
 from rrm.store import compass as compass_store
@@ -109,25 +109,11 @@ async def register_runtime(
             raise Conflict(f"runtime {body.name!r} already exists")
         check_runtime_labels(session, body.name, body.labels)
         check_runtime_scenarios(session, body.name, body.scenarios)
-        now = utcnow()
-
-        row = Runtime(
-            id=str(uuid.uuid4()),
-            name=body.name,
-            kind=body.kind,
-            labels=body.labels,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(row)
-        session.flush()
-        token = _issue_token(session, row, body.token_ttl_seconds)
-        compass_store.set_runtime_scenarios(session, row.id, body.scenarios, now)
-        repo.record_change(session, repo.ENTITY_RUNTIME, row.id, now)
         scenarios = ", ".join(body.scenarios) or "none"
-        message = f"kind {row.kind}, scenarios {scenarios}"
-        repo.record_event(session, "RuntimeRegistered", f"runtime/{row.name}", message, now)
-        return row, token
+        row = add_runtime(
+            session, body.name, body.kind, body.labels, body.scenarios, utcnow(), f"scenarios {scenarios}"
+        )
+        return row, _issue_token(session, row, body.token_ttl_seconds)
 
     row, token = await write(state, work)
     ADMIN_WRITES.labels("runtime", "created").inc()

@@ -9,7 +9,6 @@ answers, so the engine's record of the stage never runs ahead of what was done.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,11 +42,11 @@ from rrm.server.provisioning.backends.base import (
 )
 from rrm.server.provisioning.catalog import Catalog
 from rrm.server.provisioning.plans import Plan, parameter_problems
+from rrm.server.registration import add_runtime
 from rrm.server.state import ServerState
-from rrm.store import compass as compass_store
 from rrm.store import provisioning as store
 from rrm.store import repositories as repo
-from rrm.store.tables import EnvironmentRow, Runtime
+from rrm.store.tables import EnvironmentRow
 
 POLL_SECONDS = {"wait_for_cluster": 10.0, "wait_for_deletion": 10.0, "wait_for_connection": 2.0}
 CLUSTER_KUBECONFIG = "__cluster_kubeconfig"  # in the sealed blob, beside the secret parameters
@@ -220,22 +219,8 @@ def register_runtime(attempt: Attempt) -> Outcome:
             if existing.id == subject.runtime_id:
                 return Done(f"runtime {subject.name}")
             return Fail(f"a runtime named {subject.name} exists and does not belong to this environment")
-        now = attempt.now
-        labels = runtime_labels(subject)
-        row = Runtime(
-            id=str(uuid.uuid4()), name=subject.name, kind=kind, labels=labels, created_at=now, updated_at=now
-        )
-        session.add(row)
-        session.flush()
-        compass_store.set_runtime_scenarios(session, row.id, [DEFAULT_SCENARIO], now)
-        repo.record_change(session, repo.ENTITY_RUNTIME, row.id, now)
-        repo.record_event(
-            session,
-            "RuntimeRegistered",
-            f"runtime/{row.name}",
-            f"kind {kind}, by environment {subject.name}",
-            now,
-        )
+        labels, detail = runtime_labels(subject), f"by environment {subject.name}"
+        row = add_runtime(session, subject.name, kind, labels, [DEFAULT_SCENARIO], attempt.now, detail)
         _environment(session, attempt).runtime_id = row.id
         return Done(f"runtime {subject.name} ({kind})")
 
