@@ -5,12 +5,18 @@ client would send it)."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import queue
+import re
 import sys
+import threading
 from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from .harness import DEADLINE, ManagedProcess, ServerProcess, free_port, wait_until
 
@@ -96,16 +102,117 @@ class GardenerApiServer(ManagedProcess):
         return path
 
 
+class HoldingProxy(ThreadingHTTPServer):
+    """Between rrm server and the Gardener stand-in. A request matching a hold reaches Gardener, but its
+    answer is kept back until `release`: the moment to kill the control plane that sent it, deterministic.
+    Each hold fires once; `held` gets the hold's label when it does."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), ProxyHandler)
+        self.upstream = upstream
+        self.holds: list[tuple[str, str, str]] = []  # (method, path pattern, label)
+        self.held: queue.Queue[str] = queue.Queue()
+        self.released = threading.Event()
+        self.lock = threading.Lock()
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def hold(self, method: str, pattern: str, label: str) -> None:
+        with self.lock:
+            self.holds.append((method, pattern, label))
+
+    def take_hold(self, method: str, path: str) -> str | None:
+        with self.lock:
+            for hold in self.holds:
+                if hold[0] == method and re.search(hold[1], path.split("?")[0]):
+                    self.holds.remove(hold)
+                    return hold[2]
+        return None
+
+    def release(self) -> None:
+        self.released.set()
+
+    def kubeconfig(self, garden_kubeconfig: Path, path: Path) -> Path:
+        """The stand-in's kubeconfig, pointed at this proxy."""
+        document = yaml.safe_load(garden_kubeconfig.read_text())
+        document["clusters"][0]["cluster"]["server"] = self.url
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(document))
+        return path
+
+    def close(self) -> None:
+        self.released.set()
+        self.shutdown()
+        self.server_close()
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    server: HoldingProxy  # type: ignore[assignment]
+    SKIPPED = {
+        "host",
+        "content-length",
+        "connection",
+        "transfer-encoding",
+        "content-encoding",
+        "accept-encoding",
+    }
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the stand-in logs every request already."""
+
+    def forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in self.SKIPPED}
+        try:
+            answer = httpx.request(
+                self.command, self.server.upstream + self.path, content=body, headers=headers, timeout=30
+            )
+        except httpx.TransportError as exc:  # the stand-in is stopping: answer as a gateway would
+            with contextlib.suppress(OSError):
+                self.send_error(502, f"the Gardener stand-in did not answer: {exc}")
+            return
+        label = self.server.take_hold(self.command, self.path)
+        if label is not None:
+            self.server.released.clear()
+            self.server.held.put(label)
+            self.server.released.wait(60)
+        with contextlib.suppress(OSError):  # the control plane may be dead by now: that was the point
+            self.send_response(answer.status_code)
+            for key, value in answer.headers.items():
+                if key.lower() not in self.SKIPPED:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+
 class GardenerServer(ServerProcess):
     """`rrm server --gardener-kubeconfig … --gardener-namespace garden-dev` plus whatever `extra` says."""
 
-    def __init__(self, garden: GardenerApiServer, extra: list[str], *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        garden: GardenerApiServer,
+        extra: list[str],
+        *args: Any,
+        kubeconfig: Path | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.garden = garden
         self.extra = extra
+        self.kubeconfig = kubeconfig
 
     def _launch(self, args: list[str], env: Mapping[str, str] | None = None) -> None:
-        gardener = ["--gardener-kubeconfig", str(self.garden.kubeconfig), "--gardener-namespace", NAMESPACE]
+        kubeconfig = self.kubeconfig or self.garden.kubeconfig
+        gardener = ["--gardener-kubeconfig", str(kubeconfig), "--gardener-namespace", NAMESPACE]
         super()._launch([*args, *gardener, *self.extra], env)
 
 

@@ -6,7 +6,9 @@ into the "shoot" (the Kubernetes stand-in Gardener's kubeconfig points at), wher
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import shutil
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import pytest
 from kubernetes import client, config
 
 from .databases import database_for, fresh_postgres_database
-from .gardener import GardenerApiServer, GardenerServer, cleanup_command
+from .gardener import GardenerApiServer, GardenerServer, HoldingProxy, cleanup_command
 from .harness import Fleet, apply, child_env, component, expect_status
 from .kube import KubeAgentProcess
 from .test_environments import agent_secret, detail, request, stage, wait_operation, wait_stage
@@ -44,6 +46,7 @@ class Setup:
     server: GardenerServer
     fleet: Fleet
     cleanup: Path
+    proxy: HoldingProxy
 
 
 @pytest.fixture
@@ -60,15 +63,20 @@ def setup(tmp_path: Path, backend: str) -> Iterator[Setup]:
         )
         fleet = Fleet(server, tmp_path / "fleet")
         fleet.processes.append(garden)
+        proxy: HoldingProxy | None = None
         try:
             garden.start()
             for name in ("aws-1", "aws-2", "aws-3"):
                 garden.binding(name)
+            proxy = HoldingProxy(garden.url)
+            server.kubeconfig = proxy.kubeconfig(garden.kubeconfig, tmp_path / "garden-via-proxy.yaml")
             server.start()
-            yield Setup(garden, server, fleet, cleanup)
+            yield Setup(garden, server, fleet, cleanup, proxy)
         finally:
             fleet.close()
             server.stop()
+            if proxy is not None:
+                proxy.close()
 
 
 def play_agent_pod(setup: Setup, shoot: str, name: str) -> KubeAgentProcess:
@@ -217,41 +225,60 @@ def current_stage(op: dict[str, Any]) -> dict[str, Any] | None:
     return next((s for s in op["stages"] if s["state"] != "succeeded"), None)
 
 
+HOLDS = [  # requests whose answer the proxy keeps back, so the control plane dies right after Gardener acted
+    ("PUT", r"/secretbindings/aws-1$", "claim_account"),
+    ("POST", r"/shoots$", "create_cluster"),
+    ("POST", r"/adminkubeconfig$", "fetch_kubeconfig"),
+]
+WAITS = ("wait_for_cluster", "wait_for_connection")
+
+
 def test_a_kill_9_in_each_stage_resumes_and_creates_the_shoot_once(setup: Setup) -> None:
-    """Kill the control plane whenever the operation is seen in a stage it was not killed in yet. The Shoot
-    hangs until the kill in wait_for_cluster, and the agent starts only after the kill in
-    wait_for_connection, so those two are always seen."""
-    server, fleet, garden = setup.server, setup.fleet, setup.garden
+    """The control plane is killed in each stage that talks to Gardener right after Gardener acted on its
+    request (the proxy holds the answer back), and in each wait: the Shoot hangs until the kill in
+    wait_for_cluster, the agent starts only after the kill in wait_for_connection."""
+    server, fleet, garden, proxy = setup.server, setup.fleet, setup.garden, setup.proxy
     garden.outcome({"outcome": "hang", "operation": "Create"})
+    for hold in HOLDS:
+        proxy.hold(*hold)
     answer = request(server.admin, "gw-k", "gardener-aws", tenant={"globalAccount": "ga-k"})
     killed: list[str] = []
     agent: KubeAgentProcess | None = None
 
+    def kill(stage_name: str) -> None:
+        killed.append(stage_name)
+        server.kill9()
+        proxy.release()
+        server.start()
+
     def step() -> dict[str, Any]:
         nonlocal agent
+        with contextlib.suppress(queue.Empty):
+            kill(proxy.held.get_nowait())
+            return {}
         op = next(o for o in detail(server.admin, "gw-k")["operations"] if o["id"] == answer["operation"])
         now = current_stage(op)
         if now is None or op["state"] in ("succeeded", "failed"):
             return op
-        if now["name"] not in killed and now["state"] in ("running", "waiting", "retrying"):
-            killed.append(now["name"])
-            server.kill9()
-            server.start()
+        if now["name"] in WAITS and now["name"] not in killed and now["state"] in ("running", "waiting"):
+            kill(now["name"])
         elif now["name"] == "wait_for_cluster":
             garden.clear_outcomes()
         elif now["name"] == "wait_for_connection" and agent is None:
             agent = play_agent_pod(setup, the_shoot(setup, "gw-k")["metadata"]["name"], "gw-k")
         return {}
 
-    op = fleet.wait_until(step, lambda: f"the operation did not end (killed in {killed})", timeout=120)
+    op = fleet.wait_until(step, lambda: f"the operation did not end (killed in {killed})", timeout=180)
     assert op["state"] == "succeeded", op
-    assert {"wait_for_cluster", "wait_for_connection"} <= set(killed), killed
+    assert killed == [
+        "claim_account", "create_cluster", "wait_for_cluster", "fetch_kubeconfig", "wait_for_connection"
+    ]  # fmt: skip
     assert len(garden.audit("create", "shoots")) == 1
     assert len(garden.audit("update", "secretbindings")) == 1, "the account was claimed more than once"
-    assert [b for b, body in garden.bindings().items() if "tenantName" in body["metadata"]["labels"]] == [
-        "aws-1"
-    ]
+    tenants = {b: body["metadata"]["labels"].get("tenantName") for b, body in garden.bindings().items()}
+    assert tenants == {"aws-1": "ga-k", "aws-2": None, "aws-3": None}
     assert len(garden.shoots()) == 1
+    assert [s["attempts"] for s in op["stages"] if s["name"] == "create_cluster"] == [2]
 
 
 def test_two_replicas_provisioning_20_environments_for_10_tenants_claim_one_account_each(
