@@ -54,7 +54,11 @@ def run(bench: Bench, size: int, tenants: int, local_size: int) -> dict[str, Any
     workdir = bench.workdir / f"provisioning-{size}"
     result: dict[str, Any] = {"size": size, "tenants": tenants}
     result["gardener"] = _gardener(bench, workdir / "gardener", size, tenants)
-    result["local"] = _local(bench, workdir / "local", local_size)
+    try:
+        result["local"] = _local(bench, workdir / "local", local_size)
+    except Exception as exc:  # recorded, so the gardener figures are kept
+        bench.log(f"provisioning: the local environments failed: {type(exc).__name__}: {exc}")
+        result["local"] = {"size": local_size, "error": f"{type(exc).__name__}: {exc}"}
     return result
 
 

@@ -329,10 +329,11 @@ def _provisioning(r: dict[str, Any]) -> str:
         f"{g['shoots']:,}, one each: {'yes' if g['one_shoot_each'] else '**no**'}",
         f"{g['tenants_with_bindings']}, one each: {'yes' if g['one_account_per_tenant'] else '**no**'}",
     ]
+    states = local.get("environment_states", {})
     local_row = [
         f"{local['size']} local",
-        f"{local['environment_states'].get('succeeded', 0)} / {local['environment_states'].get('failed', 0)}",
-        _s(local["seconds_until_all_connected"]) + " (all Connected)",
+        f"{states.get('succeeded', 0)} / {states.get('failed', 0)}",
+        local["error"] if "error" in local else _s(local["seconds_until_all_connected"]) + " (all Connected)",
         "-", "-", "-", "-", "-",
     ]  # fmt: skip
     header = ["environments at once", "succeeded / failed", "until the last succeeded s"]
@@ -482,13 +483,16 @@ def _provisioning_targets(r: dict[str, Any], add: Any) -> None:
         f"{g['tenants_with_bindings']} tenants with an account",
         g["finished"] and g["all_succeeded"] and g["one_shoot_each"] and g["one_account_per_tenant"],
     )
-    add(
-        f"{local['size']} local environments at once",
-        "all Connected within 30 s",
-        f"{local['connected']}/{local['size']} Connected"
-        + (f" after {local['seconds_until_all_connected']:.1f} s" if local["all_connected"] else ""),
-        bool(local["all_connected"]) and local["seconds_until_all_connected"] <= 30,
-    )
+    if "error" in local:
+        add(f"{local['size']} local environments at once", "completes", local["error"][:120], False)
+    else:
+        add(
+            f"{local['size']} local environments at once",
+            "all Connected within 30 s",
+            f"{local['connected']}/{local['size']} Connected"
+            + (f" after {local['seconds_until_all_connected']:.1f} s" if local["all_connected"] else ""),
+            bool(local["all_connected"]) and local["seconds_until_all_connected"] <= 30,
+        )
     if r["size"] < 1000:  # the targets are the issue's, for 1,000: a smaller run pays the fixed costs alone
         return
     add(
