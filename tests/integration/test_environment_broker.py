@@ -363,15 +363,11 @@ plans:
 """
 
 
-class TrialServer(ServerProcess):
+class TrialServer(environments.PlannedServer):
     """`rrm server --plans FILE --trial-lifetime 15s`."""
 
-    def __init__(self, plans: Path, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.plans = plans
-
     def _launch(self, args: list[str], env: Mapping[str, str] | None = None) -> None:
-        super()._launch([*args, "--plans", str(self.plans), "--trial-lifetime", "15s"], env)
+        super()._launch([*args, "--trial-lifetime", "15s"], env)
 
 
 @pytest.fixture
