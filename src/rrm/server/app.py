@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -45,6 +46,7 @@ from rrm.server.state import ServerState, utcnow
 from rrm.server.status_writer import StatusWriter
 from rrm.server.store_errors import store_failure_handler
 from rrm.server.stored_selectors import warn_about_stored_selectors
+from rrm.server.wakeups import WorkerWakeups
 from rrm.server.writes import WriteBatcher
 from rrm.store import Database
 from rrm.store import repositories as repo
@@ -96,13 +98,19 @@ def build_state(settings: ServerSettings) -> ServerState:
     return state
 
 
-def lifespan_of(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Loads the fleet view and runs the background tasks while the app serves; stops them after."""
+def lifespan_of(
+    state: ServerState, wakeups: WorkerWakeups | None = None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Loads the fleet view and runs the background tasks while the app serves; stops them after.
+    `wakeups`: a worker of several on SQLite tells its siblings of its commits and hears theirs."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await state.fleet.load()
         loop = asyncio.get_running_loop()
+        if wakeups is not None:
+            wakeups.listen(loop, state.fleet.nudge)
+            state.db.on_change_committed = wakeups.tell_siblings
+        await state.fleet.load()
         listener = None
         if not state.db.is_sqlite:
             from rrm.store.notifications import ChangeListener  # psycopg: only on PostgreSQL
@@ -133,16 +141,18 @@ def lifespan_of(state: ServerState) -> Callable[[FastAPI], AbstractAsyncContextM
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if wakeups is not None:
+                wakeups.close(loop)
             state.db.dispose()
 
     return lifespan
 
 
-def create_app(state: ServerState) -> FastAPI:
+def create_app(state: ServerState, wakeups: WorkerWakeups | None = None) -> FastAPI:
     app = FastAPI(
         title="rrm control plane",
         version=rrm.__version__,
-        lifespan=lifespan_of(state),
+        lifespan=lifespan_of(state, wakeups),
         openapi_url=None,  # served by `install_api_docs`, behind authentication
         docs_url=None,
         redoc_url=None,
@@ -182,29 +192,53 @@ def install_api_docs(app: FastAPI) -> None:
 
 
 def serve(settings: ServerSettings) -> None:
+    """Run the control plane: in this process for one worker, else as a supervisor of `settings.workers`
+    worker processes sharing one listening socket (rrm.server.workers)."""
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    try:
-        state = build_state(settings)
-    except (OSError, OperationalError) as exc:
-        raise SystemExit(f"rrm server: {startup_problem(exc)}") from None
-    except ValueError as exc:  # a plans file that cannot be used
-        raise SystemExit(f"rrm server: {exc}") from None
+    state = _prepared_state(settings)
     log.info(
-        "rrm %s control plane on http://%s:%d, data in %s, database %s, open-file limit %d",
+        "rrm %s control plane on http://%s:%d, data in %s, database %s, open-file limit %d, %d worker(s)",
         rrm.__version__,
         settings.host,
         settings.port,
         settings.data_dir,
         state.db.url.split("@")[-1],
         raise_open_file_limit(),
+        settings.workers,
     )
+    config = _uvicorn_config(settings, state, None)
+    redact_query_strings()
+    if settings.workers == 1:
+        _Server(config, state).run()
+        return
+    from rrm.server.workers import Supervisor
+
+    state.db.dispose()  # each worker opens its own; the supervisor keeps no connection across fork
+    listening = config.bind_socket()
+    Supervisor(settings.workers, lambda slot: _run_worker(settings, slot, listening)).run()
+
+
+def _prepared_state(settings: ServerSettings) -> ServerState:
+    """The state of a process, built with everything done once at first start (migrations, the secret key,
+    the first admin token): done here, before any worker starts, no two workers race to do it."""
+    try:
+        return build_state(settings)
+    except (OSError, OperationalError) as exc:
+        raise SystemExit(f"rrm server: {startup_problem(exc)}") from None
+    except ValueError as exc:  # a plans file that cannot be used
+        raise SystemExit(f"rrm server: {exc}") from None
+
+
+def _uvicorn_config(
+    settings: ServerSettings, state: ServerState, wakeups: WorkerWakeups | None
+) -> uvicorn.Config:
     limits = control_plane_limits(
         settings.max_apply_bytes, compass.BROKER_PATH, environment_broker.BROKER_PATH
     )
-    config = uvicorn.Config(
-        BodyLimitGuard(agent.AgentFastPath(create_app(state)), limits),
+    return uvicorn.Config(
+        BodyLimitGuard(agent.AgentFastPath(create_app(state, wakeups)), limits),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -212,8 +246,19 @@ def serve(settings: ServerSettings) -> None:
         timeout_keep_alive=75,  # longer than the agents keep idle connections (10 s): they close first
         access_log=settings.access_log,
     )
-    redact_query_strings()
-    _Server(config, state).run()
+
+
+def _run_worker(settings: ServerSettings, slot: int, listening: socket.socket) -> None:
+    """One worker process: a full replica on the supervisor's listening socket. On SQLite it binds its
+    wake-up socket; failing that (another server on the same file) it follows the feed by polling."""
+    state = _prepared_state(settings)
+    wakeups = None
+    if state.db.sqlite_path is not None:
+        try:
+            wakeups = WorkerWakeups(state.db.sqlite_path, slot, settings.workers)
+        except OSError as exc:
+            log.warning("worker %d: no wake-ups from its siblings (%s); polling the change feed", slot, exc)
+    _Server(_uvicorn_config(settings, state, wakeups), state).run(sockets=[listening])
 
 
 def raise_open_file_limit() -> int:

@@ -24,6 +24,20 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "rrm"
 
 
+MAX_DEFAULT_WORKERS = 8
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as a container's cpuset limits it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """One worker process per usable CPU, at most `MAX_DEFAULT_WORKERS`: beyond that the workers' shared
+    writes and per-process caches cost more than the cores they add."""
+    return max(1, min(usable_cpus(), MAX_DEFAULT_WORKERS))
+
+
 def positive_bytes(value: str) -> int:
     """`RRM_MAX_APPLY_BYTES`: a positive number of bytes."""
     if not value.isdigit() or int(value) < 1:
@@ -55,6 +69,13 @@ class ServerSettings:
         help="the database; `postgresql://…` for replicas",
     )
     log_level: str = setting("info", flag="--log-level", help="debug, info, warning or error")
+    workers: int = setting(
+        flag="--workers",
+        factory=default_workers,
+        minimum=1,
+        shown=f"the usable CPUs, at most {MAX_DEFAULT_WORKERS}",
+        help="control-plane processes sharing the port, each a replica; one of them leads (README, Sizing)",
+    )
     heartbeat_grace: float = 3.0
     max_wait_seconds: float = 300.0
     feed_poll_seconds: float = 1.0

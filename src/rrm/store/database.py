@@ -7,7 +7,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ HEAD_REVISION = "0008"  # the newest file in migrations/versions (a unit test ho
 # PostgreSQL advisory lock keys ("rrm" + a number), shared by every replica.
 WRITE_LOCK = 0x72726D01
 MIGRATION_LOCK = 0x72726D02
+CHANGE_RECORDED = "rrm.change_recorded"  # in a write session's info: it appended to the change feed
 SQLITE_FULL = 13  # "database or disk is full"; extended result codes keep it in their low byte
 DISK_FULL_SQLSTATE = "53100"  # PostgreSQL's disk_full: "could not extend file ..."
 
@@ -127,6 +128,13 @@ class Database:
             )
         self._read_sessions = sessionmaker(self._reader, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
+        # called (in the committing thread) after a write that appended to the change feed committed
+        self.on_change_committed: Callable[[], None] | None = None
+        event.listen(self._write_sessions, "after_commit", self._after_commit)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(CHANGE_RECORDED, False) and self.on_change_committed is not None:
+            self.on_change_committed()
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; replicas starting together take turns).

@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from rrm.store.database import CHANGE_RECORDED
 from rrm.store.tables import (
     AdminToken,
     Change,
@@ -41,8 +42,10 @@ CHANGES_CHANNEL = "rrm_changes"
 
 
 def record_change(session: Session, entity: str, name: str, now: datetime) -> None:
-    """Append to the feed; on PostgreSQL also notify every replica, delivered when the transaction commits."""
+    """Append to the feed; on PostgreSQL also notify every replica, delivered when the transaction commits
+    (on SQLite the database's commit hook tells the other workers of this machine)."""
     session.add(Change(entity=entity, name=name, created_at=now))
+    session.info[CHANGE_RECORDED] = True  # SQLite: `Database.on_change_committed` wakes the other workers
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANGES_CHANNEL})
 
