@@ -120,6 +120,11 @@ class AgentAuth:
             self._verified.popitem(last=False)
         return self._entry(runtime_id)
 
+    def verified(self, token: str) -> tuple[str, float] | None:
+        """The key id and expiry (epoch seconds) of a token `runtime` accepted, while it is remembered."""
+        cached = self._verified.get(token)
+        return None if cached is None else (cached[1], cached[2])
+
     def _entry(self, runtime_id: str) -> RuntimeEntry:
         entry = self._fleet.runtimes.get(runtime_id)
         if entry is None:

@@ -11,6 +11,10 @@ FEED_CATCH_UP_SECONDS = Histogram(
 DESIRED_STATE_RESPONSES = Counter(
     "rrm_desired_state_responses", "Desired-state answers by HTTP status", ["status"], registry=REGISTRY
 )
+WATCH_STREAMS = Gauge("rrm_watch_streams", "Agent watch streams open", registry=REGISTRY)
+WATCH_FRAMES = Counter(
+    "rrm_watch_frames", "Frames written on watch streams, by kind", ["kind"], registry=REGISTRY
+)
 STATUS_REPORTS = Counter("rrm_status_reports", "Status reports received from agents", registry=REGISTRY)
 ADMIN_WRITES = Counter(
     "rrm_admin_writes", "Resources created, updated or deleted", ["kind", "action"], registry=REGISTRY

@@ -16,6 +16,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rrm.server.api.common import BoundedRoute
+from rrm.server.api.watch import watch_desired_state
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, token_hash
 from rrm.server.fleet import RuntimeEntry
 from rrm.server.metrics import DESIRED_STATE_RESPONSES, STATUS_REPORTS
@@ -187,6 +188,7 @@ async def report_status(request: Request) -> Response:
 PLAIN_ROUTES = [
     Route(f"{router.prefix}/desired-state", desired_state, methods=["GET"]),
     Route(f"{router.prefix}/status", report_status, methods=["PUT"]),
+    Route(f"{router.prefix}/desired-state/watch", watch_desired_state, methods=["GET"]),
 ]
 
 
@@ -208,6 +210,14 @@ router.add_api_route(
     route_class_override=DescribedOnly,
     summary="The runtime's desired state, or 304 when it is still the one in If-None-Match after `wait` s",
     **_documented(None, DesiredState, extra={"parameters": [_WAIT, _ETAG], "responses": _NOT_MODIFIED}),
+)
+router.add_api_route(
+    "/desired-state/watch",
+    watch_desired_state,
+    methods=["GET"],
+    route_class_override=DescribedOnly,
+    summary="The runtime's desired states as a stream of server-sent events (docs/api.md, Watch stream)",
+    **_documented(None, None, extra={"parameters": [_ETAG]}),
 )
 router.add_api_route(
     "/status",

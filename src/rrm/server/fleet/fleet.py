@@ -31,11 +31,17 @@ class Fleet:
         self.rollout_assignment = self._feed.rollout_assignment
         self.delivery = self._hub.delivery
         self.wait_for_change = self._hub.wait_for_change
+        self.watch = self._hub.watch
         self.close = self._hub.close
         self.key = self._keys.key
         self.set_key = self._keys.set_key
         self.forget_keys = self._keys.forget_keys
         self.paired = self._keys.paired
+
+    @property
+    def closing(self) -> bool:
+        """Whether the hub let go of its waiting agents: the server stops."""
+        return self._hub.closing
 
     @property
     def deliveries_version(self) -> int:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 
 from rrm.server.fleet.render import Delivery
 from rrm.server.metrics import LONGPOLLS_WAITING
+from rrm.wire.watch import KEEP_ALIVE_FRAME, end_frame
 
 
 class LongPollHub:
@@ -26,6 +27,10 @@ class LongPollHub:
         self._unconfirmed: dict[str, str] = {}  # runtime id → ETag sent, until its agent asks with it
         self._signals: dict[str, asyncio.Event] = {}
         self._closing = False
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def delivery(self, runtime_id: str) -> Delivery | None:
         return self._deliveries.get(runtime_id)
@@ -76,6 +81,32 @@ class LongPollHub:
             if remaining <= 0:
                 return None
             await self._wait_for_signal(runtime_id, remaining)
+
+    async def watch(
+        self, runtime_id: str, etag: str | None, until: float, keep_alive: float
+    ) -> AsyncGenerator[bytes]:
+        """The frames of one watch stream (`rrm.wire.watch`): each new state of the runtime, held by the
+        delivery window as for a long-poll (each wait starts with the ETag written last, as the next
+        long-poll would), a keep-alive after `keep_alive` seconds without a frame, and last the end frame:
+        at `until` (monotonic: the token's expiry), when the hub closes, or when the runtime is gone. A state
+        frame is the `Delivery`'s own bytes, shared by every stream of its placement group."""
+        while True:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                yield end_frame("token-expired")
+                return
+            delivery = await self.wait_for_change(runtime_id, etag, min(keep_alive, remaining))
+            if delivery is not None:
+                etag = delivery.etag
+                yield delivery.frame
+            elif self._closing:
+                yield end_frame("shutdown")
+                return
+            elif runtime_id not in self._deliveries:
+                yield end_frame("runtime-gone")
+                return
+            elif time.monotonic() < until:
+                yield KEEP_ALIVE_FRAME
 
     async def _wait_for_signal(self, runtime_id: str, seconds: float) -> None:
         signal = self._signals.setdefault(runtime_id, asyncio.Event())

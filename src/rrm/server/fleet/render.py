@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import ChainMap
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple, Protocol
 
 from rrm.core.placement import place
@@ -16,6 +17,7 @@ from rrm.server.compass.registry import Registry
 from rrm.server.fleet.feed import FeedChange, RuntimeEntry
 from rrm.server.rollouts.records import RolloutDelivery
 from rrm.wire.protocol import DeliveredSecret, DesiredState, dumps
+from rrm.wire.watch import state_frame
 
 
 class PlacementKey(NamedTuple):
@@ -44,6 +46,12 @@ class Delivery:
     @property
     def etag(self) -> str:
         return f'"{self.hash}"'
+
+    @cached_property
+    def frame(self) -> bytes:
+        """The watch stream's `state` event of this body, framed once: every stream of the group is written
+        these same bytes."""
+        return state_frame(self.hash, self.body)
 
 
 class RenderSources(Protocol):

@@ -1,0 +1,94 @@
+"""`GET /agent/v1/desired-state/watch`: the runtime's desired states pushed on one streamed response
+(frames: `rrm.wire.watch`). Authenticated once when it opens; it ends when that token expires, when the
+runtime is deleted or its key revoked, or when the server stops. Served by `AgentFastPath`: no middleware
+runs per frame, and a waiting stream holds no database connection and no thread, only an event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from fastapi import HTTPException, Request, Response
+from starlette.types import Receive, Scope, Send
+
+from rrm.server.auth import bearer
+from rrm.server.metrics import WATCH_FRAMES, WATCH_STREAMS
+from rrm.server.state import ServerState, state_of
+from rrm.wire.agent_auth import EXPIRED_TOKEN_MESSAGE
+from rrm.wire.watch import KEEP_ALIVE_FRAME, MEDIA_TYPE, end_frame, open_frame
+
+# Under the 60 s idle timeout common proxies (nginx's proxy_read_timeout, cloud load balancers) apply.
+KEEP_ALIVE_SECONDS = 15.0
+_HEADERS = [
+    (b"content-type", MEDIA_TYPE.encode()),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),  # nginx: pass each frame on at once, whatever proxy_buffering says
+]
+
+
+async def watch_desired_state(request: Request) -> Response:
+    """`If-None-Match`: the state the agent holds; a different current state is its first state frame."""
+    state = state_of(request)
+    token = bearer(request)
+    runtime = await state.agent_auth.runtime(token)
+    verified = state.agent_auth.verified(token)
+    expires_in = (verified[1] - time.time()) if verified is not None else 0.0
+    if verified is None or expires_in <= 0:  # accepted within the verifier's leeway: nothing left to stream
+        raise HTTPException(401, f"invalid runtime token: {EXPIRED_TOKEN_MESSAGE}")
+    etag = request.headers.get("if-none-match")
+    return WatchResponse(state, runtime.id, verified[0], etag, expires_in)
+
+
+class WatchResponse(Response):
+    """Writes the stream's frames until it ends or the agent goes away, whichever comes first."""
+
+    def __init__(
+        self, state: ServerState, runtime_id: str, key_id: str, etag: str | None, expires_in: float
+    ) -> None:
+        super().__init__(status_code=200)
+        self._state, self._runtime_id, self._key_id = state, runtime_id, key_id
+        self._etag, self._expires_in = etag, expires_in
+        self._keep_alive = KEEP_ALIVE_SECONDS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        WATCH_STREAMS.inc()
+        writing = asyncio.create_task(self._write(send))
+        watching = asyncio.create_task(_disconnect(receive))
+        try:
+            await asyncio.wait((writing, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            WATCH_STREAMS.dec()
+            watching.cancel()
+            writing.cancel()
+        if writing.done() and not writing.cancelled() and writing.exception() is None:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _write(self, send: Send) -> None:
+        opening = open_frame(self._keep_alive, self._expires_in)
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
+        until = time.monotonic() + self._expires_in
+        fleet, touch = self._state.fleet, self._state.status_writer.touch
+        frames = fleet.watch(self._runtime_id, self._etag, until, self._keep_alive)
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                if fleet.key(self._key_id) is None:  # revoked (or rotated away) meanwhile
+                    frame = end_frame("runtime-gone")
+                touch(self._runtime_id)  # contact, as each long-poll counts
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                WATCH_FRAMES.labels(_kind(frame)).inc()
+                if frame.startswith(b"event: end"):
+                    return
+
+
+def _kind(frame: bytes) -> str:
+    if frame is KEEP_ALIVE_FRAME:
+        return "keep-alive"
+    return "end" if frame.startswith(b"event: end") else "state"
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns when the agent has gone (writes to a closed connection are dropped silently)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
