@@ -25,7 +25,6 @@ from .harness import (
     condition,
     free_port,
     http_binding,
-    runtime,
     synced,
 )
 from .kube import Cluster, KubeApiServer, dapr_workload, start_kube_agent
@@ -103,16 +102,15 @@ def ready_checked(fleet: Fleet, name: str, claim: Callable[[], str | None]) -> d
     """Wait for Ready; each time it is seen, `claim()` (read just after) says what is not true yet."""
     broken: list[str] = []
 
-    def check() -> dict[str, Any]:
-        detail = runtime(fleet.server.admin, name)
+    def check(detail: dict[str, Any]) -> bool:
         if not ready(detail):
-            return {}
+            return False
         problem = claim()
         if problem:
             broken.append(problem)
-        return detail
+        return True
 
-    detail = fleet.wait_runtime(name, lambda _: bool(check()), "Synced and Ready")
+    detail = fleet.wait_runtime(name, check, "Synced and Ready")
     assert not broken, f"Ready was reported before it was true: {broken}"
     return detail
 
@@ -182,3 +180,29 @@ def test_without_hot_reload_ready_waits_for_the_rolling_restart_and_the_new_side
     assert detail["reload"]["restarted"] == [f"Deployment/{namespace}/shop"]
     assert (condition(detail, "Ready") or {})["reason"] == "Loaded"
     assert shop(cluster, namespace)["metadata"]["generation"] == 2
+
+
+def test_a_restart_whose_new_sidecar_exits_on_a_refused_component_fails_at_the_progress_deadline(
+    fleet: Fleet, standin: KubeApiServer, cluster: Cluster
+) -> None:
+    namespace = "team-crash"
+    run_shop(cluster, fleet, namespace, "daprd:1.14.4")
+    cluster.apps.patch_namespaced_deployment("shop", namespace, {"spec": {"progressDeadlineSeconds": 3}})
+    start_kube_agent(fleet, standin, "k8s-crash", [namespace], {"t-k8s": "crash"}, hot_reload="off")
+    # without ignoreErrors, daprd exits when it cannot initialise a component at start: the pod never
+    # becomes available and the rollout misses its deadline
+    missing_file = [{"name": "secretsFile", "value": "/nonexistent/rrm-test/secrets.json"}]
+    odd = component("crash-odd", "t-k8s=crash", type="secretstores.local.file", metadata=missing_file)
+    apply(fleet.server.admin, [odd])
+
+    failed = fleet.wait_runtime(
+        "k8s-crash",
+        lambda d: synced(d) and (condition(d, "Ready") or {}).get("reason") == "NotLoaded",
+        "Ready=False NotLoaded once the rollout missed its deadline",
+    )
+    [result] = [r for r in failed["resources"] if r["name"] == "crash-odd"]
+    assert (result["state"], result["loaded"]) == ("failed", False)
+    assert (
+        result["message"] == f'Deployment/{namespace}/shop: deployment "shop" exceeded its progress deadline'
+    )
+    assert rollout_status(shop(cluster, namespace)).failed

@@ -29,8 +29,16 @@ and the apiserver and controller sources where it is silent):
   `latest`) hot reload changed Components; older ones load only when their pod starts. A
   `secretstores.local.file` whose file cannot be read fails with reason `init`.
 
-Simplifications: no ReplicaSets, no maxSurge/maxUnavailable steps, no progress deadline, no probes; a
-refused component does not stop the sidecar (as with `ignoreErrors: true`).
+- A component that fails to initialise while the sidecar starts, without `ignoreErrors: true`, makes
+  daprd exit (the Dapr reference: "A component that fails to init with ignoreErrors: false (the default)
+  shuts daprd down"): its pod stays not ready (daprd `CrashLoopBackOff`). A Dapr pod is ready, and counts
+  as available, once its sidecar has loaded its components at start (daprd's readiness);
+  a rollout not complete `spec.progressDeadlineSeconds` (default 600) after it started gets the
+  `Progressing` condition False with reason `ProgressDeadlineExceeded` ("Failed Deployment").
+
+Simplifications: no ReplicaSets, no maxSurge/maxUnavailable steps (old pods are replaced all at once), no
+probes; a crashed sidecar keeps serving the counters it had when it exited (a real one restarts and counts
+the failure again); a failure on hot reload does not stop the sidecar.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ from fake_daprd import (
 MANAGER = "deployment-controller"
 DEFAULT_SIDECAR_IMAGE = "ghcr.io/dapr/daprd:latest"
 DEFAULT_METRICS_PORT = 9090
+PROGRESS_DEADLINE_SECONDS = 600  # spec.progressDeadlineSeconds' default
 RESCAN_INTERVAL = 0.1
 HOT_RELOAD_SINCE = (1, 18)
 _VERSION = re.compile(r":v?(\d+)\.(\d+)")
@@ -119,6 +128,8 @@ class Sidecar:
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.server: ThreadingHTTPServer | None = None
+        self.fatal = ""  # why daprd exited: its pod is not ready
+        self.started = threading.Event()  # loaded its components at start: daprd's readiness passes
 
     def start(self, ip: str, port: int | None) -> None:
         if port is not None:
@@ -138,14 +149,16 @@ class Sidecar:
             self.server.server_close()
 
     def _scan_forever(self) -> None:
-        first = True
-        while not self.stopped.is_set():
-            if first or self.hot_reload:
-                self._scan()
-            first = False
+        starting = True
+        while not self.stopped.is_set() and not self.fatal:
+            if starting or self.hot_reload:
+                self._scan(starting)
+            if starting and not self.fatal:
+                self.started.set()
+            starting = False
             self.stopped.wait(RESCAN_INTERVAL)
 
-    def _scan(self) -> None:
+    def _scan(self, starting: bool) -> None:
         for manifest in self.list_components():
             name = manifest["metadata"]["name"]
             if not in_scope(manifest, self.app_id) or self.seen.get(name) == identity(manifest):
@@ -153,16 +166,27 @@ class Sidecar:
             self.seen[name] = identity(manifest)
             if self.stopped.wait(self.init_delay):
                 return
-            component_type = str(spec_of(manifest).get("type", ""))
-            with self.lock:
-                if not known_category(manifest):
-                    log(f"sidecar {self.app_id}: incorrect type {component_type}", "error")
-                elif creation_error(manifest) is not None:
-                    self.failures[(component_type, name, "creation")] += 1
-                elif not initialises(manifest):
-                    self.failures[(component_type, name, "init")] += 1
-                else:
-                    self.inits[component_type] += 1
+            failed = self._load(manifest)
+            if failed and starting and spec_of(manifest).get("ignoreErrors") is not True:
+                self.fatal = f"Fatal error from runtime: process component {name} error: {failed}"
+                log(f"sidecar {self.app_id}: {self.fatal}", "error")
+                return
+
+    def _load(self, manifest: dict[str, Any]) -> str:
+        """Initialise one component: counted, or the failure ("" when there is none)."""
+        name = manifest["metadata"]["name"]
+        component_type = str(spec_of(manifest).get("type", ""))
+        with self.lock:
+            if not known_category(manifest):
+                return f"incorrect type {component_type}"
+            if creation_error(manifest) is not None:
+                self.failures[(component_type, name, "creation")] += 1
+                return str(creation_error(manifest))
+            if not initialises(manifest):
+                self.failures[(component_type, name, "init")] += 1
+                return f"[INIT_COMPONENT_FAILURE]: initialization error occurred for {name}"
+            self.inits[component_type] += 1
+        return ""
 
     def metrics(self) -> str:
         app = self.app_id
@@ -264,21 +288,39 @@ class DeploymentController:
         if self.running.get(uid) != wanted and now - started >= self.rollout_seconds:
             self._replace_pods(deployment, wanted)
             self.running[uid] = wanted
-        self._write_status(deployment, done=self.running.get(uid) == wanted)
+        replaced = self.running.get(uid) == wanted
+        available = self._available(deployment) if replaced else None
+        deadline = float(deployment["spec"].get("progressDeadlineSeconds", PROGRESS_DEADLINE_SECONDS))
+        self._write_status(deployment, available, overdue=now - started > deadline)
 
-    def _write_status(self, deployment: dict[str, Any], done: bool) -> None:
+    def _write_status(self, deployment: dict[str, Any], available: int | None, overdue: bool) -> None:
+        """`available`: how many of the new pods are, None while the old ones still run."""
         metadata = deployment["metadata"]
         replicas = int(deployment["spec"].get("replicas", 1))
-        old = 0 if done or metadata["uid"] not in self.running else replicas
+        old = replicas if available is None and metadata["uid"] in self.running else 0
+        now_available = old if available is None else available
+        complete = available == replicas
+        progressing = (
+            condition("Progressing", "True", "NewReplicaSetAvailable")
+            if complete
+            else condition("Progressing", "False", "ProgressDeadlineExceeded")
+            if overdue
+            else condition("Progressing", "True", "ReplicaSetUpdated")
+        )
+        enough = now_available >= replicas
         status = {
             "observedGeneration": int(metadata.get("generation") or 1),
-            "replicas": replicas if done else old,
-            "updatedReplicas": replicas if done else 0,
-            "readyReplicas": replicas if done else old,
-            "availableReplicas": replicas if done else old,
+            "replicas": old if available is None else replicas,
+            "updatedReplicas": 0 if available is None else replicas,
+            "readyReplicas": now_available,
+            "availableReplicas": now_available,
             "conditions": [
-                condition("Available", "True" if done or old else "False", "MinimumReplicasAvailable"),
-                condition("Progressing", "True", "NewReplicaSetAvailable" if done else "ReplicaSetUpdated"),
+                condition(
+                    "Available",
+                    "True" if enough else "False",
+                    "MinimumReplicasAvailable" if enough else "MinimumReplicasUnavailable",
+                ),
+                progressing,
             ],
         }
         if deployment.get("status") == status:
@@ -291,6 +333,46 @@ class DeploymentController:
         self.store.update(
             "update", self.deployments, metadata["namespace"], metadata["name"], MANAGER, with_status
         )
+
+    def _available(self, deployment: dict[str, Any]) -> int:
+        """The Deployment's pods whose sidecar did not exit; one that did is marked not ready."""
+        available = 0
+        for pod in self._objects(self.pods, deployment["metadata"]["namespace"]):
+            if (pod["metadata"].get("ownerReferences") or [{}])[0].get("uid") != deployment["metadata"][
+                "uid"
+            ]:
+                continue
+            sidecar = self.sidecars.get(pod["metadata"]["name"])
+            ready = sidecar is None or sidecar.started.is_set()
+            available += ready
+            if ready != (pod["status"]["conditions"][0]["status"] == "True"):
+                self._set_ready(pod, ready)
+            elif sidecar is not None and sidecar.fatal and "containerStatuses" not in pod["status"]:
+                self._set_crashed(pod, sidecar.fatal)
+        return available
+
+    def _set_ready(self, pod: dict[str, Any], ready: bool) -> None:
+        def with_ready(live: dict[str, Any]) -> dict[str, Any]:
+            live["status"]["conditions"] = [pod_ready(ready)]
+            return live
+
+        metadata = pod["metadata"]
+        self.store.update("update", self.pods, metadata["namespace"], metadata["name"], "kubelet", with_ready)
+
+    def _set_crashed(self, pod: dict[str, Any], why: str) -> None:
+        def crashed(live: dict[str, Any]) -> dict[str, Any]:
+            live["status"]["containerStatuses"] = [
+                {
+                    "name": "daprd",
+                    "ready": False,
+                    "restartCount": 1,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": why[:500]}},
+                }
+            ]
+            return live
+
+        metadata = pod["metadata"]
+        self.store.update("update", self.pods, metadata["namespace"], metadata["name"], "kubelet", crashed)
 
     def _replace_pods(self, deployment: dict[str, Any], wanted: str) -> None:
         metadata = deployment["metadata"]
@@ -338,7 +420,7 @@ class DeploymentController:
                 "ownerReferences": [owner],
             },
             "spec": {**(template.get("spec") or {}), "containers": containers},
-            "status": {"phase": "Running", "podIP": ip, "conditions": [condition("Ready", "True", "")]},
+            "status": {"phase": "Running", "podIP": ip, "conditions": [pod_ready(not dapr)]},
         }
         self.store.create(self.pods, metadata["namespace"], body, MANAGER)
         if dapr:
@@ -357,6 +439,10 @@ class DeploymentController:
             port = int(annotations.get("dapr.io/metrics-port") or DEFAULT_METRICS_PORT)
         self.sidecars[pod] = sidecar
         sidecar.start(ip, port)
+
+
+def pod_ready(ready: bool) -> dict[str, str]:
+    return condition("Ready", "True" if ready else "False", "" if ready else "ContainersNotReady")
 
 
 def condition(kind: str, status: str, reason: str) -> dict[str, str]:

@@ -52,7 +52,9 @@ def wait_for(check: Callable[[], Any], seconds: float = 10.0) -> Any:
     raise AssertionError(f"not within {seconds} s: {check}")
 
 
-def create_deployment(url: str, annotations: dict[str, str], replicas: int = 1) -> dict[str, Any]:
+def create_deployment(
+    url: str, annotations: dict[str, str], replicas: int = 1, **spec: Any
+) -> dict[str, Any]:
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -64,6 +66,7 @@ def create_deployment(url: str, annotations: dict[str, str], replicas: int = 1) 
                 "metadata": {"labels": {"app": "shop"}, "annotations": annotations},
                 "spec": {"containers": [{"name": "app", "image": "example/app:1"}]},
             },
+            **spec,
         },
     }
     response = httpx.post(f"{url}{DEPLOYMENTS}", json=body, headers=AUTH)
@@ -189,3 +192,25 @@ def test_sidecars_of_dapr_1_18_hot_reload_a_changed_component_older_ones_do_not(
     else:
         time.sleep(0.5)  # several rescans: a count that never comes cannot be waited for
         assert 'component="bindings.http"} 1' in pod_metrics(url)
+
+
+def test_a_component_failing_as_the_sidecar_starts_crashes_it_and_the_rollout_misses_its_deadline(
+    url: str,
+) -> None:
+    """The Dapr reference: a component that fails to init with ignoreErrors false shuts daprd down; the
+    Deployment docs, "Failed Deployment": once progressDeadlineSeconds pass without progress the controller
+    sets Progressing False with reason ProgressDeadlineExceeded."""
+    httpx.post(f"{url}{COMPONENTS}", json=component("nope", version="v9"), headers=AUTH).raise_for_status()
+    create_deployment(url, dapr_annotations(free_port()), progressDeadlineSeconds=1)
+
+    def deadline_exceeded() -> dict[str, Any] | None:
+        found = get(url, f"{DEPLOYMENTS}/shop")
+        reasons = {c["type"]: c["reason"] for c in found.get("status", {}).get("conditions", [])}
+        return found if reasons.get("Progressing") == "ProgressDeadlineExceeded" else None
+
+    failed = wait_for(deadline_exceeded)
+    assert (failed["status"]["updatedReplicas"], failed["status"]["availableReplicas"]) == (1, 0)
+    [pod] = get(url, PODS)["items"]
+    assert pod["status"]["conditions"][0]["status"] == "False"
+    waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "CrashLoopBackOff" and "process component nope error" in waiting["message"]
