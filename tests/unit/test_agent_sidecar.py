@@ -230,3 +230,33 @@ def test_reload_command_is_killed_after_its_timeout() -> None:
     assert result.exit_code == -1
     assert "killed" in result.output
     assert time.monotonic() - started < 10
+
+
+def seen_at(loads_at: float) -> float:
+    """When the agent, sleeping as `next_poll` says (as the loop does), first asks the sidecar after `cache`
+    loaded `loads_at` seconds after the apply."""
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin({"cache": EXPECTED["cache"]}, now=0)
+    now = 0.0
+    while watch.following:
+        now += watch.next_poll(now)
+        watch.observe(listing(("cache", "state.redis", "v1")) if now >= loads_at else listing(), now)
+    return now
+
+
+@pytest.mark.parametrize("loads_at", [0.05, 0.4, 0.71, 1.6, 2.0, 3.2, 10.0, 59.9])
+def test_a_load_is_seen_within_half_a_second_however_late_it_comes(loads_at: float) -> None:
+    # Ready within 1 s of the load: at most 0.5 s until the agent asks, the rest for the report. With gaps
+    # doubling to 2 s, a load at 1.6 s was seen only at 3.1 s.
+    assert seen_at(loads_at) - loads_at <= 0.5 + 1e-9
+
+
+def test_after_progress_the_next_poll_comes_100_ms_later() -> None:
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin(EXPECTED, now=0)
+    gaps = [watch.next_poll(0) for _ in range(6)]
+    assert gaps == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5, 0.5])
+
+    assert watch.observe(listing(("cache", "state.redis", "v1")), now=2.2) == (True, False)
+    assert watch.next_poll(2.2) == pytest.approx(0.1)
+    assert watch.next_poll(59.95) == pytest.approx(0.05), "never past the deadline"

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
-from rrm.agent.client import DirectorClient, DirectorError, Unauthorized
-from rrm.agent.config import AgentConfig
+from rrm.agent.client import DirectorClient, DirectorError, StreamCut, Unauthorized
+from rrm.agent.config import AgentConfig, DeliveryMode
+from rrm.agent.delivery import FIRST_FRAME_SECONDS, DeliveryChoice, reconnect_jitter
 from rrm.agent.drift import drift_records
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.loading import LoadWatch, SidecarAnswer, expected_components, wire_report
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 
 DRIFT_RECORDS_KEPT = 20
 MIN_RECONCILE_SPACING = 1.0  # a controller fighting over an object cannot make the agent spin
-FIRST_LOAD_POLL = 0.1  # seconds after an apply; doubling up to LAST_LOAD_POLL while nothing new loads
-LAST_LOAD_POLL = 2.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,7 @@ class Agent:
         identity: AgentIdentity | None = None,
         *,
         wait_seconds: float = AgentConfig.wait_seconds,
+        delivery: DeliveryMode = AgentConfig.delivery,
         heartbeat_interval: float = AgentConfig.heartbeat_interval,
         rotate_interval: float = AgentConfig.rotate_interval,
         reconcile_interval: float = AgentConfig.reconcile_interval,
@@ -72,6 +72,7 @@ class Agent:
         self.cache = cache
         self.identity = identity
         self.wait_seconds = wait_seconds
+        self.delivery = delivery
         self.heartbeat_interval = heartbeat_interval
         self.rotate_interval = rotate_interval
         self.reconcile_interval = reconcile_interval
@@ -115,10 +116,17 @@ class Agent:
         await self.reconcile(prune=False, check_drift=False)
 
     async def sync_forever(self) -> None:
+        """Watch streams once a director confirmed a state (long-polls where `DeliveryChoice` says so), each
+        opened again after a jitter when the director ends it; errors back off, with jitter too."""
         backoff = Backoff()
+        choice = DeliveryChoice(self.delivery)
         while True:
+            watching = self.confirmed and choice.watching()
             try:
-                await self.sync_once()
+                await (self.watch_once() if watching else self.sync_once())
+            except StreamCut as exc:
+                log.warning("event=watch-cut error=%s action=keeping-applied-resources", exc)
+                choice.cut(exc)
             except Unauthorized as exc:
                 log.error("event=unauthorized error=%s action=keeping-applied-resources", exc)
             except DirectorError as exc:
@@ -127,8 +135,16 @@ class Agent:
                 log.exception("event=sync-failed action=keeping-applied-resources")
             else:
                 backoff.reset()
+                if watching:
+                    await asyncio.sleep(reconnect_jitter())
                 continue
             await asyncio.sleep(backoff.next_delay())
+
+    async def watch_once(self) -> None:
+        """One watch stream: each state it carries is taken as a long-poll's 200 is."""
+        etag = self.state.hash if self.state is not None else None
+        async for fetched in self.client.watch_desired(etag, FIRST_FRAME_SECONDS):
+            await self._take(fetched)
 
     async def sync_once(self) -> None:
         """One long-poll; a new verified state is cached and applied, a 304 triggers a drift check. Until a
@@ -136,22 +152,26 @@ class Agent:
         etag = self.state.hash if self.state is not None else None
         fetched = await self.client.fetch_desired(etag, self.wait_seconds if self.confirmed else 0.0)
         if fetched is not None:
-            log.info(
-                "event=fetched hash=%s components=%d secrets=%d",
-                fetched.hash[:12],
-                len(fetched.components),
-                len(fetched.secrets),
-            )
-            try:
-                await asyncio.to_thread(self.cache.save, fetched)
-            except OSError as exc:
-                log.error("event=cache-write-failed error=%s", exc)
-            self.state = fetched
-            self.confirmed = True
-            await self.reconcile(prune=True, check_drift=False)
+            await self._take(fetched)
         elif self.state is not None:
             self.confirmed = True
             await self.reconcile(prune=True, check_drift=True)
+
+    async def _take(self, fetched: DesiredState) -> None:
+        """A verified state from a director: cached, then applied with pruning."""
+        log.info(
+            "event=fetched hash=%s components=%d secrets=%d",
+            fetched.hash[:12],
+            len(fetched.components),
+            len(fetched.secrets),
+        )
+        try:
+            await asyncio.to_thread(self.cache.save, fetched)
+        except OSError as exc:
+            log.error("event=cache-write-failed error=%s", exc)
+        self.state = fetched
+        self.confirmed = True
+        await self.reconcile(prune=True, check_drift=False)
 
     async def reconcile_forever(self) -> None:
         """A reconcile with a drift check every `reconcile_interval`, and soon after the target wakes us."""
@@ -219,18 +239,16 @@ class Agent:
         self._following = asyncio.create_task(self._follow())
 
     async def _follow(self) -> None:
-        """Ask the sidecar, 100 ms after the apply and then at doubling intervals (back to 100 ms whenever
-        something new loaded), until it lists everything applied or the load deadline passed; then report."""
+        """Ask the sidecar on the load watch's schedule until it lists everything applied or the load
+        deadline passed; then report."""
         if not self.loads.following:
             return  # nothing to load: the apply's own report says all there is
-        delay = FIRST_LOAD_POLL
         while self.loads.following:
-            await asyncio.sleep(max(0.0, min(delay, self.loads.remaining(time.monotonic()))))
+            await asyncio.sleep(self.loads.next_poll(time.monotonic()))
             sidecar = await self._query_sidecar()
             if sidecar is None:
                 return
-            progressed, _ = self.loads.observe(sidecar, time.monotonic())
-            delay = FIRST_LOAD_POLL if progressed else min(delay * 2, LAST_LOAD_POLL)
+            self.loads.observe(sidecar, time.monotonic())
         log.info(
             "event=%s missing=%s",
             "sidecar-not-loaded" if self.loads.missing else "sidecar-loaded",
