@@ -55,6 +55,13 @@ def binding(session: Session, environment_id: str, binding_id: str) -> Environme
     return session.get(EnvironmentBinding, (environment_id, binding_id))
 
 
+def expired_bindings(session: Session, environment_id: str, now: datetime) -> Sequence[EnvironmentBinding]:
+    query = select(EnvironmentBinding).where(
+        EnvironmentBinding.environment_id == environment_id, EnvironmentBinding.expires_at <= now
+    )
+    return session.scalars(query).all()
+
+
 def live_bindings(session: Session, environment_id: str, now: datetime) -> int:
     query = select(func.count()).where(
         EnvironmentBinding.environment_id == environment_id, EnvironmentBinding.expires_at > now

@@ -1,6 +1,7 @@
 """What each OSB request about a service binding means: a kubeconfig for the environment's cluster, issued
 at once (`kubeconfigs.mint`) with the lifetime asked for, kept encrypted so the same bind again gets it
-back; unbinding revokes it in the cluster. At most `MAX_LIVE` unexpired bindings per instance."""
+back; unbinding revokes it in the cluster. At most `MAX_LIVE` unexpired bindings per instance; expired
+ones are removed from the cluster and forgotten at the instance's next bind."""
 
 from __future__ import annotations
 
@@ -83,6 +84,8 @@ def issue(
 ) -> EnvironmentBinding:
     if environment.state != SUCCEEDED:
         raise BrokerError(422, f"the instance is {environment.state}: bind once it is provisioned and active")
+    for expired in store.expired_bindings(records.session, environment.id, records.now):
+        revoke(records, environment, expired, strict=False)  # its ServiceAccount lingers otherwise
     if store.live_bindings(records.session, environment.id, records.now) >= MAX_LIVE:
         raise BrokerError(400, f"the instance has {MAX_LIVE} live bindings already: unbind one first")
     cluster = subject_of(records.state, environment).cluster_kubeconfig
