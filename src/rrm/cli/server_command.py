@@ -10,11 +10,21 @@ def main(args: list[str]) -> None:
     """Run `rrm server ARGS…`: exit code 2 for a command line it cannot read, 1 for a setting it cannot
     use."""
     from rrm.cli.settings_command_line import read_given
-    from rrm.server import ServerSettings, serve
+    from rrm.server.settings import ServerSettings
 
     given = read_given(ServerSettings, "rrm server", SUMMARY, args)
     try:
         settings = ServerSettings.from_env(**given)
     except ValueError as exc:
         raise SystemExit(f"rrm server: {exc}") from None
-    serve(settings)
+    if settings.workers == 1:
+        from rrm.server.app import serve
+
+        serve(settings)
+        return
+    from rrm.server.workers import shared_metrics_directory
+
+    with shared_metrics_directory():  # before the metrics are imported
+        from rrm.server.app import serve
+
+        serve(settings)

@@ -13,15 +13,37 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 log = logging.getLogger("rrm.server.workers")
 STOP_SECONDS = 20.0  # a worker's graceful stop (held requests answered, background work ended), then SIGKILL
 QUICK_DEATH_SECONDS = 2.0  # a worker that dies this soon after its start is replaced after a pause
 PR_SET_PDEATHSIG = 1
+
+
+@contextlib.contextmanager
+def shared_metrics_directory() -> Iterator[None]:
+    """A private directory for prometheus-client's multiprocess mode, named in `PROMETHEUS_MULTIPROC_DIR`
+    (read when prometheus-client is imported), removed after the workers."""
+    directory = tempfile.mkdtemp(prefix="rrm-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _forget_metrics_of(pid: int) -> None:
+    """The live-only gauges of a worker that ended leave the sum (its counters stay counted)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 class Supervisor:
@@ -44,6 +66,7 @@ class Supervisor:
             except ChildProcessError:
                 break
             ended = self._workers.pop(pid, None)
+            _forget_metrics_of(pid)
             if ended is None or self._stopping:
                 continue
             slot, started = ended

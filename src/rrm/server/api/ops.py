@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rrm.server.api.common import reader
-from rrm.server.metrics import REGISTRY
+from rrm.server.metrics import collected
 from rrm.server.state import ServerState, server_state
 
 router = APIRouter(tags=["operations"])
@@ -46,4 +46,4 @@ async def readyz(state: ServerState = Depends(server_state)) -> dict[str, str]:
 
 @router.get("/metrics", dependencies=[Depends(reader)])
 async def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(collected()), media_type=CONTENT_TYPE_LATEST)
