@@ -182,12 +182,20 @@ class ManagedProcess:
 
 
 class ServerProcess(ManagedProcess):
-    """`rrm server` on 127.0.0.1:port with its data dir; keeps both across restarts."""
+    """`rrm server` on 127.0.0.1:port with its data dir; keeps both across restarts. One worker unless a
+    test asks for more: the suite's servers run side by side on a few cores, and a kill -9 of `pid` kills
+    the whole control plane only when it is the one process."""
 
     def __init__(
-        self, data_dir: Path, log_path: Path, port: int | None = None, database_url: str | None = None
+        self,
+        data_dir: Path,
+        log_path: Path,
+        port: int | None = None,
+        database_url: str | None = None,
+        workers: int = 1,
     ) -> None:
         super().__init__("rrm server", log_path)
+        self.workers = workers
         self.data_dir = data_dir
         self.port = port or free_port()
         self.database_url = database_url
@@ -209,7 +217,7 @@ class ServerProcess(ManagedProcess):
     def start(self, timeout: float = DEADLINE) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "rrm", "server", "--host", "127.0.0.1", "--port", str(self.port)]
-        args += ["--data-dir", str(self.data_dir)]
+        args += ["--data-dir", str(self.data_dir), "--workers", str(self.workers)]
         if self.database_url:
             args += ["--database-url", self.database_url]
         self._launch(args)

@@ -115,12 +115,13 @@ class Supervisor:
 
 
 def _become_worker() -> None:
-    """In the forked child: the default signal handlers (uvicorn installs its own), and a SIGTERM when the
-    supervisor dies, so no worker outlives it (Linux)."""
+    """In the forked child: the default signal handlers (uvicorn installs its own), and a SIGKILL when the
+    supervisor dies (Linux), so a kill -9 of the supervisor ends the control plane as it would end one
+    process: no worker outlives it, and none stops gracefully (a graceful stop ends the `local` agents)."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
         signal.signal(signum, signal.SIG_DFL)
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _how(status: int) -> str:
