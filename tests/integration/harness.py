@@ -264,6 +264,7 @@ class AgentProcess(ManagedProcess):
         dapr_http_port: int | None = None,
         dapr_api_token: str | None = None,
         reload_command: str | None = None,
+        delivery: str | None = None,
     ) -> None:
         super().__init__(f"rrm agent {name}", log_path)
         self.name = name
@@ -275,6 +276,7 @@ class AgentProcess(ManagedProcess):
         self.dapr_http_port = dapr_http_port
         self.dapr_api_token = dapr_api_token
         self.reload_command = reload_command
+        self.delivery = delivery
         self.extra_directors: list[str] = []  # further replicas, tried in order when one is unreachable
 
     def start(self, token: str | None = None) -> None:
@@ -297,6 +299,8 @@ class AgentProcess(ManagedProcess):
             args += ["--dapr-api-token", self.dapr_api_token]
         if self.reload_command is not None:
             args += ["--reload-command", self.reload_command]
+        if self.delivery is not None:
+            args += ["--delivery", self.delivery]
         self._launch(args)
 
     def restart(self) -> None:

@@ -26,6 +26,7 @@ OPTIONS = [
     "--dapr-api-token",
     "--reload-command",
     "--wait",
+    "--delivery",
     "--heartbeat-interval",
     "--reconcile-interval",
     "--load-deadline",
@@ -75,6 +76,7 @@ def documented_agent(
     dapr_api_token: str = typer.Option(None, "--dapr-api-token", envvar="DAPR_API_TOKEN"),
     reload_command: str = typer.Option(None, "--reload-command"),
     wait: float = typer.Option(30.0, "--wait"),
+    delivery: str = typer.Option("auto", "--delivery"),
     heartbeat_interval: float = typer.Option(60.0, "--heartbeat-interval"),
     reconcile_interval: float = typer.Option(60.0, "--reconcile-interval"),
     load_deadline: float = typer.Option(60.0, "--load-deadline"),
@@ -98,6 +100,7 @@ def documented_agent(
                 dapr_api_token=dapr_api_token,
                 reload_command=reload_command,
                 wait_seconds=wait,
+                delivery=delivery,  # type: ignore[arg-type]
                 heartbeat_interval=heartbeat_interval,
                 reconcile_interval=reconcile_interval,
                 load_deadline=load_deadline,

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import ssl
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from rrm.agent.verify import state_is_authentic
+from rrm.wire import watch
 from rrm.wire.agent_auth import CLOCK_REFUSALS
 from rrm.wire.protocol import (
     DesiredState,
@@ -59,6 +62,15 @@ class Unauthorized(DirectorError):
 
 class UnexpectedResponse(DirectorError):
     """An answer the contract does not allow: wrong status, malformed body, or a state that fails its hash."""
+
+
+class StreamCut(DirectorError):
+    """The watch stream is not there, stayed silent or broke off without its end frame: a proxy on the way
+    may buffer or cut streams. `opened`: its open frame came; `delivered`: a frame came after it."""
+
+    def __init__(self, message: str, *, opened: bool = False, delivered: bool = False) -> None:
+        super().__init__(message)
+        self.opened, self.delivered = opened, delivered
 
 
 class Bearer(Protocol):
@@ -147,6 +159,34 @@ class DirectorClient:
         if not state_is_authentic(state):
             raise UnexpectedResponse(f"desired state {state.hash[:12]} does not match its content; ignored")
         return state
+
+    async def watch_desired(
+        self, etag: str | None, first_frame_timeout: float
+    ) -> AsyncIterator[DesiredState]:
+        """Each new verified desired state the watch stream carries (the first one at once when it is not
+        `etag`); ends when the director ends the stream. Opened with a fresh token, which the stream lives as
+        long as; `StreamCut` when no frame comes within `first_frame_timeout` s, or the stream breaks off."""
+        if self.bearer is None:
+            raise Unauthorized("no runtime identity to sign the request with")
+        headers = {"Authorization": f"Bearer {self.bearer(renew=True, now=self.clock.now())}"}
+        if etag:
+            headers["If-None-Match"] = f'"{etag}"'
+        timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS)  # silence is timed per frame below
+        request = self._http.build_request(
+            "GET", self.active_url + watch.PATH, headers=headers, timeout=timeout
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            self._active = (self._active + 1) % len(self._urls)  # the next stream tries the next director
+            raise DirectorUnavailable(f"GET {watch.PATH}: {type(exc).__name__}: {exc}") from exc
+        try:
+            self.clock.observe(response.headers.get("date"), time.time())
+            await _expect_stream(response)
+            async for state in _watched_states(response, first_frame_timeout):
+                yield state
+        finally:
+            await response.aclose()
 
     async def report_status(self, report: StatusReport) -> None:
         """Send `report`; while this host's clock is off, its message says so (an operator should fix it)."""
@@ -272,6 +312,75 @@ def tls_verification(urls: Iterable[str]) -> ssl.SSLContext | bool:
     if any(url.lower().startswith("https:") for url in urls) or urllib.request.getproxies():
         return True
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+async def _expect_stream(response: httpx.Response) -> None:
+    """A watch stream's answer, or the error its status tells; anything but an event stream (a proxy's own
+    page, a director without the endpoint) counts as cut."""
+    if response.status_code == 200 and response.headers.get("content-type", "").startswith(watch.MEDIA_TYPE):
+        return
+    await response.aread()
+    if response.status_code == 401:
+        raise Unauthorized(f"GET {watch.PATH}: 401 {_detail(response)}")
+    if response.status_code >= 500:
+        raise DirectorUnavailable(f"GET {watch.PATH}: {response.status_code} {_detail(response)}")
+    raise StreamCut(f"GET {watch.PATH}: {response.status_code} {response.headers.get('content-type', '')}")
+
+
+async def _watched_states(
+    response: httpx.Response, first_frame_timeout: float
+) -> AsyncIterator[DesiredState]:
+    """The states of an open stream, verified; returns at its end frame, `StreamCut` without one."""
+    reader, chunks = watch.FrameReader(), response.aiter_bytes()
+    opened = delivered = False
+    silence = first_frame_timeout
+    while True:
+        try:
+            async with asyncio.timeout(silence):
+                chunk = await anext(chunks)
+        except (StopAsyncIteration, TimeoutError, httpx.TransportError) as exc:
+            what = f"no frame for {silence:g} s" if isinstance(exc, TimeoutError) else "the stream broke off"
+            raise StreamCut(f"GET {watch.PATH}: {what}", opened=opened, delivered=delivered) from None
+        try:
+            frames = reader.feed(chunk)
+        except watch.FrameError as exc:
+            raise UnexpectedResponse(f"GET {watch.PATH}: {exc}") from None
+        for frame in frames:
+            if frame.event == "open":
+                opened, silence = True, _silence_allowed(frame)
+            elif frame.event == "end":
+                log.info("event=watch-ended reason=%s", _end_reason(frame))
+                return
+            else:
+                delivered = True
+                if frame.event == "state":
+                    yield _verified(frame)
+
+
+def _silence_allowed(opening: watch.Frame) -> float:
+    """Two keep-alive intervals and a margin: longer than that without a frame, the stream is cut."""
+    try:
+        keep_alive = float(json.loads(opening.data)["keep_alive"])
+    except (ValueError, KeyError, TypeError):
+        raise UnexpectedResponse(f"GET {watch.PATH}: an open frame without keep_alive") from None
+    return 2 * keep_alive + TIMEOUT_MARGIN_SECONDS
+
+
+def _end_reason(frame: watch.Frame) -> str:
+    try:
+        return str(json.loads(frame.data)["reason"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
+def _verified(frame: watch.Frame) -> DesiredState:
+    try:
+        state = decode(DesiredState, frame.data)
+    except WireError as exc:
+        raise UnexpectedResponse(f"malformed DesiredState on the watch stream: {exc}") from exc
+    if state.hash != frame.id or not state_is_authentic(state):
+        raise UnexpectedResponse(f"desired state {state.hash[:12]} does not match its content; ignored")
+    return state
 
 
 def _expect(response: httpx.Response, *statuses: int) -> None:

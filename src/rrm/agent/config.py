@@ -14,6 +14,7 @@ from typing import Literal
 from rrm.core.settings import setting
 
 HotReload = Literal["auto", "on", "off"]
+DeliveryMode = Literal["auto", "watch", "longpoll"]
 
 
 class ConfigurationError(Exception):
@@ -41,6 +42,11 @@ class AgentConfig:
     )
     reload_command: str | None = setting(None, flag="--reload-command", help="run after each change")
     wait_seconds: float = setting(30.0, flag="--wait", help="long-poll wait in seconds")
+    delivery: DeliveryMode = setting(
+        "auto",
+        flag="--delivery",
+        help="auto (the watch stream; the long-poll where a proxy cuts or buffers it), watch or longpoll",
+    )
     heartbeat_interval: float = setting(
         60.0, flag="--heartbeat-interval", help="seconds between status reports when nothing changed"
     )

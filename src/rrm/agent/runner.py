@@ -13,6 +13,7 @@ from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, DirectorError, Unauthorized
 from rrm.agent.config import AgentConfig, ConfigurationError
+from rrm.agent.delivery import DELIVERY_MODES
 from rrm.agent.health import HealthServer
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.loop import Agent
@@ -85,6 +86,7 @@ async def _main(config: AgentConfig) -> int:
             DesiredStateCache(config.state_dir),
             identity,
             wait_seconds=config.wait_seconds,
+            delivery=config.delivery,
             heartbeat_interval=config.heartbeat_interval,
             rotate_interval=config.rotate_interval,
             reconcile_interval=config.reconcile_interval,
@@ -172,6 +174,8 @@ def _check(config: AgentConfig) -> None:
         raise ConfigurationError("--restart-min-interval must not be negative")
     if config.hot_reload not in ("auto", "on", "off"):
         raise ConfigurationError(f"--hot-reload must be auto, on or off, not {config.hot_reload!r}")
+    if config.delivery not in DELIVERY_MODES:
+        raise ConfigurationError(f"--delivery must be auto, watch or longpoll, not {config.delivery!r}")
     if config.health_port is not None and not 0 < config.health_port < 65536:
         raise ConfigurationError("--health-port must be in 1..65535")
 

@@ -1,0 +1,60 @@
+"""Which way the agent receives its desired state: the watch stream, or the long-poll where a proxy on the
+way cuts or buffers streams.
+
+`auto` tries the stream; a stream that shows nothing at all (no open frame: the proxy buffers it, or answers
+in its place) sends the agent to the long-poll at once, and so do `CUTS_BEFORE_FALLBACK` streams in a row
+cut before any frame after their open one (the proxy cuts them). The stream is tried again after
+`WATCH_RETRY_SECONDS`. `watch` and `longpoll` never switch."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+
+from rrm.agent.client import StreamCut
+from rrm.agent.config import DeliveryMode
+
+log = logging.getLogger(__name__)
+
+DELIVERY_MODES: tuple[DeliveryMode, ...] = ("auto", "watch", "longpoll")
+CUTS_BEFORE_FALLBACK = 2
+WATCH_RETRY_SECONDS = 600.0
+# A stream the control plane ended (its token expired, it restarts) is opened again after a uniform draw
+# from [0, this): a restarted control plane is not met by its whole fleet in the same instant.
+RECONNECT_JITTER_SECONDS = 1.0
+# Until its first frame comes, a stream may be held by a proxy that buffers: this long, then it counts as cut.
+FIRST_FRAME_SECONDS = 10.0
+
+
+def reconnect_jitter() -> float:
+    return random.uniform(0, RECONNECT_JITTER_SECONDS)
+
+
+class DeliveryChoice:
+    def __init__(self, mode: DeliveryMode, clock: Callable[[], float] = time.monotonic) -> None:
+        self.mode = mode
+        self._clock = clock
+        self._cuts = 0
+        self._longpoll_until = -math.inf
+
+    def watching(self) -> bool:
+        """Whether the next fetch is a watch stream."""
+        if self.mode != "auto":
+            return self.mode == "watch"
+        return self._clock() >= self._longpoll_until
+
+    def cut(self, exc: StreamCut) -> None:
+        """A stream was cut: in `auto`, perhaps fall back to the long-poll for a while."""
+        if exc.delivered:
+            self._cuts = 0
+            return
+        self._cuts += 1
+        if self.mode == "auto" and (not exc.opened or self._cuts >= CUTS_BEFORE_FALLBACK):
+            self._cuts = 0
+            self._longpoll_until = self._clock() + WATCH_RETRY_SECONDS
+            log.warning(
+                "event=watch-fallback reason=%r action=long-poll-for-%.0fs", str(exc), WATCH_RETRY_SECONDS
+            )

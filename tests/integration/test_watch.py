@@ -1,0 +1,168 @@
+"""Delivery on the watch stream: every new state written on one open response, keep-alives while nothing
+changes, a clean end when the token expires or the server stops (and the agent opens it again), only the
+runtime's own states on its stream, and the long-poll where a proxy buffers the stream."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rrm.wire.watch import PATH, Frame, FrameReader
+
+from .buffering_proxy import BufferingProxy
+from .harness import (
+    AgentIdentity,
+    Fleet,
+    ServerProcess,
+    apply,
+    etag_of,
+    expect_status,
+    http_binding,
+    metadata_value,
+    pair,
+    register,
+    synced,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+KEEP_ALIVE_SECONDS = 15.0  # rrm.server.api.watch.KEEP_ALIVE_SECONDS
+
+
+def metric(admin: httpx.Client, name: str) -> float:
+    """The sum of every sample of `name` (with its labels, if given) in /metrics."""
+    text = expect_status(admin.get("/metrics"), 200).text
+    pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", re.M)
+    return sum(float(m.group(2)) for m in pattern.finditer(text))
+
+
+def long_poll_answers(admin: httpx.Client) -> float:
+    return metric(admin, "rrm_desired_state_responses_total")
+
+
+def url_is(version: str):  # type: ignore[no-untyped-def]
+    return lambda c: metadata_value(c.get("watch-web", {}), "url") == f"http://watch.invalid/{version}"
+
+
+def test_an_agent_on_the_stream_gets_each_update_without_a_new_request(fleet: Fleet) -> None:
+    admin = fleet.server.admin
+    agent = fleet.agent("watch-push", {"t-watch": "push"})
+    fleet.wait_runtime("watch-push", synced, "Synced")
+    fleet.wait_until(lambda: metric(admin, "rrm_watch_streams") >= 1, "the agent's watch stream to open")
+    answers = long_poll_answers(admin)
+    frames = metric(admin, 'rrm_watch_frames_total{kind="state"}')
+
+    for version in ("1", "2", "3"):
+        apply(admin, [http_binding("watch-web", "t-watch=push", f"http://watch.invalid/{version}")])
+        fleet.wait_files(agent, url_is(version), f"version {version} reaches the agent")
+    assert long_poll_answers(admin) == answers, "the agent sent a desired-state request"
+    assert metric(admin, 'rrm_watch_frames_total{kind="state"}') >= frames + 3
+
+
+class Watch:
+    """One raw watch stream read in a thread: its frames with when each came."""
+
+    def __init__(self, identity: AgentIdentity, etag: str, lifetime: float) -> None:
+        self.frames: list[tuple[float, Frame]] = []
+        self.status = 0
+        self.ended_cleanly = False
+        headers = {**identity.headers(lifetime=lifetime), "If-None-Match": f'"{etag}"'}
+        self._thread = threading.Thread(target=self._run, args=(identity.server_url, headers), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, headers: dict[str, str]) -> None:
+        reader = FrameReader()
+        with httpx.stream("GET", url + PATH, headers=headers, timeout=60) as response:
+            self.status = response.status_code
+            for chunk in response.iter_raw():
+                self.frames += [(time.monotonic(), frame) for frame in reader.feed(chunk)]
+            self.ended_cleanly = not reader.pending
+
+    def events(self) -> list[str]:
+        return [frame.event for _, frame in self.frames]
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the stream did not end within {timeout} s: {self.events()}"
+
+
+def paired(server: ServerProcess, name: str, label: str) -> tuple[AgentIdentity, str]:
+    identity = pair(server.url, register(server.admin, name, labels={"t-watch": label}))
+    return identity, etag_of(expect_status(identity.desired_state(), 200))
+
+
+def test_a_stream_carries_only_its_runtime_s_states_keeps_alive_and_ends_with_its_token(
+    server: ServerProcess,
+) -> None:
+    a, a_etag = paired(server, "watch-a", "a")
+    b, b_etag = paired(server, "watch-b", "b")
+    on_a = Watch(a, a_etag, lifetime=KEEP_ALIVE_SECONDS + 5)
+    on_b = Watch(b, b_etag, lifetime=60)
+    wait_until(lambda: on_a.events()[:1] == ["open"] and on_b.events()[:1] == ["open"], 10, "open frames")
+
+    apply(server.admin, [http_binding("watch-only-b", "t-watch=b", "http://b.invalid/")])
+    wait_until(lambda: "state" in on_b.events(), 20, "B's new state on B's stream")
+    (state,) = [frame for _, frame in on_b.frames if frame.event == "state"]
+    body = json.loads(state.data)
+    assert [c["metadata"]["name"] for c in body["components"]] == ["watch-only-b"]
+    assert state.id == body["hash"] == etag_of(expect_status(b.desired_state(), 200))
+
+    on_a.join(KEEP_ALIVE_SECONDS + 20)
+    assert on_a.status == 200 and on_a.ended_cleanly
+    assert on_a.events()[0] == "open" and on_a.events()[-1] == "end", on_a.events()
+    assert "state" not in on_a.events(), "B's change was written on A's stream"
+    assert "keep-alive" in on_a.events(), "no keep-alive while nothing changed"
+    assert json.loads(on_a.frames[-1][1].data) == {"reason": "token-expired"}
+
+
+def test_a_stream_opened_with_an_expired_token_is_refused(server: ServerProcess) -> None:
+    identity, _ = paired(server, "watch-expired", "expired")
+    expired = identity.headers(lifetime=-60)  # within the verifier's leeway, but nothing left to stream
+    answer = httpx.get(server.url + PATH, headers=expired, timeout=30)
+    assert answer.status_code == 401 and "expired" in answer.text, answer.text
+
+
+def test_a_server_restart_ends_the_streams_and_the_agents_come_back_on_the_stream(
+    own_server: ServerProcess, fleet: Fleet
+) -> None:
+    agent = fleet.agent("watch-restart", {"t-watch": "restart"})
+    fleet.wait_runtime("watch-restart", synced, "Synced")
+    fleet.wait_until(lambda: metric(own_server.admin, "rrm_watch_streams") >= 1, "the stream to open")
+
+    own_server.stop()
+    log = own_server.log_path.read_text()
+    assert "graceful shutdown exceeded" not in log, "an open stream held the shutdown up"
+    own_server.start()
+    fleet.wait_until(lambda: metric(own_server.admin, "rrm_watch_streams") >= 1, "the stream to reopen")
+    apply(own_server.admin, [http_binding("watch-web", "t-watch=restart", "http://watch.invalid/r")])
+    fleet.wait_files(agent, url_is("r"), "the change after the restart reaches the agent")
+    assert long_poll_answers(own_server.admin) == 0, "the agent came back on the long-poll, not the stream"
+    assert "reason=shutdown" in agent.log_path.read_text()
+
+
+def test_behind_a_proxy_that_buffers_streams_the_agent_falls_back_to_the_long_poll(
+    server: ServerProcess, fleet: Fleet, tmp_path: Path
+) -> None:
+    proxy = BufferingProxy(server.port)
+    proxy.start()
+    try:
+        token = register(server.admin, "watch-proxied", labels={"t-watch": "proxied"})
+        agent = fleet.agent_process("watch-proxied")
+        agent.director_url = proxy.url
+        agent.start(token)
+        fleet.wait_runtime("watch-proxied", synced, "Synced through the proxy")
+        fleet.wait_until(lambda: "event=watch-fallback" in agent.log_path.read_text(), "the fallback", 60)
+
+        apply(server.admin, [http_binding("watch-web", "t-watch=proxied", "http://watch.invalid/p")])
+        fleet.wait_files(agent, url_is("p"), "the change reaches the agent through the proxy")
+        watched = [r for r in proxy.requests if r.startswith(f"GET {PATH}")]
+        long_polls = [r for r in proxy.requests if "/desired-state?wait=" in r and "wait=0 " not in r]
+        assert watched and long_polls, proxy.requests
+    finally:
+        proxy.stop()
