@@ -14,7 +14,7 @@ import rrm
 from rrm.agent import AgentConfig, run_agent
 from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, Unauthorized
-from rrm.agent.loading import WAITING
+from rrm.agent.loading import NOT_UNLOADED, WAITING
 from rrm.agent.loop import Agent
 from rrm.agent.targets.selfhosted import SelfHostedTarget
 from rrm.core.hashing import state_hash
@@ -258,3 +258,67 @@ def test_the_reported_heartbeat_interval_is_how_often_contact_comes(
     agent = make_agent(tmp_path, FakeDirector(make_state("a")), heartbeat=20.0)
     agent.wait_seconds = wait
     assert asyncio.run(agent.status_report()).heartbeat_interval == reported
+
+
+class UnloadingSidecar(SelfHostedTarget):
+    """A self-hosted target whose daprd lists `a`, and `b` while its file is there and for `lag` more
+    answers after it is gone (None: for ever)."""
+
+    def __init__(self, tmp_path: Path, lag: int | None) -> None:
+        super().__init__(tmp_path / "resources", tmp_path / "state", dapr_http_port=1)
+        self.lag = lag
+        self.answers_without_file = 0
+
+    def sidecar_report(self) -> SidecarReport:
+        if (self.resources_path / "rrm-b.yaml").exists():
+            self.answers_without_file = 0
+        else:
+            self.answers_without_file += 1
+        listed = ["a"]
+        if self.lag is None or self.answers_without_file <= self.lag:
+            listed.append("b")
+        components = [LoadedComponent(name=n, type="state.in-memory", version="v1") for n in listed]
+        return SidecarReport(reachable=True, app_id="app", components=components)
+
+
+def delete_b(
+    tmp_path: Path, lag: int | None, deadline: float, settled: Callable[[StatusReport], bool]
+) -> list[StatusReport]:
+    """Apply `a` and `b`, then `a` alone, then run the heartbeat (60 s) until a report is `settled`."""
+    director = FakeDirector(make_state("a", "b"), make_state("a"))
+    target = UnloadingSidecar(tmp_path, lag)
+    target.prepare()
+    client: DirectorClient = director  # type: ignore[assignment]
+    agent = Agent(client, target, DesiredStateCache(tmp_path / "state"), load_deadline=deadline)
+
+    async def work() -> None:
+        await agent.sync_once()
+        await agent.sync_once()
+        await agent.heartbeat_forever()
+
+    run_with(work(), lambda: until(lambda: any(settled(r) for r in director.reports)))
+    return director.reports
+
+
+def listed(report: StatusReport) -> set[str]:
+    return {c.name for c in report.sidecar.components} if report.sidecar else set()
+
+
+def test_after_a_delete_the_agent_follows_the_sidecar_until_it_no_longer_lists_the_component(
+    tmp_path: Path,
+) -> None:
+    reports = delete_b(tmp_path, lag=3, deadline=60, settled=lambda r: listed(r) == {"a"})
+
+    assert "b" in listed(reports[0]), "the report right after the delete shows the sidecar as it was"
+    assert [(r.name, r.state, r.loaded) for r in reports[-1].resources] == [("a", "applied", True)]
+
+
+def test_a_removed_component_the_sidecar_keeps_listing_is_reported_at_the_deadline(tmp_path: Path) -> None:
+    def reports_b(report: StatusReport) -> bool:
+        return any(r.name == "b" for r in report.resources)
+
+    reports = delete_b(tmp_path, lag=None, deadline=0.5, settled=reports_b)
+
+    b = next(r for r in reports[-1].resources if r.name == "b")
+    assert (b.state, b.loaded) == ("failed", True)
+    assert b.message == f"{NOT_UNLOADED} (0.5 s)"

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from rrm.agent.loading import Expected, LoadWatch
+from rrm.agent.loading import NOT_UNLOADED, Expected, LoadWatch, SidecarsView
 from rrm.agent.reload import run_reload_command
 from rrm.agent.sidecar import query_sidecar
 from rrm.wire.protocol import LoadedComponent, ResourceResult, SidecarReport
@@ -260,3 +260,49 @@ def test_after_progress_the_next_poll_comes_100_ms_later() -> None:
     assert watch.observe(listing(("cache", "state.redis", "v1")), now=2.2) == (True, False)
     assert watch.next_poll(2.2) == pytest.approx(0.1)
     assert watch.next_poll(59.95) == pytest.approx(0.05), "never past the deadline"
+
+
+def test_a_removed_component_is_followed_until_the_sidecar_no_longer_lists_it() -> None:
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin({"cache": EXPECTED["cache"]}, now=0, removed=["queue"])
+    both = listing(("cache", "state.redis", "v1"), ("queue", "pubsub.redis", "v1"))
+
+    assert watch.observe(both, now=0.1) == (True, False)  # cache loaded; queue still listed
+    assert watch.following and watch.lingering == {"queue"}
+    assert watch.observe(SidecarReport(reachable=False, error="ConnectError"), now=0.3) == (False, False)
+    assert watch.lingering == {"queue"}, "an unreachable sidecar tells nothing"
+
+    assert watch.observe(listing(("cache", "state.redis", "v1")), now=0.7) == (True, False)
+
+    assert not watch.following and not watch.lingering
+    assert [r.name for r in watch.results(APPLIED)] == ["cache", "queue", "elsewhere", "broken"]
+
+
+def test_a_removed_component_still_listed_at_the_deadline_is_reported_not_unloaded() -> None:
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin({"cache": EXPECTED["cache"]}, now=0, removed=["old"])
+    still = listing(("cache", "state.redis", "v1"), ("old", "state.redis", "v1"))
+    watch.observe(still, now=59)
+    assert watch.following and "old" not in judged(watch)
+
+    watch.observe(still, now=60)
+
+    assert not watch.following
+    old = watch.results(APPLIED)[-1]
+    assert (old.name, old.state, old.loaded) == ("old", "failed", True)
+    assert old.message == f"{NOT_UNLOADED} (60 s)"
+    # a later apply keeps following it until it is gone, unless it brings it back
+    watch.begin({"cache": EXPECTED["cache"]}, now=100)
+    assert watch.lingering == {"old"}
+    watch.begin({"old": EXPECTED["cache"]}, now=200)
+    assert not watch.lingering
+
+
+def test_without_a_sidecar_or_with_a_targets_view_removed_components_are_let_go() -> None:
+    for answer in (None, SidecarsView(report=None, missing={})):
+        watch = LoadWatch(deadline_seconds=60)
+        watch.begin({}, now=0, removed=["queue"])
+        assert watch.following
+        watch.observe(answer, now=100)
+        assert not watch.following
+        assert [r.name for r in watch.results(APPLIED)] == ["cache", "queue", "elsewhere", "broken"]

@@ -59,6 +59,21 @@ def test_a_component_the_agent_cannot_judge_counts_as_applied() -> None:
     assert ready(observed([result("a")], sidecar=None), "h1", ["a"]).reason == "Applied"
 
 
+def test_a_removed_component_the_sidecar_still_holds_past_the_deadline_is_not_unloaded() -> None:
+    stale = result("old", "failed", loaded=True, message="removed, but still listed after the load deadline")
+    condition = ready(observed([result("a", loaded=True), stale]), "h1", ["a"])
+    assert (condition.status, condition.reason) == ("False", "NotUnloaded")
+    assert condition.message == (
+        "sidecar has not unloaded: old (removed, but still listed after the load deadline)"
+    )
+    # failures come before what is still loading, and an apply failure before everything
+    assert ready(observed([result("a", loaded=False), stale]), "h1", ["a"]).reason == "NotUnloaded"
+    late = result("a", "failed", loaded=False, message="late")
+    assert ready(observed([late, stale]), "h1", ["a"]).reason == "NotLoaded"
+    broken = ready(observed([result("a", "failed", message="could not write"), stale]), "h1", ["a"])
+    assert (broken.reason, broken.message) == ("ApplyFailed", "a: could not write")
+
+
 def test_reports_without_the_agents_judgement_are_judged_by_the_sidecars_list() -> None:
     legacy = [{"name": "a", "state": "applied"}, {"name": "b", "state": "applied"}]
     condition = ready(observed(legacy), "h1", ["a", "b"])

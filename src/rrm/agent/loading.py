@@ -2,11 +2,12 @@
 
 A written file is not a loaded component: daprd notices the change on a timer and then initialises the
 component, which takes its own time, and it may refuse it; a rewritten component stays listed, as the old
-instance, until daprd closes it. After every apply the loop follows the sidecar (`LoadWatch.observe` on
-each answer of `/v1.0/metadata`, asked on the schedule of `LoadWatch.next_poll`) until it lists every
-applied component with the applied type and version, or until the load deadline passes; the components
-still missing then count as failed. Between applies every heartbeat observes the sidecar too, so a
-component it dropped (a restart) is noticed and followed again.
+instance, until daprd closes it, and a removed one until daprd notices its file is gone. After every apply
+the loop follows the sidecar (`LoadWatch.observe` on each answer of `/v1.0/metadata`, asked on the schedule
+of `LoadWatch.next_poll`) until it lists every applied component with the applied type and version and
+none of the removed ones, or until the load deadline passes; the components still missing then count as
+failed, and the removed ones still listed are reported as not unloaded. Between applies every heartbeat
+observes the sidecar too, so a component it dropped (a restart) is noticed and followed again.
 
 Where no single sidecar's list tells (Kubernetes: many sidecars, seen through their metrics), the target
 answers a `SidecarsView` instead: its own judgement of each component, including those a sidecar refused
@@ -24,15 +25,16 @@ from typing import TypeAlias
 from rrm.wire.protocol import DesiredState, ResourceResult, SidecarReport, replace
 
 NOT_LISTED = "the sidecar does not list it in /v1.0/metadata"
+NOT_UNLOADED = "removed, but the sidecar still lists it in /v1.0/metadata after the load deadline"
 WAITING = "written; waiting for the sidecar to load it"
 RELOADING = "rewritten; waiting for the sidecar to reload it"
 # daprd's metadata names no revision: a rewritten component still listed may be the old instance. It counts
 # as reloaded once the sidecar was seen without it (daprd closes the old one before it initialises the new
 # one), or once it is still listed this long after the write (daprd notices a change within about 200 ms).
 RELOAD_NOTICE_SECONDS = 1.0
-# The sidecar is asked this long after an apply, and again this long after anything newly loaded; while
-# nothing changes the gap doubles, up to LAST_POLL_SECONDS. That cap keeps the promise "Ready within 1 s of
-# the sidecar loading it": a load is seen at most 0.5 s late, leaving the rest for the report.
+# The sidecar is asked this long after an apply, and again this long after anything newly loaded or
+# unloaded; while nothing changes the gap doubles, up to LAST_POLL_SECONDS. That cap keeps the promise "Ready
+# within 1 s of the sidecar loading it": a load is seen at most 0.5 s late, leaving the rest for the report.
 FIRST_POLL_SECONDS = 0.1
 LAST_POLL_SECONDS = 0.5
 
@@ -110,7 +112,8 @@ class LoadWatch:
         self.expected: dict[str, Expected] = {}
         self.missing: dict[str, str] = {}  # name → why it is not loaded (yet)
         self.reloading: set[str] = set()  # rewritten, and not yet seen closed or listed long enough
-        self.overdue = False  # the deadline passed with components missing: those count as failed
+        self.lingering: set[str] = set()  # removed, and not yet seen unlisted by the sidecar
+        self.overdue = False  # the deadline passed with components missing (failed) or lingering
         self.started = 0.0
         self.sidecar: SidecarReport | None = None
         self.view: SidecarsView | None = None
@@ -119,12 +122,20 @@ class LoadWatch:
         self._since: dict[str, tuple[tuple[str, bool | None], datetime]] = {}
         self._poll_gap = FIRST_POLL_SECONDS
 
-    def begin(self, expected: Mapping[str, Expected], now: float, rewritten: Iterable[str] = ()) -> None:
-        """A new apply: every expected component counts as missing until the sidecar lists it, and one that
-        was `rewritten` until the listing can no longer be its old instance."""
+    def begin(
+        self,
+        expected: Mapping[str, Expected],
+        now: float,
+        rewritten: Iterable[str] = (),
+        removed: Iterable[str] = (),
+    ) -> None:
+        """A new apply: every expected component counts as missing until the sidecar lists it, one that was
+        `rewritten` until the listing can no longer be its old instance, and one `removed` (or removed by an
+        earlier apply and still listed) as lingering until the sidecar no longer lists it."""
         self.expected = dict(expected)
         self.missing = {name: NOT_LISTED for name in expected}
         self.reloading = set(rewritten) & set(expected)
+        self.lingering = (self.lingering | set(removed)) - set(expected)
         self.refused, self.unknown = {}, {}
         self.rearm(now)
 
@@ -134,7 +145,7 @@ class LoadWatch:
 
     @property
     def following(self) -> bool:
-        return bool(self.missing) and not self.overdue
+        return bool(self.missing or self.lingering) and not self.overdue
 
     def remaining(self, now: float) -> float:
         return self.started + self.deadline_seconds - now
@@ -147,8 +158,9 @@ class LoadWatch:
         return max(0.0, min(gap, self.remaining(now)))
 
     def observe(self, answer: SidecarAnswer, now: float) -> tuple[bool, bool]:
-        """Take in an answer of the sidecar: (whether anything was newly loaded, whether a loaded component
-        was dropped: its deadline starts again). Past the deadline, what is still missing is overdue."""
+        """Take in an answer of the sidecar: (whether anything was newly loaded or unloaded, whether a loaded
+        component was dropped: its deadline starts again). Past the deadline, what is still missing or
+        lingering is overdue."""
         self.sidecar = wire_report(answer)
         self.view = answer if isinstance(answer, SidecarsView) else None
         missing: dict[str, str] | None = None
@@ -160,18 +172,32 @@ class LoadWatch:
             if now - self.started >= RELOAD_NOTICE_SECONDS:
                 self.reloading.clear()
             missing.update((name, RELOADING) for name in self.reloading)
-        progressed = dropped = False
+        progressed = self._unlisted()
+        dropped = False
         if missing is not None:
-            progressed = any(name not in missing for name in self.missing)
+            progressed = progressed or any(name not in missing for name in self.missing)
             dropped = any(name not in self.missing for name in missing)
             self.missing = missing
         if dropped:
             self.rearm(now)
         elif progressed:
             self._poll_gap = FIRST_POLL_SECONDS
-        if self.missing and not self.overdue and self.remaining(now) <= 0:
+        if (self.missing or self.lingering) and not self.overdue and self.remaining(now) <= 0:
             self.overdue = True
         return progressed, dropped
+
+    def _unlisted(self) -> bool:
+        """Drop the lingering components the sidecar no longer lists; whether there were any. Without a
+        sidecar, or with a target's view (which judges only the components it placed), nothing tells of
+        removed ones: they are let go."""
+        if self.view is not None or self.sidecar is None:
+            gone = set(self.lingering)
+        elif self.sidecar is not None and self.sidecar.reachable:
+            gone = self.lingering - {c.name for c in self.sidecar.components}
+        else:
+            return False
+        self.lingering -= gone
+        return bool(gone)
 
     def _judged_by_view(self, view: SidecarsView) -> dict[str, str]:
         """The view's missing components; refused and unknown ones are kept aside, no longer followed."""
@@ -181,10 +207,12 @@ class LoadWatch:
         return {n: why for n, why in view.missing.items() if n in self.expected}
 
     def results(self, resources: Iterable[ResourceResult]) -> list[ResourceResult]:
-        """`resources` (the apply's results) with whether the sidecar loaded each, overdue ones failed, and
-        since when each has been in its state."""
+        """`resources` (the apply's results) with whether the sidecar loaded each, overdue ones failed, the
+        removed ones the sidecar still lists past the deadline, and since when each has been in its state."""
         visible = self.sidecar is not None or self.view is not None
         judged = [self._judged(r, visible) for r in resources]
+        if self.overdue and self.sidecar is not None and self.sidecar.reachable:
+            judged += self._not_unloaded({r.name for r in judged})
         self._since = {r.name: self._since[r.name] for r in judged if r.name in self._since}
         return [self._stamped(r) for r in judged]
 
@@ -210,6 +238,15 @@ class LoadWatch:
             return replace(result, loaded=False, message=why)
         overdue = f"not loaded within the load deadline ({self.deadline_seconds:g} s): {why}"
         return replace(result, state="failed", loaded=False, message=overdue)
+
+    def _not_unloaded(self, reported: set[str]) -> list[ResourceResult]:
+        """A failed result for each removed component the sidecar still lists past the deadline: the
+        control plane shows it (`Ready=False`, `NotUnloaded`) instead of taking the sidecar's list as true."""
+        message = f"{NOT_UNLOADED} ({self.deadline_seconds:g} s)"
+        return [
+            ResourceResult(name=name, state="failed", loaded=True, message=message)
+            for name in sorted(self.lingering - reported)
+        ]
 
     def _stamped(self, result: ResourceResult) -> ResourceResult:
         key = (result.state, result.loaded)

@@ -7,8 +7,8 @@ with one request that does not wait. A state counts as applied only once nothing
 is left, so a restart in the middle of deleting never reports the new hash early. Errors keep everything in
 place and retry. Reconciles never overlap: one lock serialises them, whichever task asks.
 
-After each apply the agent follows the sidecar until it has loaded what was applied (`rrm.agent.loading`)
-and reports at once when it has, or when the load deadline passed.
+After each apply the agent follows the sidecar until it has loaded what was applied and unloaded what was
+removed (`rrm.agent.loading`), and reports at once when it has, or when the load deadline passed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from rrm.agent.backoff import Backoff
@@ -43,12 +43,14 @@ MIN_RECONCILE_SPACING = 1.0  # a controller fighting over an object cannot make 
 @dataclass(frozen=True)
 class Reconciled:
     """One reconcile: the target's outcome, the drift put back, how many owned objects outside the state
-    are left, and the components rewritten in place (their old instance may still be loaded)."""
+    are left, the components rewritten in place (their old instance may still be loaded) and those removed
+    (the sidecar may still hold them)."""
 
     outcome: ApplyOutcome
     drift: list[DriftRecord]
     leftovers: int
     rewritten: set[str]
+    removed: set[str]
 
 
 class Agent:
@@ -205,7 +207,8 @@ class Agent:
         self.drift.extend(done.drift)
         if first_apply or outcome.changed:
             applied = (r.name for r in outcome.resources if r.state == "applied")
-            self.loads.begin(expected_components(state, applied), time.monotonic(), done.rewritten)
+            expected = expected_components(state, applied)
+            self.loads.begin(expected, time.monotonic(), done.rewritten, done.removed)
             self._follow_sidecar()
         if first_apply or outcome.changed or done.drift:
             self._report_now.set()
@@ -229,8 +232,13 @@ class Agent:
         leftovers = len(self._snapshot.keys() - rendered.keys())
         if leftovers:
             log.info("event=not-applied-yet hash=%s leftovers=%d", state.hash[:12], leftovers)
-        rewritten = {self.target.component_name(i) for i in changes.update}
-        return Reconciled(outcome, drift, leftovers, {name for name in rewritten if name is not None})
+        rewritten = self._component_names(changes.update)
+        removed = self._component_names(i for i in changes.delete if i not in self._snapshot)
+        return Reconciled(outcome, drift, leftovers, rewritten, removed)
+
+    def _component_names(self, object_ids: Iterable[str]) -> set[str]:
+        names = (self.target.component_name(i) for i in object_ids)
+        return {name for name in names if name is not None}
 
     def _follow_sidecar(self) -> None:
         """(Re)start following the sidecar; the previous follow, of an older apply, ends."""
@@ -239,10 +247,10 @@ class Agent:
         self._following = asyncio.create_task(self._follow())
 
     async def _follow(self) -> None:
-        """Ask the sidecar on the load watch's schedule until it lists everything applied or the load
-        deadline passed; then report."""
+        """Ask the sidecar on the load watch's schedule until it lists everything applied and nothing
+        removed, or the load deadline passed; then report."""
         if not self.loads.following:
-            return  # nothing to load: the apply's own report says all there is
+            return  # nothing to load or unload: the apply's own report says all there is
         while self.loads.following:
             await asyncio.sleep(self.loads.next_poll(time.monotonic()))
             sidecar = await self._query_sidecar()
@@ -250,9 +258,10 @@ class Agent:
                 return
             self.loads.observe(sidecar, time.monotonic())
         log.info(
-            "event=%s missing=%s",
-            "sidecar-not-loaded" if self.loads.missing else "sidecar-loaded",
+            "event=%s missing=%s lingering=%s",
+            "sidecar-not-loaded" if self.loads.missing or self.loads.lingering else "sidecar-loaded",
             ",".join(sorted(self.loads.missing)) or "-",
+            ",".join(sorted(self.loads.lingering)) or "-",
         )
         self._report_now.set()
 

@@ -72,7 +72,9 @@ def ready(observed: Observed | None, desired_hash: str, desired_components: Sequ
     """Synced, every component applied, and — when the agent can see the sidecar — loaded by it.
 
     A component the agent reports failed and not loaded is one the sidecar refused or did not load within
-    the agent's load deadline (`NotLoaded`); one applied and not loaded yet is still loading (`Loading`)."""
+    the agent's load deadline (`NotLoaded`); one applied and not loaded yet is still loading (`Loading`).
+    A result for a component that is not desired, reported loaded, is one the sidecar still holds past the
+    load deadline after it was removed (`NotUnloaded`)."""
     sync = synced(observed, desired_hash)
     if sync.status != "True" or observed is None:
         return Condition("Ready", "False", "NotSynced", sync.message)
@@ -83,7 +85,14 @@ def ready(observed: Observed | None, desired_hash: str, desired_components: Sequ
     }
     sidecar = observed.report.get("sidecar")
     load = {name: loaded(results.get(name), sidecar, name) for name in desired_components}
-    failed = {n: str(r.get("message", "")) for n, r in results.items() if r.get("state") == "failed"}
+    lingering = {
+        n: str(r.get("message", "")) for n, r in results.items() if n not in load and r.get("loaded") is True
+    }
+    failed = {
+        n: str(r.get("message", ""))
+        for n, r in results.items()
+        if r.get("state") == "failed" and n not in lingering
+    }
     apply_failed = [f"{n}: {m}" for n, m in failed.items() if load.get(n) is not False]
     if apply_failed:
         return Condition("Ready", "False", "ApplyFailed", "; ".join(sorted(apply_failed)))
@@ -95,6 +104,9 @@ def ready(observed: Observed | None, desired_hash: str, desired_components: Sequ
     if any(n in failed for n in missing) or any("loaded" not in results.get(n, {}) for n in missing):
         shown = [f"{n} ({failed[n]})" if failed.get(n) else n for n in missing]
         return Condition("Ready", "False", "NotLoaded", "sidecar has not loaded: " + ", ".join(shown))
+    if lingering:
+        shown = [f"{n} ({m})" if m else n for n, m in sorted(lingering.items())]
+        return Condition("Ready", "False", "NotUnloaded", "sidecar has not unloaded: " + ", ".join(shown))
     if missing:
         return Condition(
             "Ready", "False", "Loading", "waiting for the sidecar to load: " + ", ".join(missing)
