@@ -43,6 +43,15 @@ def test_json_deeper_than_the_limit_is_refused_naming_the_field(depth: int) -> N
     assert f"nested deeper than {MAX_DEPTH} levels" in str(raised.value)
 
 
+@pytest.mark.parametrize("body", ["[" * 5000, '{"a": ' * 5000, '{"token": ' + "[" * 5000 + "0"])
+def test_brackets_left_open_beyond_the_limit_are_refused_naming_the_field(body: str) -> None:
+    # a body cut short: its brackets never close, so they form no pairs to count
+    with pytest.raises(DecodeError) as raised:
+        decode_json(body.encode())
+    assert raised.value.message == f"nested deeper than {MAX_DEPTH} levels"
+    assert len(raised.value.path) == MAX_DEPTH
+
+
 def test_brackets_inside_strings_do_not_count() -> None:
     value = {"a": "[" * 500 + '\\"{' * 100, "b": [[{"c": "]]]"}]]}
     assert decode_json(json.dumps(value).encode()) == value

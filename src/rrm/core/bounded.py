@@ -56,6 +56,9 @@ def decode_json(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         return json.loads(text, parse_constant=_refuse_constant)
     except DecodeError:
         raise
+    except RecursionError:  # brackets left open (a body cut short) form no pairs for `_deeper_than`
+        _check_depth(text, max_depth)
+        raise DecodeError((), f"nested deeper than {max_depth} levels") from None
     except ValueError as exc:  # JSONDecodeError, and integers beyond Python's digit limit
         raise DecodeError((), f"not valid JSON: {exc}") from None
 
