@@ -176,7 +176,10 @@ class DirectorClient:
             "GET", self.active_url + watch.PATH, headers=headers, timeout=timeout
         )
         try:
-            response = await self._http.send(request, stream=True)
+            async with asyncio.timeout(first_frame_timeout):  # a buffering proxy holds the headers back too
+                response = await self._http.send(request, stream=True)
+        except TimeoutError:
+            raise StreamCut(f"GET {watch.PATH}: no answer for {first_frame_timeout:g} s") from None
         except httpx.TransportError as exc:
             self._active = (self._active + 1) % len(self._urls)  # the next stream tries the next director
             raise DirectorUnavailable(f"GET {watch.PATH}: {type(exc).__name__}: {exc}") from exc
