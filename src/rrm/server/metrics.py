@@ -27,9 +27,6 @@ class LeaderGauge(Gauge):
     """A gauge the leader publishes whole each pass (clear, then set). `clear` zeroes the series first:
     a worker's multiprocess file keeps a value its process no longer has, and a zero is what it meant."""
 
-    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> None:
-        super().__init__(name, documentation, labelnames, registry=REGISTRY, multiprocess_mode="livemax")
-
     def clear(self) -> None:
         with self._lock:
             for child in self._metrics.values():
@@ -62,9 +59,21 @@ LEADER = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemax",
 )
-RUNTIMES = LeaderGauge("rrm_runtimes", "Runtimes by condition and status", ("condition", "status"))
+RUNTIMES = LeaderGauge(
+    "rrm_runtimes",
+    "Runtimes by condition and status",
+    ["condition", "status"],
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
 # progressive rollouts (rrm.server.rollouts)
-ROLLOUTS = LeaderGauge("rrm_rollouts", "Rollouts by state (on the leader)", ("state",))
+ROLLOUTS = LeaderGauge(
+    "rrm_rollouts",
+    "Rollouts by state (on the leader)",
+    ["state"],
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
 ROLLOUT_WAVES_STARTED = Counter(
     "rrm_rollout_waves_started", "Rollout waves started (first waves included)", registry=REGISTRY
 )
@@ -73,7 +82,11 @@ ROLLOUT_EVENTS = Counter(
 )
 # provisioning (rrm.server.provisioning)
 OPERATIONS = LeaderGauge(
-    "rrm_operations", "Provisioning operations by type and state (on the leader)", ("type", "state")
+    "rrm_operations",
+    "Provisioning operations by type and state (on the leader)",
+    ["type", "state"],
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 OPERATION_STAGE_SECONDS = Histogram(
     "rrm_operation_stage_seconds",
