@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -245,26 +246,45 @@ class _ProcFiles:
 
 
 class _Psutil:
-    def __init__(self, pid: int) -> None:
+    """With `children`, CPU time counts the process's children too (`rrm server --workers N`: the supervisor
+    and its worker processes): the live ones, and those it has reaped."""
+
+    def __init__(self, pid: int, children: bool = False) -> None:
         import psutil
 
         self._process = psutil.Process(pid)
+        self._children = children
 
     def cpu_seconds(self) -> float:
         times = self._process.cpu_times()
-        return float(times.user + times.system)
+        total = float(times.user + times.system)
+        if self._children:
+            total += times.children_user + times.children_system
+            for child in self._process.children():
+                with contextlib.suppress(Exception):  # it ended meanwhile
+                    child_times = child.cpu_times()
+                    total += child_times.user + child_times.system
+        return total
 
     def rss(self) -> int:
-        return int(self._process.memory_info().rss)
+        rss = int(self._process.memory_info().rss)
+        if self._children:
+            for child in self._process.children():
+                with contextlib.suppress(Exception):
+                    rss += int(child.memory_info().rss)
+        return rss
 
 
 class ProcessSampler:
-    """CPU time and RSS of one process (psutil, else /proc), sampled every `interval` seconds in a thread."""
+    """CPU time and RSS of one process (psutil, else /proc), sampled every `interval` seconds in a thread;
+    with `children` (psutil only), of it and its child processes together."""
 
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
+    def __init__(self, pid: int, interval: float = 0.5, children: bool = False) -> None:
         try:
-            self._process: _Psutil | _ProcFiles = _Psutil(pid)
+            self._process: _Psutil | _ProcFiles = _Psutil(pid, children)
         except ImportError:
+            if children:
+                raise
             self._process = _ProcFiles(pid)
         self._interval = interval
         self._rss: list[int] = []

@@ -5,11 +5,12 @@ admin API, against the Gardener API stand-in (tests/standins/gardener_apiserver.
 zero-time reconciler and T free SecretBindings in its project. The stage `wait_for_connection` is satisfied
 by simulated agents (benchmarks/workers.py, `ProvisionedAgents`): each plays the agent pod of its Shoot,
 reading the agent's Secret in the Shoot's Kubernetes stand-in through the Shoot's admin kubeconfig, pairing
-with the token the control plane put there and reporting status. Measured: the control plane's CPU time
-(its process only; stand-in and agents run in other processes) over the run, per operation, and the time
-from the first request to the last operation's `finishedAt` (the control plane's clock); checked: every
-operation succeeded, one Shoot per environment, one account per tenant (the bindings labelled with each
-tenant in the stand-in, and the bindings the tenant's Shoots use).
+with the token the control plane put there and reporting status. Measured: the control plane's CPU time (its
+processes: `rrm server` and its worker processes; the stand-in and the agents run in other processes) over
+the run, per operation, and the time from the first request to the last operation's `finishedAt` (the
+control plane's clock); checked: every operation succeeded, one Shoot per environment (and as many created,
+by the stand-in's audit), one account per tenant (the bindings labelled with each tenant in the stand-in,
+and the bindings the tenant's Shoots use).
 
 `local`: M environments of the `local` plan at once (the control plane starts a real `rrm agent` process
 for each), until every runtime shows `Connected`.
@@ -123,6 +124,13 @@ class Garden:
                 }
                 http.post(f"{CORE}/secretbindings", json=body).raise_for_status()
 
+    def audit(self) -> list[dict[str, Any]]:
+        """Every write the stand-in took, in order."""
+        with self.http() as http:
+            answer = http.get("/test/audit")
+            answer.raise_for_status()
+            return list(answer.json())
+
     def items(self, plural: str) -> list[dict[str, Any]]:
         with self.http() as http:
             answer = http.get(f"{CORE}/{plural}")
@@ -161,7 +169,7 @@ def _measure_gardener(
         }
         for i, n in enumerate(names)
     ]
-    with ProcessSampler(server.pid) as sampler:
+    with ProcessSampler(server.pid, children=True) as sampler:  # rrm server --workers N: all of them
         started_wall, started = time.time(), time.monotonic()
         answers = asyncio.run(_request_all(server, bodies))
         requested = time.monotonic() - started
@@ -169,6 +177,7 @@ def _measure_gardener(
         counts, finished = _wait_finished(bench, server, size, started, gardener_deadline(size))
     environments = _environments(server)
     shoots, bindings = garden.items("shoots"), garden.items("secretbindings")
+    creates = sum(1 for e in garden.audit() if e["verb"] == "create" and e["resource"] == "shoots")
     result = {
         "requests_seconds": round(requested, 2),
         "operations": counts,
@@ -177,6 +186,7 @@ def _measure_gardener(
         "control_plane": sampler.result(),
         "cpu_ms_per_operation": round(1000 * sampler.cpu_seconds / size, 1),
         "agents": _agent_progress(bench),
+        "shoots_created": creates,
         **_checks(environments, shoots, bindings, names, tenants),
     }
     bench.log(
@@ -331,7 +341,12 @@ def _local(bench: Bench, workdir: Path, size: int) -> dict[str, Any]:
                     connected.add(runtime["name"])
             time.sleep(0.2)
         seconds = time.monotonic() - started
-        states = Counter(e["state"] for e in _environments(server))
+        states: Counter[str] = Counter()
+        while time.monotonic() < deadline:  # Connected first; the operations see it at their next look
+            states = Counter(e["state"] for e in _environments(server))
+            if sum(states[s] for s in FINISHED) >= size:
+                break
+            time.sleep(0.5)
     finally:
         server.stop()
     all_connected = connected >= set(names)

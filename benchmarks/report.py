@@ -326,7 +326,8 @@ def _provisioning(r: dict[str, Any]) -> str:
         f"{g['cpu_ms_per_operation']:.1f}",
         f"{cp['cpu_cores']:.2f}",
         f"{cp['rss_mb_max']:.0f}",
-        f"{g['shoots']:,}, one each: {'yes' if g['one_shoot_each'] else '**no**'}",
+        f"{g['shoots']:,} ({g['shoots_created']:,} created), one each: "
+        + ("yes" if g["one_shoot_each"] else "**no**"),
         f"{g['tenants_with_bindings']}, one each: {'yes' if g['one_account_per_tenant'] else '**no**'}",
     ]
     states = local.get("environment_states", {})
@@ -479,9 +480,14 @@ def _provisioning_targets(r: dict[str, Any], add: Any) -> None:
     add(
         f"{what}: outcome",
         "all succeeded, exactly one Shoot each, one account per tenant",
-        f"{unfinished}{g['operations'].get('succeeded', 0):,} succeeded, {g['shoots']:,} Shoots, "
+        f"{unfinished}{g['operations'].get('succeeded', 0):,} succeeded, {g['shoots']:,} Shoots "
+        f"({g['shoots_created']:,} created), "
         f"{g['tenants_with_bindings']} tenants with an account",
-        g["finished"] and g["all_succeeded"] and g["one_shoot_each"] and g["one_account_per_tenant"],
+        g["finished"]
+        and g["all_succeeded"]
+        and g["one_shoot_each"]
+        and g["shoots_created"] == r["size"]
+        and g["one_account_per_tenant"],
     )
     if "error" in local:
         add(f"{local['size']} local environments at once", "completes", local["error"][:120], False)

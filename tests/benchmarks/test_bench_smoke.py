@@ -134,7 +134,7 @@ def test_provisioning_succeeds_with_one_shoot_each_and_one_account_per_tenant(
     assert (run["size"], run["tenants"]) == (10, 5)
     assert gardener["finished"] and gardener["operations"] == {"succeeded": 10, "failed": 0}
     assert gardener["all_succeeded"] and gardener["one_shoot_each"] and gardener["one_account_per_tenant"]
-    assert gardener["shoots"] == 10 and gardener["tenants_with_bindings"] == 5
+    assert gardener["shoots"] == gardener["shoots_created"] == 10 and gardener["tenants_with_bindings"] == 5
     assert gardener["agents"]["paired"] == gardener["agents"]["reported"] == 10
     assert gardener["cpu_ms_per_operation"] > 0 and gardener["seconds_until_last_succeeded"] > 0
     local = run["local"]
