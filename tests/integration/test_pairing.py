@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ from .harness import (
 )
 
 pytestmark = pytest.mark.integration
+JSON_BODY = {"Content-Type": "application/json"}
 
 
 def test_agent_pairs_then_restarts_without_a_token(fleet: Fleet, admin: httpx.Client) -> None:
@@ -103,6 +105,11 @@ def test_a_pairing_body_is_refused_naming_the_field_and_no_value(server: ServerP
         f"{server.url}/agent/v1/pair", json={"token": 90210314159, "public_key": "k"}, timeout=30
     )
     assert typed.status_code == 422 and "90210314159" not in typed.text
+    key = agent_auth.public_key_pem(agent_auth.generate_private_key())
+    for field in ("token", "agent_version"):  # a lone surrogate (a JSON escape) is no text: 422, not 500
+        body = json.dumps({"token": "rrmpt_x", "public_key": key, field: "rrmpt_\ud800"})
+        lone = httpx.post(f"{server.url}/agent/v1/pair", content=body, headers=JSON_BODY, timeout=30)
+        assert lone.status_code == 422, lone.text
 
 
 def test_the_api_docs_describe_the_agent_bodies_from_the_protocol(admin: httpx.Client) -> None:

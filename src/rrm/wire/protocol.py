@@ -242,14 +242,6 @@ def decode(kind: type[T], body: bytes | str) -> T:
         raise _too_deep(body) from None
 
 
-def convert(kind: type[T], data: Any) -> T:
-    """`data` (decoded JSON) as `kind`, as strictly as `decode`."""
-    try:
-        return msgspec.convert(data, kind)
-    except msgspec.ValidationError as exc:
-        raise _wire_error(exc) from None
-
-
 def replace(value: S, **changes: Any) -> S:
     """A copy of the Struct `value` with `changes` (free text cut as when it is made)."""
     return msgspec.structs.replace(value, **changes)

@@ -41,7 +41,6 @@ from rrm.wire.protocol import (
     RotateResponse,
     StatusReport,
     WireError,
-    convert,
     decode,
     dumps,
     schema,
@@ -76,9 +75,11 @@ def _documented(
 
 
 async def body_of(request: Request, kind: type[T]) -> T:
-    """The JSON body as `kind`, decoded within bounds (`rrm.core.bounded`): 422 naming the field if not."""
+    """The JSON body as `kind`: 422 naming the field if it is nested too deep (`rrm.core.bounded`, whose
+    `request.json()` says where) or not what the protocol allows (which also refuses lone surrogates)."""
+    await request.json()
     try:
-        return convert(kind, await request.json())
+        return decode(kind, await request.body())
     except WireError as exc:
         raise HTTPException(422, [_problem(exc)]) from None
 
