@@ -8,6 +8,7 @@ admin API, the resources directory and the stand-in's own log.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ import pytest
 
 from .harness import (
     AgentProcess,
+    FakeDaprd,
     Fleet,
     apply,
     component,
     condition,
     condition_true,
+    expect_status,
     http_binding,
     parse_time,
     register,
@@ -283,4 +286,55 @@ def test_a_sidecar_that_restarts_and_drops_a_component_is_noticed_within_one_hea
     secrets_file.write_text('{"k": "v"}')
     daprd.hangup()  # reloads from scratch, as a restart would
     fleet.wait_runtime("truth-drop", lambda d: ready_for(d, names), "Ready again within a heartbeat")
+    assert agent.running
+
+
+# --- after a delete the agent follows the sidecar until it unloaded the component --------------------------
+
+
+def sidecar_names(detail: dict[str, Any]) -> set[str]:
+    return {c["name"] for c in (detail.get("sidecar") or {}).get("components") or []}
+
+
+def closed_at(daprd: FakeDaprd, component: str) -> float | None:
+    """When daprd last logged closing `component` (deleted or out of scope), epoch seconds, if it did."""
+    found = re.findall(
+        rf'^time="([^"]+)" level=info msg="component {re.escape(component)} \([^)]*\) closed',
+        daprd.tail(10**6),
+        re.MULTILINE,
+    )
+    return parse_time(found[-1]) if found else None
+
+
+def test_a_deleted_component_leaves_the_sidecar_view_within_a_second_of_daprd_unloading_it(
+    fleet: Fleet,
+) -> None:
+    daprd = fleet.daprd("truth-unload")
+    agent = fleet.agent("truth-unload", {"t-unload": "yes"}, daprd=daprd)  # the agent's default heartbeat
+    admin = fleet.server.admin
+    names = {"unload-keep", "unload-gone"}
+    apply(admin, [http_binding(n, "t-unload=yes", "http://unload.invalid/") for n in sorted(names)])
+    fleet.wait_runtime(
+        "truth-unload",
+        lambda d: synced(d) and ready_for(d, names) and names <= sidecar_names(d),
+        "Ready with both components loaded",
+    )
+
+    expect_status(admin.delete("/api/v1/components/unload-gone"), 204)
+    # a heartbeat (a minute) would come far too late: only following the sidecar gets there in time
+    seen = fleet.wait_runtime(
+        "truth-unload",
+        lambda d: "unload-gone" not in sidecar_names(d) and "unload-keep" in sidecar_names(d),
+        "the sidecar view drops the deleted component",
+        timeout=15,
+    )
+    stored = parse_time(seen["last_seen"])  # when the control plane stored the report that dropped it
+    closed = closed_at(daprd, "unload-gone")
+    assert closed is not None, fleet.explain("the stand-in never logged unload-gone closed")
+    print(f"the sidecar view dropped the component {stored - closed:.3f} s after daprd closed it")
+    assert 0 <= stored - closed <= READY_AFTER_LOAD, fleet.explain(
+        f"the report came {stored - closed:.3f} s after daprd closed it (at most {READY_AFTER_LOAD} s)"
+    )
+    assert condition_true(seen, "Ready") and synced(seen)
+    assert [r["name"] for r in seen["resources"]] == ["unload-keep"]
     assert agent.running
