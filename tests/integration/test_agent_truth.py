@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,17 @@ def kill_while_deleting(agent: AgentProcess, full: int, removed: int) -> int:
     raise AssertionError(f"{agent.name} did not delete {removed} file(s) within 60 s")
 
 
+def synced_to(state_hash: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda detail: synced(detail) and detail["applied_hash"] == state_hash
+
+
+def desired_other_than(state_hash: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda detail: bool(detail["desired_hash"] != state_hash)
+
+
 def watch_restart(
     fleet: Fleet, agent: AgentProcess, new_hash: str, old: set[str], old_secrets: set[str]
-) -> None:
+) -> float:
     """From the restart until the directory holds only the staying components: the control plane must never
     show `new_hash` applied while a removed component, old secret store or secrets file is still there.
     Returns how long it took."""
@@ -138,11 +147,8 @@ def test_a_restarted_agent_never_reports_synced_while_removed_components_remain(
         assert len(old) == MOVING + 1 and old_secrets, f"round {round_no}: {sorted(old)[-3:]}, {old_secrets}"
 
         relabel(admin, name, remove=["keep"])
-        new_hash = fleet.wait_runtime(
-            name,
-            lambda d, was=before["desired_hash"]: d["desired_hash"] != was,
-            "the relabel changes the state",
-        )["desired_hash"]
+        changed = desired_other_than(before["desired_hash"])
+        new_hash = fleet.wait_runtime(name, changed, "the relabel changes the state")["desired_hash"]
         left = kill_while_deleting(agent, full, removed=1 + 30 * (round_no - 1))
         mid_deletion.append(STAYING < left < full)
         agent.start()
@@ -150,7 +156,7 @@ def test_a_restarted_agent_never_reports_synced_while_removed_components_remain(
         print(
             f"round {round_no}: killed with {left - STAYING} to remove; converged {took:.2f} s after restart"
         )
-        fleet.wait_runtime(name, lambda d, h=new_hash: synced(d) and d["applied_hash"] == h, "Synced at last")
+        fleet.wait_runtime(name, synced_to(new_hash), "Synced at last")
     assert any(mid_deletion), f"no round killed the agent while it was deleting: {mid_deletion}"
 
 
