@@ -47,8 +47,9 @@ FINISHED = ("succeeded", "failed", "canceled")
 
 
 def gardener_deadline(size: int) -> float:
-    """How long the gardener run may take before it is reported as not finished (10 minutes for 1,000)."""
-    return 120 + size * 0.5
+    """How long the gardener run may take before it is reported as not finished (17 minutes for 1,000: on
+    a machine shared with other work the control plane may get a fraction of a core)."""
+    return 120 + size * 0.9
 
 
 def run(bench: Bench, size: int, tenants: int, local_size: int) -> dict[str, Any]:
