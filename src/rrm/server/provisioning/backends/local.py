@@ -49,6 +49,7 @@ class LocalBackend:
         self.root = root
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
+        self._supervising = False  # this process led and supervised the agents (one worker of several)
 
     def directory(self, environment: str) -> Path:
         return self.root / environment
@@ -95,6 +96,7 @@ class LocalBackend:
     def supervise(self) -> None:
         """Start every configured agent that is not running: one that died, or one a previous control
         plane started and a graceful stop ended."""
+        self._supervising = True
         if not self.root.is_dir():
             return
         with self._lock:
@@ -105,8 +107,11 @@ class LocalBackend:
 
     def shutdown(self) -> None:
         """Stop the agents of every environment (a graceful stop of the control plane); the next start
-        starts them again. A kill -9 leaves them running instead, to be adopted."""
+        starts them again. A kill -9 leaves them running instead, to be adopted. Only the process that
+        supervised them stops them: a worker that never led leaves the leader's agents alone."""
         with self._lock:
+            if not self._supervising and not self._children:
+                return
             names = {d.name for d in self.root.iterdir() if d.is_dir()} if self.root.is_dir() else set()
             for name in sorted(names | set(self._children)):
                 self._stop(name)
