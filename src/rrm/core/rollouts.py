@@ -466,10 +466,29 @@ def step(
     if progress.state != PROGRESSING or not progress.wave_starts:
         return Step(progress)
     names = names or {}
+    failures, events = _new_failures(waves, policy, progress, health, now, names)
+    allowed = policy.max_failures.of(sum(len(w.runtimes) for w in waves))
+    if len(failures) > allowed:
+        why = f"{len(failures)} runtime(s) failed, more than maxFailures {policy.max_failures} ({allowed})"
+        if policy.on_failure == ROLLBACK:
+            done = replace(progress, state=ROLLED_BACK, failures=failures, ready_since=None, message=why)
+            return Step(done, (*events, Event("RolloutRolledBack", f"{why}: rolling back")))
+        paused = replace(progress, state=PAUSED, failures=failures, ready_since=None, message=why)
+        return Step(paused, (*events, Event("RolloutPaused", f"{why}: paused")))
+    return _advance(waves, policy, replace(progress, failures=failures), health, now, names, events)
+
+
+def _new_failures(
+    waves: Sequence[Wave],
+    policy: RolloutPolicy,
+    progress: Progress,
+    health: Mapping[str, Health],
+    now: datetime,
+    names: Mapping[str, str],
+) -> tuple[dict[str, str], list[Event]]:
+    """The rollout's failures with those seen in this pass added, and an event for each new one."""
     events: list[Event] = []
     failures = dict(progress.failures)
-    current = waves[progress.started - 1]
-
     for wave in waves[: progress.started]:
         for runtime_id in wave.runtimes:
             seen = health.get(runtime_id)
@@ -478,7 +497,7 @@ def step(
                 events.append(_runtime_failed(runtime_id, seen.message, names))
     deadline = timedelta(seconds=policy.progress_deadline_seconds)
     if progress.deadline_from is not None and now >= progress.deadline_from + deadline:
-        for runtime_id in current.runtimes:
+        for runtime_id in waves[progress.started - 1].runtimes:
             seen = health.get(runtime_id)
             if seen is None or seen.state == READY or runtime_id in failures:
                 continue
@@ -488,31 +507,36 @@ def step(
             )
             failures[runtime_id] = message
             events.append(_runtime_failed(runtime_id, message, names))
+    return failures, events
 
-    allowed = policy.max_failures.of(sum(len(w.runtimes) for w in waves))
-    if len(failures) > allowed:
-        why = f"{len(failures)} runtime(s) failed, more than maxFailures {policy.max_failures} ({allowed})"
-        if policy.on_failure == ROLLBACK:
-            done = replace(progress, state=ROLLED_BACK, failures=failures, ready_since=None, message=why)
-            return Step(done, (*events, Event("RolloutRolledBack", f"{why}: rolling back")))
-        paused = replace(progress, state=PAUSED, failures=failures, ready_since=None, message=why)
-        return Step(paused, (*events, Event("RolloutPaused", f"{why}: paused")))
 
-    waiting = [r for r in current.runtimes if r in health and r not in failures and health[r].state != READY]
+def _advance(
+    waves: Sequence[Wave],
+    policy: RolloutPolicy,
+    progress: Progress,
+    health: Mapping[str, Health],
+    now: datetime,
+    names: Mapping[str, str],
+    events: list[Event],
+) -> Step:
+    """Within maxFailures: bake the current wave once it is Ready, then start the next or succeed."""
+    failures = progress.failures
     index = progress.started - 1
+    current = waves[index]
+    waiting = [r for r in current.runtimes if r in health and r not in failures and health[r].state != READY]
     label = _wave_label(waves, index)
     if waiting:
         if progress.ready_since is not None:
             events.append(
                 Event("RolloutWaveNotReady", f"{label}: {_names(waiting, names)} not Ready; bake restarts")
             )
-        return Step(replace(progress, failures=failures, ready_since=None), tuple(events))
+        return Step(replace(progress, ready_since=None), tuple(events))
     ready_since = progress.ready_since
     if ready_since is None:
         ready_since = now
         bake = format_duration(policy.min_success_seconds)
         events.append(Event("RolloutWaveReady", f"{label}: every runtime Ready; baking for {bake}"))
-    progress = replace(progress, failures=failures, ready_since=ready_since)
+    progress = replace(progress, ready_since=ready_since)
     if (now - ready_since).total_seconds() < policy.min_success_seconds:
         return Step(progress, tuple(events))
     if progress.started == len(waves):
