@@ -79,6 +79,30 @@ def _wave_names(wave: Mapping[str, Any]) -> str:
 
 def rollout_status(rollout: Mapping[str, Any]) -> RenderableType:
     """The rollout as an operator follows it: one progress bar per wave, then what is failing or awaited."""
+    parts: list[RenderableType] = [_status_fields(rollout), _waves_table(rollout)]
+    failures = rollout.get("failures") or []
+    if failures:
+        failing = _table("RUNTIME", "MESSAGE", title="\nFailed runtimes")
+        for failure in failures:
+            failing.add_row(Text(failure["runtime"], style="red"), Text(failure.get("message") or ""))
+        parts.append(failing)
+    if rollout.get("state") == "progressing":
+        awaited = _table("RUNTIME", "STATE", "MESSAGE", title="\nAwaited in the current wave")
+        for wave in rollout.get("waves") or []:
+            if wave.get("number") != rollout.get("current_wave"):
+                continue
+            for runtime in wave.get("runtimes") or []:
+                if runtime.get("state") == "updating":
+                    awaited.add_row(
+                        Text(runtime["name"]), _styled(runtime["state"]), Text(runtime.get("message") or "")
+                    )
+        if awaited.row_count:
+            parts.append(awaited)
+    return Group(*parts)
+
+
+def _status_fields(rollout: Mapping[str, Any]) -> Table:
+    """The rollout's summary as label: value lines."""
     bake, deadline = rollout.get("bake") or {}, rollout.get("deadline") or {}
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
@@ -103,7 +127,11 @@ def rollout_status(rollout: Mapping[str, Any]) -> RenderableType:
         rows.append(("Message", rollout["message"]))
     for label, value in rows:
         fields.add_row(f"{label}:", value if isinstance(value, Text) else Text(value))
+    return fields
 
+
+def _waves_table(rollout: Mapping[str, Any]) -> Table:
+    """One row per wave with a progress bar, red once a runtime of it failed."""
     waves = _table("WAVE", "GROUP", "STATE", "PROGRESS", "READY", "STARTED", "RUNTIMES", title="\nWaves")
     for wave in rollout.get("waves") or []:
         total, ready, failed = wave.get("total", 0), wave.get("ready", 0), wave.get("failed", 0)
@@ -123,27 +151,7 @@ def rollout_status(rollout: Mapping[str, Any]) -> RenderableType:
             Text(age(wave.get("started_at"), missing="-")),
             Text(_wave_names(wave)),
         )
-    parts: list[RenderableType] = [fields, waves]
-
-    failures = rollout.get("failures") or []
-    if failures:
-        failing = _table("RUNTIME", "MESSAGE", title="\nFailed runtimes")
-        for failure in failures:
-            failing.add_row(Text(failure["runtime"], style="red"), Text(failure.get("message") or ""))
-        parts.append(failing)
-    if rollout.get("state") == "progressing":
-        awaited = _table("RUNTIME", "STATE", "MESSAGE", title="\nAwaited in the current wave")
-        for wave in rollout.get("waves") or []:
-            if wave.get("number") != rollout.get("current_wave"):
-                continue
-            for runtime in wave.get("runtimes") or []:
-                if runtime.get("state") == "updating":
-                    awaited.add_row(
-                        Text(runtime["name"]), _styled(runtime["state"]), Text(runtime.get("message") or "")
-                    )
-        if awaited.row_count:
-            parts.append(awaited)
-    return Group(*parts)
+    return waves
 
 
 def rollouts_table(rollouts: Sequence[Mapping[str, Any]]) -> Table:
