@@ -27,9 +27,15 @@ def default_data_dir() -> Path:
 MAX_DEFAULT_WORKERS = 8
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity, as a container's cpuset limits it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use: those it may run on (its affinity, as a cpuset limits it), fewer
+    under a CPU quota (cgroup v2 `cpu.max`, as a container's CPU limit sets it), rounded up."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()
+        return max(1, min(cpus, -(-int(quota) // int(period))))
+    except (OSError, ValueError):  # no cgroup v2 file, or "max": no quota
+        return cpus
 
 
 def default_workers() -> int:
@@ -84,6 +90,12 @@ class ServerSettings:
         flag="--delivery-window",
         minimum=0.0,
         help="seconds; a runtime gets at most one new state per window, the newest",
+    )
+    watch_keep_alive_seconds: float = setting(
+        15.0,
+        flag="--watch-keep-alive",
+        minimum=1.0,
+        help="seconds between keep-alive frames on a quiet watch stream (under proxies' idle timeouts)",
     )
     pairing_ttl_seconds: int = 3600
     max_apply_bytes: int = setting(
