@@ -93,14 +93,25 @@ def test_a_tenant_reuses_its_binding_and_others_get_their_own(garden: Garden) ->
     for name in ("aws-1", "aws-2", "aws-3"):
         binding(garden, name)
     pool = pool_of(garden)
-    assert pool.claim(claim("a1", "ga-a")) == "SecretBinding/aws-1"
-    assert pool.claim(claim("b1", "ga-b")) == "SecretBinding/aws-2"
-    assert pool.claim(claim("a2", "ga-a")) == "SecretBinding/aws-1"
-    assert pool.claim(claim("a1", "ga-a")) == "SecretBinding/aws-1"  # a resumed claim: the same
-    assert labels(garden, "aws-1")["tenantName"] == "ga-a"
-    assert "tenantName" not in labels(garden, "aws-3")
-    view = {a["name"]: a for a in pool.accounts()}
-    assert view["aws-1"]["environments"] == ["a1", "a2"] and view["aws-2"]["tenant"] == "ga-b"
+    a = pool.claim(claim("a1", "ga-a")).removeprefix("SecretBinding/")
+    b = pool.claim(claim("b1", "ga-b")).removeprefix("SecretBinding/")
+    assert a != b
+    assert pool.claim(claim("a2", "ga-a")) == f"SecretBinding/{a}"
+    assert pool.claim(claim("a1", "ga-a")) == f"SecretBinding/{a}"  # a resumed claim: the same
+    assert labels(garden, a)["tenantName"] == "ga-a"
+    (rest,) = {"aws-1", "aws-2", "aws-3"} - {a, b}
+    assert "tenantName" not in labels(garden, rest)
+    view = {x["name"]: x for x in pool.accounts()}
+    assert view[a]["environments"] == ["a1", "a2"] and view[b]["tenant"] == "ga-b"
+
+
+def test_tenants_start_from_different_free_bindings(garden: Garden) -> None:
+    """Each tenant has its own order of the free bindings, so new tenants claiming at once seldom meet."""
+    for index in range(8):
+        binding(garden, f"aws-{index}")
+    pool = pool_of(garden)
+    first = {pool.claim(claim(f"e{t}", f"ga-{t}")) for t in range(4)}
+    assert first != {f"SecretBinding/aws-{i}" for i in range(4)}, "claimed in name order"
 
 
 def test_none_free_is_retried_later_naming_the_pool(garden: Garden) -> None:
@@ -201,26 +212,28 @@ def test_cleanup_returns_a_binding_only_after_it_succeeded(garden: Garden) -> No
     binding(garden, "aws-1")
     binding(garden, "aws-2")
     pool = pool_of(garden)
-    pool.claim(claim("a1", "ga-a"))
+    account = pool.claim(claim("a1", "ga-a"))
+    released, used = ("aws-1", "aws-2") if account.endswith("aws-1") else ("aws-2", "aws-1")
     pool.claim(claim("b1", "ga-b"))
-    pool.release("SecretBinding/aws-1", "a1")
+    pool.release(account, "a1")
     tried: list[str] = []
 
     def failing(b: Binding) -> str | None:
         tried.append(b.name)
         return "the account still has volumes"
 
-    assert pool.clean(failing) == [("SecretBinding/aws-1", "the account still has volumes")]
+    assert pool.clean(failing) == [(account, "the account still has volumes")]
     view = {a["name"]: a for a in pool.accounts()}
-    assert view["aws-1"]["dirty"] and view["aws-1"]["cleanupError"] == "the account still has volumes"
+    assert view[released]["dirty"] and view[released]["cleanupError"] == "the account still has volumes"
     with pytest.raises(RetryLater):
         pool.claim(claim("c1", "ga-c"))
-    assert pool.clean(lambda b: None) == [("SecretBinding/aws-1", None)]
-    after = labels(garden, "aws-1")
+    assert pool.clean(lambda b: None) == [(account, None)]
+    after = labels(garden, released)
     assert "dirty" not in after and "tenantName" not in after
-    assert {a["name"]: a for a in pool.accounts()}["aws-1"]["cleanupError"] is None
-    assert pool.claim(claim("c1", "ga-c")) == "SecretBinding/aws-1"
-    assert tried == ["aws-1"]  # aws-2 is in use: never handed to the cleanup
+    assert {a["name"]: a for a in pool.accounts()}[released]["cleanupError"] is None
+    assert pool.claim(claim("c1", "ga-c")) == account
+    assert tried == [released]  # the other one is in use: never handed to the cleanup
+    assert labels(garden, used)["tenantName"] == "ga-b"
 
 
 def test_a_tenant_that_got_two_bindings_in_a_race_keeps_the_first(garden: Garden) -> None:

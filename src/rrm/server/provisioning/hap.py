@@ -3,16 +3,19 @@ pool is (`hyperscalerType`, `tenantName`, `shared`, `euAccess`, `dirty`), so an 
 
 Every change to a binding is a PUT with the resourceVersion it was decided on, so two replicas (or two
 threads) never both take the same binding: the loser gets 409, reads again and decides again. Deciding on one
-consistent list, always the first free binding by name, means two claims of one tenant racing each other end
-on the same binding. The environments using a binding are kept on it (annotation `rrm.io/environments`), so
-a release never marks dirty a binding another environment claimed a moment ago but has no Shoot on yet, and
-a dirty binding is never handed to anyone: only the cleanup job returns it, after its command succeeded.
+consistent list, always the tenant's first free binding in an order fixed per tenant (a hash of tenant and
+binding name), means two claims of one tenant racing each other end on the same binding, while claims of
+different tenants mostly try different bindings and seldom conflict. The environments using a binding are
+kept on it (annotation `rrm.io/environments`), so a release never marks dirty a binding another environment
+claimed a moment ago but has no Shoot on yet, and a dirty binding is never handed to anyone: only the
+cleanup job returns it, after its command succeeded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -199,7 +202,9 @@ class HyperscalerAccountPool:
                 default=None,
             )
         own = [b for b in eligible if b.labels.get(TENANT) == tenant]
-        free = [b for b in eligible if not b.labels.get(TENANT)]
+        free = sorted(
+            (b for b in eligible if not b.labels.get(TENANT)), key=lambda b: preference(tenant, b.name)
+        )
         choices = own or free
         return choices[0] if choices else None
 
@@ -308,6 +313,11 @@ class HyperscalerAccountPool:
             except GardenError as exc:
                 log.warning("account %s: recording the cleanup failed: %s", binding.account, exc)
                 return
+
+
+def preference(tenant: str, binding: str) -> bytes:
+    """The tenant's own order of the free bindings (rendezvous hashing)."""
+    return hashlib.sha256(f"{tenant}/{binding}".encode()).digest()
 
 
 def describe(pool: Pool) -> str:
