@@ -22,6 +22,8 @@ from rrm.cli import (
     tokens,
     views,
 )
+from rrm.cli.client import AdminClient
+from rrm.cli.common import add_delete_command
 
 app = typer.Typer(
     name="rrm",
@@ -98,4 +100,9 @@ app.add_typer(environment_broker.environment_broker_app, name="environment-broke
 accounts.register(views.get_app)
 views.get_app.command("rollouts")(rollouts.get_rollouts)
 views.get_app.command("rolloutpolicies")(rollouts.get_rollout_policies)
-manage.delete_app.command("rolloutpolicy")(rollouts.delete_rollout_policy)
+add_delete_command(
+    manage.delete_app,
+    "rolloutpolicy",
+    AdminClient.delete_rollout_policy,
+    "Refused while a component still names it.",
+)

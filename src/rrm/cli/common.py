@@ -60,6 +60,23 @@ def admin_api(ctx: typer.Context) -> Iterator[AdminClient]:
         raise typer.Exit(EXIT_API_ERROR) from None
 
 
+def add_delete_command(
+    group: typer.Typer,
+    kind: str,
+    remove: Callable[[AdminClient, str], None],
+    help: str | None = None,
+    argument: str = "name",
+) -> None:
+    """Adds `rrm delete KIND NAME` to `group`: one admin call, then `KIND/NAME deleted`."""
+
+    def delete(ctx: typer.Context, name: str = typer.Argument(..., metavar=argument)) -> None:
+        with admin_api(ctx) as api:
+            remove(api, name)
+        typer.echo(f"{kind}/{name} deleted")
+
+    group.command(kind, help=help)(delete)
+
+
 def emit(data: Any, output: OutputFormat, table: Callable[[Any], RenderableType]) -> None:
     """JSON and YAML show the API's answer as it is; the table is for people. A table that is a plain
     string is printed as it is, never wrapped, so a token or a command in it stays one line to copy."""

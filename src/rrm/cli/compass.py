@@ -13,7 +13,16 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from rrm.cli.common import EXIT_USAGE, OUTPUT_OPTION, OutputFormat, admin_api, emit, fail
+from rrm.cli.client import AdminClient
+from rrm.cli.common import (
+    EXIT_USAGE,
+    OUTPUT_OPTION,
+    OutputFormat,
+    add_delete_command,
+    admin_api,
+    emit,
+    fail,
+)
 from rrm.cli.views import age, format_labels
 
 DEFAULT_BROKER_PORT = 8090
@@ -144,32 +153,6 @@ def describe_application(ctx: typer.Context, name: str, output: OutputFormat = O
         emit(api.get_application(name), output, application_detail)
 
 
-def delete_application(ctx: typer.Context, name: str) -> None:
-    with admin_api(ctx) as api:
-        api.delete_application(name)
-        typer.echo(f"application/{name} deleted")
-
-
-def delete_scenario(ctx: typer.Context, name: str) -> None:
-    """Refused while an application, a runtime or an automatic assignment uses it."""
-    with admin_api(ctx) as api:
-        api.delete_scenario(name)
-        typer.echo(f"scenario/{name} deleted")
-
-
-def delete_scenario_assignment(ctx: typer.Context, name: str) -> None:
-    """Ends the automatic assignment of scenario NAME; runtimes keep only their explicit scenarios."""
-    with admin_api(ctx) as api:
-        api.unassign_scenario(name)
-        typer.echo(f"scenarioassignment/{name} deleted")
-
-
-def delete_label_definition(ctx: typer.Context, key: str) -> None:
-    with admin_api(ctx) as api:
-        api.delete_label_definition(key)
-        typer.echo(f"labeldefinition/{key} deleted")
-
-
 @create_app.command("scenario")
 def create_scenario(ctx: typer.Context, name: str) -> None:
     with admin_api(ctx) as api:
@@ -284,10 +267,20 @@ def register(
     get_app.command("scenarios")(get_scenarios)
     get_app.command("labeldefinitions")(get_label_definitions)
     describe_app.command("application")(describe_application)
-    delete_app.command("application")(delete_application)
-    delete_app.command("scenario")(delete_scenario)
-    delete_app.command("scenarioassignment")(delete_scenario_assignment)
-    delete_app.command("labeldefinition")(delete_label_definition)
+    add_delete_command(delete_app, "application", AdminClient.delete_application)
+    add_delete_command(
+        delete_app,
+        "scenario",
+        AdminClient.delete_scenario,
+        "Refused while an application, a runtime or an automatic assignment uses it.",
+    )
+    add_delete_command(
+        delete_app,
+        "scenarioassignment",
+        AdminClient.unassign_scenario,
+        "Ends the automatic assignment of scenario NAME; runtimes keep only their explicit scenarios.",
+    )
+    add_delete_command(delete_app, "labeldefinition", AdminClient.delete_label_definition, argument="key")
     runtime_app.command("broker-credentials")(broker_credentials)
     app.command("static-broker")(static_broker)
     app.add_typer(create_app, name="create")

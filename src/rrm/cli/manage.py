@@ -9,8 +9,16 @@ from typing import Any
 import typer
 
 from rrm.cli.arguments import parse_duration, parse_label_changes, parse_labels
-from rrm.cli.client import format_field_error
-from rrm.cli.common import EXIT_USAGE, OUTPUT_OPTION, OutputFormat, admin_api, emit, fail
+from rrm.cli.client import AdminClient, format_field_error
+from rrm.cli.common import (
+    EXIT_USAGE,
+    OUTPUT_OPTION,
+    OutputFormat,
+    add_delete_command,
+    admin_api,
+    emit,
+    fail,
+)
 from rrm.cli.install import KUBERNETES_KINDS
 from rrm.cli.manifests import ManifestError, read_documents
 
@@ -141,25 +149,12 @@ def label_runtime(
     emit(runtime, output, labeled_text)
 
 
-@delete_app.command("runtime")
-def delete_runtime(ctx: typer.Context, name: str) -> None:
-    with admin_api(ctx) as api:
-        api.delete_runtime(name)
-        typer.echo(f"runtime/{name} deleted")
-
-
-@delete_app.command("component")
-def delete_component(ctx: typer.Context, name: str) -> None:
-    with admin_api(ctx) as api:
-        api.delete_component(name)
-        typer.echo(f"component/{name} deleted")
-
-
-@delete_app.command("secret")
-def delete_secret(ctx: typer.Context, name: str) -> None:
-    with admin_api(ctx) as api:
-        api.delete_secret(name)
-        typer.echo(f"secret/{name} deleted")
+for _kind, _remove in (
+    ("runtime", AdminClient.delete_runtime),
+    ("component", AdminClient.delete_component),
+    ("secret", AdminClient.delete_secret),
+):
+    add_delete_command(delete_app, _kind, _remove)
 
 
 def apply(

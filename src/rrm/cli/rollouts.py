@@ -293,10 +293,3 @@ def get_rollout_policies(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTIO
     """Rollout policies and the components that name them."""
     with admin_api(ctx) as api:
         emit(api.list_rollout_policies(), output, policies_table)
-
-
-def delete_rollout_policy(ctx: typer.Context, name: str) -> None:
-    """Refused while a component still names it."""
-    with admin_api(ctx) as api:
-        api.delete_rollout_policy(name)
-    typer.echo(f"rolloutpolicy/{name} deleted")
