@@ -246,10 +246,15 @@ def status(
         raise typer.Exit(EXIT_API_ERROR)
 
 
-def _steer(ctx: typer.Context, component: str, action: str, done: str, output: OutputFormat) -> None:
-    with admin_api(ctx) as api:
-        rollout = api.steer_rollout(component, action)
-    emit(rollout, output, lambda r: _steered_text(component, done, r))
+def _add_steer_command(action: str, done: str, help: str) -> None:
+    """Adds `rrm rollout ACTION COMPONENT`, which posts the action and shows the rollout it leaves."""
+
+    def steer(ctx: typer.Context, component: str, output: OutputFormat = OUTPUT_OPTION) -> None:
+        with admin_api(ctx) as api:
+            rollout = api.steer_rollout(component, action)
+        emit(rollout, output, lambda r: _steered_text(component, done, r))
+
+    rollout_app.command(action, help=help)(steer)
 
 
 def _steered_text(component: str, done: str, rollout: Mapping[str, Any]) -> str:
@@ -259,28 +264,21 @@ def _steered_text(component: str, done: str, rollout: Mapping[str, Any]) -> str:
     )
 
 
-@rollout_app.command("pause")
-def pause(ctx: typer.Context, component: str, output: OutputFormat = OUTPUT_OPTION) -> None:
-    """Stop starting waves; runtimes keep what they have."""
-    _steer(ctx, component, "pause", "paused", output)
-
-
-@rollout_app.command("resume")
-def resume(ctx: typer.Context, component: str, output: OutputFormat = OUTPUT_OPTION) -> None:
-    """Continue a paused rollout; recorded failures are cleared and the wave's deadline starts again."""
-    _steer(ctx, component, "resume", "resumed", output)
-
-
-@rollout_app.command("abort")
-def abort(ctx: typer.Context, component: str, output: OutputFormat = OUTPUT_OPTION) -> None:
-    """Stop and roll every runtime back to the revision before the rollout (stored as a new revision)."""
-    _steer(ctx, component, "abort", "aborted", output)
-
-
-@rollout_app.command("promote")
-def promote(ctx: typer.Context, component: str, output: OutputFormat = OUTPUT_OPTION) -> None:
-    """Skip the remaining bake and waves: every runtime gets the new revision now."""
-    _steer(ctx, component, "promote", "promoted", output)
+for _action, _done, _help in (
+    ("pause", "paused", "Stop starting waves; runtimes keep what they have."),
+    (
+        "resume",
+        "resumed",
+        "Continue a paused rollout; recorded failures are cleared and the wave's deadline starts again.",
+    ),
+    (
+        "abort",
+        "aborted",
+        "Stop and roll every runtime back to the revision before the rollout (stored as a new revision).",
+    ),
+    ("promote", "promoted", "Skip the remaining bake and waves: every runtime gets the new revision now."),
+):
+    _add_steer_command(_action, _done, _help)
 
 
 def get_rollouts(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> None:
