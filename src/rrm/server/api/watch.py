@@ -18,8 +18,6 @@ from rrm.server.state import ServerState, state_of
 from rrm.wire.agent_auth import EXPIRED_TOKEN_MESSAGE
 from rrm.wire.watch import KEEP_ALIVE_FRAME, MEDIA_TYPE, end_frame, open_frame
 
-# Under the 60 s idle timeout common proxies (nginx's proxy_read_timeout, cloud load balancers) apply.
-KEEP_ALIVE_SECONDS = 15.0
 _HEADERS = [
     (b"content-type", MEDIA_TYPE.encode()),
     (b"cache-control", b"no-store"),
@@ -49,7 +47,7 @@ class WatchResponse(Response):
         super().__init__(status_code=200)
         self._state, self._runtime_id, self._key_id = state, runtime_id, key_id
         self._etag, self._expires_in = etag, expires_in
-        self._keep_alive = KEEP_ALIVE_SECONDS
+        self._keep_alive = state.settings.watch_keep_alive_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
