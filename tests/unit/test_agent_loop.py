@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,12 @@ class FakeDirector:
         if isinstance(answer, Exception):
             raise answer
         return answer
+
+    async def watch_desired(self, etag: str | None, first_frame_timeout: float) -> AsyncIterator[DesiredState]:
+        """A watch stream from the same script: one answer, a state as its one frame, then the stream ends."""
+        state = await self.fetch_desired(etag, math.inf)
+        if state is not None:
+            yield state
 
     async def report_status(self, report: StatusReport) -> None:
         self.reports.append(report)
