@@ -4,7 +4,7 @@ environments are runtimes rrm creates (a local agent, an agent in your cluster, 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -83,13 +83,14 @@ def create(
     }
     with admin_api(ctx) as api:
         answer = api._request("POST", _path(), json=body)
-    emit(
+    _requested(
+        ctx,
+        name,
         answer,
         output,
+        wait,
         lambda a: f"environment {a['name']} requested (operation {a['operation']})",
     )
-    if wait:
-        raise typer.Exit(wait_for(ctx, name, answer["operation"], quiet=output is not OutputFormat.table))
 
 
 @environment_app.command("update")
@@ -111,13 +112,14 @@ def update(
             labels.update(parse_labels([item for item in label if "=" in item]))
             body["labels"] = labels
         answer = api._request("PATCH", _path(name), json=body)
-    emit(
+    _requested(
+        ctx,
+        name,
         answer,
         output,
+        wait,
         lambda a: f"environment {name}: update requested (operation {a['operation']})",
     )
-    if wait:
-        raise typer.Exit(wait_for(ctx, name, answer["operation"], quiet=output is not OutputFormat.table))
 
 
 @environment_app.command("delete")
@@ -130,11 +132,26 @@ def delete(
     """Deprovision: remove the agent, delete the cluster, release the account, delete the runtime."""
     with admin_api(ctx) as api:
         answer = api._request("DELETE", _path(name))
-    emit(
+    _requested(
+        ctx,
+        name,
         answer,
         output,
+        wait,
         lambda a: f"environment {name}: deletion requested (operation {a['operation']})",
     )
+
+
+def _requested(
+    ctx: typer.Context,
+    name: str,
+    answer: Mapping[str, Any],
+    output: OutputFormat,
+    wait: bool,
+    text: Callable[[Mapping[str, Any]], str],
+) -> None:
+    """Shows the accepted request; with --wait, follows its operation and exits as it ended."""
+    emit(answer, output, text)
     if wait:
         raise typer.Exit(wait_for(ctx, name, answer["operation"], quiet=output is not OutputFormat.table))
 
