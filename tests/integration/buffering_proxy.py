@@ -1,6 +1,5 @@
-"""A loopback HTTP proxy that buffers every response until it ends, as a proxy with response buffering on
-(nginx's default `proxy_buffering on` with a small `proxy_read_timeout` behaves alike for streams): a long-poll
-passes through whole, a watch stream never shows its first frame.
+"""A loopback HTTP proxy that buffers every response until it ends, as some proxies with response
+buffering on do: a long-poll passes through whole, a watch stream never shows its first frame.
 
 One request per connection: the request goes upstream with `Connection: close`, the whole response is read
 until the upstream closes, then written to the client, and the connection closed."""
@@ -45,7 +44,8 @@ class BufferingProxy:
             lines = head.decode("latin-1").split("\r\n")
             self.requests.append(lines[0])
             length = next(
-                (int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), 0
+                (int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")),
+                0,
             )
             body = await reader.readexactly(length)
             kept = [line for line in lines[1:] if line and not line.lower().startswith("connection:")]
