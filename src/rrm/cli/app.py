@@ -93,6 +93,12 @@ app.add_typer(tokens.token_app, name="token")
 app.add_typer(views.get_app, name="get")
 app.add_typer(views.describe_app, name="describe")
 app.add_typer(views.history_app, name="history")
+for _kind, _remove in (
+    ("runtime", AdminClient.delete_runtime),
+    ("component", AdminClient.delete_component),
+    ("secret", AdminClient.delete_secret),
+):
+    add_delete_command(manage.delete_app, _kind, _remove)
 compass.register(app, manage.runtime_app, views.get_app, views.describe_app, manage.delete_app)
 app.add_typer(rollouts.rollout_app, name="rollout")
 environments.register(app, views.get_app, views.describe_app)

@@ -4,7 +4,7 @@ environments are runtimes rrm creates (a local agent, an agent in your cluster, 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -83,14 +83,7 @@ def create(
     }
     with admin_api(ctx) as api:
         answer = api._request("POST", _path(), json=body)
-    _requested(
-        ctx,
-        name,
-        answer,
-        output,
-        wait,
-        lambda a: f"environment {a['name']} requested (operation {a['operation']})",
-    )
+    _requested(ctx, name, answer, output, wait, " requested")
 
 
 @environment_app.command("update")
@@ -112,14 +105,7 @@ def update(
             labels.update(parse_labels([item for item in label if "=" in item]))
             body["labels"] = labels
         answer = api._request("PATCH", _path(name), json=body)
-    _requested(
-        ctx,
-        name,
-        answer,
-        output,
-        wait,
-        lambda a: f"environment {name}: update requested (operation {a['operation']})",
-    )
+    _requested(ctx, name, answer, output, wait, ": update requested")
 
 
 @environment_app.command("delete")
@@ -132,14 +118,7 @@ def delete(
     """Deprovision: remove the agent, delete the cluster, release the account, delete the runtime."""
     with admin_api(ctx) as api:
         answer = api._request("DELETE", _path(name))
-    _requested(
-        ctx,
-        name,
-        answer,
-        output,
-        wait,
-        lambda a: f"environment {name}: deletion requested (operation {a['operation']})",
-    )
+    _requested(ctx, name, answer, output, wait, ": deletion requested")
 
 
 def _requested(
@@ -148,10 +127,10 @@ def _requested(
     answer: Mapping[str, Any],
     output: OutputFormat,
     wait: bool,
-    text: Callable[[Mapping[str, Any]], str],
+    what: str,
 ) -> None:
     """Shows the accepted request; with --wait, follows its operation and exits as it ended."""
-    emit(answer, output, text)
+    emit(answer, output, lambda a: f"environment {name}{what} (operation {a['operation']})")
     if wait:
         raise typer.Exit(wait_for(ctx, name, answer["operation"], quiet=output is not OutputFormat.table))
 

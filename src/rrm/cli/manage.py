@@ -9,16 +9,8 @@ from typing import Any
 import typer
 
 from rrm.cli.arguments import parse_duration, parse_label_changes, parse_labels
-from rrm.cli.client import AdminClient, format_field_error
-from rrm.cli.common import (
-    EXIT_USAGE,
-    OUTPUT_OPTION,
-    OutputFormat,
-    add_delete_command,
-    admin_api,
-    emit,
-    fail,
-)
+from rrm.cli.client import format_field_error
+from rrm.cli.common import EXIT_USAGE, OUTPUT_OPTION, OutputFormat, admin_api, emit, fail
 from rrm.cli.install import KUBERNETES_KINDS
 from rrm.cli.manifests import ManifestError, read_documents
 
@@ -147,14 +139,6 @@ def label_runtime(
     with admin_api(ctx) as api:
         runtime = api.update_labels(name, set_labels, remove)
     emit(runtime, output, labeled_text)
-
-
-for _kind, _remove in (
-    ("runtime", AdminClient.delete_runtime),
-    ("component", AdminClient.delete_component),
-    ("secret", AdminClient.delete_secret),
-):
-    add_delete_command(delete_app, _kind, _remove)
 
 
 def apply(
