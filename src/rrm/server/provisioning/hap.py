@@ -168,13 +168,18 @@ class HyperscalerAccountPool:
             raise BackendFailure("claiming an account needs the tenant's global account")
         pool = self.pool_for(claim)
         for _ in range(MAX_CONFLICTS):
-            bindings = self.bindings(pool.hyperscaler_type)
-            mine = next((b for b in bindings if claim.environment in b.users and not b.dirty), None)
+            # the tenant's own bindings first (a short list), the whole pool only when it has none
+            tenant = None if pool.shared else claim.global_account
+            own = self.bindings(pool.hyperscaler_type, tenant)
+            mine = next((b for b in own if claim.environment in b.users and not b.dirty), None)
             if mine is not None:  # taken by the pass before, or before a crash
-                if self._keeps(pool, bindings, mine, claim):
+                if self._keeps(pool, own, mine, claim):
                     return mine.account
                 continue
-            chosen = self._choose(pool, [b for b in bindings if b.serves(pool)], claim.global_account)
+            serving = [b for b in own if b.serves(pool)]
+            if not serving and tenant is not None:
+                serving = [b for b in self.bindings(pool.hyperscaler_type) if b.serves(pool)]
+            chosen = self._choose(pool, serving, claim.global_account)
             if chosen is None:
                 raise RetryLater(
                     f"no unassigned provider accounts are available in the pool {describe(pool)}"
@@ -243,9 +248,11 @@ class HyperscalerAccountPool:
             return
         raise RetryLater(f"{binding} changed {MAX_CONFLICTS} times while releasing it")
 
-    def bindings(self, hyperscaler_type: str | None = None) -> list[Binding]:
-        """The bindings of both kinds, by name: of one hyperscalerType, else all labelled with one."""
+    def bindings(self, hyperscaler_type: str | None = None, tenant: str | None = None) -> list[Binding]:
+        """The bindings of both kinds, by name: of one hyperscalerType (and tenant), else all labelled with
+        one."""
         selector = f"{HYPERSCALER_TYPE}={hyperscaler_type}" if hyperscaler_type else HYPERSCALER_TYPE
+        selector += f",{TENANT}={tenant}" if tenant else ""
         try:
             found = [
                 Binding(kind, body)
