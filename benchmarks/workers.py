@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -113,6 +113,17 @@ class BenchClient(DirectorClient):
         if state is not None:
             self.received.append((time.monotonic(), state.hash))
         return state
+
+    async def watch_desired(
+        self, etag: str | None, first_frame_timeout: float
+    ) -> AsyncIterator[DesiredState]:
+        try:
+            async for state in super().watch_desired(etag, first_frame_timeout):
+                self.received.append((time.monotonic(), state.hash))
+                yield state
+        except DirectorError as exc:
+            self.failures.note(exc)
+            raise
 
     async def report_status(self, report: StatusReport) -> None:
         try:
