@@ -59,20 +59,9 @@ async def _main(config: AgentConfig) -> int:
     health: HealthServer | None = None
     try:
         health = await _start_health(config, lambda: agent is not None and agent.ready)
-        if identity is not None and config.token and not await _identity_accepted(client):
-            log.warning("event=identity-refused action=pairing-again-with-token")
-            identity = None
+        identity = await _paired(config, client, identity, urls, stop)
         if identity is None:
-            if not config.token:
-                raise ConfigurationError(
-                    f"not paired yet and no pairing token: pass --token or set RRM_PAIRING_TOKEN "
-                    f"(state dir {config.state_dir})"
-                )
-            paired = await _until_stopped(stop, _pair(config, client, config.token, urls))
-            if paired is None:
-                return EXIT_OK
-            identity = paired
-            client.bearer = identity.bearer_token
+            return EXIT_OK
         target.attach(identity.record.runtime_id)
         log.info(
             "event=starting runtime=%s target=%s director=%s",
@@ -104,6 +93,31 @@ async def _main(config: AgentConfig) -> int:
         if health is not None:
             await health.close()
         await client.close()
+
+
+async def _paired(
+    config: AgentConfig,
+    client: DirectorClient,
+    identity: AgentIdentity | None,
+    urls: list[str],
+    stop: asyncio.Event,
+) -> AgentIdentity | None:
+    """The identity to run with: the stored one unless the director refuses it while a token is given, else
+    one paired with the token (None when stopped before pairing succeeded)."""
+    if identity is not None and config.token and not await _identity_accepted(client):
+        log.warning("event=identity-refused action=pairing-again-with-token")
+        identity = None
+    if identity is not None:
+        return identity
+    if not config.token:
+        raise ConfigurationError(
+            f"not paired yet and no pairing token: pass --token or set RRM_PAIRING_TOKEN "
+            f"(state dir {config.state_dir})"
+        )
+    paired = await _until_stopped(stop, _pair(config, client, config.token, urls))
+    if paired is not None:
+        client.bearer = paired.bearer_token
+    return paired
 
 
 async def _identity_accepted(client: DirectorClient) -> bool:
