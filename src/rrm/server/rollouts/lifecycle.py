@@ -53,17 +53,7 @@ def on_component_revision(
     revision before was `previous`. Supersedes the active rollout; starts one when the revision names a
     policy. The new rollout rolls forward from the superseded one's starting point, each runtime keeping
     (pinned) what the superseded one gave it until its own wave starts."""
-    active = rollout_repo.active_rollout(session, name)
-    from_revision = previous
-    pinned: dict[str, int | None] = {}
-    if active is not None:
-        assignment = assignment_of(active)
-        from_revision = active.from_revision
-        concerned = [r for wave in waves_of(active) for r in wave.runtimes] + list(assignment.pinned)
-        pinned = {r: assignment.revision_for(r) for r in concerned}
-        pinned = {r: given for r, given in pinned.items() if given != from_revision}
-        why = f"revision {revision} " + ("deletes the component" if manifest is None else "supersedes it")
-        store(session, active, core.supersede(progress_of(active), why), now)
+    from_revision, pinned = _supersede(session, name, manifest is None, revision, previous, now)
     policy_name = policy_name_of(manifest) if manifest is not None else None
     if manifest is None or not policy_name:
         return
@@ -72,13 +62,7 @@ def on_component_revision(
         raise ValueError(f"no RolloutPolicy named {policy_name!r}")
     policy = policy_from_spec(policy_row.name, policy_row.spec)
 
-    selectors = [selector_of(manifest)]
-    for earlier in sorted({r for r in (from_revision, *pinned.values()) if r is not None}):
-        stored = repo.component_revision(session, name, earlier)
-        if stored is not None and stored.manifest is not None:
-            selectors.append(selector_of(stored.manifest))
-    runtimes = [Target(r.id, r.name, dict(r.labels)) for r in repo.all_runtimes(session)]
-    targets = core.select_targets(runtimes, selectors, also=pinned)
+    targets = _targets(session, name, manifest, from_revision, pinned)
     waves = core.plan_waves(targets, policy)
     row = rollout_repo.add_rollout(
         session,
@@ -113,6 +97,41 @@ def on_component_revision(
     )
     ROLLOUT_EVENTS.labels("RolloutStarted").inc()
     store(session, row, core.start(waves, now, {t.id: t.name for t in targets}), now, new=True)
+
+
+def _supersede(
+    session: Session, name: str, deleted: bool, revision: int, previous: int | None, now: datetime
+) -> tuple[int | None, dict[str, int | None]]:
+    """Supersedes the component's active rollout, if any. Returns the revision a new rollout starts from
+    and the runtimes pinned to a revision other than that, with the revision each keeps meanwhile."""
+    active = rollout_repo.active_rollout(session, name)
+    if active is None:
+        return previous, {}
+    assignment = assignment_of(active)
+    from_revision = active.from_revision
+    concerned = [r for wave in waves_of(active) for r in wave.runtimes] + list(assignment.pinned)
+    pinned = {r: assignment.revision_for(r) for r in concerned}
+    pinned = {r: given for r, given in pinned.items() if given != from_revision}
+    why = f"revision {revision} " + ("deletes the component" if deleted else "supersedes it")
+    store(session, active, core.supersede(progress_of(active), why), now)
+    return from_revision, pinned
+
+
+def _targets(
+    session: Session,
+    name: str,
+    manifest: Mapping[str, Any],
+    from_revision: int | None,
+    pinned: Mapping[str, int | None],
+) -> list[Target]:
+    """The runtimes the new revision, the one rolled forward from, or a pinned one selects, or pinned."""
+    selectors = [selector_of(manifest)]
+    for earlier in sorted({r for r in (from_revision, *pinned.values()) if r is not None}):
+        stored = repo.component_revision(session, name, earlier)
+        if stored is not None and stored.manifest is not None:
+            selectors.append(selector_of(stored.manifest))
+    runtimes = [Target(r.id, r.name, dict(r.labels)) for r in repo.all_runtimes(session)]
+    return core.select_targets(runtimes, selectors, also=pinned)
 
 
 def revisions_kept_by_rollouts(session: Session) -> list[tuple[str, int, Mapping[str, Any]]]:
