@@ -195,23 +195,8 @@ class SelfHostedTarget(Target):
                 if error:
                     failed[name] = error
 
-        if prune:
-            # Stale components first, then old stores and secrets files: those only once every update
-            # succeeded, since a component left at its old version may still use them (one that could not
-            # be created has no old version).
-            keep_stores = bool(store_error) or any(
-                component_name_of(i) in failed for i in changes.update if not is_store_id(i)
-            )
-            for object_id in sorted(changes.delete, key=_deletion_order):
-                if keep_stores and _deletion_order(object_id)[0] > 0:
-                    continue
-                try:
-                    remove_durably(self._path_of(object_id))
-                except OSError as exc:
-                    log.error("event=delete-failed object=%s error=%s", object_id, exc)
-                    continue
-                changed = True
-
+        if prune and self._prune(changes, failed, store_error):
+            changed = True
         if changes.create or changes.update or (prune and changes.delete):
             log.info(
                 "event=applied hash=%s created=%d updated=%d deleted=%d failed=%d",
@@ -223,6 +208,25 @@ class SelfHostedTarget(Target):
             )
         reload = run_reload_command(self.reload_command) if changed and self.reload_command else None
         return ApplyOutcome(resources=component_results(state, failed), changed=changed, reload=reload)
+
+    def _prune(self, changes: NativeChanges, failed: Mapping[str, str], store_error: str | None) -> bool:
+        """Stale components first, then old stores and secrets files: those only once every update
+        succeeded, since a component left at its old version may still use them (one that could not be
+        created has no old version). True when anything was removed."""
+        keep_stores = bool(store_error) or any(
+            component_name_of(i) in failed for i in changes.update if not is_store_id(i)
+        )
+        removed = False
+        for object_id in sorted(changes.delete, key=_deletion_order):
+            if keep_stores and _deletion_order(object_id)[0] > 0:
+                continue
+            try:
+                remove_durably(self._path_of(object_id))
+            except OSError as exc:
+                log.error("event=delete-failed object=%s error=%s", object_id, exc)
+                continue
+            removed = True
+        return removed
 
     def component_name(self, object_id: str) -> str | None:
         return None if is_store_id(object_id) else component_name_of(object_id)
