@@ -3,6 +3,11 @@ declares, and the environment through `ServerSettings.from_env`."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rrm.server.settings import ServerSettings
+
 SUMMARY = "Run the control plane (blocks until SIGTERM or Ctrl-C)."
 
 
@@ -18,13 +23,15 @@ def main(args: list[str]) -> None:
     except ValueError as exc:
         raise SystemExit(f"rrm server: {exc}") from None
     if settings.workers == 1:
-        from rrm.server.app import serve
-
-        serve(settings)
+        _serve(settings)
         return
     from rrm.server.workers import shared_metrics_directory
 
     with shared_metrics_directory():  # before the metrics are imported
-        from rrm.server.app import serve
+        _serve(settings)
 
-        serve(settings)
+
+def _serve(settings: ServerSettings) -> None:
+    import rrm.server
+
+    rrm.server.serve(settings)

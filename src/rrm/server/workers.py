@@ -35,6 +35,7 @@ def shared_metrics_directory() -> Iterator[None]:
     try:
         yield
     finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
         shutil.rmtree(directory, ignore_errors=True)
 
 
