@@ -23,7 +23,7 @@ from rrm.cli import (
     views,
 )
 from rrm.cli.client import AdminClient
-from rrm.cli.common import add_delete_command
+from rrm.cli.common import add_delete_command, add_get_command
 
 app = typer.Typer(
     name="rrm",
@@ -104,8 +104,20 @@ app.add_typer(rollouts.rollout_app, name="rollout")
 environments.register(app, views.get_app, views.describe_app)
 app.add_typer(environment_broker.environment_broker_app, name="environment-broker")
 accounts.register(views.get_app)
-views.get_app.command("rollouts")(rollouts.get_rollouts)
-views.get_app.command("rolloutpolicies")(rollouts.get_rollout_policies)
+add_get_command(
+    views.get_app,
+    "rollouts",
+    AdminClient.list_rollouts,
+    rollouts.rollouts_table,
+    "The newest rollout of every component: state, revisions, wave, ready and failed runtimes.",
+)
+add_get_command(
+    views.get_app,
+    "rolloutpolicies",
+    AdminClient.list_rollout_policies,
+    rollouts.policies_table,
+    "Rollout policies and the components that name them.",
+)
 add_delete_command(
     manage.delete_app,
     "rolloutpolicy",

@@ -60,6 +60,22 @@ def admin_api(ctx: typer.Context) -> Iterator[AdminClient]:
         raise typer.Exit(EXIT_API_ERROR) from None
 
 
+def add_get_command(
+    group: typer.Typer,
+    kind: str,
+    fetch: Callable[[AdminClient], Any],
+    table: Callable[[Any], RenderableType],
+    help: str,
+) -> None:
+    """Adds `rrm get KIND`: one admin call, shown as `table` or as -o asks."""
+
+    def get(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> None:
+        with admin_api(ctx) as api:
+            emit(fetch(api), output, table)
+
+    group.command(kind, help=help)(get)
+
+
 def add_delete_command(
     group: typer.Typer,
     kind: str,

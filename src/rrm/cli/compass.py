@@ -19,6 +19,7 @@ from rrm.cli.common import (
     OUTPUT_OPTION,
     OutputFormat,
     add_delete_command,
+    add_get_command,
     admin_api,
     emit,
     fail,
@@ -133,18 +134,6 @@ def get_applications(
     """Applications; with --runtime, those sharing a scenario with that runtime."""
     with admin_api(ctx) as api:
         emit(api.list_applications(runtime), output, applications_table)
-
-
-def get_scenarios(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> None:
-    """Scenarios with their automatic assignment, applications and runtimes."""
-    with admin_api(ctx) as api:
-        emit(api.list_scenarios(), output, scenarios_table)
-
-
-def get_label_definitions(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> None:
-    """Label definitions and their JSON Schemas (`scenarios` is built in)."""
-    with admin_api(ctx) as api:
-        emit(api.list_label_definitions(), output, label_definitions_table)
 
 
 def describe_application(ctx: typer.Context, name: str, output: OutputFormat = OUTPUT_OPTION) -> None:
@@ -264,8 +253,20 @@ def register(
 ) -> None:
     """Add these commands to the `rrm` app and its groups."""
     get_app.command("applications")(get_applications)
-    get_app.command("scenarios")(get_scenarios)
-    get_app.command("labeldefinitions")(get_label_definitions)
+    add_get_command(
+        get_app,
+        "scenarios",
+        AdminClient.list_scenarios,
+        scenarios_table,
+        "Scenarios with their automatic assignment, applications and runtimes.",
+    )
+    add_get_command(
+        get_app,
+        "labeldefinitions",
+        AdminClient.list_label_definitions,
+        label_definitions_table,
+        "Label definitions and their JSON Schemas (`scenarios` is built in).",
+    )
     describe_app.command("application")(describe_application)
     add_delete_command(delete_app, "application", AdminClient.delete_application)
     add_delete_command(

@@ -279,15 +279,3 @@ for _action, _done, _help in (
     ("promote", "promoted", "Skip the remaining bake and waves: every runtime gets the new revision now."),
 ):
     _add_steer_command(_action, _done, _help)
-
-
-def get_rollouts(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> None:
-    """The newest rollout of every component: state, revisions, wave, ready and failed runtimes."""
-    with admin_api(ctx) as api:
-        emit(api.list_rollouts(), output, rollouts_table)
-
-
-def get_rollout_policies(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> None:
-    """Rollout policies and the components that name them."""
-    with admin_api(ctx) as api:
-        emit(api.list_rollout_policies(), output, policies_table)

@@ -13,7 +13,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from rrm.cli.common import OUTPUT_OPTION, OutputFormat, admin_api, emit
+from rrm.cli.client import AdminClient
+from rrm.cli.common import OUTPUT_OPTION, OutputFormat, add_get_command, admin_api, emit
 
 CONDITION_TYPES = ("Connected", "Synced", "Ready")
 RECENT_EVENTS = 10
@@ -339,18 +340,20 @@ def get_runtimes(
         emit(api.list_runtimes(selector), output, runtimes_table)
 
 
-@get_app.command("components")
-def get_components(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> None:
-    """Components with their placement and how many runtimes are ready."""
-    with admin_api(ctx) as api:
-        emit(api.list_components(), output, components_table)
-
-
-@get_app.command("secrets")
-def get_secrets(ctx: typer.Context, output: OutputFormat = OUTPUT_OPTION) -> None:
-    """Secrets by name and key; values are never shown."""
-    with admin_api(ctx) as api:
-        emit(api.list_secrets(), output, secrets_table)
+add_get_command(
+    get_app,
+    "components",
+    AdminClient.list_components,
+    components_table,
+    "Components with their placement and how many runtimes are ready.",
+)
+add_get_command(
+    get_app,
+    "secrets",
+    AdminClient.list_secrets,
+    secrets_table,
+    "Secrets by name and key; values are never shown.",
+)
 
 
 @get_app.command("events")
