@@ -1,15 +1,13 @@
-"""The workers of one `rrm server`: on SQLite a commit that appended to the change feed reaches the sibling
-workers' sockets, and nothing else does; how many workers the machine's CPUs (or a CPU quota) allow."""
+"""The workers of one `rrm server` on SQLite: a commit that appended to the change feed reaches the sibling
+workers' sockets, and nothing else does."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rrm.server.settings import usable_cpus
 from rrm.server.wakeups import WorkerWakeups
 from rrm.store import Database
 from rrm.store import repositories as repo
@@ -63,15 +61,3 @@ def test_the_commit_hook_runs_after_a_commit_that_recorded_a_change_only(tmp_pat
         repo.record_change(session, repo.ENTITY_COMPONENT, "web", now)
     assert calls == ["committed"]
     db.dispose()
-
-
-def test_usable_cpus_follow_a_cgroup_cpu_quota(tmp_path: Path) -> None:
-    cpu_max = tmp_path / "cpu.max"
-    cpus = len(os.sched_getaffinity(0))
-    assert usable_cpus(tmp_path / "absent") == cpus
-    cpu_max.write_text("max 100000\n")
-    assert usable_cpus(cpu_max) == cpus
-    cpu_max.write_text("50000 100000\n")  # half a CPU: one worker
-    assert usable_cpus(cpu_max) == 1
-    cpu_max.write_text(f"{150000 * cpus} 100000\n")  # more quota than CPUs: the CPUs
-    assert usable_cpus(cpu_max) == cpus

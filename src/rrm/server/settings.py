@@ -24,26 +24,6 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "rrm"
 
 
-MAX_DEFAULT_WORKERS = 8
-
-
-def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
-    """The CPUs this process may use: those it may run on (its affinity, as a cpuset limits it), fewer
-    under a CPU quota (cgroup v2 `cpu.max`, as a container's CPU limit sets it), rounded up."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = cpu_max.read_text().split()
-        return max(1, min(cpus, -(-int(quota) // int(period))))
-    except (OSError, ValueError):  # no cgroup v2 file, or "max": no quota
-        return cpus
-
-
-def default_workers() -> int:
-    """One worker process per usable CPU, at most `MAX_DEFAULT_WORKERS`: beyond that the workers' shared
-    writes and per-process caches cost more than the cores they add."""
-    return max(1, min(usable_cpus(), MAX_DEFAULT_WORKERS))
-
-
 def positive_bytes(value: str) -> int:
     """`RRM_MAX_APPLY_BYTES`: a positive number of bytes."""
     if not value.isdigit() or int(value) < 1:
@@ -76,11 +56,10 @@ class ServerSettings:
     )
     log_level: str = setting("info", flag="--log-level", help="debug, info, warning or error")
     workers: int = setting(
+        1,
         flag="--workers",
-        factory=default_workers,
         minimum=1,
-        shown=f"the usable CPUs, at most {MAX_DEFAULT_WORKERS}",
-        help="control-plane processes sharing the port, each a replica; one of them leads (README, Sizing)",
+        help="control-plane processes sharing the port, each a replica; one leads (README, Workers)",
     )
     heartbeat_grace: float = 3.0
     max_wait_seconds: float = 300.0
