@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -91,6 +91,21 @@ def add_delete_command(
         typer.echo(f"{kind}/{name} deleted")
 
     group.command(kind, help=help)(delete)
+
+
+def shown_once(fields: Sequence[tuple[str, str]], *after: str) -> str:
+    """Credentials as aligned `label: value` lines, then `after` (saying they are shown only this once)."""
+    width = max(len(label) for label, _ in fields) + len(":  ")
+    return "\n".join([*(f"{label + ':':<{width}}{value}" for label, value in fields), *after])
+
+
+def broker_fields(answer: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The HTTP Basic credentials a platform registers a broker with."""
+    return [
+        ("broker URL", answer["broker_url"]),
+        ("username", answer["username"]),
+        ("password", answer["password"]),
+    ]
 
 
 def emit(data: Any, output: OutputFormat, table: Callable[[Any], RenderableType]) -> None:

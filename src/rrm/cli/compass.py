@@ -21,8 +21,10 @@ from rrm.cli.common import (
     add_delete_command,
     add_get_command,
     admin_api,
+    broker_fields,
     emit,
     fail,
+    shown_once,
 )
 from rrm.cli.views import age, format_labels
 
@@ -206,13 +208,9 @@ def broker_credentials(
 
 
 def broker_credentials_text(answer: Mapping[str, Any]) -> str:
-    return "\n".join(
-        [
-            f"broker URL:  {answer['broker_url']}",
-            f"username:    {answer['username']}",
-            f"password:    {answer['password']}",
-            "Shown only this once. Register the broker with the runtime's Service Catalog or marketplace.",
-        ]
+    return shown_once(
+        broker_fields(answer),
+        "Shown only this once. Register the broker with the runtime's Service Catalog or marketplace.",
     )
 
 

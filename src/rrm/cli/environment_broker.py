@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import typer
 
-from rrm.cli.common import OUTPUT_OPTION, OutputFormat, admin_api, emit
+from rrm.cli.common import OUTPUT_OPTION, OutputFormat, admin_api, broker_fields, emit, shown_once
 
 environment_broker_app = typer.Typer(
     help="The Environment Broker: platforms order environments through the Open Service Broker API.",
@@ -39,12 +39,8 @@ def credentials(
 def credentials_text(answer: Mapping[str, Any]) -> str:
     user, url = answer["username"], answer["broker_url"]
     register = f"cf create-service-broker rrm-environments {user} PASSWORD {url}"
-    return "\n".join(
-        [
-            f"broker URL:  {answer['broker_url']}",
-            f"username:    {answer['username']}",
-            f"password:    {answer['password']}",
-            "Shown only this once. Register the broker with the platform, for example:",
-            f"  {register}",
-        ]
+    return shown_once(
+        broker_fields(answer),
+        "Shown only this once. Register the broker with the platform, for example:",
+        f"  {register}",
     )

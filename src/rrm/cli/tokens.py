@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rrm.cli.arguments import parse_duration
-from rrm.cli.common import OUTPUT_OPTION, OutputFormat, admin_api, emit, fail
+from rrm.cli.common import OUTPUT_OPTION, OutputFormat, admin_api, emit, fail, shown_once
 from rrm.cli.views import age
 
 token_app = typer.Typer(
@@ -60,14 +60,14 @@ def create_token(
 
 
 def created_text(created: Mapping[str, Any]) -> str:
-    return "\n".join(
-        (
-            f"token:    {created['token']}",
-            f"id:       {created['id']}",
-            f"role:     {created['role']}",
-            f"expires:  {created['expires_at'] or 'never'}",
-            "Shown only this once. Use it as RRM_TOKEN, or to sign in to the dashboard at /ui.",
-        )
+    fields = [
+        ("token", created["token"]),
+        ("id", created["id"]),
+        ("role", created["role"]),
+        ("expires", created["expires_at"] or "never"),
+    ]
+    return shown_once(
+        fields, "Shown only this once. Use it as RRM_TOKEN, or to sign in to the dashboard at /ui."
     )
 
 
