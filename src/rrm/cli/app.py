@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -33,24 +34,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# `rrm server` and `rrm agent` parse their own arguments (and --help); typer passes them on untouched.
+OWN_COMMAND_LINE: dict[str, Any] = {
+    "add_help_option": False,
+    "context_settings": {"allow_extra_args": True, "ignore_unknown_options": True},
+}
 
-@app.command(
-    "server",
-    help=server_command.SUMMARY,
-    add_help_option=False,
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
+
+@app.command("server", help=server_command.SUMMARY, **OWN_COMMAND_LINE)
 def server(ctx: typer.Context) -> None:
     """The server reads its command line from `ServerSettings`' declarations (`rrm.cli.server_command`)."""
     server_command.main(ctx.args)
 
 
-@app.command(
-    "agent",
-    help=agent_command.SUMMARY,
-    add_help_option=False,
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
+@app.command("agent", help=agent_command.SUMMARY, **OWN_COMMAND_LINE)
 def agent(ctx: typer.Context) -> None:
     """The agent reads its own command line (`rrm.cli.agent_command`), here as when started on its own."""
     agent_command.main(["agent", *ctx.args])
