@@ -166,3 +166,14 @@ def test_behind_a_proxy_that_buffers_streams_the_agent_falls_back_to_the_long_po
         assert watched and long_polls, proxy.requests
     finally:
         proxy.stop()
+
+
+def test_a_revoked_runtime_s_stream_ends_without_carrying_another_state(server: ServerProcess) -> None:
+    identity, etag = paired(server, "watch-revoked", "revoked")
+    stream = Watch(identity, etag, lifetime=60)
+    wait_until(lambda: stream.events()[:1] == ["open"], 10, "the open frame")
+    expect_status(server.admin.post("/api/v1/runtimes/watch-revoked/revoke"), 200)
+    apply(server.admin, [http_binding("watch-after-revoke", "t-watch=revoked", "http://revoked.invalid/")])
+    stream.join(KEEP_ALIVE_SECONDS + 20)
+    assert "state" not in stream.events(), "a state went out on a revoked runtime's stream"
+    assert json.loads(stream.frames[-1][1].data) == {"reason": "runtime-gone"}
