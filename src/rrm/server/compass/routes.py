@@ -90,12 +90,16 @@ async def _delete(
     *,
     missing: str,
     event: tuple[str, str],
+    in_use: Callable[[Session], str | None] = lambda session: None,
 ) -> Response:
-    """Delete what `exists` finds, recording the (type, subject) event; 404 saying what is missing."""
+    """Delete what `exists` finds, recording the (type, subject) event; 404 saying what is missing, 409
+    with why when `in_use` says it must stay."""
 
     def work(session: Session) -> None:
         if not exists(session):
             raise HTTPException(404, missing)
+        if (why := in_use(session)) is not None:
+            raise Conflict(why)
         now = utcnow()
         delete(session, now)
         repo.record_event(session, *event, "deleted", now)
@@ -143,27 +147,29 @@ async def create_scenario(body: NewScenario, state: ServerState = Depends(server
 
 @router.delete("/scenarios/{name}", status_code=204, dependencies=[Depends(writer)])
 async def delete_scenario(name: str, state: ServerState = Depends(server_state)) -> Response:
-    def work(session: Session) -> None:
-        if name not in store.scenario_names(session):
-            raise HTTPException(404, f"scenario {name!r} not found")
-        if name == DEFAULT_SCENARIO:
-            raise Conflict(f"{DEFAULT_SCENARIO} is built in: new applications and runtimes are in it")
-        users = [f"application {a.name}" for a in store.all_applications(session) if name in a.scenarios]
-        users += [
-            f"runtime {r.name}"
-            for r in repo.all_runtimes(session)
-            if name in store.runtime_scenarios(session, r.id)
-        ]
-        if store.assignment(session, name) is not None:
-            users.append("its automatic assignment (rrm delete scenarioassignment)")
-        if users:
-            raise Conflict(f"scenario {name!r} is in use by {', '.join(users)}")
-        now = utcnow()
-        store.delete_scenario(session, name)
-        repo.record_event(session, "ScenarioDeleted", f"scenario/{name}", "deleted", now)
+    return await _delete(
+        state,
+        lambda s: name in store.scenario_names(s),
+        lambda s, now: store.delete_scenario(s, name),
+        missing=f"scenario {name!r} not found",
+        event=("ScenarioDeleted", f"scenario/{name}"),
+        in_use=lambda s: _scenario_in_use(s, name),
+    )
 
-    await write(state, work)
-    return Response(status_code=204)
+
+def _scenario_in_use(session: Session, name: str) -> str | None:
+    """Why the scenario must stay: built in, or what still uses it."""
+    if name == DEFAULT_SCENARIO:
+        return f"{DEFAULT_SCENARIO} is built in: new applications and runtimes are in it"
+    users = [f"application {a.name}" for a in store.all_applications(session) if name in a.scenarios]
+    users += [
+        f"runtime {r.name}"
+        for r in repo.all_runtimes(session)
+        if name in store.runtime_scenarios(session, r.id)
+    ]
+    if store.assignment(session, name) is not None:
+        users.append("its automatic assignment (rrm delete scenarioassignment)")
+    return f"scenario {name!r} is in use by {', '.join(users)}" if users else None
 
 
 @router.put("/scenarios/{name}/assignment", dependencies=[Depends(writer)])
