@@ -55,7 +55,9 @@ class FakeDirector:
             raise answer
         return answer
 
-    async def watch_desired(self, etag: str | None, first_frame_timeout: float) -> AsyncIterator[DesiredState]:
+    async def watch_desired(
+        self, etag: str | None, first_frame_timeout: float
+    ) -> AsyncIterator[DesiredState]:
         """A watch stream from the same script: one answer, a state as its one frame, then the stream ends."""
         state = await self.fetch_desired(etag, math.inf)
         if state is not None:
