@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from collections import OrderedDict
@@ -29,6 +30,11 @@ def new_token(prefix: str) -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def matches_hash(secret: str, stored_hash: str) -> bool:
+    """Whether `secret` is the one whose `token_hash` was stored, compared in constant time."""
+    return hmac.compare_digest(token_hash(secret), stored_hash)
 
 
 def bearer(request: Request) -> str:

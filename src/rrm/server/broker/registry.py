@@ -8,7 +8,6 @@ applied: then workloads can call the application through their sidecar, which is
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from rrm.core.scenarios import Bundle, binding_name, binding_secret_data
-from rrm.server.auth import token_hash
+from rrm.server.auth import matches_hash
 from rrm.server.broker import service
 from rrm.server.broker.models import (
     Binding,
@@ -46,9 +45,7 @@ class RegistryBackend(BrokerBackend[BrokerRecords]):
     def authenticate(self, username: str, password: str) -> str | None:
         with self._state.db.read() as session:
             row = store.broker_credential(session, username)
-            if row is None or not hmac.compare_digest(token_hash(password), row.password_hash):
-                return None
-            return row.runtime_id
+            return row.runtime_id if row is not None and matches_hash(password, row.password_hash) else None
 
     def catalog(self, caller: str) -> Catalog:
         fleet = self._state.fleet

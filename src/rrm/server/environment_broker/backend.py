@@ -5,7 +5,6 @@ platform gets the same catalog, and a platform's records are the environments it
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from rrm.server.auth import token_hash
+from rrm.server.auth import matches_hash
 from rrm.server.broker.models import Catalog
 from rrm.server.broker.routes import BrokerBackend
 from rrm.server.broker.service import Answer, BrokerRequest, valid_id
@@ -77,9 +76,7 @@ class EnvironmentBrokerBackend(BrokerBackend[PlatformRecords]):
     def authenticate(self, username: str, password: str) -> str | None:
         with self._state.db.read() as session:
             row = store.platform(session, username)
-            if row is None or not hmac.compare_digest(token_hash(password), row.password_hash):
-                return None
-            return row.name
+            return row.name if row is not None and matches_hash(password, row.password_hash) else None
 
     def catalog(self, caller: str) -> Catalog:
         return self._catalog
