@@ -13,6 +13,10 @@ from rrm.server.fleet.render import Delivery
 from rrm.server.metrics import LONGPOLLS_WAITING
 from rrm.wire.watch import KEEP_ALIVE_FRAME, end_frame
 
+# How long a long-poll whose state this process never had waits for its own change feed to catch up before
+# it answers: the feed's poll interval (`feed_poll_seconds`), the longest one replica lags another.
+CATCH_UP_SECONDS = 1.0
+
 
 class LongPollHub:
     """A runtime is sent at most one state per delivery window, counted from when its agent had the previous
@@ -25,6 +29,7 @@ class LongPollHub:
         self.version = 0  # grows whenever a runtime's delivery changes or goes (for the leader)
         self._sent_at: dict[str, float] = {}  # runtime id → when its delivery window began (monotonic)
         self._unconfirmed: dict[str, str] = {}  # runtime id → ETag sent, until its agent asks with it
+        self._superseded: dict[str, str] = {}  # runtime id → the ETag of the delivery before its current one
         self._signals: dict[str, asyncio.Event] = {}
         self._closing = False
 
@@ -43,6 +48,8 @@ class LongPollHub:
                 self._deliveries[runtime_id] = delivery
                 self.version += 1
                 if previous is None or previous.hash != delivery.hash:
+                    if previous is not None:
+                        self._superseded[runtime_id] = previous.etag
                     self._wake(runtime_id)
 
     def withdraw(self, runtime_id: str) -> None:
@@ -51,14 +58,18 @@ class LongPollHub:
             self.version += 1
         self._sent_at.pop(runtime_id, None)
         self._unconfirmed.pop(runtime_id, None)
+        self._superseded.pop(runtime_id, None)
         self._wake(runtime_id)
 
     async def wait_for_change(self, runtime_id: str, etag: str | None, timeout: float) -> Delivery | None:
         """The runtime's state once its hash differs from `etag`; None after `timeout` without change.
 
         A state that changed within the delivery window of the last one sent to this runtime is held until
-        the window ends (an agent without a state, `etag` None, is never held)."""
+        the window ends (an agent without a state, `etag` None, is never held). An agent holding a state this
+        process never had (another replica or worker sent it, and this one's feed is behind) waits up to
+        `CATCH_UP_SECONDS` for this process to catch up, rather than being sent the older state."""
         deadline = time.monotonic() + timeout
+        caught_up = etag is None
         if etag is not None and self._unconfirmed.get(runtime_id) == etag:
             del self._unconfirmed[runtime_id]  # the agent has the state sent last: its window runs from now
             self._sent_at[runtime_id] = time.monotonic()
@@ -70,6 +81,10 @@ class LongPollHub:
             current = self._deliveries.get(runtime_id)
             if current is None:
                 return None
+            if current.etag != etag and not caught_up and etag != self._superseded.get(runtime_id):
+                caught_up = True
+                await self._wait_for_signal(runtime_id, min(remaining, CATCH_UP_SECONDS))
+                continue
             if current.etag != etag:
                 last_sent = self._sent_at.get(runtime_id, -math.inf)
                 held = 0.0 if etag is None else last_sent + self._delivery_window - now
