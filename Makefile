@@ -19,6 +19,7 @@ demo: $(VENV)/.installed-base
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
+	$(BIN)/mypy --strict src/rrm/wire src/rrm/core src/rrm/agent
 	$(BIN)/pytest -n 3 --dist loadscope
 
 unit: $(VENV)/.installed-dev

@@ -108,7 +108,7 @@ def retry_delay(
 ) -> float:
     """Exponential backoff with jitter: between half and all of min(cap, base * 2**(attempts-1)), so many
     operations failing together do not come back in lockstep, and none waits less than half its step."""
-    ceiling = min(cap, base * 2 ** max(0, min(attempts - 1, 32)))
+    ceiling = min(cap, base * 2.0 ** max(0, min(attempts - 1, 32)))
     return ceiling * (0.5 + 0.5 * jitter)
 
 

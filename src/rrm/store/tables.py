@@ -335,7 +335,9 @@ class OperationStageRow(Base):
     control plane resumes it with the same deadline and retry window."""
 
     __tablename__ = "operation_stages"
-    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"), primary_key=True)
+    operation_id: Mapped[str] = mapped_column(
+        ForeignKey("operations.id", ondelete="CASCADE"), primary_key=True
+    )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16))
