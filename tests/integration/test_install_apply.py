@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from rrm.install import AgentInstallValues, agent_objects
+from rrm.install import AgentInstallValues, ControlPlaneInstallValues, agent_objects, control_plane_objects
 from rrm.install.apply import FIELD_MANAGER, InstallError, apply_objects
 
 from .kube import KubeApiServer, decoded
@@ -91,9 +91,12 @@ def test_applying_again_changes_nothing_and_takes_back_what_another_manager_chan
 
 def test_a_refused_object_is_named_with_the_api_servers_answer(standin: KubeApiServer) -> None:
     kubeconfig = standin.kubeconfig.read_text()
-    [namespace] = [o for o in agent_objects(VALUES) if o["kind"] == "Namespace"]
-    with pytest.raises(InstallError, match=r"^Namespace/rrm-system: 404 "):
-        apply_objects(kubeconfig, [namespace])
+    # a kind this API server does not serve (the stand-in has no policy/v1 group): the real server's 404
+    [budget] = [
+        o for o in control_plane_objects(ControlPlaneInstallValues()) if o["kind"] == "PodDisruptionBudget"
+    ]
+    with pytest.raises(InstallError, match=r"^PodDisruptionBudget/rrm-control-plane: 404 "):
+        apply_objects(kubeconfig, [budget])
     bad = served()[0]
     bad["stringData"] = {"not a key!": "x"}
     with pytest.raises(InstallError, match=r"^Secret/rrm-agent-edge-1: 422 .*not a key!"):
