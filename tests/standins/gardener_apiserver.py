@@ -1023,34 +1023,6 @@ class Handler(kube.Handler):
         manager = query.get("fieldManager") or (self.headers.get("User-Agent") or "unknown").split("/")[0]
         self._dispatch(resource, namespace, name, manager, query, raw)
 
-    def _dispatch(
-        self,
-        resource: kube.Resource,
-        namespace: str,
-        name: str | None,
-        manager: str,
-        query: dict[str, str],
-        raw: bytes,
-    ) -> None:
-        store = self.server.store
-        if self.command == "GET" and name is None and query.get("watch") in ("true", "1"):
-            self._watch(resource, namespace, query)
-        elif self.command == "GET" and name is None:
-            self._send(200, store.list_objects(resource, namespace, query.get("labelSelector", "")))
-        elif self.command == "GET" and name is not None:
-            self._send(200, store.get(resource, namespace, name))
-        elif self.command == "POST" and name is None:
-            self._send(201, store.create(resource, namespace, self._json_body(raw), manager))
-        elif self.command == "PUT" and name is not None:
-            self._send(200, store.update("update", resource, namespace, name, manager, self._json_body(raw)))
-        elif self.command == "PATCH" and name is not None:
-            self._patch(resource, namespace, name, manager, query, raw)
-        elif self.command == "DELETE" and name is not None:
-            options = self._json_body(raw) if raw else {}
-            self._send(200, store.delete(resource, namespace, name, manager, options))
-        else:
-            raise kube.ApiError(405, "MethodNotAllowed", f"{self.command} is not supported here")
-
     def _subresource(
         self, resource: kube.Resource, namespace: str, name: str, subresource: str, raw: bytes
     ) -> None:

@@ -1239,13 +1239,24 @@ class Handler(BaseHTTPRequestHandler):
             self._body()
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({url.path})")
         manager = query.get("fieldManager") or (self.headers.get("User-Agent") or "unknown").split("/")[0]
+        self._dispatch(resource, namespace, name, manager, query, self._body())
+
+    def _dispatch(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str | None,
+        manager: str,
+        query: dict[str, str],
+        raw: bytes,
+    ) -> None:
+        """One verb on a collection or an object; the Gardener stand-in serves its kinds through it too."""
         store = self.server.store
-        raw = self._body()
         if self.command == "GET" and name is None and query.get("watch") in ("true", "1"):
             self._watch(resource, namespace, query)
         elif self.command == "GET" and name is None:
             self._send(200, store.list_objects(resource, namespace, query.get("labelSelector", "")))
-        elif self.command == "GET":
+        elif self.command == "GET" and name is not None:
             self._send(200, store.get(resource, namespace, name))
         elif self.command == "POST" and name is None:
             self._send(201, store.create(resource, namespace, self._json_body(raw), manager))
