@@ -539,7 +539,7 @@ async def _run_after(delay: float, agent: Agent) -> None:
     await agent.run()
 
 
-def worker_main(conn: Connection, index: int, log_path: str) -> None:
+def worker_main(conn: Connection, index: int, log_path: str, worker_class: type[Worker] = Worker) -> None:
     raise_open_files()
     # A real agent has its process to itself; here thousands share one event loop, whose lag would count
     # against the agent's 5 s connect timeout and turn a busy moment into a storm of retries.
@@ -548,7 +548,7 @@ def worker_main(conn: Connection, index: int, log_path: str) -> None:
         filename=log_path, level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    worker = Worker(index)
+    worker = worker_class(index)
     try:
         import uvloop
 
@@ -561,9 +561,10 @@ def worker_main(conn: Connection, index: int, log_path: str) -> None:
 
 
 class WorkerPool:
-    """`count` worker processes; `call` sends one command to each and returns their answers in order."""
+    """`count` worker processes; `call` sends one command to each and returns their answers in order.
+    `worker_class` (a `Worker` with more commands) serves them."""
 
-    def __init__(self, count: int, log_dir: Path) -> None:
+    def __init__(self, count: int, log_dir: Path, worker_class: type[Worker] = Worker) -> None:
         context = multiprocessing.get_context("spawn")
         log_dir.mkdir(parents=True, exist_ok=True)
         self.connections: list[Connection] = []
@@ -571,7 +572,9 @@ class WorkerPool:
         for index in range(count):
             parent, child = context.Pipe()
             process = context.Process(
-                target=worker_main, args=(child, index, str(log_dir / f"worker-{index}.log")), daemon=True
+                target=worker_main,
+                args=(child, index, str(log_dir / f"worker-{index}.log"), worker_class),
+                daemon=True,
             )
             process.start()
             self.connections.append(parent)
