@@ -4,6 +4,7 @@ gateway (`/v3/kv/put`, `/v3/watch`), the way the rrm agents speak HTTP to the co
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,22 @@ def etcd_version() -> str | None:
 
 def b64(data: bytes | str) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def watch_events(line: bytes | str) -> tuple[bool, list[tuple[int, bytes]]]:
+    """One line of a `/v3/watch` stream (a JSON object): whether it confirms the watch was created, and
+    each event's (mod revision, value). An `error` line (the gateway's own) raises ValueError."""
+    if not line.strip():
+        return False, []
+    message = json.loads(line)
+    if "error" in message:
+        raise ValueError(f"etcd watch error: {message['error']}")
+    result = message.get("result", {})
+    events = [
+        (int(event["kv"]["mod_revision"]), base64.b64decode(event["kv"].get("value", "")))
+        for event in result.get("events", [])
+    ]
+    return bool(result.get("created")), events
 
 
 @dataclass
