@@ -30,6 +30,7 @@ from tests.integration.harness import AgentProcess, FakeDaprd, register
 
 from benchmarks.common import SELECTOR, ServerProcess, component
 from benchmarks.fleets import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_WAIT_SECONDS, Bench
+from benchmarks.profile import profiled
 
 COMPONENTS = 10
 DELIVERIES = ("longpoll", "watch")
@@ -51,7 +52,8 @@ def run(
     components: int = COMPONENTS,
 ) -> dict[str, Any]:
     """`updates` updates through one agent per delivery mode, each on a fresh server."""
-    return measure(bench.workdir / "agent-cpu", bench.log, updates, idle_seconds, deliveries, components)
+    workdir = bench.workdir / "agent-cpu"
+    return measure(workdir, bench.log, updates, idle_seconds, deliveries, components, bench.profile_dir)
 
 
 def measure(
@@ -61,9 +63,11 @@ def measure(
     idle_seconds: float = IDLE_SECONDS,
     deliveries: Sequence[str] = DELIVERIES,
     components: int = COMPONENTS,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
+    """As `run`; with `profile_dir`, the agent's update phase of each mode is recorded there (py-spy)."""
     results = {
-        mode: _one_delivery(workdir / mode, log, mode, updates, idle_seconds, components)
+        mode: _one_delivery(workdir / mode, log, mode, updates, idle_seconds, components, profile_dir)
         for mode in deliveries
     }
     return {
@@ -82,7 +86,13 @@ def measure(
 
 
 def _one_delivery(
-    workdir: Path, log: Callable[[str], None], mode: str, updates: int, idle_seconds: float, components: int
+    workdir: Path,
+    log: Callable[[str], None],
+    mode: str,
+    updates: int,
+    idle_seconds: float,
+    components: int,
+    profile_dir: Path | None,
 ) -> dict[str, Any]:
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -109,7 +119,8 @@ def _one_delivery(
                         return
                     hash, done = ready, marker
 
-            cpu, wall = _cpu_over(agent.pid, update_all)
+            with profiled({"agent": agent.pid}, profile_dir, f"agent-cpu-{mode}"):
+                cpu, wall = _cpu_over(agent.pid, update_all)
     finally:
         server.stop()
     idle_share = idle_cpu / idle_wall * wall
@@ -187,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delivery", default=",".join(DELIVERIES), help="comma-separated")
     parser.add_argument("--components", type=int, default=COMPONENTS)
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    parser.add_argument("--profile", type=Path, default=None, help="record py-spy profiles here")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="rrm-bench-agent-cpu-"))
     try:
@@ -197,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             args.idle_seconds,
             [mode.strip() for mode in args.delivery.split(",") if mode.strip()],
             args.components,
+            args.profile,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
