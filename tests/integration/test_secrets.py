@@ -95,3 +95,42 @@ def test_rotation_reaches_the_files_and_the_running_daprd(
     assert not at_rest, f"a secret value is stored in clear in {at_rest}"
     logged = [p for p in (server.log_path, agent.log_path) if new in p.read_text(errors="replace")]
     assert not logged, f"a secret value is logged in {logged}"
+
+
+def test_an_upgraded_agent_renames_an_earlier_agents_store_file_while_daprd_runs(
+    fleet: Fleet, admin: httpx.Client
+) -> None:
+    """Earlier agents named the store's file `rrm-rrm-secrets-<h>.yaml`; writing the new file beside it
+    would define the store twice, which stops daprd."""
+    value = f"v-{uuid.uuid4().hex}"
+    daprd = fleet.daprd("mig-1")
+    agent = fleet.agent("mig-1", {"t-mig": "yes"}, daprd=daprd)
+    apply(
+        admin,
+        [
+            secret("mig-credentials", {"token": value}),
+            http_binding(
+                "mig-http", "t-mig=yes", "http://mig.invalid/", token_ref=("mig-credentials", "token")
+            ),
+        ],
+    )
+    fleet.wait_until(
+        lambda: (daprd.resolved("mig-http") or {}).get("securityToken") == value,
+        "daprd resolves the value through the rrm secret store",
+    )
+    agent.stop()
+    [store] = [d for d in resource_documents(agent.resources_path) if d.name in secret_stores(d.path.parent)]
+    assert store.path.name == f"{store.name}.store.yaml"
+    legacy = store.path.with_name(f"rrm-{store.name}.yaml")
+    store.path.rename(legacy)
+    loaded_at = daprd.loaded_at(store.name)
+
+    agent.start()
+    fleet.wait_files(
+        agent, lambda _: store.path.exists() and not legacy.exists(), "the store file is renamed"
+    )
+    fleet.wait_runtime("mig-1", lambda d: synced(d) and condition_true(d, "Ready"), "Synced and Ready")
+
+    assert sorted(p.name for p in agent.resources_path.iterdir()) == ["rrm-mig-http.yaml", store.path.name]
+    assert (daprd.resolved("mig-http") or {}).get("securityToken") == value
+    assert daprd.loaded_at(store.name) == loaded_at, "the renamed store was initialised again"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,10 @@ from rrm.agent.targets.selfhosted import SelfHostedTarget, secrets_tag
 from rrm.core.diff import diff
 from rrm.core.hashing import state_hash
 from rrm.wire.protocol import DeliveredSecret, DesiredState
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standins"))
+
+import fake_daprd
 
 
 def component(name: str, *, metadata: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
@@ -171,7 +178,7 @@ def test_secrets_go_to_a_0600_file_outside_the_resources_path(target: SelfHosted
     for path in target.resources_path.iterdir():
         assert "s3cret" not in path.read_text()
 
-    store = yaml.safe_load((target.resources_path / f"rrm-rrm-secrets-{tag}.yaml").read_text())
+    store = yaml.safe_load((target.resources_path / f"rrm-secrets-{tag}.store.yaml").read_text())
     assert store["metadata"]["name"] == f"rrm-secrets-{tag}"
     assert store["spec"]["type"] == "secretstores.local.file"
     assert {m["name"]: m["value"] for m in store["spec"]["metadata"]} == {
@@ -199,7 +206,7 @@ def test_secret_rotation_changes_store_name_and_dependent_auth(target: SelfHoste
         "rrm-cache.yaml",
         "rrm-external.yaml",
         "rrm-plain.yaml",
-        f"rrm-rrm-secrets-{new_tag}.yaml",
+        f"rrm-secrets-{new_tag}.store.yaml",
     ]
     assert sorted(p.name for p in target.secrets_dir.iterdir()) == [f"secrets-{new_tag}.json"]
     cache = yaml.safe_load((target.resources_path / "rrm-cache.yaml").read_text())
@@ -236,12 +243,113 @@ def test_rotation_writes_new_store_before_dependents_and_deletes_old_last(
     old_tag, new_tag = secrets_tag([old]), secrets_tag([new])
     assert events == [
         f"write secrets-{new_tag}.json",
-        f"write rrm-rrm-secrets-{new_tag}.yaml",
+        f"write rrm-secrets-{new_tag}.store.yaml",
         "write rrm-cache.yaml",
         "delete rrm-gone.yaml",
+        f"delete rrm-secrets-{old_tag}.store.yaml",
+        f"delete secrets-{old_tag}.json",
+    ]
+
+
+def definitions(directory: Path) -> Counter[str]:
+    """How often each component name is defined in `directory`, read as daprd reads it (the stand-in)."""
+    return Counter(str(m["metadata"]["name"]) for m in fake_daprd.read_components(directory))
+
+
+def test_a_component_named_like_the_store_keeps_its_own_file(target: SelfHostedTarget) -> None:
+    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
+    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    tag = secrets_tag([old])
+    state = make_state([with_secret_ref("cache"), component(f"secrets-{tag}")], [old])
+
+    outcome = sync(target, state)
+
+    assert yaml_files(target.resources_path) == [
+        "rrm-cache.yaml",
+        f"rrm-secrets-{tag}.store.yaml",
+        f"rrm-secrets-{tag}.yaml",
+    ]
+    assert definitions(target.resources_path) == {"cache": 1, f"secrets-{tag}": 1, f"rrm-secrets-{tag}": 1}
+    assert {r.name: r.state for r in outcome.resources} == {"cache": "applied", f"secrets-{tag}": "applied"}
+    assert diff(target.render(state), target.observe()).empty
+
+    sync(target, make_state([with_secret_ref("cache"), component(f"secrets-{tag}")], [new]))
+
+    assert f"rrm-secrets-{tag}.yaml" in yaml_files(target.resources_path)
+    assert f"rrm-secrets-{tag}.store.yaml" not in yaml_files(target.resources_path)
+
+
+def upgraded_agent(target: SelfHostedTarget, store_tag: str) -> SelfHostedTarget:
+    """A fresh target on `target`'s directories after the store file got the name earlier agents gave it."""
+    resources = target.resources_path
+    (resources / f"rrm-secrets-{store_tag}.store.yaml").rename(
+        resources / f"rrm-rrm-secrets-{store_tag}.yaml"
+    )
+    upgraded = SelfHostedTarget(resources, target.secrets_dir.parent)
+    upgraded.prepare()
+    return upgraded
+
+
+@pytest.mark.parametrize("prune", [True, False])
+def test_an_earlier_agents_store_file_is_renamed_and_never_defined_twice(
+    target: SelfHostedTarget, monkeypatch: pytest.MonkeyPatch, prune: bool
+) -> None:
+    secret = DeliveredSecret(name="redis", revision=1, data={"password": "s3cret"})
+    state = make_state([with_secret_ref("cache")], [secret])
+    sync(target, state)
+    tag = secrets_tag([secret])
+    upgraded = upgraded_agent(target, tag)
+    resources = upgraded.resources_path
+    steps: list[tuple[str, Counter[str]]] = []
+    real_replace = os.replace
+
+    def recording_replace(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        steps.append((f"{Path(src).name} -> {Path(dst).name}", definitions(resources)))
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    outcome = sync(upgraded, state, prune=prune)
+
+    assert (
+        f"rrm-rrm-secrets-{tag}.yaml -> rrm-secrets-{tag}.store.yaml",
+        Counter({"cache": 1, f"rrm-secrets-{tag}": 1}),
+    ) in steps
+    assert [step for step, counts in steps if max(counts.values()) > 1] == []
+    assert yaml_files(resources) == ["rrm-cache.yaml", f"rrm-secrets-{tag}.store.yaml"]
+    assert {r.name: r.state for r in outcome.resources} == {"cache": "applied"}
+    assert diff(upgraded.render(state), upgraded.observe()).empty
+
+
+def test_an_earlier_agents_store_of_old_secrets_is_pruned_as_a_store(
+    target: SelfHostedTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rrm.agent.targets.selfhosted as selfhosted
+
+    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
+    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    sync(target, make_state([with_secret_ref("cache")], [old]))
+    old_tag, new_tag = secrets_tag([old]), secrets_tag([new])
+    upgraded = upgraded_agent(target, old_tag)
+    events: list[str] = []
+    real_write, real_remove = selfhosted.write_atomic, selfhosted.remove_durably
+    monkeypatch.setattr(
+        selfhosted, "write_atomic", lambda p, d, m: (events.append(f"write {p.name}"), real_write(p, d, m))
+    )
+    monkeypatch.setattr(
+        selfhosted, "remove_durably", lambda p: (events.append(f"delete {p.name}"), real_remove(p))
+    )
+
+    sync(upgraded, make_state([with_secret_ref("cache")], [new]))
+
+    assert events == [
+        f"write secrets-{new_tag}.json",
+        f"write rrm-secrets-{new_tag}.store.yaml",
+        "write rrm-cache.yaml",
         f"delete rrm-rrm-secrets-{old_tag}.yaml",
         f"delete secrets-{old_tag}.json",
     ]
+    assert upgraded.component_name(f"rrm-rrm-secrets-{old_tag}.yaml") is None
+    assert definitions(upgraded.resources_path) == {"cache": 1, f"rrm-secrets-{new_tag}": 1}
 
 
 def test_component_whose_secret_was_not_delivered_is_not_written(target: SelfHostedTarget) -> None:
@@ -281,7 +389,7 @@ def test_a_component_that_cannot_be_created_does_not_keep_old_secret_stores(targ
     assert yaml_files(target.resources_path) == [
         "hand-made.yaml",
         "rrm-cache.yaml",
-        f"rrm-rrm-secrets-{new_tag}.yaml",
+        f"rrm-secrets-{new_tag}.store.yaml",
     ]
     assert sorted(p.name for p in target.secrets_dir.iterdir()) == [f"secrets-{new_tag}.json"]
 

@@ -4,6 +4,9 @@ Native objects are keyed by where they live: `rrm-<name>.yaml` in the resources 
 `secrets/secrets-<h>.json` in STATE_DIR. daprd's local file store reads its file only at init, so new
 secret revisions get a new store (`rrm-secrets-<h>` reading `secrets-<h>.json`) and every dependent
 component is pointed at it through `auth.secretStore`; that changed spec is what makes daprd reload them.
+The store's file is `rrm-secrets-<h>.store.yaml`: a component name cannot contain a dot, so no component's
+file can be named so. Agents before that named it `rrm-rrm-secrets-<h>.yaml`; such a file is renamed onto
+the new name, never written beside it, since daprd stops when two files define one component.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from rrm.agent.atomic import TEMP_SUFFIX, make_private_dir, remove_durably, write_atomic
+from rrm.agent.atomic import TEMP_SUFFIX, fsync_dir, make_private_dir, remove_durably, write_atomic
 from rrm.agent.config import AgentConfig, ConfigurationError
 from rrm.agent.reload import run_reload_command
 from rrm.agent.sidecar import query_sidecar
@@ -35,6 +39,8 @@ FILE_PREFIX = "rrm-"
 FILE_SUFFIX = ".yaml"
 DAPR_SUFFIXES = (".yaml", ".yml")
 STORE_PREFIX = "rrm-secrets-"
+STORE_FILE_SUFFIX = ".store.yaml"
+LEGACY_STORE_FILE_PREFIX = FILE_PREFIX + STORE_PREFIX
 SECRETS_ID_PREFIX = "secrets/"
 SECRETS_DIR = "secrets"
 COMPONENT_FILE_MODE = 0o644
@@ -50,15 +56,36 @@ def component_file_id(name: str) -> str:
     return f"{FILE_PREFIX}{name}{FILE_SUFFIX}"
 
 
+def store_file_id(store: str) -> str:
+    return f"{store}{STORE_FILE_SUFFIX}"
+
+
+def legacy_store_file_id(store: str) -> str:
+    """The doubled-prefix name earlier agents gave a store's file."""
+    return f"{FILE_PREFIX}{store}{FILE_SUFFIX}"
+
+
+def store_name_of(object_id: str) -> str | None:
+    """The secret store a file id holds, under its name or an earlier agent's; None for anything else."""
+    if object_id.startswith(STORE_PREFIX) and object_id.endswith(STORE_FILE_SUFFIX):
+        return object_id[: -len(STORE_FILE_SUFFIX)]
+    if object_id.startswith(LEGACY_STORE_FILE_PREFIX) and object_id.endswith(FILE_SUFFIX):
+        return object_id[len(FILE_PREFIX) : -len(FILE_SUFFIX)]
+    return None
+
+
 def component_name_of(object_id: str) -> str | None:
-    """The component a `rrm-<name>.yaml` id holds; None for secrets files and foreign suffixes."""
+    """The component a file id holds, secret stores included; None for secrets files and foreign suffixes."""
+    store = store_name_of(object_id)
+    if store is not None:
+        return store
     if object_id.startswith(FILE_PREFIX) and object_id.endswith(FILE_SUFFIX):
         return object_id[len(FILE_PREFIX) : -len(FILE_SUFFIX)]
     return None
 
 
 def is_store_id(object_id: str) -> bool:
-    return object_id.startswith(FILE_PREFIX + STORE_PREFIX)
+    return store_name_of(object_id) is not None
 
 
 def component_document(manifest: Mapping[str, Any], secret_store: str | None) -> NativeObject:
@@ -244,7 +271,7 @@ class SelfHostedTarget(Target):
             plan.store = STORE_PREFIX + tag
             secrets_file = f"secrets-{tag}.json"
             plan.objects[SECRETS_ID_PREFIX + secrets_file] = {s.name: dict(s.data) for s in state.secrets}
-            plan.objects[component_file_id(plan.store)] = store_document(
+            plan.objects[store_file_id(plan.store)] = store_document(
                 plan.store, self.secrets_dir / secrets_file
             )
         for manifest in state.components:
@@ -288,9 +315,23 @@ class SelfHostedTarget(Target):
     def _write(self, object_id: str, document: NativeObject) -> None:
         if object_id.startswith(SECRETS_ID_PREFIX):
             write_atomic(self._path_of(object_id), json.dumps(document, indent=2).encode(), SECRETS_FILE_MODE)
-        else:
-            text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True)
-            write_atomic(self._path_of(object_id), text.encode(), COMPONENT_FILE_MODE)
+            return
+        store = store_name_of(object_id)
+        if store is not None:
+            self._rename_legacy_store_file(store, self._path_of(object_id))
+        text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        write_atomic(self._path_of(object_id), text.encode(), COMPONENT_FILE_MODE)
+
+    def _rename_legacy_store_file(self, store: str, path: Path) -> None:
+        """Move an earlier agent's file of `store` onto `path` in one rename: writing the new file beside
+        it would define the store twice, which daprd does not survive."""
+        legacy = self.resources_path / legacy_store_file_id(store)
+        try:
+            os.replace(legacy, path)
+        except FileNotFoundError:
+            return
+        fsync_dir(self.resources_path)
+        log.info("event=renamed-store-file from=%s to=%s", legacy.name, path.name)
 
 
 def _deletion_order(object_id: str) -> tuple[int, str]:
