@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from .harness import (
+    AgentProcess,
+    FakeDaprd,
     Fleet,
     ServerProcess,
     apply,
@@ -32,25 +34,30 @@ def store_of(components: dict[str, dict[str, Any]], name: str) -> str | None:
     return (components.get(name, {}).get("auth") or {}).get("secretStore")
 
 
+def binding_with_secret(
+    fleet: Fleet, admin: httpx.Client, prefix: str, value: str
+) -> tuple[FakeDaprd, AgentProcess]:
+    """Runtime `<prefix>-1` with a daprd, whose binding `<prefix>-http` takes its token from secret
+    `<prefix>-credentials`; returns once daprd resolves `value` through rrm's secret store."""
+    daprd = fleet.daprd(f"{prefix}-1")
+    agent = fleet.agent(f"{prefix}-1", {f"t-{prefix}": "yes"}, daprd=daprd)
+    credentials = f"{prefix}-credentials"
+    binding = http_binding(
+        f"{prefix}-http", f"t-{prefix}=yes", f"http://{prefix}.invalid/", token_ref=(credentials, "token")
+    )
+    apply(admin, [secret(credentials, {"token": value}), binding])
+    fleet.wait_until(
+        lambda: (daprd.resolved(f"{prefix}-http") or {}).get("securityToken") == value,
+        "daprd resolves the first value through the rrm secret store",
+    )
+    return daprd, agent
+
+
 def test_rotation_reaches_the_files_and_the_running_daprd(
     fleet: Fleet, server: ServerProcess, admin: httpx.Client
 ) -> None:
     old, new = f"old-{uuid.uuid4().hex}", f"new-{uuid.uuid4().hex}"
-    daprd = fleet.daprd("rot-1")
-    agent = fleet.agent("rot-1", {"t-rot": "yes"}, daprd=daprd)
-    apply(
-        admin,
-        [
-            secret("rot-credentials", {"token": old}),
-            http_binding(
-                "rot-http", "t-rot=yes", "http://rot.invalid/", token_ref=("rot-credentials", "token")
-            ),
-        ],
-    )
-    fleet.wait_until(
-        lambda: (daprd.resolved("rot-http") or {}).get("securityToken") == old,
-        "daprd resolves the first value through the rrm secret store",
-    )
+    daprd, agent = binding_with_secret(fleet, admin, "rot", old)
     first = fleet.wait_files(agent, lambda c: store_of(c, "rot-http") is not None, "dependent names a store")
     first_store = store_of(first, "rot-http")
     assert first_store in secret_stores(agent.resources_path)
@@ -103,21 +110,7 @@ def test_an_upgraded_agent_renames_an_earlier_agents_store_file_while_daprd_runs
     """Earlier agents named the store's file `rrm-rrm-secrets-<h>.yaml`; writing the new file beside it
     would define the store twice, which stops daprd."""
     value = f"v-{uuid.uuid4().hex}"
-    daprd = fleet.daprd("mig-1")
-    agent = fleet.agent("mig-1", {"t-mig": "yes"}, daprd=daprd)
-    apply(
-        admin,
-        [
-            secret("mig-credentials", {"token": value}),
-            http_binding(
-                "mig-http", "t-mig=yes", "http://mig.invalid/", token_ref=("mig-credentials", "token")
-            ),
-        ],
-    )
-    fleet.wait_until(
-        lambda: (daprd.resolved("mig-http") or {}).get("securityToken") == value,
-        "daprd resolves the value through the rrm secret store",
-    )
+    daprd, agent = binding_with_secret(fleet, admin, "mig", value)
     agent.stop()
     [store] = [d for d in resource_documents(agent.resources_path) if d.name in secret_stores(d.path.parent)]
     assert store.path.name == f"{store.name}.store.yaml"

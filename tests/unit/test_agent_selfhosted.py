@@ -46,6 +46,12 @@ def with_secret_ref(name: str, secret: str = "redis", key: str = "password") -> 
     )
 
 
+ROTATION = (
+    DeliveredSecret(name="redis", revision=1, data={"password": "old"}),
+    DeliveredSecret(name="redis", revision=2, data={"password": "new"}),
+)
+
+
 def make_state(
     components: list[dict[str, Any]], secrets: list[DeliveredSecret] | None = None
 ) -> DesiredState:
@@ -62,6 +68,26 @@ def target(tmp_path: Path) -> SelfHostedTarget:
     target = SelfHostedTarget(tmp_path / "resources", tmp_path / "state")
     target.prepare()
     return target
+
+
+def record_file_events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, `write <file>` and `delete <file>` in the order the selfhosted target does them."""
+    import rrm.agent.targets.selfhosted as selfhosted
+
+    events: list[str] = []
+    real_write, real_remove = selfhosted.write_atomic, selfhosted.remove_durably
+
+    def recording_write(path: Path, data: bytes, mode: int) -> None:
+        events.append(f"write {path.name}")
+        real_write(path, data, mode)
+
+    def recording_remove(path: Path) -> None:
+        events.append(f"delete {path.name}")
+        real_remove(path)
+
+    monkeypatch.setattr(selfhosted, "write_atomic", recording_write)
+    monkeypatch.setattr(selfhosted, "remove_durably", recording_remove)
+    return events
 
 
 def sync(target: SelfHostedTarget, state: DesiredState, *, prune: bool = True) -> ApplyOutcome:
@@ -193,8 +219,7 @@ def test_secrets_go_to_a_0600_file_outside_the_resources_path(target: SelfHosted
 def test_secret_rotation_changes_store_name_and_dependent_auth(target: SelfHostedTarget) -> None:
     own_store = component("external", metadata=[{"name": "x", "secretKeyRef": {"name": "vault", "key": "k"}}])
     own_store["auth"] = {"secretStore": "vault-store"}
-    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
-    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    old, new = ROTATION
     sync(target, make_state([with_secret_ref("cache"), component("plain"), own_store], [old]))
     plain_before = (target.resources_path / "rrm-plain.yaml").read_text()
 
@@ -219,24 +244,9 @@ def test_secret_rotation_changes_store_name_and_dependent_auth(target: SelfHoste
 def test_rotation_writes_new_store_before_dependents_and_deletes_old_last(
     target: SelfHostedTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rrm.agent.targets.selfhosted as selfhosted
-
-    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
-    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    old, new = ROTATION
     sync(target, make_state([with_secret_ref("cache"), component("gone")], [old]))
-    events: list[str] = []
-    real_write, real_remove = selfhosted.write_atomic, selfhosted.remove_durably
-
-    def recording_write(path: Path, data: bytes, mode: int) -> None:
-        events.append(f"write {path.name}")
-        real_write(path, data, mode)
-
-    def recording_remove(path: Path) -> None:
-        events.append(f"delete {path.name}")
-        real_remove(path)
-
-    monkeypatch.setattr(selfhosted, "write_atomic", recording_write)
-    monkeypatch.setattr(selfhosted, "remove_durably", recording_remove)
+    events = record_file_events(monkeypatch)
 
     sync(target, make_state([with_secret_ref("cache")], [new]))
 
@@ -257,8 +267,7 @@ def definitions(directory: Path) -> Counter[str]:
 
 
 def test_a_component_named_like_the_store_keeps_its_own_file(target: SelfHostedTarget) -> None:
-    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
-    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    old, new = ROTATION
     tag = secrets_tag([old])
     state = make_state([with_secret_ref("cache"), component(f"secrets-{tag}")], [old])
 
@@ -323,21 +332,11 @@ def test_an_earlier_agents_store_file_is_renamed_and_never_defined_twice(
 def test_an_earlier_agents_store_of_old_secrets_is_pruned_as_a_store(
     target: SelfHostedTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rrm.agent.targets.selfhosted as selfhosted
-
-    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
-    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    old, new = ROTATION
     sync(target, make_state([with_secret_ref("cache")], [old]))
     old_tag, new_tag = secrets_tag([old]), secrets_tag([new])
     upgraded = upgraded_agent(target, old_tag)
-    events: list[str] = []
-    real_write, real_remove = selfhosted.write_atomic, selfhosted.remove_durably
-    monkeypatch.setattr(
-        selfhosted, "write_atomic", lambda p, d, m: (events.append(f"write {p.name}"), real_write(p, d, m))
-    )
-    monkeypatch.setattr(
-        selfhosted, "remove_durably", lambda p: (events.append(f"delete {p.name}"), real_remove(p))
-    )
+    events = record_file_events(monkeypatch)
 
     sync(upgraded, make_state([with_secret_ref("cache")], [new]))
 
@@ -376,8 +375,7 @@ def test_conflict_with_a_foreign_file_is_reported_and_not_written(target: SelfHo
 
 
 def test_a_component_that_cannot_be_created_does_not_keep_old_secret_stores(target: SelfHostedTarget) -> None:
-    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
-    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    old, new = ROTATION
     sync(target, make_state([with_secret_ref("cache")], [old]))
     foreign = {**component("blocked"), "spec": {"type": "state.in-memory", "version": "v1", "metadata": []}}
     (target.resources_path / "hand-made.yaml").write_text(yaml.safe_dump(foreign))
@@ -442,8 +440,7 @@ def test_failed_secrets_write_keeps_dependents_and_old_store_untouched(
 ) -> None:
     import rrm.agent.targets.selfhosted as selfhosted
 
-    old = DeliveredSecret(name="redis", revision=1, data={"password": "old"})
-    new = DeliveredSecret(name="redis", revision=2, data={"password": "new"})
+    old, new = ROTATION
     sync(target, make_state([with_secret_ref("cache")], [old]))
     before = {p.name: p.read_bytes() for p in target.resources_path.iterdir()}
     real_write = selfhosted.write_atomic
