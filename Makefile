@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit integration bench clean
+.PHONY: demo test lint typecheck unit integration bench bench-report clean
 
 # One stamp per set of extras: `make demo` installs only what rrm itself needs.
 $(VENV)/.installed-%: pyproject.toml
@@ -32,6 +32,11 @@ integration: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev,bench
 	@command -v etcd >/dev/null || echo "etcd is not installed: the baseline is reported unavailable (apt-get install etcd-server)"
 	$(BIN)/python -m benchmarks.run $(ARGS)
+
+# BENCHMARKS.md's figures and the README's sizing, regenerated from the committed results files
+# (benchmarks/results/<date>-<commit>.json): commit a run's results file first, then run this and commit.
+bench-report: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.publish
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,5 @@
-"""Runs the benchmarks and writes benchmarks/results/latest.json and latest.md.
+"""Runs the benchmarks and writes benchmarks/results/<YYYY-MM-DD>-<short commit>.json and .md (the results
+file, small enough to commit: `make bench-report` publishes from it) and latest.json and latest.md.
 
     .venv/bin/python -m benchmarks.run [--sizes 100,1000,10000]
         [--only propagation,replicas,footprint,throughput,storm,ready] [--replica-sizes 100,1000]
@@ -17,6 +18,7 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,12 +26,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import footprint, propagation, provisioning, ready, replicas, report, storm, throughput
+from benchmarks import (
+    agent_cpu,
+    footprint,
+    minimal,
+    propagation,
+    provisioning,
+    ready,
+    replicas,
+    report,
+    status_path,
+    storm,
+    throughput,
+)
 from benchmarks.common import REPO, raise_open_files
 from benchmarks.fleets import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_WAIT_SECONDS, Bench
 from benchmarks.workers import WorkerPool
 
-BENCHMARKS = ("propagation", "replicas", "footprint", "throughput", "storm", "ready", "provisioning")
+BENCHMARKS = report.BENCHMARKS
+# a benchmark's `run`, and the arguments and options it takes after the Bench
+Runner = tuple[Callable[..., dict[str, Any]], tuple[Any, ...], dict[str, Any]]
 SMOKE_SIZE = 20
 
 
@@ -101,12 +117,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--smoke", action="store_true", help=f"every benchmark at N = {SMOKE_SIZE}, short windows"
     )
+    _control_plane_options(parser)
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes = args.replica_sizes = args.footprint_sizes = str(SMOKE_SIZE)
         args.throughput_runtimes = args.storm_size = args.ready_size = SMOKE_SIZE
         args.duration, args.rounds, args.write_seconds, args.burst = 3.0, 1, 2.0, 10
         args.provisioning_size, args.provisioning_tenants, args.local_size = 10, 5, 2
+        args.minimal_sizes = args.status_sizes = str(SMOKE_SIZE)
+        args.status_rate, args.status_seconds = 100.0, 3.0
+        args.agent_cpu_updates, args.agent_cpu_idle = 10, 5.0
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(args.only) - set(BENCHMARKS)
     if unknown:
@@ -114,38 +134,176 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _attempt(bench: Bench, benchmark: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run one benchmark; a failure is recorded (and the run goes on with the next one)."""
+def _control_plane_options(parser: argparse.ArgumentParser) -> None:
+    """The benchmarks that measure the control plane apart from its load generator."""
+    env = os.environ.get
+    parser.add_argument(
+        "--minimal-sizes",
+        default=env("RRM_BENCH_MINIMAL_SIZES", "1000,10000"),
+        help="minimal-protocol clients against as many etcd watchers, same run",
+    )
+    parser.add_argument(
+        "--minimal-transport",
+        default=env("RRM_BENCH_MINIMAL_TRANSPORT", "watch"),
+        choices=("watch", "longpoll"),
+        help="how the minimal clients take desired states",
+    )
+    parser.add_argument(
+        "--minimal-server-workers", type=int, default=int(env("RRM_BENCH_MINIMAL_SERVER_WORKERS", "1"))
+    )
+    parser.add_argument(
+        "--status-sizes",
+        default=env("RRM_BENCH_STATUS_SIZES", "1000,10000"),
+        help="runtimes sending status reports (control-plane CPU per report)",
+    )
+    parser.add_argument("--status-rate", type=float, default=float(env("RRM_BENCH_STATUS_RATE", "300")))
+    parser.add_argument("--status-seconds", type=float, default=float(env("RRM_BENCH_STATUS_SECONDS", "20")))
+    parser.add_argument(
+        "--agent-cpu-updates",
+        type=int,
+        default=int(env("RRM_BENCH_AGENT_CPU_UPDATES", "200")),
+        help="updates through one real `rrm agent`, per delivery mode (its own CPU per update)",
+    )
+    parser.add_argument(
+        "--agent-cpu-idle", type=float, default=float(env("RRM_BENCH_AGENT_CPU_IDLE", "60")), help="s"
+    )
+
+
+def asked(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """What this run was asked to measure: per benchmark its sizes and, where it has them, its updates."""
+    sizes = {
+        "propagation": _sizes(args.sizes),
+        "minimal": _sizes(args.minimal_sizes),
+        "status_path": _sizes(args.status_sizes),
+        "agent_cpu": [args.agent_cpu_updates],
+        "replicas": _sizes(args.replica_sizes),
+        "footprint": _sizes(args.footprint_sizes),
+        "throughput": [args.throughput_runtimes],
+        "storm": [args.storm_size],
+        "ready": [args.ready_size],
+        "provisioning": [args.provisioning_size],
+    }
+    return {
+        name: {"sizes": sizes[name], "rounds": args.rounds if name in report.WITH_ROUNDS else None}
+        for name in BENCHMARKS
+        if name in args.only
+    }
+
+
+def tree_state() -> dict[str, Any]:
+    """The commit measured, and whether the working tree differed from it when the run started."""
+
+    def git(*command: str) -> str:
+        return subprocess.run(
+            ["git", *command], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    describe = git("describe", "--always", "--dirty")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "describe": describe,
+        "dirty": describe.endswith("-dirty"),
+    }
+
+
+def results_stem(out: Path, results: dict[str, Any]) -> str:
+    """`<YYYY-MM-DD>-<short commit>` (`-smoke` after it for a smoke run), with the start time appended when
+    that name is another run's."""
+    stem = f"{results['machine']['date'][:10]}-{results['tree']['commit']}" + (
+        "-smoke" if results["smoke"] else ""
+    )
+    existing = out / f"{stem}.json"
+    if existing.exists() and json.loads(existing.read_text())["machine"] != results["machine"]:
+        stem += "-" + results["machine"]["date"][11:19].replace(":", "")
+    return stem
+
+
+def _attempt(bench: Bench, name: str, runner: Runner) -> dict[str, Any]:
+    """Run one benchmark at one size; a failure is recorded (and the run goes on with the next one)."""
+    benchmark, args, options = runner
     try:
-        return benchmark(bench, *args)
+        return benchmark(bench, *args, **options)
     except Exception as exc:
-        bench.log(f"{benchmark.__module__} {args[0]} failed: {type(exc).__name__}: {exc}")
+        bench.log(f"{name} {args[0]} failed: {type(exc).__name__}: {exc}")
         with contextlib.suppress(Exception):
             bench.stop_agents()
         return {"size": args[0], "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _write(results: dict[str, Any], bench: Bench, out: Path, started: float) -> str:
-    """Write what is measured so far (after every benchmark, so an interrupted run still leaves results)."""
-    results["fleet_setup"] = {str(n): t.setup for n, t in bench.templates.items()}
-    results["seconds"] = round(time.monotonic() - started, 1)
-    results["targets"] = report.targets(results)
-    text = report.markdown(results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "latest.md").write_text(text)
-    return text
+class Recorder:
+    """Writes what is measured so far after every benchmark (an interrupted run still leaves its results,
+    marked incomplete): latest.json and latest.md, and the results file <date>-<commit>.json and .md."""
+
+    def __init__(self, results: dict[str, Any], bench: Bench, out: Path) -> None:
+        self.results, self.bench, self.out = results, bench, out
+        self.started = time.monotonic()
+        out.mkdir(parents=True, exist_ok=True)
+        self.stem = results_stem(out, results)
+
+    def write(self) -> str:
+        results = self.results
+        results["fleet_setup"] = {str(n): t.setup for n, t in self.bench.templates.items()}
+        results["seconds"] = round(time.monotonic() - self.started, 1)
+        results["incomplete"] = report.incomplete(results)
+        results["complete"] = not results["incomplete"]
+        results["targets"] = report.targets(results)
+        text = report.markdown(results)
+        small = report.compact(results)
+        for stem, content in (("latest", results), (self.stem, small)):
+            (self.out / f"{stem}.json").write_text(json.dumps(content, indent=2) + "\n")
+            (self.out / f"{stem}.md").write_text(text)
+        return text
+
+    @property
+    def paths(self) -> str:
+        return f"{self.out / self.stem}.json and .md (also latest.json and latest.md)"
+
+
+def _run_all(args: argparse.Namespace, bench: Bench, recorder: Recorder) -> None:
+    results = recorder.results
+    for name in BENCHMARKS:
+        if name not in args.only:
+            continue
+        for size in results["asked"][name]["sizes"]:
+            entry = _attempt(bench, name, _runners(args, size, results)[name])
+            if name in report.SINGLE_RUNS:
+                results[name] = entry
+            else:
+                results.setdefault(name, []).append(entry)
+            recorder.write()
+
+
+def _runners(args: argparse.Namespace, size: int, results: dict[str, Any]) -> dict[str, Runner]:
+    """Per benchmark: its `run` function, and the arguments and options it takes after `bench`."""
+    one_replica = {r["size"]: r["rrm"] for r in results.get("propagation", []) if "rrm" in r}
+    minimal_options = {"transport": args.minimal_transport, "server_workers": args.minimal_server_workers}
+    return {
+        "propagation": (propagation.run, (size, args.rounds), {}),
+        "minimal": (minimal.run, (size, args.rounds), minimal_options),
+        "status_path": (status_path.run, (size, args.status_rate, args.status_seconds), {}),
+        "agent_cpu": (agent_cpu.run, (size, args.agent_cpu_idle), {}),
+        "replicas": (replicas.run, (size, args.rounds, one_replica.get(size)), {}),
+        "footprint": (footprint.run, (size, args.duration, not results.get("footprint")), {}),
+        "throughput": (throughput.run, (size, args.write_seconds, args.burst, args.window), {}),
+        "storm": (storm.run, (size,), {}),
+        "ready": (ready.run, (size, args.rounds), {}),
+        "provisioning": (provisioning.run, (size, args.provisioning_tenants, args.local_size), {}),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    args = parse(arguments)
     limit = raise_open_files()
     workdir = Path(tempfile.mkdtemp(prefix="rrm-bench-"))
     shm = Path("/dev/shm")
     agents_root = Path(tempfile.mkdtemp(prefix="rrm-bench-agents-", dir=shm if shm.is_dir() else None))
     results: dict[str, Any] = {
         "machine": report.machine(),
-        "command": "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "tree": tree_state(),
+        "command": "python -m benchmarks.run " + shlex.join(arguments),
+        "smoke": SMOKE_SIZE if args.smoke else None,
+        "asked": asked(args),
         "open_files_limit": limit,
         "workers": args.workers,
         "agent_intervals": {
@@ -156,51 +314,21 @@ def main(argv: list[str] | None = None) -> int:
             k: v for k, v in os.environ.items() if k.startswith("RRM_BENCH_") or k == "PYTHONPATH"
         },
     }
-    started = time.monotonic()
     pool = WorkerPool(args.workers, workdir / "logs")
     bench = Bench(pool, workdir, agents_root, profile_dir=args.profile)
+    recorder = Recorder(results, bench, args.out)
     bench.log(f"work dir {workdir}, agent state in {agents_root}, {args.workers} worker processes")
     try:
-        if "propagation" in args.only:
-            results["propagation"] = []
-            for n in _sizes(args.sizes):
-                results["propagation"].append(_attempt(bench, propagation.run, n, args.rounds))
-                _write(results, bench, args.out, started)
-        if "replicas" in args.only:
-            results["replicas"] = []
-            one_replica = {r["size"]: r["rrm"] for r in results.get("propagation", []) if "rrm" in r}
-            for n in _sizes(args.replica_sizes):
-                results["replicas"].append(_attempt(bench, replicas.run, n, args.rounds, one_replica.get(n)))
-                _write(results, bench, args.out, started)
-        if "footprint" in args.only:
-            results["footprint"] = []
-            for i, n in enumerate(_sizes(args.footprint_sizes)):
-                results["footprint"].append(_attempt(bench, footprint.run, n, args.duration, i == 0))
-                _write(results, bench, args.out, started)
-        if "throughput" in args.only:
-            results["throughput"] = _attempt(
-                bench, throughput.run, args.throughput_runtimes, args.write_seconds, args.burst, args.window
-            )
-            _write(results, bench, args.out, started)
-        if "storm" in args.only:
-            results["storm"] = _attempt(bench, storm.run, args.storm_size)
-            _write(results, bench, args.out, started)
-        if "ready" in args.only:
-            results["ready"] = _attempt(bench, ready.run, args.ready_size, args.rounds)
-            _write(results, bench, args.out, started)
-        if "provisioning" in args.only:
-            results["provisioning"] = _attempt(
-                bench, provisioning.run, args.provisioning_size, args.provisioning_tenants, args.local_size
-            )
+        _run_all(args, bench, recorder)
     finally:
         pool.close()
         shutil.rmtree(agents_root, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    text = _write(results, bench, args.out, started)
+        text = recorder.write()
     print()
     print(text)
-    print(f"results in {args.out / 'latest.json'} and {args.out / 'latest.md'} ({results['seconds']:.0f} s)")
+    print(f"results in {recorder.paths} ({results['seconds']:.0f} s)")
     return 0
 
 
