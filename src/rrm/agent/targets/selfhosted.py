@@ -27,6 +27,7 @@ from rrm.agent.config import AgentConfig, ConfigurationError
 from rrm.agent.reload import run_reload_command
 from rrm.agent.sidecar import query_sidecar
 from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target, component_results
+from rrm.agent.targets.yaml_files import DocumentMemo, dump_yaml, load_yaml
 from rrm.core.canonical import sha256_hex
 from rrm.core.names import dns1123_label_error
 from rrm.core.resources import secret_refs
@@ -149,6 +150,7 @@ class SelfHostedTarget(Target):
         self.reload_command = reload_command
         self.dapr_http_port = dapr_http_port
         self.dapr_api_token = dapr_api_token
+        self._documents = DocumentMemo()
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> SelfHostedTarget:
@@ -183,7 +185,8 @@ class SelfHostedTarget(Target):
         if self.resources_path.is_dir():
             for path in self.resources_path.iterdir():
                 if path.name.startswith(FILE_PREFIX) and path.suffix in DAPR_SUFFIXES and path.is_file():
-                    objects[path.name] = _read_yaml(path)
+                    objects[path.name] = self._documents.read(path)
+            self._documents.keep_only({self.resources_path / name for name in objects})
         if self.secrets_dir.is_dir():
             for path in self.secrets_dir.glob("secrets-*.json"):
                 objects[SECRETS_ID_PREFIX + path.name] = _read_json(path)
@@ -319,8 +322,9 @@ class SelfHostedTarget(Target):
         store = store_name_of(object_id)
         if store is not None:
             self._rename_legacy_store_file(store, self._path_of(object_id))
-        text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True)
-        write_atomic(self._path_of(object_id), text.encode(), COMPONENT_FILE_MODE)
+        data = dump_yaml(document).encode()
+        write_atomic(self._path_of(object_id), data, COMPONENT_FILE_MODE)
+        self._documents.wrote(self._path_of(object_id), data, document)
 
     def _rename_legacy_store_file(self, store: str, path: Path) -> None:
         """Move an earlier agent's file of `store` onto `path` in one rename: writing the new file beside
@@ -341,15 +345,6 @@ def _deletion_order(object_id: str) -> tuple[int, str]:
     return (1 if is_store_id(object_id) else 0), object_id
 
 
-def _read_yaml(path: Path) -> NativeObject:
-    """The file's document; `{}` for anything unreadable, so the differ rewrites it."""
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
 def _read_json(path: Path) -> NativeObject:
     try:
         document = json.loads(path.read_bytes())
@@ -367,7 +362,7 @@ def _component_names_in(path: Path) -> set[str]:
     names = set()
     for chunk in text.split("\n---"):
         try:
-            document = yaml.safe_load(chunk)
+            document = load_yaml(chunk)
         except yaml.YAMLError:
             continue
         if (
