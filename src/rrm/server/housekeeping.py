@@ -8,16 +8,17 @@ import asyncio
 import heapq
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from rrm.core.conditions import Condition, Observed, evaluate
+from rrm.core.conditions import Condition, Observed, connected, evaluate
 from rrm.server.fleet import Delivery
 from rrm.server.metrics import LEADER, RUNTIMES
 from rrm.server.rollouts.controller import run_rollouts
 from rrm.server.state import ServerState, utcnow
+from rrm.server.status_writer import Sighting, Sightings
 from rrm.store import repositories as repo
 from rrm.store.leadership import Leadership
 
@@ -30,17 +31,21 @@ TOKEN_CLEANUP_INTERVAL = timedelta(seconds=60)
 class ConditionWatch:
     """The leader's memory of the fleet's conditions, so a pass costs work proportional to what changed.
 
-    Status rows are re-read only when their `last_seen` moved since the previous pass (with a margin for
-    commits still in flight and for clocks of other replicas); conditions are evaluated in memory; only
-    changed transitions are written. Everything is reloaded when this process (re)gains leadership.
+    What this process's StatusWriter wrote comes in memory (`Sightings`); from the database only the
+    status rows whose last report another process wrote are read, and only when their `last_seen` moved
+    since the previous pass (with a margin for commits still in flight and for clocks of other replicas).
+    Conditions are evaluated in memory; only changed transitions are written. Everything is reloaded when
+    this process (re)gains leadership.
     """
 
     MARGIN = timedelta(seconds=10)
 
-    def __init__(self) -> None:
+    def __init__(self, sightings: Sightings) -> None:
+        self.sightings = sightings
         self.reset()
 
     def reset(self) -> None:
+        self.sightings.take()  # what was written while another process led is in the database
         self.observed: dict[str, Observed] = {}
         self.recorded: dict[tuple[str, str], str] | None = None
         self.watermark: datetime | None = None
@@ -53,8 +58,12 @@ class ConditionWatch:
         self._reported_at: dict[str, datetime | None] = {}  # the report in `observed` is the one of then
 
     def refresh(self, session: Session, now: datetime) -> None:
+        # in memory first: a row read afterwards holds a report at least as new as the ones taken here
+        for runtime_id, sighting in self.sightings.take().items():
+            self._sighted(runtime_id, sighting)
         since = None if self.watermark is None else self.watermark - self.MARGIN
-        contacts = repo.contacts_since(session, since)
+        others = None if since is None else self.sightings.writer
+        contacts = repo.contacts_since(session, since, not_reported_by=others)
         # a long-poll moves only `last_seen`: a report is decoded once, when a new one came
         stale = [
             c.runtime_id
@@ -66,11 +75,18 @@ class ConditionWatch:
         reports = repo.reports_of(session, stale) if stale else {}
         for c in contacts:
             known = self.observed.get(c.runtime_id)
-            if known is not None and c.runtime_id not in reports and known.last_seen == c.last_seen:
-                continue  # re-read within the margin, unchanged: keep the object, so nothing is re-evaluated
+            if known is None:
+                report = reports.get(c.runtime_id, {})  # {}: deleted meanwhile (PostgreSQL reads anew)
+                observed = Observed(c.last_seen, c.heartbeat_interval, c.applied_hash, report)
+            elif c.runtime_id in reports:
+                last_seen = _later(known.last_seen, c.last_seen)
+                observed = Observed(last_seen, c.heartbeat_interval, c.applied_hash, reports[c.runtime_id])
+            elif known.last_seen is None or c.last_seen > known.last_seen:
+                observed = replace(known, last_seen=c.last_seen)
+            else:
+                continue  # re-read within the margin, or older: keep the object, so nothing is re-evaluated
             self._reported_at[c.runtime_id] = c.reported_at
-            report = reports.get(c.runtime_id, known.report if known else {})
-            self.observed[c.runtime_id] = Observed(c.last_seen, c.heartbeat_interval, c.applied_hash, report)
+            self.observed[c.runtime_id] = observed
             self._heard.add(c.runtime_id)
         self.watermark = now
         if self.recorded is None:
@@ -79,6 +95,20 @@ class ConditionWatch:
                 for runtime_id, per_type in repo.condition_transitions(session).items()
                 for type_, (status, _) in per_type.items()
             }
+
+    def _sighted(self, runtime_id: str, sighting: Sighting) -> None:
+        """What this process wrote of the runtime: a new report, or a contact of a runtime already known
+        (one that never reported has no status row the contact could have moved)."""
+        known = self.observed.get(runtime_id)
+        last_seen = _later(known.last_seen if known else None, sighting.last_seen)
+        if sighting.observed is not None:
+            self.observed[runtime_id] = replace(sighting.observed, last_seen=last_seen)
+            self._reported_at[runtime_id] = sighting.last_seen
+        elif known is not None and last_seen != known.last_seen:
+            self.observed[runtime_id] = replace(known, last_seen=last_seen)
+        else:
+            return
+        self._heard.add(runtime_id)
 
     def evaluate(self, state: ServerState, now: datetime) -> dict[str, list[Condition]]:
         """The conditions of the runtimes evaluated anew: those heard from, those whose heartbeat deadline
@@ -109,9 +139,7 @@ class ConditionWatch:
                 and now < known.recheck_at
             ):
                 continue
-            desired_hash = delivery.hash if delivery else ""
-            names = [c[0] for c in delivery.components] if delivery else []
-            conditions = evaluate(observed, desired_hash, names, now, state.settings.heartbeat_grace)
+            conditions = _conditions(known, observed, delivery, now, state.settings.heartbeat_grace)
             recheck_at = _recheck_at(observed, conditions, state.settings.heartbeat_grace)
             if recheck_at != NEVER:
                 heapq.heappush(self._due, (recheck_at, runtime_id))
@@ -123,6 +151,29 @@ class ConditionWatch:
         return fresh
 
 
+def _conditions(
+    known: _Evaluated | None,
+    observed: Observed | None,
+    delivery: Delivery | None,
+    now: datetime,
+    grace: float,
+) -> list[Condition]:
+    """`evaluate`, but Synced and Ready, which depend only on the report and the desired state, are kept
+    from the last evaluation when neither changed: a heartbeat repeats the report it sent before."""
+    if (
+        known is not None
+        and known.delivery is delivery
+        and known.observed is not None
+        and observed is not None
+        and known.observed.applied_hash == observed.applied_hash
+        and known.observed.report == observed.report
+    ):
+        return [connected(observed, now, grace), *known.conditions[1:]]
+    desired_hash = delivery.hash if delivery else ""
+    names = [c[0] for c in delivery.components] if delivery else []
+    return evaluate(observed, desired_hash, names, now, grace)
+
+
 @dataclass(frozen=True)
 class _Evaluated:
     observed: Observed | None
@@ -132,6 +183,11 @@ class _Evaluated:
 
 
 NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _later(known: datetime | None, seen: datetime) -> datetime:
+    """A runtime seen by several processes was last seen at the latest of their sightings."""
+    return seen if known is None or seen > known else known
 
 
 def _recheck_at(observed: Observed | None, conditions: list[Condition], grace: float) -> datetime:
@@ -205,7 +261,7 @@ def housekeeping_pass(state: ServerState, leadership: Leadership, watch: Conditi
 
 
 async def run_housekeeping(state: ServerState, leadership: Leadership, interval: float = 1.0) -> None:
-    watch = ConditionWatch()
+    watch = ConditionWatch(state.status_writer.sightings)
     try:
         while True:
             try:

@@ -1,14 +1,20 @@
 """Status reports (which double as heartbeats) are written in batches: every report that arrives during
 one flush interval goes into a single transaction, and each `PUT /agent/v1/status` is answered only after
-the transaction holding it committed. Ten thousand agents then cost a few commits a second, not thousands."""
+the transaction holding it committed. Ten thousand agents then cost a few commits a second, not thousands.
+
+What each flush wrote is also handed, in memory, to this process's leader (`Sightings`), which then reads
+from the database only the rows other processes wrote (`rrm server --workers N`, replicas)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from rrm.core.conditions import Observed
 from rrm.store import Database
 from rrm.store import repositories as repo
 from rrm.wire.protocol import StatusReport, encode
@@ -23,10 +29,44 @@ class _Pending:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Sighting:
+    """One runtime as a flush left it: seen at `last_seen`, and its new report if it sent one (a long-poll
+    only moves `last_seen`)."""
+
+    last_seen: datetime
+    observed: Observed | None
+
+
+class Sightings:
+    """What this process's flushes wrote since the leader last took it: the newest sighting per runtime,
+    so it holds at most one entry per runtime however long nobody takes it."""
+
+    def __init__(self) -> None:
+        self.writer = uuid.uuid4().hex  # `runtime_status.reported_by` of this process's reports
+        self._lock = threading.Lock()
+        self._latest: dict[str, Sighting] = {}
+
+    def note(self, reported: dict[str, Observed], touched: set[str], now: datetime) -> None:
+        with self._lock:
+            latest = self._latest
+            for runtime_id in touched:
+                known = latest.get(runtime_id)
+                latest[runtime_id] = Sighting(now, known.observed if known else None)
+            for runtime_id, observed in reported.items():
+                latest[runtime_id] = Sighting(now, observed)
+
+    def take(self) -> dict[str, Sighting]:
+        with self._lock:
+            taken, self._latest = self._latest, {}
+        return taken
+
+
 class StatusWriter:
     def __init__(self, db: Database, interval: float = 0.05) -> None:
         self._db = db
         self._interval = interval
+        self.sightings = Sightings()
         self._pending: dict[str, _Pending] = {}
         self._touched: set[str] = set()
         self._arrived = asyncio.Event()
@@ -70,20 +110,23 @@ class StatusWriter:
 
     def _flush(self, batch: dict[str, _Pending], touched: set[str]) -> None:
         now = datetime.now(UTC)
+        reported: dict[str, Observed] = {}
         # Status rows are each runtime's own: replicas write them side by side. Only events need the
         # exclusive lock (their ids must commit in order for the event stream).
         with self._db.write(exclusive=False) as session:
             if touched:
                 repo.touch_statuses(session, sorted(touched), now)
-            applied_before = repo.applied_hashes(session, list(batch))
+            applied_before = repo.applied_hashes(session, list(batch)) if batch else {}
             statuses, events = [], []
             for runtime_id, pending in batch.items():
                 body = pending.report
+                report = encode(body)
+                reported[runtime_id] = Observed(now, body.heartbeat_interval, body.applied_hash, report)
                 statuses.append(
                     {
                         "runtime_id": runtime_id,
                         "applied_hash": body.applied_hash,
-                        "report": encode(body),
+                        "report": report,
                         "agent_version": body.agent_version,
                         "heartbeat_interval": body.heartbeat_interval,
                     }
@@ -95,7 +138,9 @@ class StatusWriter:
                         f"applied {body.applied_hash[:12]}: {len(body.resources)} resources, {failed} failed"
                     )
                     events.append(("DesiredStateApplied", f"runtime/{pending.runtime_name}", message))
-            repo.save_statuses(session, sorted(statuses, key=lambda s: s["runtime_id"]), now)
+            rows = sorted(statuses, key=lambda s: s["runtime_id"])
+            repo.save_statuses(session, rows, now, self.sightings.writer)
             if events:
                 self._db.take_write_lock(session)
                 repo.record_events(session, events, now)
+        self.sightings.note(reported, touched, now)

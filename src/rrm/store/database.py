@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0008"  # the newest file in migrations/versions (a unit test holds the two together)
+HEAD_REVISION = "0009"  # the newest file in migrations/versions (a unit test holds the two together)
 # PostgreSQL advisory lock keys ("rrm" + a number), shared by every replica.
 WRITE_LOCK = 0x72726D01
 MIGRATION_LOCK = 0x72726D02

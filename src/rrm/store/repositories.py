@@ -5,12 +5,25 @@ Every write that changes what a runtime should run also appends to the change fe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -33,6 +46,9 @@ ENTITY_RUNTIME = "runtime"
 ENTITY_COMPONENT = "component"
 ENTITY_SECRET = "secret"
 ENTITY_ROLLOUT = "rollout"  # name = the component; its rollout state changed (rrm.store.rollouts)
+# the tables written in bulk, for Core statements (no ORM objects, no ORM session synchronisation)
+_EVENTS = cast(Table, Event.__table__)
+_STATUSES = cast(Table, RuntimeStatus.__table__)
 
 
 # change feed and events -------------------------------------------------------------------------------
@@ -66,7 +82,7 @@ def record_events(session: Session, events: Sequence[tuple[str, str, str]], now:
     """Many (type, subject, message) events in one statement, for the batch writers."""
     if events:
         rows = [{"time": now, "type": t, "subject": s, "message": m} for t, s, m in events]
-        session.execute(insert(Event), rows)
+        session.execute(insert(_EVENTS), rows)
 
 
 def _upsert(session: Session, table: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
@@ -82,6 +98,15 @@ def _upsert(session: Session, table: Any, keys: Sequence[str], rows: Sequence[di
         ),
         rows,
     )
+
+
+def _among(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN values` with the values as one bound parameter (an array on PostgreSQL, a JSON array on
+    SQLite), so the statement is the same whatever their number: no list of thousands of placeholders."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(String)))
+    listed = func.json_each(bindparam(None, json.dumps(list(values)), type_=String)).table_valued("value")
+    return column.in_(select(listed.c.value))
 
 
 def events_after(session: Session, after: int, limit: int, subject: str | None = None) -> Sequence[Event]:
@@ -131,9 +156,8 @@ def status_of(session: Session, runtime_id: str) -> RuntimeStatus | None:
 
 
 def touch_statuses(session: Session, runtime_ids: Sequence[str], now: datetime) -> None:
-    session.execute(
-        update(RuntimeStatus).where(RuntimeStatus.runtime_id.in_(runtime_ids)).values(last_seen=now)
-    )
+    among = _among(session, _STATUSES.c.runtime_id, runtime_ids)
+    session.execute(update(_STATUSES).where(among).values(last_seen=now))
 
 
 @dataclass(frozen=True)
@@ -147,8 +171,11 @@ class Contact:
     applied_hash: str | None
 
 
-def contacts_since(session: Session, since: datetime | None) -> list[Contact]:
-    """Every status row, or only those whose `last_seen` is at or after `since`, without the report."""
+def contacts_since(
+    session: Session, since: datetime | None, not_reported_by: str | None = None
+) -> list[Contact]:
+    """Every status row, or only those whose `last_seen` is at or after `since`, without the report;
+    with `not_reported_by`, only rows whose last report another writer (or none) wrote."""
     query = select(
         RuntimeStatus.runtime_id,
         RuntimeStatus.last_seen,
@@ -158,28 +185,36 @@ def contacts_since(session: Session, since: datetime | None) -> list[Contact]:
     )
     if since is not None:
         query = query.where(RuntimeStatus.last_seen >= since)
+    if not_reported_by is not None:
+        reporter = RuntimeStatus.reported_by
+        query = query.where(reporter.is_(None) | (reporter != not_reported_by))
     return [Contact(*row) for row in session.execute(query).tuples()]
 
 
 def reports_of(session: Session, runtime_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     query = select(RuntimeStatus.runtime_id, RuntimeStatus.report)
-    return dict(session.execute(query.where(RuntimeStatus.runtime_id.in_(runtime_ids))).tuples().all())
+    among = _among(session, RuntimeStatus.runtime_id, runtime_ids)
+    return dict(session.execute(query.where(among)).tuples().all())
 
 
 def applied_hashes(session: Session, runtime_ids: Sequence[str]) -> dict[str, str | None]:
     query = select(RuntimeStatus.runtime_id, RuntimeStatus.applied_hash)
-    return dict(session.execute(query.where(RuntimeStatus.runtime_id.in_(runtime_ids))).tuples().all())
+    among = _among(session, RuntimeStatus.runtime_id, runtime_ids)
+    return dict(session.execute(query.where(among)).tuples().all())
 
 
 def statuses_for(session: Session, runtime_ids: Sequence[str]) -> dict[str, RuntimeStatus]:
-    query = select(RuntimeStatus).where(RuntimeStatus.runtime_id.in_(runtime_ids))
+    query = select(RuntimeStatus).where(_among(session, RuntimeStatus.runtime_id, runtime_ids))
     return {s.runtime_id: s for s in session.scalars(query)}
 
 
-def save_statuses(session: Session, statuses: Sequence[dict[str, Any]], now: datetime) -> None:
-    """Each dict: runtime_id, applied_hash, report, agent_version, heartbeat_interval; seen `now`."""
-    rows = [{**s, "last_seen": now, "reported_at": now} for s in statuses]
-    _upsert(session, RuntimeStatus.__table__, ["runtime_id"], rows)
+def save_statuses(
+    session: Session, statuses: Sequence[dict[str, Any]], now: datetime, reported_by: str | None = None
+) -> None:
+    """Each dict: runtime_id, applied_hash, report, agent_version, heartbeat_interval; seen `now`, written
+    by the StatusWriter `reported_by`."""
+    rows = [{**s, "last_seen": now, "reported_at": now, "reported_by": reported_by} for s in statuses]
+    _upsert(session, _STATUSES, ["runtime_id"], rows)
 
 
 def condition_transitions(
@@ -189,7 +224,7 @@ def condition_transitions(
     result: dict[str, dict[str, tuple[str, datetime]]] = {}
     query = select(RuntimeCondition)
     if runtime_ids is not None:
-        query = query.where(RuntimeCondition.runtime_id.in_(runtime_ids))
+        query = query.where(_among(session, RuntimeCondition.runtime_id, runtime_ids))
     for row in session.scalars(query):
         result.setdefault(row.runtime_id, {})[row.type] = (row.status, row.last_transition)
     return result

@@ -72,6 +72,10 @@ class RuntimeStatus(Base):
     heartbeat_interval: Mapped[float]
     last_seen: Mapped[datetime]  # any contact: a report or a long-poll
     reported_at: Mapped[datetime | None]  # the last report (the leader re-reads `report` only when it moved)
+    reported_by: Mapped[str | None] = mapped_column(String(32))  # the StatusWriter (process) that wrote it
+
+
+Index("ix_runtime_status_last_seen", RuntimeStatus.last_seen, RuntimeStatus.reported_by)
 
 
 class RuntimeCondition(Base):

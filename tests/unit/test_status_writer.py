@@ -1,0 +1,64 @@
+"""The batched status writes: set-based statements whatever the batch size, one event per newly applied
+state, and what each flush wrote handed to the process's leader."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fleet_fixtures import Store
+
+from rrm.server.state import utcnow
+from rrm.server.status_writer import StatusWriter
+from rrm.store import repositories as repo
+from rrm.wire.protocol import StatusReport
+
+
+async def _reported(writer: StatusWriter, *batches: dict[str, StatusReport]) -> None:
+    """Each batch's reports together, one batch after the other, on one event loop."""
+    runner = asyncio.create_task(writer.run())
+    try:
+        for reports in batches:
+            submitted = (writer.submit(r, f"name-{r}", body) for r, body in reports.items())
+            await asyncio.wait_for(asyncio.gather(*submitted), timeout=60)
+    finally:
+        runner.cancel()
+
+
+def test_a_batch_writes_every_report_and_one_event_per_newly_applied_state(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    runtimes = [store.runtime(f"rt-{i}") for i in range(3)]
+    writer = StatusWriter(store.db, interval=0)
+    first = {r: StatusReport(applied_hash="a" * 64) for r in runtimes}
+    changed = {runtimes[0]: StatusReport(applied_hash="b" * 64)}
+    heartbeats = {r: StatusReport(applied_hash="a" * 64) for r in runtimes[1:]}
+    asyncio.run(_reported(writer, first, changed | heartbeats))
+    with store.db.read() as session:
+        statuses = repo.statuses_for(session, runtimes)
+        applied = [e.subject for e in repo.events_after(session, 0, 100) if e.type == "DesiredStateApplied"]
+    assert [statuses[r].applied_hash for r in runtimes] == ["b" * 64, "a" * 64, "a" * 64]
+    assert {statuses[r].reported_by for r in runtimes} == {writer.sightings.writer}
+    names = [f"runtime/name-{r}" for r in runtimes]
+    assert sorted(applied) == sorted([*names, names[0]])
+    sighted = writer.sightings.take()
+    assert set(sighted) == set(runtimes)
+    observed = sighted[runtimes[0]].observed
+    assert observed is not None and observed.applied_hash == "b" * 64
+    assert observed.report["applied_hash"] == "b" * 64
+    assert writer.sightings.take() == {}
+
+
+def test_contacts_of_more_runtimes_than_sqlite_has_placeholders_are_one_statement(tmp_path: Path) -> None:
+    """SQLite allows at most 32,766 bound parameters in a statement: one per runtime would fail here."""
+    store = Store(tmp_path)
+    runtime = store.runtime("rt")
+    writer = StatusWriter(store.db, interval=0)
+    asyncio.run(_reported(writer, {runtime: StatusReport()}))
+    many = [runtime, *(f"absent-{i}" for i in range(40_000))]
+    later = utcnow()
+    with store.db.write() as session:
+        repo.touch_statuses(session, many, later)
+    with store.db.read() as session:
+        assert repo.applied_hashes(session, many) == {runtime: None}
+        status = repo.status_of(session, runtime)
+        assert status is not None and status.last_seen == later
