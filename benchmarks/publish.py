@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -146,12 +147,15 @@ def sizing(chosen: dict[str, ResultsFile | None]) -> str:
             "nothing), so there are no sizing figures to give."
         )
     )
-    return (
+    return textwrap.fill(
         "**Sizing**, generated from the committed results files by `make bench-report` (see "
         "[BENCHMARKS.md](BENCHMARKS.md): one 2-core machine shared with the load generator, the agent's "
-        f"default intervals): {measured} Run at least two replicas for availability (three, as the manifests "
+        f"default intervals). {measured} Run at least two replicas for availability (three, as the manifests "
         "do, to survive a node drain during a failure), size PostgreSQL for the status writer's batches plus "
-        "your admin writes, and measure your own fleet's figures with `make bench`."
+        "your admin writes, and measure your own fleet's figures with `make bench`.",
+        width=110,
+        break_long_words=False,
+        break_on_hyphens=False,
     )
 
 
@@ -203,7 +207,7 @@ def _per_update(chosen: dict[str, ResultsFile | None]) -> str:
 
 def _status(chosen: dict[str, ResultsFile | None]) -> str:
     each = ", ".join(
-        f"{e['heartbeat']['cpu_us_per_report']:.0f} µs at {e['runtimes']:,} runtimes"
+        f"{e['heartbeat']['cpu_us_per_report']:,.0f} µs at {e['runtimes']:,} runtimes"
         for e in _usable(chosen, "status_path")
     )
     if not each:

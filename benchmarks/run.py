@@ -126,7 +126,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args.provisioning_size, args.provisioning_tenants, args.local_size = 10, 5, 2
         args.minimal_sizes = args.status_sizes = str(SMOKE_SIZE)
         args.status_rate, args.status_seconds = 100.0, 3.0
-        args.agent_cpu_updates, args.agent_cpu_idle = 10, 5.0
+        args.agent_cpu_updates, args.agent_cpu_idle = 5, 3.0
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(args.only) - set(BENCHMARKS)
     if unknown:

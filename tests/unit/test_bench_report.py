@@ -131,3 +131,33 @@ def test_publishing_takes_each_benchmark_from_its_newest_measured_run() -> None:
     chosen = publish.sources([old, new, smoke])
     assert chosen["propagation"] is old and chosen["storm"] is new and chosen["ready"] is smoke
     assert chosen["footprint"] is None
+
+
+def _minimal(size: int, rrm_p99: float, etcd_p99: float, etcd_status: str = "ok") -> dict[str, Any]:
+    def mode(p99: float, status: str = "ok") -> dict[str, Any]:
+        return {
+            "status": status,
+            "latency": _latency(p99, size * 3),
+            "rounds": [{"lost": 0}] * 3,
+            "lost": 0,
+            "server_cpu_seconds_per_update_per_1000": 0.2,
+            "load_generator_cpu_seconds_per_client_update": 0.0001,
+        } | ({} if status == "ok" else {"reason": "etcd is not installed"})
+
+    ratio = {"p99": round(rrm_p99 / etcd_p99, 2)}
+    return {
+        "size": size,
+        "rrm_watch": mode(rrm_p99),
+        "rrm_status": mode(rrm_p99),
+        "etcd": mode(etcd_p99, etcd_status),
+        "ratio": {"rrm_watch": ratio, "rrm_status": ratio},
+    }
+
+
+def test_minimal_clients_are_measured_against_etcd_in_the_same_run() -> None:
+    results = {"asked": {"minimal": {"sizes": [1000], "rounds": 3}}, "minimal": [_minimal(1000, 0.3, 0.2)]}
+    row = _row(report.targets(results), "minimal-protocol clients, 1,000 runtimes: propagation p99")
+    assert row["met"] is False and row["measured"].endswith("1.50 x")
+    results["minimal"] = [_minimal(1000, 0.1, 0.2, etcd_status="unavailable")]
+    row = _row(report.targets(results), "minimal-protocol clients, 1,000 runtimes: propagation p99")
+    assert row["met"] is False and "etcd: unavailable: etcd is not installed" in row["measured"]
