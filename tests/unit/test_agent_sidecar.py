@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
 from rrm.agent.loading import NOT_UNLOADED, Expected, LoadWatch, SidecarsView
 from rrm.agent.reload import run_reload_command
-from rrm.agent.sidecar import query_sidecar
+from rrm.agent.sidecar import SidecarClient, sidecar_report_of
 from rrm.wire.protocol import LoadedComponent, ResourceResult, SidecarReport
 
 METADATA = {
@@ -28,12 +27,16 @@ METADATA = {
 
 
 class FakeDaprd(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps connections open, as daprd does
     seen_tokens: list[str | None] = []
+    reply: tuple[int, bytes] | None = None  # a test's own answer, instead of METADATA
 
     def do_GET(self) -> None:
         FakeDaprd.seen_tokens.append(self.headers.get("dapr-api-token"))
-        body = json.dumps(METADATA).encode() if self.path == "/v1.0/metadata" else b"{}"
-        self.send_response(200 if self.path == "/v1.0/metadata" else 404)
+        status, body = FakeDaprd.reply or (
+            (200, json.dumps(METADATA).encode()) if self.path == "/v1.0/metadata" else (404, b"{}")
+        )
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -60,7 +63,7 @@ def free_port() -> int:
 
 
 def test_sidecar_report_lists_loaded_components_and_sends_api_token(daprd_port: int) -> None:
-    report = query_sidecar(daprd_port, api_token="tok")
+    report = SidecarClient(daprd_port, api_token="tok").query()
 
     assert report == SidecarReport(
         reachable=True,
@@ -73,19 +76,48 @@ def test_sidecar_report_lists_loaded_components_and_sends_api_token(daprd_port: 
 
 def test_an_id_or_version_that_is_not_a_string_is_reported_as_unknown() -> None:
     odd = {**METADATA, "id": 7, "runtimeVersion": ["1.18"]}
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=odd))
 
-    report = query_sidecar(3500, transport=transport)
+    report = sidecar_report_of(odd)
 
     assert (report.reachable, report.app_id, report.runtime_version) == (True, None, None)
     assert [c.name for c in report.components] == ["cache"]
 
 
 def test_unreachable_sidecar_is_reported_not_raised() -> None:
-    report = query_sidecar(free_port())
+    report = SidecarClient(free_port()).query()
 
     assert not report.reachable
     assert report.error
+
+
+def test_questions_share_one_connection_and_survive_daprd_closing_it(daprd_port: int) -> None:
+    sidecar = SidecarClient(daprd_port)
+    assert sidecar.query().reachable
+    connection = sidecar._connection
+    assert connection is not None and connection.sock is not None
+    assert sidecar.query().reachable
+    assert sidecar._connection is connection
+
+    connection.sock.shutdown(socket.SHUT_RDWR)  # as when daprd drops an idle connection
+    report = sidecar.query()
+
+    assert report.reachable and report.app_id == "orders"
+    assert sidecar._connection is not connection
+
+
+def test_an_error_status_or_a_body_that_is_not_json_is_reported_as_unreachable(daprd_port: int) -> None:
+    sidecar = SidecarClient(daprd_port)
+    FakeDaprd.reply = (500, b"{}")
+    try:
+        failed = sidecar.query()
+        FakeDaprd.reply = (200, b"<html>")
+        garbled = sidecar.query()
+    finally:
+        FakeDaprd.reply = None
+
+    assert (failed.reachable, failed.error) == (False, "GET /v1.0/metadata answered 500")
+    assert not garbled.reachable and "JSONDecodeError" in (garbled.error or "")
+    assert sidecar.query().reachable
 
 
 def listing(*components: tuple[str, str, str], app_id: str = "orders") -> SidecarReport:

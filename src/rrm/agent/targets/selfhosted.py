@@ -25,7 +25,7 @@ import yaml
 from rrm.agent.atomic import TEMP_SUFFIX, fsync_dir, make_private_dir, remove_durably, write_atomic
 from rrm.agent.config import AgentConfig, ConfigurationError
 from rrm.agent.reload import run_reload_command
-from rrm.agent.sidecar import query_sidecar
+from rrm.agent.sidecar import SidecarClient
 from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target, component_results
 from rrm.agent.targets.yaml_files import DocumentMemo, dump_yaml, load_yaml
 from rrm.core.canonical import sha256_hex
@@ -148,8 +148,7 @@ class SelfHostedTarget(Target):
         self.resources_path = resources_path.absolute()
         self.secrets_dir = (state_dir / SECRETS_DIR).absolute()
         self.reload_command = reload_command
-        self.dapr_http_port = dapr_http_port
-        self.dapr_api_token = dapr_api_token
+        self.sidecar = SidecarClient(dapr_http_port, dapr_api_token) if dapr_http_port is not None else None
         self._documents = DocumentMemo()
 
     @classmethod
@@ -262,9 +261,7 @@ class SelfHostedTarget(Target):
         return None if is_store_id(object_id) else component_name_of(object_id)
 
     def sidecar_report(self) -> SidecarReport | None:
-        if self.dapr_http_port is None:
-            return None
-        return query_sidecar(self.dapr_http_port, self.dapr_api_token)
+        return self.sidecar.query() if self.sidecar is not None else None
 
     def _plan(self, state: DesiredState) -> _Plan:
         plan = _Plan()
