@@ -28,6 +28,7 @@ from rrm.server.apply_plan import (
     StoredComponent,
     StoredSecret,
     plan,
+    policies_named,
     read_request,
     rollback_problems,
 )
@@ -62,9 +63,9 @@ def apply_documents(
     now: datetime,
 ) -> ApplyOutcome:
     """Validate and store; raises InvalidInput (nothing stored)."""
-    secret_keys = {s.name: set(s.keys) for s in repo.all_secrets(session)}
-    policies = {p.name for p in rollout_repo.all_policies(session)}
-    request = read_request(documents, secret_keys, policies)
+    named = policies_named(documents)
+    policies = {name for name in named if rollout_repo.policy(session, name) is not None}
+    request = read_request(documents, repo.secret_keys(session), policies)
     changes = plan(request, _stored(session, box, request, rollouts))
     results = list(changes.results) if dry_run else _store(session, box, changes, rollouts, now)
     return ApplyOutcome(results, list(changes.warnings))
@@ -83,12 +84,8 @@ def _stored(session: Session, box: SecretBox, request: Request, rollouts: Rollou
             policies[name] = policy.spec
     components = {}
     for name in request.components:
-        live = repo.component(session, name)
-        components[name] = StoredComponent(
-            live.manifest if live else None,
-            live.revision if live else None,
-            repo.latest_revision(session, name),
-        )
+        state = repo.component_state(session, name)
+        components[name] = StoredComponent(state.manifest, state.revision, state.latest)
     return Stored(secrets, policies, components, _secret_users(session, rollouts) if request.secrets else ())
 
 
@@ -124,17 +121,18 @@ def _store(
         )
     for component in changes.components:
         name = component.name
+        session.flush()  # the ORM writes before (secrets, policies, a rollout's) first, their events in order
         revision = repo.write_component_revision(session, name, component.manifest, component.action, now)
         stored["Component", name] = revision
         kind = f"Component{component.action.capitalize()}"
-        repo.record_event(session, kind, f"component/{name}", f"revision {revision}", now)
+        repo.record_events(session, [(kind, f"component/{name}", f"revision {revision}")], now)
         rollouts.on_component_revision(session, name, component.manifest, revision, component.previous, now)
     return [replace(r, revision=stored.get((r.kind, r.name), r.revision)) for r in changes.results]
 
 
 def revalidate_for_rollback(session: Session, manifest: Mapping[str, Any]) -> None:
     """A rollback re-stores an old manifest: it must still be valid against today's secrets and policies."""
-    keys = {s.name: set(s.keys) for s in repo.all_secrets(session)}
+    keys = repo.secret_keys(session)
     problems = rollback_problems(manifest, keys, lambda p: rollout_repo.policy(session, p) is not None)
     if problems:
         raise InvalidInput(problems)

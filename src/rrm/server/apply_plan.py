@@ -198,6 +198,24 @@ def policy_problem(manifest: Mapping[str, Any], policy_exists: Callable[[str], b
     return None
 
 
+def policies_named(documents: Sequence[Any]) -> set[str]:
+    """The RolloutPolicy names the Component documents' annotations name: the only stored policies a
+    request needs to know of (`read_request`'s `known_policies`)."""
+    names = set()
+    for document in documents:
+        if (
+            not isinstance(document, Mapping)
+            or (document.get("apiVersion"), document.get("kind")) != COMPONENT_API
+        ):
+            continue
+        metadata = document.get("metadata")
+        annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+        name = annotations.get(POLICY_ANNOTATION) if isinstance(annotations, Mapping) else None
+        if isinstance(name, str) and name:
+            names.add(name)
+    return names
+
+
 def read_request(
     documents: Sequence[Any], secret_keys: Mapping[str, set[str]], known_policies: Set[str]
 ) -> Request:

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -55,19 +55,35 @@ _STATUSES = cast(Table, RuntimeStatus.__table__)
 
 
 CHANGES_CHANNEL = "rrm_changes"
+# The statements of the write path, built once: building and keying a statement costs more than running it.
+_CHANGES = cast(Table, Change.__table__)
+_INSERT_CHANGE = insert(_CHANGES)
+_CHANGES_AFTER = (
+    select(_CHANGES.c.seq, _CHANGES.c.entity, _CHANGES.c.name)
+    .where(_CHANGES.c.seq > bindparam("seq"))
+    .order_by(_CHANGES.c.seq)
+    .limit(bindparam("limit"))
+)
 
 
 def record_change(session: Session, entity: str, name: str, now: datetime) -> None:
     """Append to the feed; on PostgreSQL also notify every replica, delivered when the transaction commits
     (on SQLite the database's commit hook tells the other workers of this machine)."""
-    session.add(Change(entity=entity, name=name, created_at=now))
+    session.execute(_INSERT_CHANGE, {"entity": entity, "name": name, "created_at": now})
     session.info[CHANGE_RECORDED] = True  # SQLite: `Database.on_change_committed` wakes the other workers
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANGES_CHANNEL})
 
 
-def changes_after(session: Session, seq: int, limit: int = 10_000) -> Sequence[Change]:
-    return session.scalars(select(Change).where(Change.seq > seq).order_by(Change.seq).limit(limit)).all()
+class ChangeRow(NamedTuple):
+    seq: int
+    entity: str
+    name: str
+
+
+def changes_after(session: Session, seq: int, limit: int = 10_000) -> list[ChangeRow]:
+    rows = session.connection().execute(_CHANGES_AFTER, {"seq": seq, "limit": limit})
+    return [ChangeRow(*row) for row in rows]
 
 
 def last_change_seq(session: Session) -> int:
@@ -307,12 +323,49 @@ def component(session: Session, name: str) -> Component | None:
     return session.get(Component, name)
 
 
+_COMPONENTS = cast(Table, Component.__table__)
+_REVISIONS = cast(Table, ComponentRevision.__table__)
+_LIVE = select(_COMPONENTS.c.manifest, _COMPONENTS.c.revision).where(_COMPONENTS.c.name == bindparam("name"))
+_LATEST = select(func.max(_REVISIONS.c.revision)).where(_REVISIONS.c.name == bindparam("name"))
+_LIVE_NAMED = select(_COMPONENTS.c.name, _COMPONENTS.c.revision, _COMPONENTS.c.manifest).where(
+    _COMPONENTS.c.name.in_(bindparam("names", expanding=True))
+)
+_INSERT_REVISION = insert(_REVISIONS)
+_UPDATE_LIVE = (
+    update(_COMPONENTS)
+    .where(_COMPONENTS.c.name == bindparam("key"))
+    .values(revision=bindparam("revision"), manifest=bindparam("manifest"), updated_at=bindparam("now"))
+)
+_INSERT_LIVE = insert(_COMPONENTS)
+_DELETE_LIVE = delete(_COMPONENTS).where(_COMPONENTS.c.name == bindparam("name"))
+
+
+@dataclass(frozen=True)
+class ComponentState:
+    """A component as a write sees it: the live manifest and revision (None: not live) and the highest
+    revision ever used."""
+
+    manifest: dict[str, Any] | None
+    revision: int | None
+    latest: int
+
+
+def component_state(session: Session, name: str) -> ComponentState:
+    connection = session.connection()
+    live = connection.execute(_LIVE, {"name": name}).first()
+    latest = connection.scalar(_LATEST, {"name": name}) or 0
+    return ComponentState(live[0], live[1], latest) if live else ComponentState(None, None, latest)
+
+
+def live_components(session: Session, names: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """name → (revision, manifest) of those of `names` that are live."""
+    rows = session.connection().execute(_LIVE_NAMED, {"names": list(names)})
+    return {name: (revision, manifest) for name, revision, manifest in rows}
+
+
 def latest_revision(session: Session, name: str) -> int:
     """Highest revision ever used for the name, deleted ones included, so numbers never repeat."""
-    return (
-        session.scalar(select(func.max(ComponentRevision.revision)).where(ComponentRevision.name == name))
-        or 0
-    )
+    return session.connection().scalar(_LATEST, {"name": name}) or 0
 
 
 def component_history(session: Session, name: str) -> Sequence[ComponentRevision]:
@@ -327,19 +380,27 @@ def component_revision(session: Session, name: str, revision: int) -> ComponentR
 def write_component_revision(
     session: Session, name: str, manifest: dict[str, Any] | None, action: str, now: datetime
 ) -> int:
-    """Appends a revision and points the live row at it (or removes the live row on delete)."""
+    """Appends a revision and points the live row at it (or removes the live row on delete).
+
+    Core statements, not ORM objects: a write costs a few statements and no unit of work. A live row this
+    session had loaded is expired (it reads the new revision when next used), or let go when deleted."""
+    connection = session.connection()
     revision = latest_revision(session, name) + 1
-    session.add(
-        ComponentRevision(name=name, revision=revision, action=action, manifest=manifest, created_at=now)
+    connection.execute(
+        _INSERT_REVISION,
+        {"name": name, "revision": revision, "action": action, "manifest": manifest, "created_at": now},
     )
-    row = session.get(Component, name)
     if manifest is None:
-        if row is not None:
-            session.delete(row)
-    elif row is None:
-        session.add(Component(name=name, revision=revision, manifest=manifest, updated_at=now))
+        connection.execute(_DELETE_LIVE, {"name": name})
     else:
-        row.revision, row.manifest, row.updated_at = revision, manifest, now
+        live = {"key": name, "revision": revision, "manifest": manifest, "now": now}
+        if connection.execute(_UPDATE_LIVE, live).rowcount == 0:
+            connection.execute(
+                _INSERT_LIVE, {"name": name, "revision": revision, "manifest": manifest, "updated_at": now}
+            )
+    loaded = session.identity_map.get(session.identity_key(Component, name))
+    if loaded is not None:
+        (session.expire if manifest is not None else session.expunge)(loaded)
     record_change(session, ENTITY_COMPONENT, name, now)
     return revision
 
@@ -349,6 +410,14 @@ def write_component_revision(
 
 def all_secrets(session: Session) -> Sequence[Secret]:
     return session.scalars(select(Secret).order_by(Secret.name)).all()
+
+
+_SECRET_KEYS = select(Secret.__table__.c.name, Secret.__table__.c["keys"])
+
+
+def secret_keys(session: Session) -> dict[str, set[str]]:
+    """name → the names of its keys, of every secret: what a component may reference."""
+    return {name: set(keys) for name, keys in session.connection().execute(_SECRET_KEYS)}
 
 
 def secret(session: Session, name: str) -> Secret | None:

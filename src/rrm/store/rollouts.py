@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from rrm.core.rollouts import ACTIVE_STATES
@@ -47,9 +47,16 @@ def record_rollout_change(session: Session, component: str, now: datetime) -> No
     record_change(session, ENTITY_ROLLOUT, component, now)
 
 
+_ACTIVE_ROLLOUT = (  # built once: every component write asks
+    select(Rollout)
+    .where(Rollout.component == bindparam("component"), Rollout.state.in_(ACTIVE_STATES))
+    .order_by(Rollout.id.desc())
+    .limit(1)
+)
+
+
 def active_rollout(session: Session, component: str) -> Rollout | None:
-    query = select(Rollout).where(Rollout.component == component, Rollout.state.in_(ACTIVE_STATES))
-    return session.scalars(query.order_by(Rollout.id.desc()).limit(1)).first()
+    return session.scalars(_ACTIVE_ROLLOUT, {"component": component}).first()
 
 
 def active_rollouts(session: Session) -> Sequence[Rollout]:

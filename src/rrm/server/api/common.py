@@ -64,7 +64,8 @@ def signed_in_reader(request: Request, state: ServerState = Depends(server_state
     return role
 
 
-def writer(role: str = Depends(reader)) -> str:
+async def writer(role: str = Depends(reader)) -> str:
+    """Async: a dependency without I/O costs no hop to FastAPI's thread pool."""
     if role != ROLE_ADMIN:
         raise HTTPException(403, "this token may only read")
     return role

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sqlalchemy.orm import Session
+
 from rrm.core.render import SecretValue
 from rrm.core.resources import StoredComponent
 from rrm.core.rollouts import Assignment
@@ -174,17 +176,13 @@ class FleetFeed:
             if not changes:
                 return None
             loaded = Loaded(seq=changes[-1].seq)
+            loaded.components = _read_components(session, changes)
             for change in changes:
                 if change.entity == repo.ENTITY_RUNTIME and change.name not in loaded.runtimes:
                     row = repo.runtime_by_id(session, change.name)
                     loaded.runtimes[change.name] = _runtime_entry(row) if row else None
                     loaded.keys[change.name] = (
                         [(k.key_id, k.public_key) for k in repo.keys_of(session, change.name)] if row else []
-                    )
-                elif change.entity == repo.ENTITY_COMPONENT and change.name not in loaded.components:
-                    c = repo.component(session, change.name)
-                    loaded.components[change.name] = (
-                        StoredComponent(c.name, c.revision, c.manifest) if c else None
                     )
                 elif change.entity == repo.ENTITY_SECRET and change.name not in loaded.secrets:
                     s = repo.secret(session, change.name)
@@ -196,6 +194,15 @@ class FleetFeed:
                 elif change.entity in REGISTRY_ENTITIES:
                     self.registry.read_change(session, loaded.registry, change.entity, change.name)
         return loaded
+
+
+def _read_components(
+    session: Session, changes: Sequence[repo.ChangeRow]
+) -> dict[str, StoredComponent | None]:
+    """The components the changes name, read in one statement, in the order of their first change."""
+    named = list(dict.fromkeys(c.name for c in changes if c.entity == repo.ENTITY_COMPONENT))
+    live = repo.live_components(session, named) if named else {}
+    return {name: StoredComponent(name, *live[name]) if name in live else None for name in named}
 
 
 def _runtime_entry(row: Runtime) -> RuntimeEntry:
