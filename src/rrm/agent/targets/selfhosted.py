@@ -150,6 +150,7 @@ class SelfHostedTarget(Target):
         self.reload_command = reload_command
         self.sidecar = SidecarClient(dapr_http_port, dapr_api_token) if dapr_http_port is not None else None
         self._documents = DocumentMemo()
+        self._planned: tuple[DesiredState, _Plan] | None = None
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> SelfHostedTarget:
@@ -264,6 +265,12 @@ class SelfHostedTarget(Target):
         return self.sidecar.query() if self.sidecar is not None else None
 
     def _plan(self, state: DesiredState) -> _Plan:
+        """Planned once per state: a reconcile renders it, then applies it, and reconciles repeat it."""
+        if self._planned is None or self._planned[0] is not state:
+            self._planned = (state, self._plan_anew(state))
+        return self._planned[1]
+
+    def _plan_anew(self, state: DesiredState) -> _Plan:
         plan = _Plan()
         delivered = {s.name: s.data for s in state.secrets}
         if state.secrets:
