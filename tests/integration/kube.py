@@ -91,6 +91,14 @@ class KubeApiServer(ManagedProcess):
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
 
+def start_standin(fleet: Fleet, workdir: Path | None = None, **options: float) -> KubeApiServer:
+    """A started stand-in (in `workdir`, else the fleet's) that stops with the fleet's other processes."""
+    standin = KubeApiServer(workdir or fleet.workdir, **options)
+    fleet.processes.append(standin)
+    standin.start()
+    return standin
+
+
 class KubeAgentProcess(ManagedProcess):
     """`rrm agent --target kubernetes` for one runtime, against the stand-in."""
 

@@ -22,9 +22,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from . import test_environments as environments
-from .databases import database_for
 from .harness import DEADLINE, Fleet, ServerProcess, condition_true, expect_status, runtime
-from .kube import KubeApiServer
+from .kube import KubeApiServer, start_standin
+from .planned_servers import PlannedServer, running_planned_server
 from .test_cli import ok, rrm
 from .test_environments import play_agent_pod
 
@@ -363,7 +363,7 @@ plans:
 """
 
 
-class TrialServer(environments.PlannedServer):
+class TrialServer(PlannedServer):
     """`rrm server --plans FILE --trial-lifetime 15s`."""
 
     def _launch(self, args: list[str], env: Mapping[str, str] | None = None) -> None:
@@ -372,16 +372,8 @@ class TrialServer(environments.PlannedServer):
 
 @pytest.fixture
 def trial_server(tmp_path: Path, backend: str) -> Iterator[TrialServer]:
-    (tmp_path / "plans.yaml").write_text(TRIAL_PLANS)
-    with database_for(backend) as database_url:
-        server = TrialServer(
-            tmp_path / "plans.yaml", tmp_path / "data", tmp_path / "server.log", database_url=database_url
-        )
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_planned_server(tmp_path, backend, TRIAL_PLANS, TrialServer) as server:
+        yield server
 
 
 def test_one_trial_per_global_account_and_it_is_suspended_for_good_after_its_lifetime(
@@ -389,9 +381,7 @@ def test_one_trial_per_global_account_and_it_is_suspended_for_good_after_its_lif
 ) -> None:
     fleet = Fleet(trial_server, tmp_path / "fleet")
     try:
-        standin = KubeApiServer(tmp_path)
-        fleet.processes.append(standin)
-        standin.start()
+        standin = start_standin(fleet, tmp_path)
         with standin.api_client() as cluster:
             trial_expires(fleet, register_platform(trial_server, "cf-trial"), standin, cluster)
     finally:
@@ -421,6 +411,12 @@ def trial_expires(
     expect_status(platform.deprovision(instance, "trial"), 202)
 
 
+def listed_by_cli(server: ServerProcess, global_account: str, subaccount: str) -> list[dict[str, Any]]:
+    """`rrm get environments` of one tenant, as JSON."""
+    command = ("get", "environments", "--global-account", global_account, "--subaccount", subaccount)
+    return list(json.loads(ok(rrm(server, *command, "-o", "json"))))
+
+
 def test_the_cli_issues_platform_credentials_and_lists_what_each_platform_ordered(fleet: Fleet) -> None:
     server, name = fleet.server, f"cli-{uuid.uuid4().hex[:6]}"
     issue = ("environment-broker", "credentials", name)
@@ -440,41 +436,10 @@ def test_the_cli_issues_platform_credentials_and_lists_what_each_platform_ordere
     context = {"globalaccount_id": f"ga-{name}", "subaccount_id": "sa-cli", "user_id": "bob"}
     parameters = {"name": f"env-{name}", "kubeconfig": UNREACHABLE}
     expect_status(platform.provision(instance, "kubernetes", parameters, context=context), 202)
-    listed = json.loads(
-        ok(
-            rrm(
-                server,
-                "get",
-                "environments",
-                "--global-account",
-                f"ga-{name}",
-                "--subaccount",
-                "sa-cli",
-                "-o",
-                "json",
-            )
-        )
-    )
+    listed = listed_by_cli(server, f"ga-{name}", "sa-cli")
     assert [(e["name"], e["platform"], e["tenant"]["subaccount"]) for e in listed] == [
         (f"env-{name}", name, "sa-cli")
     ]
-    assert (
-        json.loads(
-            ok(
-                rrm(
-                    server,
-                    "get",
-                    "environments",
-                    "--global-account",
-                    f"ga-{name}",
-                    "--subaccount",
-                    "x",
-                    "-o",
-                    "json",
-                )
-            )
-        )
-        == []
-    )
+    assert listed_by_cli(server, f"ga-{name}", "x") == []
     expect_status(platform.deprovision(instance, "kubernetes"), 202)
     http.close()

@@ -21,7 +21,8 @@ from kubernetes.client.exceptions import ApiException
 
 from .harness import DEADLINE, Fleet, ServerProcess, apply, component, expect_status, holds_for, parse_time
 from .kube import TOKEN as STANDIN_TOKEN
-from .kube import KubeAgentProcess, KubeApiServer
+from .kube import KubeAgentProcess, KubeApiServer, start_standin
+from .planned_servers import PlannedServer, running_planned_server
 from .test_cli import rrm
 
 pytestmark = pytest.mark.integration
@@ -252,19 +253,13 @@ def test_bad_requests_are_refused_naming_the_field_and_store_nothing(fleet: Flee
 
 @pytest.fixture
 def standin(fleet: Fleet) -> KubeApiServer:
-    process = KubeApiServer(fleet.workdir)
-    fleet.processes.append(process)
-    process.start()
-    return process
+    return start_standin(fleet)
 
 
 @pytest.fixture
 def cluster(standin: KubeApiServer) -> Iterator[client.ApiClient]:
-    api_client = standin.api_client()
-    try:
+    with standin.api_client() as api_client:
         yield api_client
-    finally:
-        api_client.close()
 
 
 def agent_secret(api_client: client.ApiClient, name: str) -> dict[str, str]:
@@ -345,17 +340,6 @@ def test_a_delete_during_provisioning_cancels_it_and_removes_what_it_installed(
 # --- restarts -----------------------------------------------------------------------------------------
 
 
-class PlannedServer(ServerProcess):
-    """`rrm server --plans FILE`."""
-
-    def __init__(self, plans: Path, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.plans = plans
-
-    def _launch(self, args: list[str], env: Mapping[str, str] | None = None) -> None:
-        super()._launch([*args, "--plans", str(self.plans)], env)
-
-
 PLANS = """
 plans:
   - name: byo-quick
@@ -373,83 +357,70 @@ plans:
 
 @pytest.fixture
 def planned_server(tmp_path: Path, backend: str) -> Iterator[PlannedServer]:
-    from .databases import database_for
-
-    (tmp_path / "plans.yaml").write_text(PLANS)
-    with database_for(backend) as database_url:
-        server = PlannedServer(
-            tmp_path / "plans.yaml", tmp_path / "data", tmp_path / "server.log", database_url=database_url
-        )
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_planned_server(tmp_path, backend, PLANS, PlannedServer) as server:
+        yield server
 
 
-def test_a_kill_9_mid_operation_resumes_it_without_repeating_a_finished_stage(
-    planned_server: PlannedServer, tmp_path: Path
-) -> None:
+@pytest.fixture
+def planned_fleet(planned_server: PlannedServer, tmp_path: Path) -> Iterator[Fleet]:
+    """The processes one test starts against `planned_server`."""
     fleet = Fleet(planned_server, tmp_path / "fleet")
-    standin = KubeApiServer(fleet.workdir)
-    fleet.processes.append(standin)
     try:
-        standin.start()
-        admin = planned_server.admin
-        answer = request(
-            admin, "byo-k", "kubernetes", parameters={"kubeconfig": standin.kubeconfig.read_text()}
-        )
-        wait_stage(fleet, "byo-k", answer["operation"], "wait_for_connection", ("waiting",))
-        planned_server.kill9()
-        planned_server.start()
-        admin = planned_server.admin
-        with standin.api_client() as cluster:
-            play_agent_pod(fleet, standin, cluster, "byo-k")
-        op = wait_operation(fleet, "byo-k", answer["operation"])
-        assert op["state"] == "succeeded", op
-        finished_before = [s for s in op["stages"] if s["name"] != "wait_for_connection"]
-        assert [(s["name"], s["attempts"]) for s in finished_before] == [
-            ("validate", 1), ("register_runtime", 1), ("fetch_kubeconfig", 1), ("install_agent", 1),
-        ]  # fmt: skip
-        events = admin.get("/api/v1/events", params={"after": 0, "limit": 1000}).json()
-        issued = [e for e in events if e["type"] == "PairingTokenIssued" and e["subject"] == "runtime/byo-k"]
-        assert len(issued) == 1, issued
+        yield fleet
     finally:
         fleet.close()
 
 
-def test_a_hanging_stage_fails_at_the_deadline_stored_before_a_restart(
-    planned_server: PlannedServer, tmp_path: Path
-) -> None:
-    fleet = Fleet(planned_server, tmp_path / "fleet")
-    standin = KubeApiServer(fleet.workdir)
-    fleet.processes.append(standin)
-    try:
-        standin.start()
-        admin = planned_server.admin
-        kubeconfig = standin.kubeconfig.read_text()
-        answer = request(admin, "byo-h", "byo-quick", parameters={"kubeconfig": kubeconfig})
-        waiting = wait_stage(fleet, "byo-h", answer["operation"], "wait_for_connection", ("waiting",))
-        planned_server.kill9()
-        planned_server.start()
-        admin = planned_server.admin
-        op = wait_operation(fleet, "byo-h", answer["operation"], timeout=60)
-        hung = stage(op, "wait_for_connection")
-        assert op["state"] == "failed"
-        assert hung["deadlineAt"] == waiting["deadlineAt"], "the restart moved the deadline"
-        assert parse_time(hung["finishedAt"]) >= parse_time(waiting["deadlineAt"])
-        assert parse_time(hung["finishedAt"]) - parse_time(waiting["deadlineAt"]) < 10
-        assert op["lastError"].startswith(
-            "stage wait_for_connection failed: wait_for_connection did not finish within its deadline of "
-            "20 s; last: waiting for the agent of byo-h to connect"
-        )
-        assert op["leftBehind"] == ["the runtime", "the agent"]
-        assert detail(admin, "byo-h")["state"] == "failed"
-        answer = expect_status(admin.delete("/api/v1/environments/byo-h"), 202).json()
-        assert wait_operation(fleet, "byo-h", answer["operation"])["state"] == "succeeded"
-        assert admin.get("/api/v1/runtimes/byo-h").status_code == 404
-    finally:
-        fleet.close()
+def killed_while_waiting(
+    fleet: Fleet, standin: KubeApiServer, name: str, plan: str
+) -> tuple[str, dict[str, Any]]:
+    """Request environment `name` on the stand-in, kill -9 the control plane while the operation waits for
+    the agent, and start it again; returns the operation's id and its waiting stage as seen before."""
+    server = fleet.server
+    answer = request(server.admin, name, plan, parameters={"kubeconfig": standin.kubeconfig.read_text()})
+    waiting = wait_stage(fleet, name, answer["operation"], "wait_for_connection", ("waiting",))
+    server.kill9()
+    server.start()
+    return str(answer["operation"]), waiting
+
+
+def test_a_kill_9_mid_operation_resumes_it_without_repeating_a_finished_stage(planned_fleet: Fleet) -> None:
+    fleet = planned_fleet
+    standin = start_standin(fleet)
+    operation_id, _ = killed_while_waiting(fleet, standin, "byo-k", "kubernetes")
+    admin = fleet.server.admin
+    with standin.api_client() as cluster:
+        play_agent_pod(fleet, standin, cluster, "byo-k")
+    op = wait_operation(fleet, "byo-k", operation_id)
+    assert op["state"] == "succeeded", op
+    finished_before = [s for s in op["stages"] if s["name"] != "wait_for_connection"]
+    assert [(s["name"], s["attempts"]) for s in finished_before] == [
+        ("validate", 1), ("register_runtime", 1), ("fetch_kubeconfig", 1), ("install_agent", 1),
+    ]  # fmt: skip
+    events = admin.get("/api/v1/events", params={"after": 0, "limit": 1000}).json()
+    issued = [e for e in events if e["type"] == "PairingTokenIssued" and e["subject"] == "runtime/byo-k"]
+    assert len(issued) == 1, issued
+
+
+def test_a_hanging_stage_fails_at_the_deadline_stored_before_a_restart(planned_fleet: Fleet) -> None:
+    fleet = planned_fleet
+    operation_id, waiting = killed_while_waiting(fleet, start_standin(fleet), "byo-h", "byo-quick")
+    admin = fleet.server.admin
+    op = wait_operation(fleet, "byo-h", operation_id, timeout=60)
+    hung = stage(op, "wait_for_connection")
+    assert op["state"] == "failed"
+    assert hung["deadlineAt"] == waiting["deadlineAt"], "the restart moved the deadline"
+    assert parse_time(hung["finishedAt"]) >= parse_time(waiting["deadlineAt"])
+    assert parse_time(hung["finishedAt"]) - parse_time(waiting["deadlineAt"]) < 10
+    assert op["lastError"].startswith(
+        "stage wait_for_connection failed: wait_for_connection did not finish within its deadline of "
+        "20 s; last: waiting for the agent of byo-h to connect"
+    )
+    assert op["leftBehind"] == ["the runtime", "the agent"]
+    assert detail(admin, "byo-h")["state"] == "failed"
+    answer = expect_status(admin.delete("/api/v1/environments/byo-h"), 202).json()
+    assert wait_operation(fleet, "byo-h", answer["operation"])["state"] == "succeeded"
+    assert admin.get("/api/v1/runtimes/byo-h").status_code == 404
 
 
 def test_on_postgresql_the_leader_provisions_and_a_new_leader_resumes_after_a_kill_9(
@@ -463,10 +434,8 @@ def test_on_postgresql_the_leader_provisions_and_a_new_leader_resumes_after_a_ki
     with fresh_postgres_database() as url:
         replicas = Replicas(tmp_path, url, 2)
         fleet = Fleet(replicas.servers[0], tmp_path / "fleet")
-        standin = KubeApiServer(fleet.workdir)
-        fleet.processes.append(standin)
         try:
-            standin.start()
+            standin = start_standin(fleet)
             fleet.wait_until(lambda: sum(_leader(s) for s in replicas.servers) == 1, "no single leader")
             leader = next(s for s in replicas.servers if _leader(s))
             standby = next(s for s in replicas.servers if s is not leader)

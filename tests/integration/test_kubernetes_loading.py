@@ -27,7 +27,7 @@ from .harness import (
     http_binding,
     synced,
 )
-from .kube import Cluster, KubeApiServer, dapr_workload, start_kube_agent
+from .kube import Cluster, KubeApiServer, dapr_workload, start_kube_agent, start_standin
 
 pytestmark = pytest.mark.integration
 
@@ -42,19 +42,13 @@ def backend() -> str:
 
 @pytest.fixture
 def standin(fleet: Fleet, server: ServerProcess) -> KubeApiServer:
-    process = KubeApiServer(fleet.workdir, rollout_seconds=ROLLOUT_SECONDS, sidecar_init_delay=INIT_DELAY)
-    fleet.processes.append(process)
-    process.start()
-    return process
+    return start_standin(fleet, rollout_seconds=ROLLOUT_SECONDS, sidecar_init_delay=INIT_DELAY)
 
 
 @pytest.fixture
 def cluster(standin: KubeApiServer) -> Iterator[Cluster]:
-    api_client = standin.api_client()
-    try:
+    with standin.api_client() as api_client:
         yield Cluster(api_client)
-    finally:
-        api_client.close()
 
 
 def ready(detail: dict[str, Any]) -> bool:
@@ -70,6 +64,17 @@ def run_shop(cluster: Cluster, fleet: Fleet, namespace: str, image: str) -> None
     }
     cluster.create_workload("Deployment", namespace, "shop", annotations)
     fleet.wait_until(lambda: shop_metrics(cluster, namespace) is not None, "shop's sidecar serves metrics")
+
+
+def shop_and_agent(
+    fleet: Fleet, standin: KubeApiServer, cluster: Cluster, key: str, image: str, *, hot_reload: str
+) -> str:
+    """`shop` rolled out in namespace `team-<key>`, watched by the agent of runtime `k8s-<key>` (labelled
+    `t-k8s=<key>`); returns the namespace."""
+    namespace = f"team-{key}"
+    run_shop(cluster, fleet, namespace, image)
+    start_kube_agent(fleet, standin, f"k8s-{key}", [namespace], {"t-k8s": key}, hot_reload=hot_reload)
+    return namespace
 
 
 def shop(cluster: Cluster, namespace: str) -> dict[str, Any]:
@@ -118,9 +123,9 @@ def ready_checked(fleet: Fleet, name: str, claim: Callable[[], str | None]) -> d
 def test_ready_only_once_the_hot_reloading_sidecar_reports_the_component_loaded(
     fleet: Fleet, standin: KubeApiServer, cluster: Cluster
 ) -> None:
-    namespace = "team-load"
-    run_shop(cluster, fleet, namespace, "ghcr.io/dapr/daprd:1.18.3")
-    start_kube_agent(fleet, standin, "k8s-load", [namespace], {"t-k8s": "load"}, hot_reload="auto")
+    namespace = shop_and_agent(
+        fleet, standin, cluster, "load", "ghcr.io/dapr/daprd:1.18.3", hot_reload="auto"
+    )
     apply(fleet.server.admin, [http_binding("load-hook", "t-k8s=load", "http://hook.invalid/")])
 
     detail = ready_checked(
@@ -137,9 +142,7 @@ def test_ready_only_once_the_hot_reloading_sidecar_reports_the_component_loaded(
 def test_a_component_the_sidecar_fails_to_initialise_is_failed_with_daprds_reason(
     fleet: Fleet, standin: KubeApiServer, cluster: Cluster
 ) -> None:
-    namespace = "team-refuse"
-    run_shop(cluster, fleet, namespace, "ghcr.io/dapr/daprd:1.18.3")
-    start_kube_agent(fleet, standin, "k8s-refuse", [namespace], {"t-k8s": "refuse"}, hot_reload="auto")
+    shop_and_agent(fleet, standin, cluster, "refuse", "ghcr.io/dapr/daprd:1.18.3", hot_reload="auto")
     # valid for the control plane; the sidecar cannot read the file, so its initialisation fails
     missing_file = [{"name": "secretsFile", "value": "/nonexistent/rrm-test/secrets.json"}]
     odd = component("refuse-odd", "t-k8s=refuse", type="secretstores.local.file", metadata=missing_file)
@@ -165,9 +168,7 @@ def test_a_component_the_sidecar_fails_to_initialise_is_failed_with_daprds_reaso
 def test_without_hot_reload_ready_waits_for_the_rolling_restart_and_the_new_sidecar(
     fleet: Fleet, standin: KubeApiServer, cluster: Cluster
 ) -> None:
-    namespace = "team-roll"
-    run_shop(cluster, fleet, namespace, "daprd:1.14.4")
-    start_kube_agent(fleet, standin, "k8s-roll", [namespace], {"t-k8s": "roll"}, hot_reload="off")
+    namespace = shop_and_agent(fleet, standin, cluster, "roll", "daprd:1.14.4", hot_reload="off")
     apply(fleet.server.admin, [http_binding("roll-hook", "t-k8s=roll", "http://roll.invalid/")])
 
     def claim() -> str | None:

@@ -40,6 +40,7 @@ from .kube import (
     dapr_workload,
     decoded,
     start_kube_agent,
+    start_standin,
     write_order,
 )
 
@@ -55,19 +56,13 @@ def backend() -> str:
 @pytest.fixture
 def standin(fleet: Fleet, server: ServerProcess) -> KubeApiServer:
     """Deployments run, as in a cluster: a restarted one counts only once rolled out."""
-    process = KubeApiServer(fleet.workdir, rollout_seconds=0.2, sidecar_init_delay=0.05)
-    fleet.processes.append(process)
-    process.start()
-    return process
+    return start_standin(fleet, rollout_seconds=0.2, sidecar_init_delay=0.05)
 
 
 @pytest.fixture
 def cluster(standin: KubeApiServer) -> Iterator[Cluster]:
-    api_client = standin.api_client()
-    try:
+    with standin.api_client() as api_client:
         yield Cluster(api_client)
-    finally:
-        api_client.close()
 
 
 def ready(detail: dict[str, Any]) -> bool:
@@ -76,6 +71,17 @@ def ready(detail: dict[str, Any]) -> bool:
 
 def delete(fleet: Fleet, kind: str, name: str) -> None:
     expect_status(fleet.server.admin.delete(f"/api/v1/{kind}/{name}"), 204)
+
+
+def hand_edit_is_reverted(fleet: Fleet, cluster: Cluster, namespace: str, name: str, what: str) -> None:
+    """Point component `name` at http://wrong.invalid/ by hand; wait until http://right.invalid/ is back."""
+    wrong = {"spec": {"metadata": [{"name": "url", "value": "http://wrong.invalid/"}]}}
+    cluster.edit_component(namespace, name, wrong)
+    fleet.wait_until(
+        lambda: metadata_value(cluster.components(namespace)[name], "url") == "http://right.invalid/",
+        what,
+        timeout=15,
+    )
 
 
 def test_create_update_and_delete_reach_the_cluster(
@@ -216,14 +222,7 @@ def test_hand_edits_and_deletions_are_put_back_and_reported_as_drift(
     apply(fleet.server.admin, [http_binding("drift-web", "t-k8s=drift", "http://right.invalid/")])
     fleet.wait_runtime("k8s-drift", ready, "Synced and Ready")
 
-    cluster.edit_component(
-        namespace, "drift-web", {"spec": {"metadata": [{"name": "url", "value": "http://wrong.invalid/"}]}}
-    )
-    fleet.wait_until(
-        lambda: metadata_value(cluster.components(namespace)["drift-web"], "url") == "http://right.invalid/",
-        "the hand edit is reverted",
-        timeout=15,
-    )
+    hand_edit_is_reverted(fleet, cluster, namespace, "drift-web", "the hand edit is reverted")
     detail = fleet.wait_runtime("k8s-drift", lambda d: bool(d["drift"]), "the edit reported as drift")
     record = detail["drift"][-1]
     assert record["resource"] == f"Component/{namespace}/drift-web"
@@ -370,14 +369,7 @@ def test_a_watch_whose_version_expired_lists_again_and_keeps_noticing_edits(
         return bool(expired) and any(w["code"] == 200 for w in later[expired[0] + 1 :])
 
     fleet.wait_until(rewatched, "a 410 Expired, then a watch from a fresh list")
-    cluster.edit_component(
-        namespace, "expire-web", {"spec": {"metadata": [{"name": "url", "value": "http://wrong.invalid/"}]}}
-    )
-    fleet.wait_until(
-        lambda: metadata_value(cluster.components(namespace)["expire-web"], "url") == "http://right.invalid/",
-        "the new watch notices the hand edit",
-        timeout=15,
-    )
+    hand_edit_is_reverted(fleet, cluster, namespace, "expire-web", "the new watch notices the hand edit")
     log = agent.log_path.read_text()
     assert "event=watch-expired" in log
     assert "event=watch-failed" not in log, "an expired version is routine, not a failure"
@@ -386,9 +378,7 @@ def test_a_watch_whose_version_expired_lists_again_and_keeps_noticing_edits(
 def test_bookmarks_keep_the_agents_watch_current_so_it_resumes_after_a_restart_without_a_410(
     fleet: Fleet, server: ServerProcess
 ) -> None:
-    standin = KubeApiServer(fleet.workdir / "bookmarking", bookmark_interval=0.3)
-    fleet.processes.append(standin)
-    standin.start()
+    standin = start_standin(fleet, fleet.workdir / "bookmarking", bookmark_interval=0.3)
     namespace = "team-bookmark"
     start_kube_agent(
         fleet, standin, "k8s-bookmark", [namespace], {"t-k8s": "bookmark"}, reconcile_interval=600
