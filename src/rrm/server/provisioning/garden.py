@@ -86,21 +86,8 @@ class Garden:
 
     def get(self, kind: Kind, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
-        try:
-            return self._call(
-                lambda: self.objects.get_namespaced_custom_object(
-                    kind.group,
-                    kind.version,
-                    self.namespace,
-                    kind.plural,
-                    name,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
-        except GardenError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        answer: dict[str, Any] | None = self._named(self.objects.get_namespaced_custom_object, kind, name)
+        return answer
 
     def create(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
         return self._call(
@@ -121,9 +108,13 @@ class Garden:
 
     def delete(self, kind: Kind, name: str) -> None:
         """DELETE; one already gone is fine."""
+        self._named(self.objects.delete_namespaced_custom_object, kind, name)
+
+    def _named(self, method: Callable[..., Any], kind: Kind, name: str) -> Any:
+        """`method` (a get or delete of the named object) answered, or None when the object does not exist."""
         try:
-            self._call(
-                lambda: self.objects.delete_namespaced_custom_object(
+            return self._call(
+                lambda: method(
                     kind.group,
                     kind.version,
                     self.namespace,
@@ -133,8 +124,9 @@ class Garden:
                 )
             )
         except GardenError as exc:
-            if exc.status != 404:
-                raise
+            if exc.status == 404:
+                return None
+            raise
 
     def admin_kubeconfig(self, shoot: str, expiration_seconds: int) -> str:
         """`POST shoots/{name}/adminkubeconfig`: a kubeconfig for the Shoot's API server (text)."""
