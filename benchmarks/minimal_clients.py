@@ -33,6 +33,9 @@ LONGPOLL_PATH = "/agent/v1/desired-state"
 STATUS_PATH = "/agent/v1/status"
 RETRY_SECONDS = (0.5, 1.5)  # a failed stream, long-poll or report is tried again after a uniform draw
 CONNECT_TIMEOUT_SECONDS = 60.0  # the loop of thousands of clients may be busy when a connect is due
+# Idle connections (those the status reports went on) are kept from one round to the next, seconds apart, and
+# closed before the control plane's 75 s: a round then measures the status path, not n connects at once.
+KEEPALIVE_SECONDS = 60.0
 
 
 @dataclass
@@ -88,7 +91,7 @@ class MinimalWorker(Worker):
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
-            connector = aiohttp.TCPConnector(limit=0, force_close=False)
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS)
             self.session = aiohttp.ClientSession(connector=connector, timeout=timeout)
         return self.session
