@@ -188,3 +188,17 @@ def _imports(module: object) -> set[str]:
 def test_the_plan_does_no_io_and_apply_does_not_import_the_rollout_controller() -> None:
     assert not {m for m in _imports(apply_plan) if m.startswith(("rrm.store", "rrm.server", "sqlalchemy"))}
     assert not {m for m in _imports(apply) if m.startswith("rrm.server.rollouts")}
+
+
+def test_the_policies_named_are_those_component_documents_annotate() -> None:
+    malformed = {"apiVersion": "dapr.io/v1alpha1", "kind": "Component", "metadata": ["not", "a", "mapping"]}
+    documents: list[Any] = [
+        component("a", **{"rrm.io/rollout-policy": "careful"}),
+        component("b", **{"rrm.io/rollout-policy": "fast"}),
+        component("c", **{"rrm.io/rollout-policy": ""}),
+        component("d"),
+        {**policy("ignored"), "metadata": {"name": "x", "annotations": {"rrm.io/rollout-policy": "no"}}},
+        malformed,
+        "not a document",
+    ]
+    assert apply_plan.policies_named(documents) == {"careful", "fast"}

@@ -118,6 +118,23 @@ def test_renders_are_kept_until_a_component_or_secret_changes() -> None:
     assert body(second)["secrets"] == [{"name": "db", "revision": 2, "data": {"password": "two"}}]
 
 
+def test_a_component_change_renders_again_only_the_placements_it_touches() -> None:
+    sources = Sources()
+    sources.runtime("p", env="prod")
+    sources.runtime("d", env="dev")
+    sources.add(component("shared"), component("prod-only", "env=prod"))
+    renderer = Renderer(sources)
+    before = {ids[0]: delivery for delivery, ids in renderer.by_group()}
+    sources.add(component("prod-only", "env=prod", revision=2))
+    renderer.invalidate(FeedChange(full=False, content=True))
+    after = {ids[0]: delivery for delivery, ids in renderer.by_group()}
+    assert after["d"] is before["d"]
+    assert delivered(after["p"]) == {"shared": "1", "prod-only": "2"}
+    sources.add(component("shared", revision=2))
+    renderer.invalidate(FeedChange(full=False, content=True))
+    assert delivered(dict(renderer.deliveries(["d"]))["d"]) == {"shared": "2"}
+
+
 def test_placement_groups_are_kept_until_a_runtime_rollout_or_compass_change() -> None:
     sources = Sources()
     sources.runtime("a")

@@ -19,8 +19,10 @@
   rotation or revocation changes them at once with `set_key` / `forget_keys`, ahead of the feed.
 - **placement groups** (`PlacementKey` → runtime ids): dropped by `load` and whenever a runtime, a rollout
   or the registry changed; rebuilt at the next change that concerns every runtime.
-- **renders** (`RenderKey` → `Delivery`): dropped by `load` and whenever a component or a secret changed; a
-  rollout or Compass change keeps them (their keys tell the revisions and applications apart).
+- **renders** (`RenderKey` → `Delivery`): dropped by `load` and whenever a secret changed; after a component
+  change the earlier ones are kept one more change for the keys it left alone, so a write re-renders only
+  the placements it touches; a rollout or Compass change keeps them (their keys tell the revisions and
+  applications apart).
 - **deliveries** (runtime id → `Delivery`): recomputed for every runtime by `load` and after a change to
   components, secrets, rollouts or Compass, else for the runtimes read again; an entry is replaced when the
   render is another object (its long-poll woken when the hash differs) and dropped when the runtime is gone.

@@ -76,12 +76,25 @@ class Renderer:
         self._sources = sources
         self._groups: dict[PlacementKey, list[str]] | None = None  # placement → its runtimes
         self._renders: dict[RenderKey, Delivery] = {}
+        # the renders before the last component change, still right for the keys whose revisions it left
+        # alone (taken over when asked for), and the secrets they were rendered with
+        self._earlier: dict[RenderKey, Delivery] = {}
+        self._secrets_rendered: dict[str, SecretValue] = dict(sources.secrets)
 
     def invalidate(self, change: FeedChange) -> None:
         if change.placements:
             self._groups = None
         if change.renders:
+            keep = not change.full and self._secrets_unchanged()
+            self._earlier = self._renders if keep else {}
             self._renders = {}
+            self._secrets_rendered = dict(self._sources.secrets)
+
+    def _secrets_unchanged(self) -> bool:
+        """A render key names component and application revisions, not secrets: a render made before a
+        secret changed cannot be reused."""
+        now, then = self._sources.secrets, self._secrets_rendered
+        return len(now) == len(then) and all(then.get(name) is value for name, value in now.items())
 
     def by_group(self) -> Iterator[tuple[Delivery, list[str]]]:
         """Every runtime's delivery, one render per placement group."""
@@ -120,8 +133,9 @@ class Renderer:
         """`connected`: the bindings and secrets of the applications the runtime sees (Compass)."""
         revisions = tuple((c.name, c.revision) for c in sorted(placed, key=lambda c: c.name))
         key = RenderKey(revisions, connected.key)
-        cached = self._renders.get(key)
+        cached = self._renders.get(key) or self._earlier.pop(key, None)
         if cached is not None:
+            self._renders[key] = cached
             return cached
         placed = beside(placed, connected.components)
         state = render_desired_state(placed, ChainMap(dict(connected.secrets), self._sources.secrets))
