@@ -75,6 +75,16 @@ def _raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return json.loads(data) if data else {}
 
 
+def _found(call: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+    """`_raw` of a read, or None when the object does not exist."""
+    try:
+        return dict(_raw(call, *args))
+    except KubeError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 class KubeApi:
     """One responsibility: speak to the API server. One instance per thread that streams (watches)."""
 
@@ -106,23 +116,9 @@ class KubeApi:
         return items, str((body.get("metadata") or {}).get("resourceVersion", ""))
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            if kind == SECRET:
-                return dict(_raw(self.core.read_namespaced_secret, name, namespace))
-            return dict(
-                _raw(
-                    self.custom.get_namespaced_custom_object,
-                    DAPR_GROUP,
-                    DAPR_VERSION,
-                    namespace,
-                    "components",
-                    name,
-                )
-            )
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        if kind == SECRET:
+            return _found(self.core.read_namespaced_secret, name, namespace)
+        return self._dapr_object(namespace, "components", name)
 
     def apply(
         self,
@@ -263,21 +259,12 @@ class KubeApi:
 
     def get_configuration(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Dapr `Configuration`; None when it does not exist."""
-        try:
-            return dict(
-                _raw(
-                    self.custom.get_namespaced_custom_object,
-                    DAPR_GROUP,
-                    DAPR_VERSION,
-                    namespace,
-                    "configurations",
-                    name,
-                )
-            )
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._dapr_object(namespace, "configurations", name)
+
+    def _dapr_object(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+        return _found(
+            self.custom.get_namespaced_custom_object, DAPR_GROUP, DAPR_VERSION, namespace, plural, name
+        )
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return list(_raw(self.core.list_namespaced_pod, namespace, label_selector=selector).get("items", []))
