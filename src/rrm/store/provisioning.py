@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from rrm.core.operations import FINISHED_OPERATION_STATES, Stage
@@ -17,6 +17,8 @@ STAGE_FIELDS = (
     "state", "best_effort", "deadline_seconds", "attempts", "started_at", "deadline_at", "next_attempt_at",
     "finished_at", "last_error", "description",
 )  # fmt: skip
+
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,8 @@ def environments(
 def operations_of(session: Session, environment_ids: Sequence[str]) -> dict[str, list[OperationRow]]:
     """Each environment's operations, oldest first."""
     query = select(OperationRow).where(OperationRow.environment_id.in_(environment_ids))
-    result: dict[str, list[OperationRow]] = {i: [] for i in environment_ids}
-    for row in session.scalars(query.order_by(OperationRow.created_at, OperationRow.id)):
-        result[row.environment_id].append(row)
-    return result
+    ordered = query.order_by(OperationRow.created_at, OperationRow.id)
+    return _grouped(session, ordered, environment_ids, lambda row: row.environment_id)
 
 
 def operation(session: Session, operation_id: str) -> OperationRow | None:
@@ -98,9 +98,17 @@ def operation_counts(session: Session) -> dict[tuple[str, str], int]:
 
 def stage_rows(session: Session, operation_ids: Sequence[str]) -> dict[str, list[OperationStageRow]]:
     query = select(OperationStageRow).where(OperationStageRow.operation_id.in_(operation_ids))
-    result: dict[str, list[OperationStageRow]] = {i: [] for i in operation_ids}
-    for row in session.scalars(query.order_by(OperationStageRow.operation_id, OperationStageRow.position)):
-        result[row.operation_id].append(row)
+    ordered = query.order_by(OperationStageRow.operation_id, OperationStageRow.position)
+    return _grouped(session, ordered, operation_ids, lambda row: row.operation_id)
+
+
+def _grouped(
+    session: Session, query: Select[Row], ids: Sequence[str], owner: Callable[[Row], str]
+) -> dict[str, list[Row]]:
+    """The rows of `query`, in its order, under their `owner`'s id; an id without rows has an empty list."""
+    result: dict[str, list[Row]] = {i: [] for i in ids}
+    for row in session.scalars(query):
+        result[owner(row)].append(row)
     return result
 
 
