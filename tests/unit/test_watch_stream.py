@@ -7,11 +7,11 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
-from rrm.server.fleet.longpoll import LongPollHub
+from rrm.server.fleet.longpoll import KeepAliveClock, LongPollHub
 from rrm.server.fleet.render import Delivery
 from rrm.wire import watch
 from rrm.wire.watch import KEEP_ALIVE_FRAME, Frame, FrameError, FrameReader
@@ -155,3 +155,49 @@ def test_the_delivery_window_holds_a_stream_s_second_state_then_sends_the_newest
     (first, second), held = run(scenario())
     assert first == delivery("a").frame and second == delivery("c").frame
     assert held >= window * 0.9, f"the second state went out {held:.2f} s after the first"
+
+
+def test_idle_streams_share_the_keep_alive_timers_and_each_keeps_alive_after_its_interval() -> None:
+    interval, count = 0.2, 200
+    hub = LongPollHub(0.0)
+    hub.deliver(delivery("a"), [f"r{i}" for i in range(count)])
+
+    async def scenario() -> tuple[list[float], int]:
+        loop = asyncio.get_running_loop()
+        armed = 0
+        call_at = loop.call_at
+
+        def counted(*args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            nonlocal armed
+            armed += 1
+            return call_at(*args, **kwargs)
+
+        loop.call_at = counted  # type: ignore[method-assign]
+        opened = time.monotonic()
+        frames = [hub.watch(f"r{i}", '"a"', opened + 60, interval) for i in range(count)]
+        firsts = await asyncio.gather(*(next_frame(f) for f in frames))
+        waited = time.monotonic() - opened
+        assert all(frame is KEEP_ALIVE_FRAME for frame in firsts)
+        for f in frames:
+            await f.aclose()
+        return [waited], armed
+
+    (waited,), armed = run(scenario())
+    assert waited >= interval * 0.9, f"a keep-alive came {waited:.3f} s after the stream opened"
+    assert armed <= 2 * KeepAliveClock.SLOTS, f"{armed} timers armed for {count} idle streams"
+
+
+def test_a_wait_that_ends_leaves_nothing_behind_in_the_hub() -> None:
+    hub = LongPollHub(0.0)
+    hub.deliver(delivery("a"), ["r1"])
+
+    async def scenario() -> None:
+        assert await hub.wait_for_change("r1", '"a"', 0.01) is None  # timed out
+        waiting = asyncio.create_task(hub.wait_for_change("r1", '"a"', 60))
+        await asyncio.sleep(0)
+        waiting.cancel()  # the agent went away
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    run(scenario())
+    assert not hub._waiters, "a finished wait is still listed, and would be kept until the runtime changes"

@@ -244,6 +244,7 @@ def _uvicorn_config(
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
         timeout_keep_alive=75,  # longer than the agents keep idle connections (10 s): they close first
+        backlog=16384,  # a fleet reconnecting after a restart at once (the kernel caps it at somaxconn)
         access_log=settings.access_log,
     )
 

@@ -18,6 +18,10 @@ from rrm.server.state import ServerState, state_of
 from rrm.wire.agent_auth import EXPIRED_TOKEN_MESSAGE
 from rrm.wire.watch import KEEP_ALIVE_FRAME, MEDIA_TYPE, end_frame, open_frame
 
+# each kind's child of the frame counter, looked up once rather than per frame
+_STATES_WRITTEN, _KEEP_ALIVES_WRITTEN, _ENDS_WRITTEN = (
+    WATCH_FRAMES.labels(kind) for kind in ("state", "keep-alive", "end")
+)
 _HEADERS = [
     (b"content-type", MEDIA_TYPE.encode()),
     (b"cache-control", b"no-store"),
@@ -52,16 +56,19 @@ class WatchResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         WATCH_STREAMS.inc()
-        writing = asyncio.create_task(self._write(send))
-        watching = asyncio.create_task(_disconnect(receive))
+        writing = asyncio.current_task()
+        assert writing is not None
+        gone = asyncio.create_task(_cancel_when_gone(receive, writing))
         try:
-            await asyncio.wait((writing, watching), return_when=asyncio.FIRST_COMPLETED)
+            await self._write(send)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone.done():  # cancelled from outside (the server stops): not ours to swallow
+                raise
+            writing.uncancel()  # the agent went away: the stream just ends
         finally:
             WATCH_STREAMS.dec()
-            watching.cancel()
-            writing.cancel()
-        if writing.done() and not writing.cancelled() and writing.exception() is None:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            gone.cancel()
 
     async def _write(self, send: Send) -> None:
         opening = open_frame(self._keep_alive, self._expires_in)
@@ -75,18 +82,19 @@ class WatchResponse(Response):
                     frame = end_frame("runtime-gone")
                 touch(self._runtime_id)  # contact, as each long-poll counts
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
-                WATCH_FRAMES.labels(_kind(frame)).inc()
-                if frame.startswith(b"event: end"):
+                if frame is KEEP_ALIVE_FRAME:
+                    _KEEP_ALIVES_WRITTEN.inc()
+                elif frame.startswith(b"event: end"):
+                    _ENDS_WRITTEN.inc()
                     return
+                else:
+                    _STATES_WRITTEN.inc()
 
 
-def _kind(frame: bytes) -> str:
-    if frame is KEEP_ALIVE_FRAME:
-        return "keep-alive"
-    return "end" if frame.startswith(b"event: end") else "state"
-
-
-async def _disconnect(receive: Receive) -> None:
-    """Returns when the agent has gone (writes to a closed connection are dropped silently)."""
+async def _cancel_when_gone(receive: Receive, writing: asyncio.Task[None]) -> None:
+    """Cancels the stream's writer once the agent has gone (writes to a closed connection are dropped
+    silently, so only the receiving side notices). This runs only while the writer waits, so the
+    cancellation always lands inside the writer's `try`."""
     while (await receive())["type"] != "http.disconnect":
         pass
+    writing.cancel()

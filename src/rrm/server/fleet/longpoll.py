@@ -1,6 +1,6 @@
 """The long-poll hub: each runtime's current delivery, the long-polls waiting for it to change, and the
 delivery window that coalesces a burst of changes. A waiting long-poll holds no database connection and no
-thread, only an event."""
+thread, only a future (and a timer handle), woken without an exception whichever way its wait ends."""
 
 from __future__ import annotations
 
@@ -17,6 +17,42 @@ from rrm.wire.watch import KEEP_ALIVE_FRAME, end_frame
 # it answers: the feed's poll interval (`feed_poll_seconds`), the longest one replica lags another.
 CATCH_UP_SECONDS = 1.0
 
+_TICKED = True  # what a wait's future is resolved with when a keep-alive clock ended it
+_WOKEN = False  # ... when its runtime changed, its own timer ran out or the hub closed
+
+
+class KeepAliveClock:
+    """The keep-alive timers of every watch stream with the same interval: the waits that begin within the
+    same slot (1/`SLOTS` of the interval) share one timer, which releases them all between one interval and
+    one interval and a slot later. Rather than each stream arming (and cancelling) a timer of its own, the
+    hub arms `SLOTS` per interval, however many streams are open, and their releases stay spread out."""
+
+    SLOTS = 16
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._slot_seconds = interval / self.SLOTS
+        self.latest_release = interval + self._slot_seconds  # after a wait begins
+        self._slots: dict[int, list[asyncio.Future[bool]]] = {}  # slot → the waits it releases
+
+    def add(self, waiter: asyncio.Future[bool]) -> None:
+        loop = asyncio.get_running_loop()
+        slot = math.ceil((loop.time() + self.interval) / self._slot_seconds)
+        waiting = self._slots.get(slot)
+        if waiting is None:
+            waiting = self._slots[slot] = []
+            loop.call_at(slot * self._slot_seconds, self._release, slot)
+        waiting.append(waiter)
+
+    def _release(self, slot: int) -> None:
+        for waiter in self._slots.pop(slot, ()):
+            _resolve(waiter, _TICKED)
+
+
+def _resolve(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
 
 class LongPollHub:
     """A runtime is sent at most one state per delivery window, counted from when its agent had the previous
@@ -30,7 +66,8 @@ class LongPollHub:
         self._sent_at: dict[str, float] = {}  # runtime id → when its delivery window began (monotonic)
         self._unconfirmed: dict[str, str] = {}  # runtime id → ETag sent, until its agent asks with it
         self._superseded: dict[str, str] = {}  # runtime id → the ETag of the delivery before its current one
-        self._signals: dict[str, asyncio.Event] = {}
+        self._waiters: dict[str, list[asyncio.Future[bool]]] = {}  # runtime id → its waits, woken together
+        self._clocks: dict[float, KeepAliveClock] = {}  # keep-alive interval → the streams' shared clock
         self._closing = False
 
     @property
@@ -61,8 +98,11 @@ class LongPollHub:
         self._superseded.pop(runtime_id, None)
         self._wake(runtime_id)
 
-    async def wait_for_change(self, runtime_id: str, etag: str | None, timeout: float) -> Delivery | None:
-        """The runtime's state once its hash differs from `etag`; None after `timeout` without change.
+    async def wait_for_change(
+        self, runtime_id: str, etag: str | None, timeout: float, clock: KeepAliveClock | None = None
+    ) -> Delivery | None:
+        """The runtime's state once its hash differs from `etag`; None after `timeout` without change, or
+        when `clock` ticks first while nothing is to be sent.
 
         A state that changed within the delivery window of the last one sent to this runtime is held until
         the window ends (an agent without a state, `etag` None, is never held). An agent holding a state this
@@ -83,7 +123,7 @@ class LongPollHub:
                 return None
             if current.etag != etag and not caught_up and etag != self._superseded.get(runtime_id):
                 caught_up = True
-                await self._wait_for_signal(runtime_id, min(remaining, CATCH_UP_SECONDS))
+                await self._wait_for_signal(runtime_id, min(remaining, CATCH_UP_SECONDS), None)
                 continue
             if current.etag != etag:
                 last_sent = self._sent_at.get(runtime_id, -math.inf)
@@ -95,22 +135,27 @@ class LongPollHub:
                 remaining = min(remaining, held)
             if remaining <= 0:
                 return None
-            await self._wait_for_signal(runtime_id, remaining)
+            if await self._wait_for_signal(runtime_id, remaining, clock) is _TICKED:
+                return None
 
     async def watch(
         self, runtime_id: str, etag: str | None, until: float, keep_alive: float
     ) -> AsyncGenerator[bytes]:
         """The frames of one watch stream (`rrm.wire.watch`): each new state of the runtime, held by the
         delivery window as for a long-poll (each wait starts with the ETag written last, as the next
-        long-poll would), a keep-alive after `keep_alive` seconds without a frame, and last the end frame:
-        at `until` (monotonic: the token's expiry), when the hub closes, or when the runtime is gone. A state
-        frame is the `Delivery`'s own bytes, shared by every stream of its placement group."""
+        long-poll would), a keep-alive after `keep_alive` seconds (to one `KeepAliveClock` slot more)
+        without a frame, and last the end frame: at `until` (monotonic: the token's expiry), when the hub
+        closes, or when the runtime is gone. A state frame is the `Delivery`'s own bytes, shared by every
+        stream of its placement group."""
+        clock = self._clocks.get(keep_alive)
+        if clock is None:
+            clock = self._clocks[keep_alive] = KeepAliveClock(keep_alive)
         while True:
             remaining = until - time.monotonic()
             if remaining <= 0:
                 yield end_frame("token-expired")
                 return
-            delivery = await self.wait_for_change(runtime_id, etag, min(keep_alive, remaining))
+            delivery = await self.wait_for_change(runtime_id, etag, remaining, clock)
             if delivery is not None:
                 etag = delivery.etag
                 yield delivery.frame
@@ -123,24 +168,37 @@ class LongPollHub:
             elif time.monotonic() < until:
                 yield KEEP_ALIVE_FRAME
 
-    async def _wait_for_signal(self, runtime_id: str, seconds: float) -> None:
-        signal = self._signals.setdefault(runtime_id, asyncio.Event())
+    async def _wait_for_signal(self, runtime_id: str, seconds: float, clock: KeepAliveClock | None) -> bool:
+        """Until the runtime changes, `seconds` pass or `clock` releases it (then True)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        waiters = self._waiters.get(runtime_id)
+        if waiters is None:
+            waiters = self._waiters[runtime_id] = []
+        waiters.append(waiter)
+        timer = None
+        if clock is None or seconds <= clock.latest_release:
+            timer = loop.call_later(seconds, _resolve, waiter, _WOKEN)
+        if clock is not None:
+            clock.add(waiter)  # it releases the wait first: no timer of its own to arm and cancel
         LONGPOLLS_WAITING.inc()
         try:
-            async with asyncio.timeout(seconds):
-                await signal.wait()
-        except TimeoutError:
-            pass
+            return await waiter
         finally:
             LONGPOLLS_WAITING.dec()
+            if timer is not None:
+                timer.cancel()
+            if self._waiters.get(runtime_id) is waiters:  # not woken: this wait is still listed
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[runtime_id]
 
     def _wake(self, runtime_id: str) -> None:
-        signal = self._signals.pop(runtime_id, None)
-        if signal is not None:
-            signal.set()
+        for waiter in self._waiters.pop(runtime_id, ()):
+            _resolve(waiter, _WOKEN)
 
     def close(self) -> None:
         """Answer every held long-poll now (304), so a stopping server does not wait out their timeouts."""
         self._closing = True
-        for runtime_id in list(self._signals):
+        for runtime_id in list(self._waiters):
             self._wake(runtime_id)
