@@ -69,23 +69,30 @@ class Catalog:
         return offering.plan(plan_id) if offering else None
 
 
-@dataclass
-class Instance:
-    id: str
+@dataclass(kw_only=True)
+class _Ordered:
+    """What an instance and a binding share: the offering and plan they were ordered with, what the
+    platform sent with the order, and how their last operation stands."""
+
     service_id: str
     plan_id: str
-    organization_guid: str
-    space_guid: str
     context: dict[str, Any] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
-    maintenance_version: str | None = None
     state: str = SUCCEEDED
     operation: str | None = None
     description: str = ""
-    started_at: float = 0.0  # epoch seconds
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(kw_only=True)
+class Instance(_Ordered):
+    id: str
+    organization_guid: str
+    space_guid: str
+    maintenance_version: str | None = None
+    started_at: float = 0.0  # epoch seconds
 
     def identity(self) -> tuple[Any, ...]:
         """What must be equal for a provision request to be the same one again."""
@@ -99,21 +106,11 @@ class Instance:
         )
 
 
-@dataclass
-class Binding:
+@dataclass(kw_only=True)
+class Binding(_Ordered):
     instance_id: str
     id: str
-    service_id: str
-    plan_id: str
-    context: dict[str, Any] = field(default_factory=dict)
     bind_resource: dict[str, Any] = field(default_factory=dict)
-    parameters: dict[str, Any] = field(default_factory=dict)
-    state: str = SUCCEEDED
-    operation: str | None = None
-    description: str = ""
-
-    def record(self) -> dict[str, Any]:
-        return asdict(self)
 
     def identity(self) -> tuple[Any, ...]:
         return (self.service_id, self.plan_id, self.context, self.bind_resource, self.parameters)
