@@ -45,6 +45,7 @@ COMPONENT = "bench-status"
 REPORTED_HEARTBEAT_SECONDS = 600.0
 HOUSEKEEPING_INTERVAL = 1.0  # rrm.server.housekeeping.run_housekeeping's default
 IDLE_SECONDS = 5.0
+_ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
 
 def run(
@@ -52,7 +53,7 @@ def run(
     n: int,
     rate: float = 300.0,
     seconds: float = 20.0,
-    concurrency: int = 64,
+    concurrency: int = 128,
     database_url: str | None = None,
 ) -> dict[str, Any]:
     """Status reports from `n` runtimes at `rate` per second in total; `database_url`: a PostgreSQL
@@ -61,8 +62,7 @@ def run(
     server.start()
     try:
         server.apply(component(COMPONENT, 0))
-        tokens = _tokens(template)
-        sender = _Sender(server.url, tokens, rate, concurrency)
+        sender = _Sender(server.url, template, rate, min(n, concurrency))
         first_hash = desired_hash(server, template.names[0])
         bench.log(f"status path {n}: every runtime reports once ({n / rate:.0f} s)")
         first = _phase(server, sender, _body(first_hash), range(n))
@@ -92,7 +92,7 @@ def run(
         "runtimes": n,
         "database": "postgresql" if database_url else "sqlite",
         "rate_target": rate,
-        "concurrency": concurrency,
+        "concurrency": min(n, concurrency),
         "reported_heartbeat_interval": REPORTED_HEARTBEAT_SECONDS,
         "idle": {"seconds": round(idle.elapsed, 2), "cpu_cores": round(idle_cores, 4)},
         **phases,
@@ -110,14 +110,13 @@ def _fleet_and_server(bench: Bench, n: int, database_url: str | None) -> tuple[F
     )
 
 
-def _tokens(template: FleetTemplate) -> list[str]:
-    """Each runtime's bearer token (valid for minutes: `TOKEN_LIFETIME_SECONDS`), signed by its own key."""
-    tokens = []
+def _identities(template: FleetTemplate) -> list[AgentIdentity]:
+    identities = []
     for state_dir in template.state_dirs:
         identity = AgentIdentity.load(state_dir)
         assert identity is not None, f"{state_dir} holds no paired identity"
-        tokens.append(identity.bearer_token())
-    return tokens
+        identities.append(identity)
+    return identities
 
 
 def _body(applied_hash: str) -> bytes:
@@ -163,28 +162,31 @@ def _settle(server: ServerProcess, quiet_cores: float = 0.2, deadline: float = 1
 
 
 class _Sender:
-    """Status reports at a fixed total rate over `concurrency` keep-alive connections."""
+    """Status reports at a fixed total rate over `concurrency` keep-alive connections, one per worker."""
 
-    def __init__(self, url: str, tokens: list[str], rate: float, concurrency: int) -> None:
-        self.url, self.tokens, self.rate, self.concurrency = url, tokens, rate, concurrency
+    def __init__(self, url: str, template: FleetTemplate, rate: float, concurrency: int) -> None:
+        self.url, self.rate, self.concurrency = url, rate, concurrency
+        self.identities = _identities(template)
 
     async def send(self, body: bytes, runtimes: list[int], expected: int) -> dict[str, Any]:
-        """Report `body` once for each runtime index, the i-th no sooner than i / rate s after the start."""
+        """Report `body` once for each runtime index, the i-th no sooner than i / rate s after the start,
+        each with its runtime's token, signed anew before the phase starts (valid for five minutes)."""
+        tokens = [identity.bearer_token(renew=True) for identity in self.identities]
         failures: Counter[str] = Counter()
         latencies: list[float] = []
         order = iter(enumerate(runtimes))
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         started = time.monotonic()
-        async with httpx.AsyncClient(base_url=self.url, limits=limits, timeout=60) as client:
 
-            async def worker() -> None:
+        async def worker() -> None:
+            # a client of one connection per worker: one pool of hundreds costs httpx more than the server
+            async with httpx.AsyncClient(base_url=self.url, limits=_ONE_CONNECTION, timeout=60) as client:
                 for position, runtime in order:
                     delay = started + position / self.rate - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
                     sent = time.monotonic()
                     headers = {
-                        "Authorization": f"Bearer {self.tokens[runtime]}",
+                        "Authorization": f"Bearer {tokens[runtime]}",
                         "Content-Type": "application/json",
                     }
                     try:
@@ -197,7 +199,7 @@ class _Sender:
                     else:
                         failures[str(response.status_code)] += 1
 
-            await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
         elapsed = time.monotonic() - started
         return {
             "reports": len(latencies),

@@ -13,6 +13,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from rrm.core.conditions import Observed
 from rrm.store import Database
@@ -117,7 +118,8 @@ class StatusWriter:
             if touched:
                 repo.touch_statuses(session, sorted(touched), now)
             applied_before = repo.applied_hashes(session, list(batch)) if batch else {}
-            statuses, events = [], []
+            statuses: list[dict[str, Any]] = []
+            events = []
             for runtime_id, pending in batch.items():
                 body = pending.report
                 report = encode(body)
@@ -126,7 +128,7 @@ class StatusWriter:
                     {
                         "runtime_id": runtime_id,
                         "applied_hash": body.applied_hash,
-                        "report": report,
+                        "report": body,
                         "agent_version": body.agent_version,
                         "heartbeat_interval": body.heartbeat_interval,
                     }
@@ -138,7 +140,7 @@ class StatusWriter:
                         f"applied {body.applied_hash[:12]}: {len(body.resources)} resources, {failed} failed"
                     )
                     events.append(("DesiredStateApplied", f"runtime/{pending.runtime_name}", message))
-            rows = sorted(statuses, key=lambda s: s["runtime_id"])
+            rows = sorted(statuses, key=lambda s: str(s["runtime_id"]))  # one lock order for every writer
             repo.save_statuses(session, rows, now, self.sightings.writer)
             if events:
                 self._db.take_write_lock(session)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
+import msgspec
 from sqlalchemy import (
     ColumnElement,
     String,
@@ -40,6 +41,7 @@ from rrm.store.tables import (
     RuntimeKey,
     RuntimeStatus,
     Secret,
+    UTCDateTime,
 )
 
 ENTITY_RUNTIME = "runtime"
@@ -98,7 +100,7 @@ def record_events(session: Session, events: Sequence[tuple[str, str, str]], now:
     """Many (type, subject, message) events in one statement, for the batch writers."""
     if events:
         rows = [{"time": now, "type": t, "subject": s, "message": m} for t, s, m in events]
-        session.execute(insert(_EVENTS), rows)
+        session.connection().execute(insert(_EVENTS), rows)
 
 
 def _upsert(session: Session, table: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
@@ -108,7 +110,7 @@ def _upsert(session: Session, table: Any, keys: Sequence[str], rows: Sequence[di
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = dialect.insert(table)
     columns = [c for c in rows[0] if c not in keys]
-    session.execute(
+    session.connection().execute(
         statement.on_conflict_do_update(
             index_elements=list(keys), set_={c: statement.excluded[c] for c in columns}
         ),
@@ -173,7 +175,7 @@ def status_of(session: Session, runtime_id: str) -> RuntimeStatus | None:
 
 def touch_statuses(session: Session, runtime_ids: Sequence[str], now: datetime) -> None:
     among = _among(session, _STATUSES.c.runtime_id, runtime_ids)
-    session.execute(update(_STATUSES).where(among).values(last_seen=now))
+    session.connection().execute(update(_STATUSES).where(among).values(last_seen=now))
 
 
 @dataclass(frozen=True)
@@ -204,19 +206,19 @@ def contacts_since(
     if not_reported_by is not None:
         reporter = RuntimeStatus.reported_by
         query = query.where(reporter.is_(None) | (reporter != not_reported_by))
-    return [Contact(*row) for row in session.execute(query).tuples()]
+    return [Contact(*row) for row in session.connection().execute(query)]
 
 
 def reports_of(session: Session, runtime_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     query = select(RuntimeStatus.runtime_id, RuntimeStatus.report)
-    among = _among(session, RuntimeStatus.runtime_id, runtime_ids)
-    return dict(session.execute(query.where(among)).tuples().all())
+    rows = session.connection().execute(query.where(_among(session, RuntimeStatus.runtime_id, runtime_ids)))
+    return {runtime_id: report for runtime_id, report in rows}
 
 
 def applied_hashes(session: Session, runtime_ids: Sequence[str]) -> dict[str, str | None]:
     query = select(RuntimeStatus.runtime_id, RuntimeStatus.applied_hash)
-    among = _among(session, RuntimeStatus.runtime_id, runtime_ids)
-    return dict(session.execute(query.where(among)).tuples().all())
+    rows = session.connection().execute(query.where(_among(session, RuntimeStatus.runtime_id, runtime_ids)))
+    return {runtime_id: applied_hash for runtime_id, applied_hash in rows}
 
 
 def statuses_for(session: Session, runtime_ids: Sequence[str]) -> dict[str, RuntimeStatus]:
@@ -224,13 +226,41 @@ def statuses_for(session: Session, runtime_ids: Sequence[str]) -> dict[str, Runt
     return {s.runtime_id: s for s in session.scalars(query)}
 
 
+_STATUS_UPSERT = """
+    INSERT INTO runtime_status (runtime_id, applied_hash, report, agent_version, heartbeat_interval,
+        last_seen, reported_at, reported_by)
+    SELECT {values}, :now, :now, :reported_by FROM {rows}
+    ON CONFLICT (runtime_id) DO UPDATE SET applied_hash = excluded.applied_hash, report = excluded.report,
+        agent_version = excluded.agent_version, heartbeat_interval = excluded.heartbeat_interval,
+        last_seen = excluded.last_seen, reported_at = excluded.reported_at, reported_by = excluded.reported_by
+"""
+_STATUS_FIELDS = ("runtime_id", "applied_hash", "report", "agent_version", "heartbeat_interval")
+_SAVE_STATUSES = {
+    "sqlite": _STATUS_UPSERT.format(
+        values=", ".join(f"json_extract(value, '$.{f}')" for f in _STATUS_FIELDS),
+        rows="json_each(:rows) WHERE true",  # WHERE: SQLite would read ON CONFLICT as a join's ON
+    ),
+    "postgresql": _STATUS_UPSERT.format(
+        values=", ".join(f"r.{f}" for f in _STATUS_FIELDS),
+        rows="json_to_recordset(CAST(:rows AS json)) AS r(runtime_id text, applied_hash text, report json,"
+        " agent_version text, heartbeat_interval float8)",
+    ),
+}
+
+
 def save_statuses(
     session: Session, statuses: Sequence[dict[str, Any]], now: datetime, reported_by: str | None = None
 ) -> None:
-    """Each dict: runtime_id, applied_hash, report, agent_version, heartbeat_interval; seen `now`, written
-    by the StatusWriter `reported_by`."""
-    rows = [{**s, "last_seen": now, "reported_at": now, "reported_by": reported_by} for s in statuses]
-    _upsert(session, _STATUSES, ["runtime_id"], rows)
+    """Each dict: runtime_id, applied_hash, report (JSON data or a msgspec Struct), agent_version,
+    heartbeat_interval; seen `now`, written by the StatusWriter `reported_by`. One statement whose rows
+    are one JSON parameter: nothing is converted in Python row by row."""
+    if not statuses:
+        return
+    statement = text(_SAVE_STATUSES[session.get_bind().dialect.name]).bindparams(
+        bindparam("now", type_=UTCDateTime()), bindparam("rows", type_=String()), bindparam("reported_by")
+    )
+    parameters = {"rows": msgspec.json.encode(statuses).decode(), "now": now, "reported_by": reported_by}
+    session.connection().execute(statement, parameters)
 
 
 def condition_transitions(
