@@ -121,10 +121,20 @@ class AgentAuth:
             raise HTTPException(401, f"invalid runtime token: {exc}") from exc
         if claims.runtime_id != runtime_id:
             raise HTTPException(401, "token subject does not own this key")
-        self._verified[token] = (runtime_id, kid, claims.expires_at)
-        if len(self._verified) > self._cache_size:
-            self._verified.popitem(last=False)
+        self._remember(token, (runtime_id, kid, claims.expires_at))
         return self._entry(runtime_id)
+
+    def _remember(self, token: str, verified: tuple[str, str, float]) -> None:
+        """Keep `token` until it expires. Tokens arrive about in the order they expire (agents sign them
+        with one lifetime), so dropping the expired ones from the oldest end keeps only the live ones, and
+        the cache does not grow to `cache_size` with tokens no agent sends any more."""
+        self._verified[token] = verified
+        now = time.time()
+        while self._verified:
+            oldest = next(iter(self._verified.values()))
+            if oldest[2] > now and len(self._verified) <= self._cache_size:
+                break
+            self._verified.popitem(last=False)
 
     def verified(self, token: str) -> tuple[str, float] | None:
         """The key id and expiry (epoch seconds) of a token `runtime` accepted, while it is remembered."""
