@@ -11,7 +11,6 @@ the new name, never written beside it, since daprd stops when two files define o
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 
 from rrm.agent.atomic import TEMP_SUFFIX, fsync_dir, make_private_dir, remove_durably, write_atomic
@@ -89,23 +89,28 @@ def is_store_id(object_id: str) -> bool:
     return store_name_of(object_id) is not None
 
 
+def _copied(value: Any) -> Any:
+    """A deep copy of JSON data (a manifest is), made in C: `copy.deepcopy` cost most of a render."""
+    return msgspec.json.decode(msgspec.json.encode(value))
+
+
 def component_document(manifest: Mapping[str, Any], secret_store: str | None) -> NativeObject:
     """The Component exactly as daprd reads it; `secret_store` is set as `auth.secretStore` when given."""
-    spec = copy.deepcopy(dict(manifest.get("spec") or {}))
+    spec = _copied(dict(manifest.get("spec") or {}))
     spec["metadata"] = spec.get("metadata") or []
     document: NativeObject = {
         "apiVersion": API_VERSION,
         "kind": "Component",
-        "metadata": copy.deepcopy(dict(manifest.get("metadata") or {})),
+        "metadata": _copied(dict(manifest.get("metadata") or {})),
         "spec": spec,
     }
-    auth = copy.deepcopy(manifest.get("auth"))
+    auth = _copied(manifest.get("auth"))
     if secret_store is not None:
         auth = {**(auth or {}), "secretStore": secret_store}
     if auth:
         document["auth"] = auth
     if manifest.get("scopes"):
-        document["scopes"] = copy.deepcopy(manifest["scopes"])
+        document["scopes"] = _copied(manifest["scopes"])
     return document
 
 
