@@ -105,7 +105,7 @@ def _one_delivery(
             if _wait_ready(server, "") is None:
                 raise TimeoutError(f"the agent never got Ready on its first state; see {agent.log_path}")
             log(f"agent cpu, {mode}: Ready; {idle_seconds:.0f} s idle")
-            idle_cpu, idle_wall = _cpu_over(agent.pid, lambda: time.sleep(idle_seconds))
+            (idle_cpu, _), idle_wall = _cpu_over(agent.pid, lambda: time.sleep(idle_seconds))
             log(f"agent cpu, {mode}: idle {1000 * idle_cpu / idle_wall:.2f} ms/s; {updates} updates")
             done = 0
 
@@ -120,7 +120,7 @@ def _one_delivery(
                     hash, done = ready, marker
 
             with profiled({"agent": agent.pid}, profile_dir, f"agent-cpu-{mode}"):
-                cpu, wall = _cpu_over(agent.pid, update_all)
+                (cpu, system), wall = _cpu_over(agent.pid, update_all)
     finally:
         server.stop()
     idle_share = idle_cpu / idle_wall * wall
@@ -130,6 +130,7 @@ def _one_delivery(
         "incomplete": "" if done == updates else f"stopped after update {done}: not Ready in time",
         "wall_seconds": round(wall, 2),
         "cpu_seconds": round(cpu, 3),
+        "cpu_system_seconds": round(system, 3),  # of cpu_seconds, in the kernel (fsync, sockets, threads)
         "idle_cpu_ms_per_second": round(1000 * idle_cpu / idle_wall, 3),
         "idle_cpu_seconds_subtracted": round(idle_share, 3),
         "cpu_ms_per_update": round(1000 * per_update, 3) if per_update is not None else None,
@@ -164,16 +165,19 @@ def _agent(server: ServerProcess, workdir: Path, mode: str) -> Iterator[AgentPro
         daprd.stop()
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of process `pid` so far: user and system together, and system alone."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND  # utime, stime
+    user, system = int(fields[11]), int(fields[12])
+    return (user + system) / TICKS_PER_SECOND, system / TICKS_PER_SECOND
 
 
-def _cpu_over(pid: int, work: Callable[[], None]) -> tuple[float, float]:
-    """The CPU seconds process `pid` spent while `work` ran, and the wall seconds it ran."""
-    cpu, started = _cpu_seconds(pid), time.monotonic()
+def _cpu_over(pid: int, work: Callable[[], None]) -> tuple[tuple[float, float], float]:
+    """The CPU seconds process `pid` spent while `work` ran (all, and in the kernel), and the wall seconds."""
+    (cpu, system), started = _cpu_seconds(pid), time.monotonic()
     work()
-    return _cpu_seconds(pid) - cpu, time.monotonic() - started
+    (cpu_after, system_after), ended = _cpu_seconds(pid), time.monotonic()
+    return (cpu_after - cpu, system_after - system), ended - started
 
 
 def _wait_ready(server: ServerProcess, before: str) -> str | None:
