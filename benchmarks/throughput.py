@@ -30,7 +30,10 @@ def run(bench: Bench, size: int, seconds: float, burst: int, window: float) -> d
         with ProcessSampler(server.pid) as sampler, profiled(bench.pids(server), bench.profile_dir, "writes"):
             quiet = asyncio.run(_write(server, names, seconds=seconds))
         bench.log(f"throughput: writing for {seconds:.0f} s in applies of {COMPONENTS} components")
-        with profiled(bench.pids(server), bench.profile_dir, "writes-batched"):
+        with (
+            ProcessSampler(server.pid) as batched_sampler,
+            profiled(bench.pids(server), bench.profile_dir, "writes-batched"),
+        ):
             batched = asyncio.run(_write(server, names, seconds=seconds, batch=True, first_marker=500_000))
         current = desired_hash(server, template.names[0])
         bench.start_agents(template, [server.url], "throughput")
@@ -54,9 +57,11 @@ def run(bench: Bench, size: int, seconds: float, burst: int, window: float) -> d
         "components_placed": COMPONENTS,
         "writes_per_second": quiet["per_second"],
         "write_latency": quiet["latency"],
+        "server_cpu_ms_per_write": _cpu_ms_per_write(sampler, quiet),
         "batched": {
             "components_per_apply": COMPONENTS,
             "writes_per_second": batched["per_second"],
+            "server_cpu_ms_per_write": _cpu_ms_per_write(batched_sampler, batched),
             "applies_per_second": round(batched["per_second"] / COMPONENTS, 1),
             "apply_latency": batched["latency"],
         },
@@ -118,7 +123,13 @@ async def _write(
     async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120) as client:
         await asyncio.gather(*(writer(client) for _ in range(CONCURRENCY)))
     elapsed = time.monotonic() - started
-    return {"per_second": round(written / elapsed, 1), "latency": percentiles(latencies)}
+    return {"written": written, "per_second": round(written / elapsed, 1), "latency": percentiles(latencies)}
+
+
+def _cpu_ms_per_write(sampler: ProcessSampler, phase: dict[str, Any]) -> float | None:
+    """The control plane's CPU time per component write: a figure that a busy machine changes less than
+    writes per second (other processes take the cores, not this process's work per write)."""
+    return round(1000 * sampler.cpu_seconds / phase["written"], 2) if phase["written"] else None
 
 
 def _most_within(times: list[float], window: float) -> int:
