@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kubernetes import client
 
@@ -26,20 +27,15 @@ WATCH_TIMEOUT_SECONDS = 240
 WATCHED_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED"})
 
 
+@dataclass(frozen=True)
 class ChangeWatcher:
-    def __init__(
-        self,
-        configuration: client.Configuration,
-        kinds: tuple[str, ...],
-        namespaces: list[str],
-        selector: str,
-        wake: Callable[[], None],
-    ) -> None:
-        self.configuration = configuration
-        self.kinds = kinds
-        self.namespaces = namespaces
-        self.selector = selector
-        self.wake = wake
+    """Watches the agent's objects (`selector`) of each kind in each namespace; any change calls `wake`."""
+
+    configuration: client.Configuration
+    kinds: tuple[str, ...]
+    namespaces: list[str]
+    selector: str
+    wake: Callable[[], None]
 
     def start(self) -> None:
         for namespace in self.namespaces:
