@@ -17,7 +17,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from rrm.install.pods import DEFAULT_IMAGE, container_security_context, pod_security_context
+from rrm.install.pods import DEFAULT_IMAGE, container_security_context, http_probe, pod_security_context
 
 STATE_DIR = "/var/lib/rrm-agent"
 HEALTH_PORT = 8081
@@ -191,12 +191,8 @@ def agent_container(values: AgentInstallValues, args: list[Any]) -> dict[str, An
         "args": args,
         "envFrom": [{"secretRef": {"name": values.name}}],
         "ports": [{"name": "health", "containerPort": HEALTH_PORT}],
-        "livenessProbe": {
-            "httpGet": {"path": "/livez", "port": "health"},
-            "periodSeconds": 10,
-            "failureThreshold": 3,
-        },
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "health"}, "periodSeconds": 5},
+        "livenessProbe": http_probe("/livez", "health", 10, failure_threshold=3),
+        "readinessProbe": http_probe("/readyz", "health", 5),
         "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": container_security_context(),
         "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}],

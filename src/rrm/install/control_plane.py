@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from rrm.install.pods import DEFAULT_IMAGE, container_security_context, pod_security_context
+from rrm.install.pods import DEFAULT_IMAGE, container_security_context, http_probe, pod_security_context
 
 NAME = "rrm-control-plane"
 DATA_DIR = "/var/lib/rrm"
@@ -202,20 +202,15 @@ def migrate_container(values: ControlPlaneInstallValues) -> dict[str, Any]:
 
 
 def server_container(values: ControlPlaneInstallValues) -> dict[str, Any]:
-    probe = {"httpGet": {"path": "/healthz", "port": "http"}}
     return {
         "name": "rrm",
         "image": values.image,
         "args": ["server", "--host", "0.0.0.0", "--port", str(PORT), "--data-dir", DATA_DIR],
         "envFrom": [{"secretRef": {"name": values.secret_name}}],
         "ports": [{"name": "http", "containerPort": PORT}],
-        "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": "http"},
-            "periodSeconds": 5,
-            "failureThreshold": 2,
-        },
-        "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
-        "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 30},
+        "readinessProbe": http_probe("/readyz", "http", 5, failure_threshold=2),
+        "livenessProbe": http_probe("/healthz", "http", 10, failure_threshold=3),
+        "startupProbe": http_probe("/healthz", "http", 2, failure_threshold=30),
         # Leave the Service's endpoints before the process stops; held long-polls are then answered at once
         # and the agents reconnect to another replica. `exec` rather than the `sleep` action, which
         # Kubernetes 1.29 has only behind an alpha feature gate (it drops the field, then rejects the

@@ -29,3 +29,14 @@ def pod_security_context() -> dict[str, Any]:
 def container_security_context() -> dict[str, Any]:
     """No privilege escalation, a read-only root filesystem, no capabilities."""
     return copy.deepcopy(_HARDENED)
+
+
+def http_probe(
+    path: str, port: str, period_seconds: int, failure_threshold: int | None = None
+) -> dict[str, Any]:
+    """A probe that GETs `path` on the container port named `port`; Kubernetes' own failure threshold
+    (3) when `failure_threshold` is None."""
+    probe: dict[str, Any] = {"httpGet": {"path": path, "port": port}, "periodSeconds": period_seconds}
+    if failure_threshold is not None:
+        probe["failureThreshold"] = failure_threshold
+    return probe
