@@ -1,6 +1,6 @@
-"""3. Footprint: the control plane's CPU and RSS with N idle agents connected at the default intervals
-(long-poll wait and heartbeat of `AgentConfig`); and one real `rrm agent` process (self-hosted target,
-scratch dir) idle."""
+"""3. Footprint: the control plane's CPU and RSS with N idle agents connected as they are by default (each
+on its watch stream, with the control plane's keep-alives, and the heartbeat of `AgentConfig`); and one real
+`rrm agent` process (self-hosted target, scratch dir) idle."""
 
 from __future__ import annotations
 
