@@ -101,11 +101,16 @@ class ConditionWatch:
         (one that never reported has no status row the contact could have moved)."""
         known = self.observed.get(runtime_id)
         last_seen = _later(known.last_seen if known else None, sighting.last_seen)
-        if sighting.observed is not None:
-            self.observed[runtime_id] = replace(sighting.observed, last_seen=last_seen)
+        new = sighting.observed
+        if new is not None:
+            self.observed[runtime_id] = Observed(
+                last_seen, new.heartbeat_interval, new.applied_hash, new.report
+            )
             self._reported_at[runtime_id] = sighting.last_seen
         elif known is not None and last_seen != known.last_seen:
-            self.observed[runtime_id] = replace(known, last_seen=last_seen)
+            self.observed[runtime_id] = Observed(
+                last_seen, known.heartbeat_interval, known.applied_hash, known.report
+            )
         else:
             return
         self._heard.add(runtime_id)
@@ -143,9 +148,10 @@ class ConditionWatch:
             recheck_at = _recheck_at(observed, conditions, state.settings.heartbeat_grace)
             if recheck_at != NEVER:
                 heapq.heappush(self._due, (recheck_at, runtime_id))
-            if known is not None:
-                self.counts.subtract((c.type, c.status) for c in known.conditions)
-            self.counts.update((c.type, c.status) for c in conditions)
+            if known is None or _statuses(known.conditions) != _statuses(conditions):
+                if known is not None:
+                    self.counts.subtract((c.type, c.status) for c in known.conditions)
+                self.counts.update((c.type, c.status) for c in conditions)
             self.evaluated[runtime_id] = _Evaluated(observed, delivery, recheck_at, conditions)
             fresh[runtime_id] = conditions
         return fresh
@@ -183,6 +189,10 @@ class _Evaluated:
 
 
 NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _statuses(conditions: list[Condition]) -> list[str]:
+    return [c.status for c in conditions]
 
 
 def _later(known: datetime | None, seen: datetime) -> datetime:

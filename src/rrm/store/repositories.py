@@ -25,7 +25,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from rrm.store.database import CHANGE_RECORDED
@@ -48,8 +48,7 @@ ENTITY_RUNTIME = "runtime"
 ENTITY_COMPONENT = "component"
 ENTITY_SECRET = "secret"
 ENTITY_ROLLOUT = "rollout"  # name = the component; its rollout state changed (rrm.store.rollouts)
-# the tables written in bulk, for Core statements (no ORM objects, no ORM session synchronisation)
-_EVENTS = cast(Table, Event.__table__)
+# the table touched in bulk, for a Core statement (no ORM session synchronisation)
 _STATUSES = cast(Table, RuntimeStatus.__table__)
 
 
@@ -96,26 +95,34 @@ def record_event(session: Session, type_: str, subject: str, message: str, now: 
     session.add(Event(time=now, type=type_, subject=subject, message=message))
 
 
+# Rows given as one JSON array parameter: one statement however many rows, and nothing converted in Python
+# row by row. `_ROWS`: each element as `value` (SQLite: `key` is its position).
+_ROWS = {
+    "sqlite": "json_each(:rows)",
+    "postgresql": "json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS r(value, key)",
+}
+_FIELD = {"sqlite": "json_extract(value, '$[{}]')", "postgresql": "value->>{}"}
+
+
+def _json_rows_statement(session: Session, template: str) -> Any:
+    """`template` for this database: `{rows}` the rows of the `:rows` parameter, `{0}`, `{1}`... the
+    fields of each; `:now` is a time."""
+    dialect = session.get_bind().dialect.name
+    fields = [_FIELD[dialect].format(i) for i in range(template.count("{") - 1)]
+    sql = template.format(*fields, rows=_ROWS[dialect])
+    return text(sql).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("rows", type_=String()))
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (time, type, subject, message) SELECT :now, {0}, {1}, {2} FROM {rows} ORDER BY key"
+)
+
+
 def record_events(session: Session, events: Sequence[tuple[str, str, str]], now: datetime) -> None:
-    """Many (type, subject, message) events in one statement, for the batch writers."""
+    """Many (type, subject, message) events in one statement, in order, for the batch writers."""
     if events:
-        rows = [{"time": now, "type": t, "subject": s, "message": m} for t, s, m in events]
-        session.connection().execute(insert(_EVENTS), rows)
-
-
-def _upsert(session: Session, table: Any, keys: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    """Insert `rows`, or update every other column where the key exists: one executemany statement."""
-    if not rows:
-        return
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table)
-    columns = [c for c in rows[0] if c not in keys]
-    session.connection().execute(
-        statement.on_conflict_do_update(
-            index_elements=list(keys), set_={c: statement.excluded[c] for c in columns}
-        ),
-        rows,
-    )
+        parameters = {"rows": msgspec.json.encode(events).decode(), "now": now}
+        session.connection().execute(_json_rows_statement(session, _INSERT_EVENTS), parameters)
 
 
 def _among(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
@@ -276,10 +283,18 @@ def condition_transitions(
     return result
 
 
+_SAVE_CONDITIONS = """
+    INSERT INTO runtime_conditions (runtime_id, type, status, last_transition)
+    SELECT {0}, {1}, {2}, :now FROM {rows} WHERE true
+    ON CONFLICT (runtime_id, type) DO UPDATE SET status = excluded.status, last_transition = :now
+"""
+
+
 def save_conditions(session: Session, changes: Sequence[tuple[str, str, str]], now: datetime) -> None:
     """(runtime id, condition type, status) that transitioned `now`."""
-    rows = [{"runtime_id": r, "type": t, "status": s, "last_transition": now} for r, t, s in changes]
-    _upsert(session, RuntimeCondition.__table__, ["runtime_id", "type"], rows)
+    if changes:
+        parameters = {"rows": msgspec.json.encode(changes).decode(), "now": now}
+        session.connection().execute(_json_rows_statement(session, _SAVE_CONDITIONS), parameters)
 
 
 def delete_expired_pairing_tokens(session: Session, now: datetime) -> int:
