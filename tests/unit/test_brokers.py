@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from rrm.cli.app import app
-from rrm.server.broker import service
+from rrm.server.broker import routes, service
 from rrm.server.broker.catalog_file import CatalogError, catalog_problems, load_catalog
 from rrm.server.broker.models import (
     FAILED,
@@ -148,7 +150,7 @@ def test_deprovisioning_during_provisioning_halts_it() -> None:
     records = Records()
     service.provision(request(records), "i", PROVISION, True)
     service.bind(request(records), "i", "b", BIND, True)
-    assert service.deprovision(request(records), "i", SERVICE, PLAN) == (200, {})
+    assert service.deprovision(request(records), "i", service.Removal(SERVICE, PLAN)) == (200, {})
     assert not records.instances and not records.bindings
     assert error_of(lambda: service.instance_last_operation(request(records), "i", None)).status == 404
 
@@ -275,4 +277,12 @@ def test_lookups_of_ids_that_cannot_exist_answer_unknown_not_an_error() -> None:
         lambda: service.binding_last_operation(request(records), "i", "", None),
     ):
         assert error_of(call).status == 404
-    assert error_of(lambda: service.deprovision(request(records), "nul\x00id", SERVICE, PLAN)).status == 400
+    broker = FastAPI()
+    routes.install(broker, CatalogFileBackend(CATALOG, "platform", "secret"), service)
+    deprovision = TestClient(broker).delete(
+        "/v2/service_instances/tab%09id",
+        params={"service_id": SERVICE, "plan_id": PLAN},
+        headers={"X-Broker-API-Version": "2.17"},
+        auth=("platform", "secret"),
+    )
+    assert deprovision.status_code == 400, "the router refuses to delete an id that cannot exist"

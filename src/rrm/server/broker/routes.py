@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from rrm.core.bounded import DecodeError, decode_json
 from rrm.server.broker import service
 from rrm.server.broker.models import BrokerError, Catalog
-from rrm.server.broker.service import Answer, BrokerRequest
+from rrm.server.broker.service import Answer, BrokerRequest, Removal
 
 API_VERSION = "2.17"
 MIN_MINOR = 13  # 2.13 to 2.17: later minor versions only add optional fields
@@ -52,7 +52,8 @@ class BrokerBackend(ABC, Generic[Records]):
 
 
 class BrokerOperations(Protocol[Records]):
-    """What each OSB request means, over one caller's records; the router parses and authenticates."""
+    """What each OSB request means, over one caller's records; the router parses and authenticates, and
+    checks the ids and the required query of a deprovision or unbind."""
 
     def provision(
         self, request: BrokerRequest[Records], instance_id: str, body: Any, accepts_incomplete: bool
@@ -61,14 +62,7 @@ class BrokerOperations(Protocol[Records]):
     def update(
         self, request: BrokerRequest[Records], instance_id: str, body: Any, accepts_incomplete: bool
     ) -> Answer: ...
-    def deprovision(
-        self,
-        request: BrokerRequest[Records],
-        instance_id: str,
-        service_id: str | None,
-        plan_id: str | None,
-        accepts_incomplete: bool,
-    ) -> Answer: ...
+    def deprovision(self, request: BrokerRequest[Records], instance_id: str, removal: Removal) -> Answer: ...
     def instance_last_operation(
         self, request: BrokerRequest[Records], instance_id: str, operation: str | None
     ) -> Answer: ...
@@ -82,13 +76,7 @@ class BrokerOperations(Protocol[Records]):
     ) -> Answer: ...
     def fetch_binding(self, request: BrokerRequest[Records], instance_id: str, binding_id: str) -> Answer: ...
     def unbind(
-        self,
-        request: BrokerRequest[Records],
-        instance_id: str,
-        binding_id: str,
-        service_id: str | None,
-        plan_id: str | None,
-        accepts_incomplete: bool,
+        self, request: BrokerRequest[Records], instance_id: str, binding_id: str, removal: Removal
     ) -> Answer: ...
     def binding_last_operation(
         self, request: BrokerRequest[Records], instance_id: str, binding_id: str, operation: str | None
@@ -154,6 +142,13 @@ def _flag(request: Request, name: str) -> bool:
     return value == "true"
 
 
+def _required(request: Request, name: str) -> str:
+    value = request.query_params.get(name)
+    if not value:
+        raise BrokerError(400, f"the query parameter {name} is required")
+    return value
+
+
 async def _body(request: Request) -> Any:
     raw = await request.body()
     if not raw:
@@ -184,11 +179,17 @@ class _Dispatch(Generic[Records]):
         caller = await self.caller_of(request)
         return caller, _flag(request, "accepts_incomplete"), await _body(request)
 
-    async def removing(self, request: Request) -> tuple[str, bool, str | None, str | None]:
-        """The caller, `accepts_incomplete`, `service_id` and `plan_id` of a deprovision or unbind."""
+    async def removing(self, request: Request) -> tuple[str, Removal]:
+        """The caller and the query of a deprovision or unbind, after checking the ids in its path."""
         caller = await self.caller_of(request)
-        query = request.query_params
-        return caller, _flag(request, "accepts_incomplete"), query.get("service_id"), query.get("plan_id")
+        for kind, value in request.path_params.items():
+            service.check_id(kind, value)
+        removal = Removal(
+            _required(request, "service_id"),
+            _required(request, "plan_id"),
+            _flag(request, "accepts_incomplete"),
+        )
+        return caller, removal
 
     async def run(
         self, request: Request, caller: str, operation: Callable[[BrokerRequest[Records]], Answer]
@@ -240,10 +241,8 @@ def _instance_routes(
 
     @router.delete("/v2/service_instances/{instance_id}")
     async def deprovision(request: Request, instance_id: str) -> Response:
-        caller, asynchronous, service, plan = await dispatch.removing(request)
-        return await dispatch.run(
-            request, caller, lambda r: operations.deprovision(r, instance_id, service, plan, asynchronous)
-        )
+        caller, removal = await dispatch.removing(request)
+        return await dispatch.run(request, caller, lambda r: operations.deprovision(r, instance_id, removal))
 
 
 def _writing(
@@ -286,9 +285,7 @@ def _binding_routes(
 
     @router.delete("/v2/service_instances/{instance_id}/service_bindings/{binding_id}")
     async def unbind(request: Request, instance_id: str, binding_id: str) -> Response:
-        caller, asynchronous, service, plan = await dispatch.removing(request)
+        caller, removal = await dispatch.removing(request)
         return await dispatch.run(
-            request,
-            caller,
-            lambda r: operations.unbind(r, instance_id, binding_id, service, plan, asynchronous),
+            request, caller, lambda r: operations.unbind(r, instance_id, binding_id, removal)
         )

@@ -47,6 +47,20 @@ class BrokerRequest(Generic[Records]):
 Request = BrokerRequest[BrokerRecords]
 
 
+@dataclass(frozen=True)
+class Removal:
+    """The query of a deprovision or unbind, whose ids the router checked: the service and plan the
+    platform says the instance has (both required), and whether it accepts an asynchronous answer."""
+
+    service_id: str
+    plan_id: str
+    accepts_incomplete: bool = False
+
+    def check_plan(self, service_id: str, plan_id: str, of: str) -> None:
+        if (self.service_id, self.plan_id) != (service_id, plan_id):
+            raise BrokerError(400, f"service_id and plan_id are not those of {of}")
+
+
 # request checks ---------------------------------------------------------------------------------------
 
 
@@ -261,21 +275,12 @@ def update(request: Request, instance_id: str, body: Any, accepts_incomplete: bo
     return 200, {}
 
 
-def deprovision(
-    request: Request,
-    instance_id: str,
-    service_id: str | None,
-    plan_id: str | None,
-    accepts_incomplete: bool = False,
-) -> Answer:
+def deprovision(request: Request, instance_id: str, removal: Removal) -> Answer:
     """Removes the instance and its bindings; during provisioning this halts it."""
-    check_id("instance_id", instance_id)
-    require_query(service_id, plan_id)
     instance = request.records.instance(instance_id)
     if instance is None:
         raise BrokerError(410, f"service instance {instance_id!r} does not exist")
-    if (service_id, plan_id) != (instance.service_id, instance.plan_id):
-        raise BrokerError(400, "service_id and plan_id are not those of this instance")
+    removal.check_plan(instance.service_id, instance.plan_id, "this instance")
     request.records.delete_instance(instance_id)
     return 200, {}
 
@@ -294,12 +299,6 @@ def last_operation_answer(state: str, description: str) -> dict[str, Any]:
     if description:
         answer["description"] = description
     return answer
-
-
-def require_query(service_id: str | None, plan_id: str | None) -> None:
-    for name, value in (("service_id", service_id), ("plan_id", plan_id)):
-        if not value:
-            raise BrokerError(400, f"the query parameter {name} is required")
 
 
 # service bindings -------------------------------------------------------------------------------------
@@ -381,22 +380,11 @@ def fetch_binding(request: Request, instance_id: str, binding_id: str) -> Answer
     return 200, answer
 
 
-def unbind(
-    request: Request,
-    instance_id: str,
-    binding_id: str,
-    service_id: str | None,
-    plan_id: str | None,
-    accepts_incomplete: bool = False,
-) -> Answer:
-    check_id("instance_id", instance_id)
-    check_id("binding_id", binding_id)
-    require_query(service_id, plan_id)
+def unbind(request: Request, instance_id: str, binding_id: str, removal: Removal) -> Answer:
     binding = request.records.binding(instance_id, binding_id)
     if binding is None:
         raise BrokerError(410, f"service binding {binding_id!r} does not exist")
-    if (service_id, plan_id) != (binding.service_id, binding.plan_id):
-        raise BrokerError(400, "service_id and plan_id are not those of this binding")
+    removal.check_plan(binding.service_id, binding.plan_id, "this binding")
     request.records.delete_binding(instance_id, binding_id)
     return 200, {}
 

@@ -9,17 +9,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from rrm.server.broker import service as osb
 from rrm.server.broker.models import SUCCEEDED, BrokerError
-from rrm.server.broker.service import (
-    Answer,
-    body_object,
-    check_id,
-    last_operation_answer,
-    object_field,
-    require_query,
-    string_field,
-    valid_id,
-)
 from rrm.server.environment_broker import kubeconfigs
 from rrm.server.environment_broker.backend import PlatformRecords, Request, found, request_hash
 from rrm.server.provisioning.stages import subject_of
@@ -36,15 +27,17 @@ def sealed_name(binding: EnvironmentBinding) -> str:
     return f"environment-binding/{binding.environment_id}/{binding.binding_id}"
 
 
-def bind(request: Request, instance_id: str, binding_id: str, body: Any, accepts_incomplete: bool) -> Answer:
-    check_id("instance_id", instance_id)
-    check_id("binding_id", binding_id)
-    body = body_object(body)
-    service_id = string_field(body, "service_id", required=True)
-    plan_id = string_field(body, "plan_id", required=True)
-    parameters = object_field(body, "parameters") or {}
-    context, resource = object_field(body, "context") or {}, object_field(body, "bind_resource") or {}
-    string_field(body, "app_guid", required=False)
+def bind(
+    request: Request, instance_id: str, binding_id: str, body: Any, accepts_incomplete: bool
+) -> osb.Answer:
+    osb.check_id("instance_id", instance_id)
+    osb.check_id("binding_id", binding_id)
+    body = osb.body_object(body)
+    service_id = osb.string_field(body, "service_id", required=True)
+    plan_id = osb.string_field(body, "plan_id", required=True)
+    parameters = osb.object_field(body, "parameters") or {}
+    context, resource = osb.object_field(body, "context") or {}, osb.object_field(body, "bind_resource") or {}
+    osb.string_field(body, "app_guid", required=False)
     seconds = expiration(parameters)
     hit = found(request, instance_id)
     if hit is None:
@@ -114,7 +107,7 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def fetch_binding(request: Request, instance_id: str, binding_id: str) -> Answer:
+def fetch_binding(request: Request, instance_id: str, binding_id: str) -> osb.Answer:
     binding = _binding(request, instance_id, binding_id)
     if binding is None:
         raise BrokerError(404, f"service binding {binding_id!r} does not exist")
@@ -123,36 +116,28 @@ def fetch_binding(request: Request, instance_id: str, binding_id: str) -> Answer
 
 def binding_last_operation(
     request: Request, instance_id: str, binding_id: str, operation: str | None
-) -> Answer:
+) -> osb.Answer:
     """Bindings are synchronous: one that exists has succeeded."""
     if _binding(request, instance_id, binding_id) is None:
         raise BrokerError(404, f"service binding {binding_id!r} does not exist")
-    return 200, last_operation_answer(SUCCEEDED, "bound")
+    return 200, osb.last_operation_answer(SUCCEEDED, "bound")
 
 
-def unbind(
-    request: Request,
-    instance_id: str,
-    binding_id: str,
-    service_id: str | None,
-    plan_id: str | None,
-    accepts_incomplete: bool,
-) -> Answer:
-    check_id("instance_id", instance_id)
-    check_id("binding_id", binding_id)
-    require_query(service_id, plan_id)
+def unbind(request: Request, instance_id: str, binding_id: str, removal: osb.Removal) -> osb.Answer:
     hit = found(request, instance_id)
     binding = _binding(request, instance_id, binding_id)
     if hit is None or binding is None:
         raise BrokerError(410, f"service binding {binding_id!r} does not exist")
-    if (service_id, plan_id) != (hit[0].service_id, hit[0].plan_id):
-        raise BrokerError(400, "service_id and plan_id are not those of this binding")
+    removal.check_plan(hit[0].service_id, hit[0].plan_id, "this binding")
     revoke(request.records, hit[1], binding, strict=True)
     return 200, {}
 
 
 def _binding(request: Request, instance_id: str, binding_id: str) -> EnvironmentBinding | None:
-    if not (valid_id(binding_id) and valid_id(instance_id)) or request.records.brokered(instance_id) is None:
+    if (
+        not (osb.valid_id(binding_id) and osb.valid_id(instance_id))
+        or request.records.brokered(instance_id) is None
+    ):
         return None
     return store.binding(request.records.session, instance_id, binding_id)
 

@@ -18,16 +18,8 @@ from pydantic import ValidationError
 from rrm.core.names import dns1123_label_error
 from rrm.core.operations import PROVISION, RESUME, SUSPEND
 from rrm.server.apply import Conflict, InvalidInput
+from rrm.server.broker import service as osb
 from rrm.server.broker.models import SUCCEEDED, BrokerError
-from rrm.server.broker.service import (
-    Answer,
-    body_object,
-    check_id,
-    last_operation_answer,
-    object_field,
-    require_query,
-    string_field,
-)
 from rrm.server.environment_broker import bindings
 from rrm.server.environment_broker.backend import Found, PlatformRecords, Request, found, request_hash
 from rrm.server.environment_broker.catalog import NAME_PARAMETER, REGION_PARAMETER, TRIAL_PLAN, is_trial
@@ -68,15 +60,15 @@ def running_operation(records: PlatformRecords, environment_id: str) -> Operatio
 # provisioning -----------------------------------------------------------------------------------------
 
 
-def provision(request: Request, instance_id: str, body: Any, accepts_incomplete: bool) -> Answer:
-    check_id("instance_id", instance_id)
-    body = body_object(body)
-    service_id = string_field(body, "service_id", required=True) or ""
-    plan_id = string_field(body, "plan_id", required=True) or ""
-    organization = string_field(body, "organization_guid", required=True)
-    space = string_field(body, "space_guid", required=True)
-    context, parameters = object_field(body, "context") or {}, object_field(body, "parameters") or {}
-    object_field(body, "maintenance_info")
+def provision(request: Request, instance_id: str, body: Any, accepts_incomplete: bool) -> osb.Answer:
+    osb.check_id("instance_id", instance_id)
+    body = osb.body_object(body)
+    service_id = osb.string_field(body, "service_id", required=True) or ""
+    plan_id = osb.string_field(body, "plan_id", required=True) or ""
+    organization = osb.string_field(body, "organization_guid", required=True)
+    space = osb.string_field(body, "space_guid", required=True)
+    context, parameters = osb.object_field(body, "context") or {}, osb.object_field(body, "parameters") or {}
+    osb.object_field(body, "maintenance_info")
     plan = request.catalog.find(service_id, plan_id)
     if plan is None:
         raise BrokerError(400, "service_id and plan_id must name rrm-runtime and one of its plans")
@@ -99,7 +91,7 @@ def provision(request: Request, instance_id: str, body: Any, accepts_incomplete:
     return 202, {"operation": operation.id}
 
 
-def provisioned_again(records: PlatformRecords, existing: Found, digest: str) -> Answer:
+def provisioned_again(records: PlatformRecords, existing: Found, digest: str) -> osb.Answer:
     """The same PUT again: the provisioning while it runs (or failed, to be read), 200 once it succeeded."""
     ordered, environment = existing
     if ordered.request_hash != digest:
@@ -212,7 +204,7 @@ def one_trial(records: PlatformRecords, global_account: str | None) -> None:
 # reading ----------------------------------------------------------------------------------------------
 
 
-def fetch_instance(request: Request, instance_id: str) -> Answer:
+def fetch_instance(request: Request, instance_id: str) -> osb.Answer:
     hit = found(request, instance_id)
     if hit is None or hit[1].state in ("provisioning", "failed"):
         raise BrokerError(404, f"service instance {instance_id!r} does not exist or is not provisioned")
@@ -223,7 +215,7 @@ def fetch_instance(request: Request, instance_id: str) -> Answer:
     return 200, {"service_id": ordered.service_id, "plan_id": ordered.plan_id, "parameters": parameters}
 
 
-def instance_last_operation(request: Request, instance_id: str, operation: str | None) -> Answer:
+def instance_last_operation(request: Request, instance_id: str, operation: str | None) -> osb.Answer:
     """The engine's state and description of the operation (the last one when none is named); a deleted
     environment answers from its archive, as KEB does."""
     hit = found(request, instance_id, archived=True)
@@ -233,21 +225,21 @@ def instance_last_operation(request: Request, instance_id: str, operation: str |
     chosen = next((o for o in operations if o.id == operation), None) if operation else operations[-1]
     if chosen is None:
         raise BrokerError(400, f"operation {operation!r} is not an operation of this instance")
-    return 200, last_operation_answer(OSB_STATE.get(chosen.state, "failed"), chosen.description)
+    return 200, osb.last_operation_answer(OSB_STATE.get(chosen.state, "failed"), chosen.description)
 
 
 # changing ---------------------------------------------------------------------------------------------
 
 
-def update(request: Request, instance_id: str, body: Any, accepts_incomplete: bool) -> Answer:
+def update(request: Request, instance_id: str, body: Any, accepts_incomplete: bool) -> osb.Answer:
     """Parameters the plan marks updatable; `context.active` false suspends, true resumes."""
-    check_id("instance_id", instance_id)
-    body = body_object(body)
-    service_id = string_field(body, "service_id", required=True)
-    plan_id = string_field(body, "plan_id", required=False)
-    parameters, context = object_field(body, "parameters") or {}, object_field(body, "context") or {}
-    object_field(body, "previous_values")
-    object_field(body, "maintenance_info")
+    osb.check_id("instance_id", instance_id)
+    body = osb.body_object(body)
+    service_id = osb.string_field(body, "service_id", required=True)
+    plan_id = osb.string_field(body, "plan_id", required=False)
+    parameters, context = osb.object_field(body, "parameters") or {}, osb.object_field(body, "context") or {}
+    osb.object_field(body, "previous_values")
+    osb.object_field(body, "maintenance_info")
     active = context.get("active")
     if active is not None and not isinstance(active, bool):
         raise BrokerError(400, "context.active must be true or false")
@@ -323,23 +315,14 @@ def updated(records: PlatformRecords, environment: EnvironmentRow, changes: dict
         raise BrokerError(422, str(exc), "ConcurrencyError") from None
 
 
-def deprovision(
-    request: Request,
-    instance_id: str,
-    service_id: str | None,
-    plan_id: str | None,
-    accepts_incomplete: bool,
-) -> Answer:
+def deprovision(request: Request, instance_id: str, removal: osb.Removal) -> osb.Answer:
     """Revokes the bindings and starts the deprovisioning (a running one is answered again)."""
-    check_id("instance_id", instance_id)
-    require_query(service_id, plan_id)
     hit = found(request, instance_id)
     if hit is None:
         raise BrokerError(410, f"service instance {instance_id!r} does not exist")
     ordered, environment = hit
-    if (service_id, plan_id) != (ordered.service_id, ordered.plan_id):
-        raise BrokerError(400, "service_id and plan_id are not those of this instance")
-    async_required(accepts_incomplete, "deprovisioning an environment")
+    removal.check_plan(ordered.service_id, ordered.plan_id, "this instance")
+    async_required(removal.accepts_incomplete, "deprovisioning an environment")
     bindings.revoke_all(request.records, environment)
     operation = start_deprovisioning(request.records.session, request.records.engine, environment)
     return 202, {"operation": operation.id}
