@@ -31,20 +31,8 @@ from rrm.server.state import ServerState, server_state, state_of, utcnow
 from rrm.server.store_errors import store_failure_response
 from rrm.store import repositories as repo
 from rrm.store.tables import RuntimeKey
+from rrm.wire import protocol
 from rrm.wire.agent_auth import key_id, load_public_key, rotation_proof_is_valid
-from rrm.wire.protocol import (
-    DesiredState,
-    PairRequest,
-    PairResponse,
-    RotateChallenge,
-    RotateRequest,
-    RotateResponse,
-    StatusReport,
-    WireError,
-    decode,
-    dumps,
-    schema,
-)
 
 log = logging.getLogger("rrm.server.agent_api")
 T = TypeVar("T")
@@ -66,10 +54,13 @@ def _documented(
     """The OpenAPI description of a route's request and answer bodies, from the protocol's Structs."""
     answered: dict[str, Any] = {"description": "OK"}
     if answer is not None:
-        answered["content"] = {JSON: {"schema": schema(answer)}}
+        answered["content"] = {JSON: {"schema": protocol.schema(answer)}}
     openapi_extra = dict(extra or {})
     if request is not None:
-        openapi_extra["requestBody"] = {"required": True, "content": {JSON: {"schema": schema(request)}}}
+        openapi_extra["requestBody"] = {
+            "required": True,
+            "content": {JSON: {"schema": protocol.schema(request)}},
+        }
         openapi_extra.setdefault("responses", {})["422"] = {"description": "detail[].loc names the field"}
     return {"status_code": status, "responses": {status: answered}, "openapi_extra": openapi_extra}
 
@@ -79,22 +70,22 @@ async def body_of(request: Request, kind: type[T]) -> T:
     `request.json()` says where) or not what the protocol allows (which also refuses lone surrogates)."""
     await request.json()
     try:
-        return decode(kind, await request.body())
-    except WireError as exc:
+        return protocol.decode(kind, await request.body())
+    except protocol.WireError as exc:
         raise HTTPException(422, [_problem(exc)]) from None
 
 
-def _problem(exc: WireError) -> dict[str, Any]:
+def _problem(exc: protocol.WireError) -> dict[str, Any]:
     return {"loc": ["body", *exc.path], "msg": exc.message, "type": "value_error"}
 
 
 def _answer(body: object, status: int = 200) -> Response:
-    return Response(dumps(body), status, media_type=JSON)
+    return Response(protocol.dumps(body), status, media_type=JSON)
 
 
-@router.post("/pair", **_documented(PairRequest, PairResponse, 201))
+@router.post("/pair", **_documented(protocol.PairRequest, protocol.PairResponse, 201))
 async def pair(request: Request, state: ServerState = Depends(server_state)) -> Response:
-    body = await body_of(request, PairRequest)
+    body = await body_of(request, protocol.PairRequest)
     try:
         load_public_key(body.public_key)
         kid = key_id(body.public_key)
@@ -131,7 +122,7 @@ async def pair(request: Request, state: ServerState = Depends(server_state)) -> 
     state.fleet.set_key(runtime_id, kid, body.public_key)
     await state.fleet.catch_up()
     log.info("runtime %s paired (key %s)", name, kid)
-    answer = PairResponse(runtime_id=runtime_id, runtime_name=name, kind=kind, key_id=kid)  # type: ignore[arg-type]
+    answer = protocol.PairResponse(runtime_id=runtime_id, runtime_name=name, kind=kind, key_id=kid)  # type: ignore[arg-type]
     return _answer(answer, 201)
 
 
@@ -176,8 +167,8 @@ async def report_status(request: Request) -> Response:
     as `desired_state`: every agent sends one after every change and on every heartbeat."""
     state, runtime = state_of(request), await calling_runtime(request)
     try:
-        body = decode(StatusReport, await request.body())
-    except WireError as exc:
+        body = protocol.decode(protocol.StatusReport, await request.body())
+    except protocol.WireError as exc:
         raise HTTPException(422, [_problem(exc)]) from None
     await state.status_writer.submit(runtime.id, runtime.name, body)
     STATUS_REPORTS.inc()
@@ -210,7 +201,9 @@ router.add_api_route(
     methods=["GET"],
     route_class_override=DescribedOnly,
     summary="The runtime's desired state, or 304 when it is still the one in If-None-Match after `wait` s",
-    **_documented(None, DesiredState, extra={"parameters": [_WAIT, _ETAG], "responses": _NOT_MODIFIED}),
+    **_documented(
+        None, protocol.DesiredState, extra={"parameters": [_WAIT, _ETAG], "responses": _NOT_MODIFIED}
+    ),
 )
 router.add_api_route(
     "/desired-state/watch",
@@ -226,7 +219,7 @@ router.add_api_route(
     methods=["PUT"],
     route_class_override=DescribedOnly,
     summary="Report the applied state (also the heartbeat); 204 once it is committed",
-    **_documented(StatusReport, None, 204),
+    **_documented(protocol.StatusReport, None, 204),
 )
 
 
@@ -267,22 +260,22 @@ class AgentFastPath:
         await response(scope, receive, send)
 
 
-@router.post("/rotate/challenge", **_documented(None, RotateChallenge))
+@router.post("/rotate/challenge", **_documented(None, protocol.RotateChallenge))
 async def rotation_challenge(
     runtime: RuntimeEntry = Depends(calling_runtime), state: ServerState = Depends(server_state)
 ) -> Response:
     """A nonce to sign with the current key over the new one: a bearer token alone cannot replace the key."""
     nonce = issue_challenge(state.box.derive_key(KEY_PURPOSE), runtime.id)
-    return _answer(RotateChallenge(nonce=nonce, expires_in=CHALLENGE_SECONDS))
+    return _answer(protocol.RotateChallenge(nonce=nonce, expires_in=CHALLENGE_SECONDS))
 
 
-@router.post("/rotate", **_documented(RotateRequest, RotateResponse))
+@router.post("/rotate", **_documented(protocol.RotateRequest, protocol.RotateResponse))
 async def rotate(
     request: Request,
     runtime: RuntimeEntry = Depends(calling_runtime),
     state: ServerState = Depends(server_state),
 ) -> Response:
-    body = await body_of(request, RotateRequest)
+    body = await body_of(request, protocol.RotateRequest)
     try:
         kid = key_id(body.public_key)
     except ValueError as exc:
@@ -308,9 +301,9 @@ async def rotate(
 
     await asyncio.to_thread(write)
     state.fleet.set_key(runtime.id, kid, body.public_key)
-    return _answer(RotateResponse(key_id=kid))
+    return _answer(protocol.RotateResponse(key_id=kid))
 
 
-def _proves(current: RuntimeKey, body: RotateRequest, runtime_id: str) -> bool:
+def _proves(current: RuntimeKey, body: protocol.RotateRequest, runtime_id: str) -> bool:
     public_key = load_public_key(current.public_key)
     return rotation_proof_is_valid(public_key, body.proof, runtime_id, body.nonce, body.public_key)
