@@ -53,12 +53,13 @@ def test_contacts_of_more_runtimes_than_sqlite_has_placeholders_are_one_statemen
     store = Store(tmp_path)
     runtime = store.runtime("rt")
     writer = StatusWriter(store.db, interval=0)
-    asyncio.run(_reported(writer, {runtime: StatusReport()}))
+    asyncio.run(_reported(writer, {runtime: StatusReport(applied_hash="a" * 64)}))
     many = [runtime, *(f"absent-{i}" for i in range(40_000))]
     later = utcnow()
     with store.db.write() as session:
         repo.touch_statuses(session, many, later)
     with store.db.read() as session:
-        assert repo.applied_hashes(session, many) == {runtime: None}
+        pairs = [(runtime_id, "a" * 64) for runtime_id in many]
+        assert repo.newly_applied(session, pairs) == set(many[1:])
         status = repo.status_of(session, runtime)
         assert status is not None and status.last_seen == later

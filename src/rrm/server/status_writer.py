@@ -117,7 +117,10 @@ class StatusWriter:
         with self._db.write(exclusive=False) as session:
             if touched:
                 repo.touch_statuses(session, sorted(touched), now)
-            applied_before = repo.applied_hashes(session, list(batch)) if batch else {}
+            applied = [
+                (r, b.report.applied_hash) for r, b in batch.items() if b.report.applied_hash is not None
+            ]
+            newly_applied = repo.newly_applied(session, applied)
             statuses: list[dict[str, Any]] = []
             events = []
             for runtime_id, pending in batch.items():
@@ -133,7 +136,7 @@ class StatusWriter:
                         "heartbeat_interval": body.heartbeat_interval,
                     }
                 )
-                if body.applied_hash is not None and body.applied_hash != applied_before.get(runtime_id):
+                if body.applied_hash is not None and runtime_id in newly_applied:
                     # one event per newly applied state (not per heartbeat), so watchers see deliveries land
                     failed = sum(1 for r in body.resources if r.state == "failed")
                     message = (

@@ -222,10 +222,23 @@ def reports_of(session: Session, runtime_ids: Sequence[str]) -> dict[str, dict[s
     return {runtime_id: report for runtime_id, report in rows}
 
 
-def applied_hashes(session: Session, runtime_ids: Sequence[str]) -> dict[str, str | None]:
-    query = select(RuntimeStatus.runtime_id, RuntimeStatus.applied_hash)
-    rows = session.connection().execute(query.where(_among(session, RuntimeStatus.runtime_id, runtime_ids)))
-    return {runtime_id: applied_hash for runtime_id, applied_hash in rows}
+_NEWLY_APPLIED = """
+    SELECT {0} FROM {rows} LEFT JOIN runtime_status ON runtime_status.runtime_id = {0}
+    WHERE runtime_status.applied_hash {distinct} {1}
+"""
+
+
+def newly_applied(session: Session, applied: Sequence[tuple[str, str]]) -> set[str]:
+    """Of the (runtime id, applied hash) pairs, the runtimes whose stored applied hash is another (or that
+    have no status yet): one query, which returns only those, not a row per runtime."""
+    if not applied:
+        return set()
+    dialect = session.get_bind().dialect.name
+    fields = [_FIELD[dialect].format(i) for i in range(2)]
+    distinct = "IS DISTINCT FROM" if dialect == "postgresql" else "IS NOT"
+    sql = _NEWLY_APPLIED.format(*fields, rows=_ROWS[dialect], distinct=distinct)
+    rows = session.connection().execute(text(sql), {"rows": msgspec.json.encode(applied).decode()})
+    return {runtime_id for (runtime_id,) in rows}
 
 
 def statuses_for(session: Session, runtime_ids: Sequence[str]) -> dict[str, RuntimeStatus]:
