@@ -16,7 +16,7 @@ from rrm.core.resources import secret_refs
 from rrm.core.scenarios import DEFAULT_SCENARIO
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server import queries
-from rrm.server.api.common import BoundedRoute, read_found, reader, write, writer
+from rrm.server.api.common import BoundedRoute, found_or_404, read_found, reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem, revalidate_for_rollback
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, new_token, token_hash
 from rrm.server.compass import views as compass_views
@@ -40,10 +40,7 @@ router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(reade
 
 
 def _runtime_or_404(session: Session, name: str) -> Runtime:
-    row = repo.runtime_by_name(session, name)
-    if row is None:
-        raise HTTPException(404, f"runtime {name!r} not found")
-    return row
+    return found_or_404(repo.runtime_by_name(session, name), f"runtime {name!r} not found")
 
 
 # runtimes ---------------------------------------------------------------------------------------------
@@ -284,9 +281,7 @@ async def rollback_component(
 @router.delete("/components/{name}", status_code=204, dependencies=[Depends(writer)])
 async def delete_component(name: str, state: ServerState = Depends(server_state)) -> Response:
     def work(session: Session) -> None:
-        live = repo.component(session, name)
-        if live is None:
-            raise HTTPException(404, f"component {name!r} not found")
+        live = found_or_404(repo.component(session, name), f"component {name!r} not found")
         now = utcnow()
         previous = live.revision
         revision = repo.write_component_revision(session, name, None, "deleted", now)
@@ -306,8 +301,7 @@ async def list_secrets(state: ServerState = Depends(server_state)) -> list[dict[
 @router.delete("/secrets/{name}", status_code=204, dependencies=[Depends(writer)])
 async def delete_secret(name: str, state: ServerState = Depends(server_state)) -> Response:
     def work(session: Session) -> None:
-        if repo.secret(session, name) is None:
-            raise HTTPException(404, f"secret {name!r} not found")
+        found_or_404(repo.secret(session, name), f"secret {name!r} not found")
         users = sorted(c.name for c in repo.all_components(session) if name in secret_refs(c.manifest))
         users += [
             f"{component} (revision {revision}, still handed out by its rollout)"

@@ -82,9 +82,13 @@ async def write(state: ServerState, work: Callable[[Session], T]) -> T:
         raise HTTPException(409, str(exc)) from exc
 
 
+def found_or_404(value: T | None, missing: str) -> T:
+    """`value`, or a 404 saying what is missing."""
+    if value is None:
+        raise HTTPException(404, missing)
+    return value
+
+
 async def read_found(state: ServerState, work: Callable[[Session], T | None], missing: str) -> T:
     """A read whose None answer is a 404 saying what is missing."""
-    found = await read(state, work)
-    if found is None:
-        raise HTTPException(404, missing)
-    return found
+    return found_or_404(await read(state, work), missing)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from sqlalchemy.orm import Session
 
 from rrm.core.rollouts import NotAllowed, policy_name_of
-from rrm.server.api.common import BoundedRoute, reader, write, writer
+from rrm.server.api.common import BoundedRoute, found_or_404, read_found, reader, write, writer
 from rrm.server.apply import Conflict
 from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.queries import read
@@ -32,10 +32,11 @@ async def list_rollouts(state: ServerState = Depends(server_state)) -> list[dict
 
 async def _detail(state: ServerState, component: str) -> dict[str, Any]:
     grace = state.settings.heartbeat_grace
-    detail = await read(state, lambda s: views.rollout_detail(s, state.fleet, component, utcnow(), grace))
-    if detail is None:
-        raise HTTPException(404, f"component {component!r} has no rollout")
-    return detail
+    return await read_found(
+        state,
+        lambda s: views.rollout_detail(s, state.fleet, component, utcnow(), grace),
+        f"component {component!r} has no rollout",
+    )
 
 
 @router.get("/rollouts/{component}")
@@ -71,9 +72,7 @@ async def list_policies(state: ServerState = Depends(server_state)) -> list[dict
 @router.delete("/rollout-policies/{name}", status_code=204, dependencies=[Depends(writer)])
 async def delete_policy(name: str, state: ServerState = Depends(server_state)) -> Response:
     def work(session: Session) -> None:
-        row = rollout_repo.policy(session, name)
-        if row is None:
-            raise HTTPException(404, f"rollout policy {name!r} not found")
+        row = found_or_404(rollout_repo.policy(session, name), f"rollout policy {name!r} not found")
         users = sorted(c.name for c in repo.all_components(session) if policy_name_of(c.manifest) == name)
         if users:
             raise Conflict(f"rollout policy {name!r} is still named by component(s): {', '.join(users)}")

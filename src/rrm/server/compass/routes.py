@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from rrm.core.scenarios import DEFAULT_SCENARIO
 from rrm.core.selectors import SelectorError, parse_selector
-from rrm.server.api.common import BoundedRoute, reader, write, writer
+from rrm.server.api.common import BoundedRoute, found_or_404, reader, write, writer
 from rrm.server.apply import Conflict, Problem
 from rrm.server.auth import token_hash
 from rrm.server.compass import views
@@ -41,10 +41,7 @@ router = APIRouter(
 
 
 def _runtime_named(state: ServerState, name: str) -> RuntimeEntry:
-    entry = views.runtime_named(state.fleet, name)
-    if entry is None:
-        raise HTTPException(404, f"runtime {name!r} not found")
-    return entry
+    return found_or_404(views.runtime_named(state.fleet, name), f"runtime {name!r} not found")
 
 
 # applications -----------------------------------------------------------------------------------------
@@ -59,10 +56,7 @@ async def list_applications(runtime: str | None = None, state: ServerState = Dep
 
 
 def _application(state: ServerState, name: str) -> RegisteredApplication:
-    app = state.fleet.registry.applications.get(name)
-    if app is None:
-        raise HTTPException(404, f"application {name!r} not found")
-    return app
+    return found_or_404(state.fleet.registry.applications.get(name), f"application {name!r} not found")
 
 
 @router.get("/applications/{name}")
@@ -217,9 +211,7 @@ async def change_runtime_scenarios(
     name: str, body: ScenarioChange, state: ServerState = Depends(server_state)
 ) -> Any:
     def work(session: Session) -> None:
-        row = repo.runtime_by_name(session, name)
-        if row is None:
-            raise HTTPException(404, f"runtime {name!r} not found")
+        row = found_or_404(repo.runtime_by_name(session, name), f"runtime {name!r} not found")
         current = store.runtime_scenarios(session, row.id)
         wanted = sorted({*current, *body.add} - set(body.remove))
         check_runtime_scenarios(session, name, wanted)
@@ -284,9 +276,7 @@ async def broker_credentials(
     password = BROKER_PASSWORD_PREFIX + secrets.token_urlsafe(32)
 
     def work(session: Session) -> None:
-        row = repo.runtime_by_name(session, name)
-        if row is None:
-            raise HTTPException(404, f"runtime {name!r} not found")
+        row = found_or_404(repo.runtime_by_name(session, name), f"runtime {name!r} not found")
         exists = store.has_broker_credential(session, row.id)
         if exists and not body.rotate:
             raise Conflict(f"runtime {name!r} already has broker credentials; rotate them to get new ones")

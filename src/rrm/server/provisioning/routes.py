@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from rrm.core.labels import validate_labels
 from rrm.core.names import dns1123_label_error
 from rrm.core.operations import DEPROVISION, PROVISION, UPDATE, Stage, global_deadline
-from rrm.server.api.common import BoundedRoute, reader, write, writer
+from rrm.server.api.common import BoundedRoute, found_or_404, read_found, reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem
 from rrm.server.provisioning import account_routes
 from rrm.server.provisioning.engine import Engine
@@ -233,17 +233,11 @@ async def get_environment(name: str, state: ServerState = Depends(server_state))
         row = store.latest_environment(session, name)
         return None if row is None else environment_detail(state, session, row)
 
-    detail = await read(state, work)
-    if detail is None:
-        raise HTTPException(404, f"environment {name!r} not found")
-    return detail
+    return await read_found(state, work, f"environment {name!r} not found")
 
 
 def _active_or_404(session: Session, name: str) -> EnvironmentRow:
-    row = store.active_environment(session, name)
-    if row is None:
-        raise HTTPException(404, f"environment {name!r} not found")
-    return row
+    return found_or_404(store.active_environment(session, name), f"environment {name!r} not found")
 
 
 @router.patch("/environments/{name}", status_code=202, dependencies=[Depends(writer)])
