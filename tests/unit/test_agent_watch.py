@@ -74,7 +74,26 @@ def test_a_state_that_does_not_match_its_hash_is_refused() -> None:
 def test_a_stream_with_no_frame_is_cut_unopened() -> None:
     with pytest.raises(StreamCut) as cut:
         states(first_frame_timeout=0.2, then_hang=True)
-    assert not cut.value.opened and not cut.value.delivered
+    assert cut.value.answered and not cut.value.opened and not cut.value.delivered
+
+
+def test_a_stream_whose_headers_never_come_is_cut_unanswered() -> None:
+    async def silent(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    client = DirectorClient(["http://a"], bearer=lambda **_: "jwt", transport=httpx.MockTransport(silent))
+
+    async def read() -> None:
+        try:
+            async for _ in client.watch_desired(None, 0.2):
+                pass
+        finally:
+            await client.close()
+
+    with pytest.raises(StreamCut) as cut:
+        asyncio.run(read())
+    assert not cut.value.answered and not cut.value.opened
 
 
 def test_a_stream_that_breaks_off_without_its_end_frame_is_cut() -> None:
@@ -102,6 +121,17 @@ def test_auto_falls_back_at_once_when_no_frame_came_and_tries_the_stream_again_l
     assert not choice.watching()
     clock.now += WATCH_RETRY_SECONDS
     assert choice.watching()
+
+
+def test_auto_takes_an_unanswered_stream_as_a_cut_not_a_buffering_proxy() -> None:
+    choice = DeliveryChoice("auto", Clock())
+    choice.cut(StreamCut("no answer", answered=False))
+    assert choice.watching(), "a director busy with a reconnecting fleet answers on the next try"
+    choice.cut(StreamCut("cut", opened=True, delivered=True))
+    choice.cut(StreamCut("no answer", answered=False))
+    assert choice.watching(), "a stream that delivered breaks the row"
+    choice.cut(StreamCut("no answer", answered=False))
+    assert not choice.watching(), "a proxy holding the headers back sends the agent to the long-poll"
 
 
 def test_auto_falls_back_after_two_streams_in_a_row_cut_before_any_frame() -> None:

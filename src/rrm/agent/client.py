@@ -66,11 +66,14 @@ class UnexpectedResponse(DirectorError):
 
 class StreamCut(DirectorError):
     """The watch stream is not there, stayed silent or broke off without its end frame: a proxy on the way
-    may buffer or cut streams. `opened`: its open frame came; `delivered`: a frame came after it."""
+    may buffer or cut streams. `answered`: its response headers came; `opened`: its open frame came;
+    `delivered`: a frame came after it."""
 
-    def __init__(self, message: str, *, opened: bool = False, delivered: bool = False) -> None:
+    def __init__(
+        self, message: str, *, answered: bool = True, opened: bool = False, delivered: bool = False
+    ) -> None:
         super().__init__(message)
-        self.opened, self.delivered = opened, delivered
+        self.answered, self.opened, self.delivered = answered, opened, delivered
 
 
 class Bearer(Protocol):
@@ -176,10 +179,12 @@ class DirectorClient:
             "GET", self.active_url + watch.PATH, headers=headers, timeout=timeout
         )
         try:
-            async with asyncio.timeout(first_frame_timeout):  # a buffering proxy holds the headers back too
+            async with asyncio.timeout(first_frame_timeout):  # held back by a proxy, or a busy director
                 response = await self._http.send(request, stream=True)
         except TimeoutError:
-            raise StreamCut(f"GET {watch.PATH}: no answer for {first_frame_timeout:g} s") from None
+            raise StreamCut(
+                f"GET {watch.PATH}: no answer for {first_frame_timeout:g} s", answered=False
+            ) from None
         except httpx.TransportError as exc:
             self._active = (self._active + 1) % len(self._urls)  # the next stream tries the next director
             raise DirectorUnavailable(f"GET {watch.PATH}: {type(exc).__name__}: {exc}") from exc

@@ -1,9 +1,11 @@
 """Which way the agent receives its desired state: the watch stream, or the long-poll where a proxy on the
 way cuts or buffers streams.
 
-`auto` tries the stream; a stream that shows nothing at all (no open frame: the proxy buffers it, or answers
-in its place) sends the agent to the long-poll at once, and so do `CUTS_BEFORE_FALLBACK` streams in a row
-cut before any frame after their open one (the proxy cuts them). The stream is tried again after
+`auto` tries the stream; a stream answered without its open frame (the proxy buffers it, or answers in its
+place) sends the agent to the long-poll at once, and so do `CUTS_BEFORE_FALLBACK` streams in a row cut
+before any frame after their open one (the proxy cuts them) or not answered at all. A stream not answered
+is not enough alone: a director busy with a fleet reconnecting at once (its accept queue full, SYNs
+retried) looks the same for a while, and its stream comes on the next try. The stream is tried again after
 `WATCH_RETRY_SECONDS`. `watch` and `longpoll` never switch."""
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class DeliveryChoice:
             self._cuts = 0
             return
         self._cuts += 1
-        if self.mode == "auto" and (not exc.opened or self._cuts >= CUTS_BEFORE_FALLBACK):
+        buffered = exc.answered and not exc.opened
+        if self.mode == "auto" and (buffered or self._cuts >= CUTS_BEFORE_FALLBACK):
             self._cuts = 0
             self._longpoll_until = self._clock() + WATCH_RETRY_SECONDS
             log.warning(
