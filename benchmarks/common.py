@@ -133,6 +133,7 @@ class ServerProcess:
     options: list[str] = field(default_factory=list)  # more `rrm server` options
     process: subprocess.Popen[bytes] | None = None
     admin: httpx.Client | None = None
+    resent_applies: int = 0
 
     @property
     def database(self) -> str:
@@ -208,8 +209,15 @@ class ServerProcess:
             self.process.wait(timeout)
 
     def apply(self, *documents: dict[str, Any]) -> dict[str, Any]:
+        """Apply `documents`; sent again once on a connection dropped before any answer (the same documents
+        again are no change), counted in `resent_applies`."""
         assert self.admin is not None
-        response = self.admin.post("/api/v1/apply", json={"documents": list(documents)})
+        body = {"documents": list(documents)}
+        try:
+            response = self.admin.post("/api/v1/apply", json=body)
+        except httpx.RemoteProtocolError:
+            self.resent_applies += 1
+            response = self.admin.post("/api/v1/apply", json=body)
         if response.status_code != 200:
             raise RuntimeError(f"apply answered {response.status_code}: {response.text[:500]}")
         result: dict[str, Any] = response.json()

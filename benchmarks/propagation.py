@@ -90,6 +90,7 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
         "synced_by_control_plane": synced,
         "initial_sync_seconds": round(initial_sync, 1),
         "failed_requests": failures,
+        "resent_applies": server.resent_applies,
         "server": sampler.result(),
         "load_generator_cpu_seconds_per_agent_update": round(
             sum(w.cpu_seconds for w in generator) / (size * rounds), 5
