@@ -93,16 +93,19 @@ class DirectorClock:
     def now(self) -> float:
         return time.time() + self.offset
 
-    def observe(self, date_header: str | None, received_at: float) -> None:
-        """Learn the offset from an answer's `Date` (whole seconds, so its middle: +0.5 s)."""
+    def observe(self, date_header: str | None, sent_at: float, received_at: float) -> None:
+        """Learn the offset from an answer's `Date`: the director read its clock between `sent_at` and
+        `received_at` (this host's time) and wrote whole seconds, so every offset in
+        [Date - received_at, Date + 1 - sent_at] fits the answer. The known offset is kept while it fits, so a
+        slow answer (a busy director, a long-poll) is not taken for a clock that is off."""
         try:
-            director_time = parsedate_to_datetime(date_header or "").timestamp() + 0.5
+            date = parsedate_to_datetime(date_header or "").timestamp()
         except (TypeError, ValueError):
             return  # no Date (a proxy may drop it): keep what was learned
-        offset = director_time - received_at
-        if abs(offset - self.offset) < CLOCK_SKEW_TOLERANCE_SECONDS:
-            return  # what is known already, within the header's resolution: no jitter in the tokens' times
-        self.offset = offset if abs(offset) >= CLOCK_SKEW_TOLERANCE_SECONDS else 0.0
+        fitting = min(max(self.offset, date - received_at), date + 1 - sent_at)
+        if abs(fitting - self.offset) < CLOCK_SKEW_TOLERANCE_SECONDS:
+            return  # what is known already, within what the answer tells: no jitter in the tokens' times
+        self.offset = fitting if abs(fitting) >= CLOCK_SKEW_TOLERANCE_SECONDS else 0.0
         log.warning("event=clock-offset offset=%+.0fs action=signing-in-director-time", self.offset)
 
     def describe(self) -> str:
@@ -178,6 +181,7 @@ class DirectorClient:
         request = self._http.build_request(
             "GET", self.active_url + watch.PATH, headers=headers, timeout=timeout
         )
+        sent_at = time.time()
         try:
             async with asyncio.timeout(first_frame_timeout):  # held back by a proxy, or a busy director
                 response = await self._http.send(request, stream=True)
@@ -189,7 +193,7 @@ class DirectorClient:
             self._active = (self._active + 1) % len(self._urls)  # the next stream tries the next director
             raise DirectorUnavailable(f"GET {watch.PATH}: {type(exc).__name__}: {exc}") from exc
         try:
-            self.clock.observe(response.headers.get("date"), time.time())
+            self.clock.observe(response.headers.get("date"), sent_at, time.time())
             await _expect_stream(response)
             async for state in _watched_states(response, first_frame_timeout):
                 yield state
@@ -300,12 +304,13 @@ class DirectorClient:
         for offset in range(len(self._urls)):
             index = (self._active + offset) % len(self._urls)
             url = self._urls[index] + path
+            sent_at = time.time()
             try:
                 response = await self._request_once_retried(method, url, headers, timeout, kwargs)
             except httpx.TransportError as exc:
                 failures.append(f"{self._urls[index]}: {type(exc).__name__}: {exc}")
                 continue
-            self.clock.observe(response.headers.get("date"), time.time())
+            self.clock.observe(response.headers.get("date"), sent_at, time.time())
             if index != self._active:
                 log.info("event=director-switched url=%s", self._urls[index])
                 self._active = index
