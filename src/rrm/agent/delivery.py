@@ -5,7 +5,8 @@ way cuts or buffers streams.
 place) sends the agent to the long-poll at once, and so do `CUTS_BEFORE_FALLBACK` streams in a row cut
 before any frame after their open one (the proxy cuts them) or not answered at all. A stream not answered
 is not enough alone: a director busy with a fleet reconnecting at once (its accept queue full, SYNs
-retried) looks the same for a while, and its stream comes on the next try. The stream is tried again after
+retried) looks the same for a while, so the agent takes one long-poll, which waits its turn, and then tries
+the stream again. The stream is tried again after
 `WATCH_RETRY_SECONDS`. `watch` and `longpoll` never switch."""
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ class DeliveryChoice:
         self._clock = clock
         self._cuts = 0
         self._longpoll_until = -math.inf
+        self._one_long_poll = False
 
     def watching(self) -> bool:
         """Whether the next fetch is a watch stream."""
         if self.mode != "auto":
             return self.mode == "watch"
+        if self._one_long_poll:
+            self._one_long_poll = False
+            return False
         return self._clock() >= self._longpoll_until
 
     def cut(self, exc: StreamCut) -> None:
@@ -61,3 +66,5 @@ class DeliveryChoice:
             log.warning(
                 "event=watch-fallback reason=%r action=long-poll-for-%.0fs", str(exc), WATCH_RETRY_SECONDS
             )
+        elif self.mode == "auto" and not exc.answered:
+            self._one_long_poll = True  # patient where the stream was not: a busy director answers it in turn
