@@ -29,7 +29,6 @@ from rrm.agent.delivery import FIRST_FRAME_SECONDS, DeliveryChoice, reconnect_ji
 from rrm.agent.drift import drift_records
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.loading import (
-    FIRST_POLL_SECONDS,
     LoadWatch,
     SidecarAnswer,
     expected_components,
@@ -95,7 +94,6 @@ class Agent:
         self.leftovers = 0  # objects the agent owns that the current state does not hold
         self.loads = LoadWatch(load_deadline, clock)
         self._following: asyncio.Task[None] | None = None
-        self._last_answer: tuple[float, SidecarAnswer] | None = None  # when (monotonic), what
         self._report_now = asyncio.Event()
         self._wake = asyncio.Event()
         self._reconciling = asyncio.Lock()
@@ -278,17 +276,7 @@ class Agent:
             answer = await asyncio.to_thread(self.target.sidecar_report)
         except Exception as exc:
             answer = SidecarReport(reachable=False, error=f"{type(exc).__name__}: {exc}")
-        self._last_answer = (time.monotonic(), answer)
         return answer
-
-    def _recent_answer(self) -> tuple[float, SidecarAnswer] | None:
-        """The last answer, while a follow asks the sidecar on its own schedule (a report carries its
-        latest answer), or when it is younger than the follow's shortest gap; else None: ask anew."""
-        following = self._following is not None and not self._following.done()
-        last = self._last_answer
-        if last is not None and (following or time.monotonic() - last[0] < FIRST_POLL_SECONDS):
-            return last
-        return None
 
     async def heartbeat_forever(self) -> None:
         """The only sender of status: on every interval, and at once after an apply that changed something."""
@@ -305,15 +293,11 @@ class Agent:
 
     async def status_report(self) -> StatusReport:
         """Also a look at the sidecar between applies: a component it dropped is followed again."""
-        recent = self._recent_answer()
-        if recent is not None:
-            sidecar = recent[1]
-        else:
-            sidecar = await self._query_sidecar()
-            _, dropped = self.loads.observe(sidecar, time.monotonic())
-            if dropped and (self._following is None or self._following.done()):
-                log.warning("event=sidecar-dropped missing=%s", ",".join(sorted(self.loads.missing)))
-                self._follow_sidecar()
+        sidecar = await self._query_sidecar()
+        _, dropped = self.loads.observe(sidecar, time.monotonic())
+        if dropped and (self._following is None or self._following.done()):
+            log.warning("event=sidecar-dropped missing=%s", ",".join(sorted(self.loads.missing)))
+            self._follow_sidecar()
         outcome = self.outcome
         return build_status_report(
             applied_hash=self.applied_hash,
