@@ -552,14 +552,29 @@ def _unmet(entry: dict[str, Any] | None, name: str, size: int, rounds: int | Non
     return f"incomplete: {why[:160]}" if why else ""
 
 
+def _measured(
+    rows: _Rows,
+    entries: list[dict[str, Any]],
+    name: str,
+    size: int,
+    rounds: int | None,
+    row: tuple[str, str, str],
+) -> dict[str, Any] | None:
+    """The entry of `size` to judge `row` (target, wanted, clock) by, or None after a row saying why not."""
+    entry = _at(entries, size)
+    why = _unmet(entry, name, size, rounds)
+    if why or entry is None:
+        rows.missing(*row, why)
+        return None
+    return entry
+
+
 def _propagation_targets(rows: _Rows, entries: list[dict[str, Any]], rounds: int | None) -> None:
     for size, limit in ((1000, 0.3), (10000, 3.0)):
         target = f"real agents, {size:,} runtimes: propagation p99"
         wanted = f"≤ {limit:g} s, every update, nothing lost"
-        entry = _at(entries, size)
-        why = _unmet(entry, "propagation", size, rounds)
-        if why or entry is None:
-            rows.missing(target, wanted, FROM_REQUEST, why)
+        entry = _measured(rows, entries, "propagation", size, rounds, (target, wanted, FROM_REQUEST))
+        if entry is None:
             continue
         p99 = entry["rrm"]["latency_from_request"]["p99"]
         rows.add(target, wanted, FROM_REQUEST, f"{_s(p99)} s", p99 is not None and p99 <= limit)
@@ -613,11 +628,8 @@ def _replicas_targets(rows: _Rows, entries: list[dict[str, Any]], rounds: int | 
 
 def _footprint_targets(rows: _Rows, entries: list[dict[str, Any]], rounds: int | None) -> None:
     target, wanted = "control plane idle, 10,000 agents", "≤ 0.1 core, ≤ 300 MB RSS"
-    entry = _at(entries, 10000)
-    why = _unmet(entry, "footprint", 10000, rounds)
-    if why or entry is None:
-        rows.missing(target, wanted, IDLE_CLOCK, why)
-    else:
+    entry = _measured(rows, entries, "footprint", 10000, rounds, (target, wanted, IDLE_CLOCK))
+    if entry is not None:
         server = entry["server"]
         rows.add(
             target,
@@ -672,10 +684,8 @@ def _throughput_targets(rows: _Rows, entries: list[dict[str, Any]], rounds: int 
 
 def _storm_targets(rows: _Rows, entries: list[dict[str, Any]], rounds: int | None) -> None:
     target, wanted = "reconnect storm, 10,000 agents", "all Synced within 60 s, nothing lost"
-    s = _at(entries, 10000)
-    why = _unmet(s, "storm", 10000, rounds)
-    if why or s is None:
-        rows.missing(target, wanted, STORM_CLOCK, why)
+    s = _measured(rows, entries, "storm", 10000, rounds, (target, wanted, STORM_CLOCK))
+    if s is None:
         return
     seconds = s["synced_seconds_after_restart"]
     rows.add(
@@ -928,11 +938,8 @@ def _minimal_targets(rows: _Rows, entries: list[dict[str, Any]], rounds: int | N
 
 def _status_path_targets(rows: _Rows, entries: list[dict[str, Any]], rounds: int | None) -> None:
     target, wanted = "control-plane CPU per status report, 10,000 runtimes (unchanged hash)", "≤ 50 µs"
-    entry = _at(entries, 10000)
-    why = _unmet(entry, "status_path", 10000, rounds)
-    if why or entry is None:
-        rows.missing(target, wanted, STATUS_CPU, why)
-    else:
+    entry = _measured(rows, entries, "status_path", 10000, rounds, (target, wanted, STATUS_CPU))
+    if entry is not None:
         cpu = entry["heartbeat"]["cpu_us_per_report"]
         rows.add(target, wanted, STATUS_CPU, f"{cpu:.0f} µs", cpu <= 50)
     for entry in entries:
