@@ -201,3 +201,21 @@ def test_a_wait_that_ends_leaves_nothing_behind_in_the_hub() -> None:
 
     run(scenario())
     assert not hub._waiters, "a finished wait is still listed, and would be kept until the runtime changes"
+
+
+def test_a_stream_s_window_counts_from_when_the_previous_frame_s_write_completed() -> None:
+    window, writing = 0.3, 0.2
+    hub = LongPollHub(window)
+    hub.deliver(delivery("a"), ["r1"])
+
+    async def scenario() -> float:
+        (frames,) = streams(hub, "r1", etag='"old"')
+        await next_frame(frames)
+        hub.deliver(delivery("b"), ["r1"])
+        await asyncio.sleep(writing)  # a slow write of the first frame: the stream resumes only after it
+        written = time.monotonic()
+        assert await next_frame(frames) == delivery("b").frame
+        return time.monotonic() - written
+
+    held = run(scenario())
+    assert held >= window * 0.9, f"the second state went out {held:.2f} s after the first one was written"
