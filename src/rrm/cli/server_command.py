@@ -22,6 +22,9 @@ def main(args: list[str]) -> None:
         settings = ServerSettings.from_env(**given)
     except ValueError as exc:
         raise SystemExit(f"rrm server: {exc}") from None
+    from rrm.server.fd_limit import watch_open_files
+
+    watch_open_files(forked_workers=settings.workers > 1)
     if settings.workers == 1:
         _serve(settings)
         return
