@@ -210,14 +210,21 @@ class ServerProcess:
 
     def apply(self, *documents: dict[str, Any]) -> dict[str, Any]:
         """Apply `documents`; sent again once on a connection dropped before any answer (the same documents
-        again are no change), counted in `resent_applies`."""
+        again are no change), counted in `resent_applies`. Failing again, the error says when the server
+        was at its open-file limit, which drops connections that way."""
         assert self.admin is not None
         body = {"documents": list(documents)}
         try:
             response = self.admin.post("/api/v1/apply", json=body)
-        except httpx.RemoteProtocolError:
+        except (httpx.RemoteProtocolError, httpx.ReadError):
             self.resent_applies += 1
-            response = self.admin.post("/api/v1/apply", json=body)
+            try:
+                response = self.admin.post("/api/v1/apply", json=body)
+            except httpx.TransportError as exc:
+                note = at_open_file_limit(self.pid, "the rrm server")
+                raise RuntimeError(
+                    f"apply: {type(exc).__name__}: {exc}" + (f"; {note}" if note else "")
+                ) from exc
         if response.status_code != 200:
             raise RuntimeError(f"apply answered {response.status_code}: {response.text[:500]}")
         result: dict[str, Any] = response.json()
@@ -233,6 +240,48 @@ class ServerProcess:
 
 
 # --- measuring a process -----------------------------------------------------------------------------------
+
+# Within this many files of its limit a process counts as at it: libuv keeps one file in reserve, and the
+# count moves while it is read.
+AT_LIMIT_MARGIN = 16
+
+
+def open_files(pid: int) -> tuple[int, int]:
+    """The files process `pid` has open and its soft open-file limit (Linux /proc)."""
+    count = len(os.listdir(f"/proc/{pid}/fd"))
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return count, int(line.split()[3])
+    raise RuntimeError(f"no open-file limit in /proc/{pid}/limits")
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its child processes (`rrm server --workers N`: each worker has its own open files)."""
+    try:
+        import psutil
+    except ImportError:
+        return [pid]
+    try:
+        return [pid] + [child.pid for child in psutil.Process(pid).children()]
+    except psutil.Error:
+        return [pid]
+
+
+def at_open_file_limit(pid: int, what: str) -> str:
+    """Empty unless process `pid` (or a child of it) is at its open-file limit; else a sentence saying so and
+    what that does: a process at its limit cannot accept a connection, and uvloop (libuv) then accepts the
+    pending ones and closes them at once, unanswered, which the client sees as "server disconnected"."""
+    for process in _process_tree(pid):
+        try:
+            count, limit = open_files(process)
+        except (OSError, RuntimeError):
+            continue
+        if count >= limit - AT_LIMIT_MARGIN:
+            return (
+                f"{what} (pid {process}) holds {count:,} open files, its open-file limit ({limit:,}): at it, "
+                "a process cannot accept a connection, and the event loop closes new ones unanswered"
+            )
+    return ""
 
 
 class _ProcFiles:

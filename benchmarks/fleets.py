@@ -23,9 +23,17 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import BENCH_LABELS, LABEL_GROUPS, ServerProcess, wait_until
+from benchmarks.common import (
+    BENCH_LABELS,
+    LABEL_GROUPS,
+    ServerProcess,
+    at_open_file_limit,
+    open_files,
+    wait_until,
+)
 from benchmarks.workers import WorkerPool
 from rrm.agent.config import AgentConfig
+from rrm.server.fd_limit import CONNECTIONS_PER_AGENT
 
 REGISTER_CONCURRENCY = 16
 # Registering through the admin API costs O(N) per runtime at the moment (its answer reads every runtime's
@@ -41,6 +49,7 @@ RAMP_AGENTS_PER_SECOND = 200
 _AGENT_DEFAULTS = {f.name: f.default for f in fields(AgentConfig)}
 DEFAULT_WAIT_SECONDS = float(_AGENT_DEFAULTS["wait_seconds"])  # type: ignore[arg-type]
 DEFAULT_HEARTBEAT_SECONDS = float(_AGENT_DEFAULTS["heartbeat_interval"])  # type: ignore[arg-type]
+OPEN_FILES_BESIDE_AGENTS = 1000  # a process's own files (database, logs, pipes) and some room, rounded up
 
 
 @dataclass
@@ -247,6 +256,39 @@ class Bench:
 
     def stop_agents(self) -> None:
         self.pool.broadcast("stop_agents")
+
+    def open_files_now(self, server: ServerProcess) -> dict[str, Any]:
+        """The files the server and each load-generator worker hold open now, and their limit (Linux)."""
+        try:
+            count, limit = open_files(server.pid)
+            workers = [open_files(pid) for pid in self.pool.pids]
+        except OSError:
+            return {}
+        return {
+            "server": count,
+            "server_limit": limit,
+            "load_generator_workers": [n for n, _ in workers],
+            "load_generator_limit": min((m for _, m in workers), default=None),
+        }
+
+    def open_file_limit_reached(self, server: ServerProcess, agents: int) -> tuple[str, str]:
+        """Which of the server and the load-generator workers is at its open-file limit, where it drops
+        connections unanswered ("" for none), and the limit `agents` real agents need."""
+        found = [at_open_file_limit(server.pid, "the rrm server")]
+        found += [
+            at_open_file_limit(pid, f"load-generator worker {i}") for i, pid in enumerate(self.pool.pids)
+        ]
+        server_needs = CONNECTIONS_PER_AGENT * agents + OPEN_FILES_BESIDE_AGENTS
+        worker_needs = CONNECTIONS_PER_AGENT * -(-agents // self.pool.size) + OPEN_FILES_BESIDE_AGENTS
+        needed = (
+            f"Each of the {agents:,} agents holds up to {CONNECTIONS_PER_AGENT} connections (its watch "
+            "stream and its status reports' connection), so one control-plane process needs an open-file "
+            f"limit of about {server_needs:,} and each of the {self.pool.size} load-generator workers "
+            f"{worker_needs:,}: raise the hard limit (`ulimit -Hn`, `docker run --ulimit nofile=N:N`, "
+            "systemd LimitNOFILE=N; as root beyond the hard limit only with CAP_SYS_RESOURCE), or run the "
+            "control plane with --workers (each process holds its share)"
+        )
+        return "; ".join(filter(None, found)), needed
 
 
 def sync_deadline(size: int) -> float:

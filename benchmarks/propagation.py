@@ -7,7 +7,15 @@ import json
 import time
 from typing import Any
 
-from benchmarks.common import PAUSE_BEFORE_UPDATE, ProcessSampler, component, percentiles, ratios, wait_until
+from benchmarks.common import (
+    PAUSE_BEFORE_UPDATE,
+    ProcessSampler,
+    ServerProcess,
+    component,
+    percentiles,
+    ratios,
+    wait_until,
+)
 from benchmarks.etcd import EtcdProcess, b64, etcd_binary
 from benchmarks.fleets import Bench, desired_hash, sync_deadline
 from benchmarks.profile import profiled
@@ -50,6 +58,10 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
         bench.wait_reported(current, size, sync_deadline(size), f"{size} agents synced")
         initial_sync = time.monotonic() - started
         bench.log(f"propagation {size}: all synced after {initial_sync:.1f} s; {rounds} updates")
+        open_files = bench.open_files_now(server)
+        reached = _and_why(bench, server, size)
+        if reached:  # every connection from here on may be dropped unanswered, the admin API's too
+            raise RuntimeError(f"with {size:,} agents synced{reached}")
         generator = [ProcessSampler(pid) for pid in bench.pool.pids]
         for worker in generator:
             worker.__enter__()
@@ -72,12 +84,18 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
                 )
                 incomplete = bench.incomplete_after_update(current, size, f"propagation {size}", marker)
                 if incomplete:
+                    incomplete += _and_why(bench, server, size)
                     break
         for worker in generator:
             worker.__exit__()
         synced = server.synced_count()
         payload = next((p for p in bench.pool.broadcast("payload") if p), "")
         failures = bench.failures()
+    except Exception as exc:
+        why = _and_why(bench, server, size, str(exc))
+        if why and "agents synced; " not in str(exc):
+            raise RuntimeError(f"{type(exc).__name__}: {exc}{why}") from exc
+        raise
     finally:
         bench.stop_agents()
         server.stop()
@@ -91,6 +109,7 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
         "initial_sync_seconds": round(initial_sync, 1),
         "failed_requests": failures,
         "resent_applies": server.resent_applies,
+        "open_files_after_sync": open_files,
         "server": sampler.result(),
         "load_generator_cpu_seconds_per_agent_update": round(
             sum(w.cpu_seconds for w in generator) / (size * rounds), 5
@@ -99,6 +118,15 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
         "payload": payload,
         "setup": template.setup,
     }
+
+
+def _and_why(bench: Bench, server: ServerProcess, size: int, said: str = "") -> str:
+    """ "; " and the open-file limit the server or a load-generator worker is at, if it is at one, and the
+    limit `size` agents need (only that, when `said` names the limit already)."""
+    found, needed = bench.open_file_limit_reached(server, size)
+    if not found:
+        return ""
+    return f"; {needed}" if "open-file limit" in said else f"; {found}. {needed}"
 
 
 def run_etcd(bench: Bench, size: int, rounds: int, payload: str) -> dict[str, Any]:
