@@ -6,14 +6,10 @@ into the "shoot" (the Kubernetes stand-in Gardener's kubeconfig points at), wher
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from .databases import database_for, fresh_postgres_database
+from .databases import database_for
 from .gardener import GardenerApiServer, GardenerServer, HoldingProxy, cleanup_command
 from .harness import Fleet, apply, child_env, component, expect_status
 from .kube import KubeAgentProcess
@@ -225,116 +221,6 @@ def test_a_hanging_cluster_fails_at_the_stage_deadline_and_deprovisioning_cleans
     shown = detail(admin, "gw-h")
     assert shown["state"] == "deprovisioned"
     assert "account" not in shown["resources"], "a released account stays the environment's"
-
-
-def current_stage(op: dict[str, Any]) -> dict[str, Any] | None:
-    return next((s for s in op["stages"] if s["state"] != "succeeded"), None)
-
-
-HOLDS = [  # requests whose answer the proxy keeps back, so the control plane dies right after Gardener acted
-    ("PUT", r"/secretbindings/[^/]+$", "claim_account"),
-    ("POST", r"/shoots$", "create_cluster"),
-    ("POST", r"/adminkubeconfig$", "fetch_kubeconfig"),
-]
-WAITS = ("wait_for_cluster", "wait_for_connection")
-
-
-def test_a_kill_9_in_each_stage_resumes_and_creates_the_shoot_once(setup: Setup) -> None:
-    """The control plane is killed in each stage that talks to Gardener right after Gardener acted on its
-    request (the proxy holds the answer back), and in each wait: the Shoot hangs until the kill in
-    wait_for_cluster, the agent starts only after the kill in wait_for_connection."""
-    server, fleet, garden, proxy = setup.server, setup.fleet, setup.garden, setup.proxy
-    garden.outcome({"outcome": "hang", "operation": "Create"})
-    for hold in HOLDS:
-        proxy.hold(*hold)
-    answer = request(server.admin, "gw-k", "gardener-aws", tenant={"globalAccount": "ga-k"})
-    killed: list[str] = []
-    agent: KubeAgentProcess | None = None
-
-    def kill(stage_name: str) -> None:
-        killed.append(stage_name)
-        server.kill9()
-        proxy.release()
-        server.start()
-
-    def step() -> dict[str, Any]:
-        nonlocal agent
-        with contextlib.suppress(queue.Empty):
-            kill(proxy.held.get_nowait())
-            return {}
-        op = next(o for o in detail(server.admin, "gw-k")["operations"] if o["id"] == answer["operation"])
-        now = current_stage(op)
-        if now is None or op["state"] in ("succeeded", "failed"):
-            return op
-        if now["name"] in WAITS and now["name"] not in killed and now["state"] in ("running", "waiting"):
-            kill(now["name"])
-        elif now["name"] == "wait_for_cluster":
-            garden.clear_outcomes()
-        elif now["name"] == "wait_for_connection" and agent is None:
-            agent = play_agent_pod(setup, the_shoot(setup, "gw-k")["metadata"]["name"], "gw-k")
-        return {}
-
-    op = fleet.wait_until(step, lambda: f"the operation did not end (killed in {killed})", timeout=180)
-    assert op["state"] == "succeeded", op
-    assert killed == [
-        "claim_account", "create_cluster", "wait_for_cluster", "fetch_kubeconfig", "wait_for_connection"
-    ]  # fmt: skip
-    assert len(garden.audit("create", "shoots")) == 1
-    assert len(garden.audit("update", "secretbindings")) == 1, "the account was claimed more than once"
-    tenants = [body["metadata"]["labels"].get("tenantName") for body in garden.bindings().values()]
-    assert sorted(t or "" for t in tenants) == ["", "", "ga-k"]
-    assert len(garden.shoots()) == 1
-
-
-def test_two_replicas_provisioning_20_environments_for_10_tenants_claim_one_account_each(
-    tmp_path: Path,
-) -> None:
-    """Half the requests through each replica of one PostgreSQL database, all at once."""
-    garden = GardenerApiServer(tmp_path, create_seconds=1.0)
-    with fresh_postgres_database() as database_url:
-        servers: list[GardenerServer] = []
-        fleet: Fleet | None = None
-        try:
-            garden.start()
-            for index in range(12):
-                garden.binding(f"aws-{index:02d}")
-            for index in range(2):
-                data = tmp_path / f"replica-{index}"
-                if servers:
-                    data.mkdir(parents=True)
-                    for name in ("admin-token", "secret-key"):
-                        shutil.copy(servers[0].data_dir / name, data / name)
-                server = GardenerServer(
-                    garden, [], data, tmp_path / f"replica-{index}.log", database_url=database_url
-                )
-                server.start()
-                servers.append(server)
-            fleet = Fleet(servers[0], tmp_path / "fleet")
-            fleet.processes += [garden, servers[1]]
-            with ThreadPoolExecutor(20) as pool:
-                list(pool.map(lambda i: request(
-                    servers[i % 2].admin, f"gr-{i}", "gardener-aws", tenant={"globalAccount": f"ga-{i % 10}"}
-                ), range(20)))  # fmt: skip
-
-            def all_created() -> list[dict[str, Any]]:
-                shoots = garden.shoots()
-                return shoots if len(shoots) == 20 else []
-
-            shoots = fleet.wait_until(all_created, "not every environment got its Shoot", timeout=120)
-            by_tenant: dict[str, set[str]] = {}
-            for shoot in shoots:
-                tenant = shoot["metadata"]["labels"]["rrm.io/global-account"]
-                by_tenant.setdefault(tenant, set()).add(shoot["spec"]["secretBindingName"])
-            assert all(len(accounts) == 1 for accounts in by_tenant.values()), by_tenant
-            assert len(by_tenant) == 10 and len(set().union(*by_tenant.values())) == 10
-            tenants = [b["metadata"]["labels"].get("tenantName") for b in garden.bindings().values()]
-            assert sorted(t for t in tenants if t) == sorted(f"ga-{i}" for i in range(10))
-        finally:
-            if fleet is not None:
-                fleet.close()
-            garden.stop()
-            for server in servers:
-                server.stop()
 
 
 def test_trial_environments_take_the_least_used_shared_binding(setup: Setup) -> None:

@@ -153,7 +153,7 @@ def test_behind_a_proxy_that_buffers_streams_the_agent_falls_back_to_the_long_po
     proxy.start()
     try:
         token = register(server.admin, "watch-proxied", labels={"t-watch": "proxied"})
-        agent = fleet.agent_process("watch-proxied")
+        agent = fleet.agent_process("watch-proxied", wait=5)  # nothing changes during its long-poll
         agent.director_url = proxy.url
         agent.start(token)
         fleet.wait_runtime("watch-proxied", synced, "Synced through the proxy")
