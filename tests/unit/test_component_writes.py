@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fleet_fixtures import Store, manifest
+from sqlalchemy import event
 
-from rrm.server.apply import RolloutHooks, apply_documents
+from rrm.server.apply import InvalidInput, RolloutHooks, apply_documents
 from rrm.server.rollouts import lifecycle
 from rrm.server.state import utcnow
 from rrm.store import repositories as repo
@@ -52,3 +54,48 @@ def test_each_components_rollout_events_follow_its_own_before_the_next_component
     for name in ("a", "b"):
         types = [kind for subject, kind in events if subject == f"component/{name}"]
         assert types[:2] == ["ComponentCreated", "RolloutStarted"]
+
+
+def valid(name: str, selector: str, secret: str | None = None) -> dict[str, Any]:
+    document = manifest(name, selector, secret)
+    document["spec"]["metadata"][0] = {"name": "redisHost", "value": "localhost:6379"}
+    return document
+
+
+def test_updating_a_component_that_names_no_secret_and_has_no_rollout_reads_neither(tmp_path: Path) -> None:
+    """The write path asks the database only what this write needs: no secret when no reference names
+    one, no rollout object when none is active, and the latest revision once."""
+    store = Store(tmp_path)
+    store.secret("creds", token="t")
+    store.component("c1", "env=prod")
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    engine = store.db._writer
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with store.db.write() as session:
+            outcome = apply_documents(
+                session, store.box, [valid("c1", "env=dev")], HOOKS, dry_run=False, now=utcnow()
+            )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+    assert [(r.action, r.revision) for r in outcome.results] == [("updated", 2)]
+    assert not [s for s in statements if "FROM secrets" in s]
+    assert len([s for s in statements if "max(component_revisions.revision)" in s]) == 1
+    assert not [s for s in statements if "FROM rollouts" in s and "rollouts.waves" in s]
+
+
+def test_a_reference_to_a_stored_secret_is_still_checked_against_its_keys(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.secret("creds", password="p")
+    good, bad = valid("c1", "env=prod", secret="creds"), valid("c2", "env=prod", secret="creds")
+    bad["spec"]["metadata"][1]["secretKeyRef"]["key"] = "missing"
+    with store.db.write() as session:
+        apply_documents(session, store.box, [good], HOOKS, dry_run=False, now=utcnow())
+        with pytest.raises(InvalidInput) as refused:
+            apply_documents(session, store.box, [bad], HOOKS, dry_run=False, now=utcnow())
+    assert [p.field for p in refused.value.problems] == ["spec.metadata[1].secretKeyRef.key"]

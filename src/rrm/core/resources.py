@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,8 +52,11 @@ def secret_refs(manifest: Mapping[str, Any]) -> dict[str, set[str]]:
 
 
 def delivered_manifest(component: StoredComponent) -> dict[str, Any]:
-    """The manifest a runtime receives: rrm's own annotations replaced by the revision, a managed-by label."""
-    manifest = copy.deepcopy(dict(component.manifest))
+    """The manifest a runtime receives: rrm's own annotations replaced by the revision, a managed-by label.
+
+    Only the metadata is new; the other fields are the stored manifest's own objects, shared rather than
+    copied on every render (a render encodes and hashes them, never changes them)."""
+    manifest = dict(component.manifest)
     metadata = dict(manifest.get("metadata") or {})
     annotations = {
         k: v

@@ -8,7 +8,7 @@ is handed to the rollout controller through `RolloutHooks`, which the app wires 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -65,10 +65,33 @@ def apply_documents(
     """Validate and store; raises InvalidInput (nothing stored)."""
     named = policies_named(documents)
     policies = {name for name in named if rollout_repo.policy(session, name) is not None}
-    request = read_request(documents, repo.secret_keys(session), policies)
+    request = read_request(documents, _StoredSecretKeys(session), policies)
     changes = plan(request, _stored(session, box, request, rollouts))
     results = list(changes.results) if dry_run else _store(session, box, changes, rollouts, now)
     return ApplyOutcome(results, list(changes.warnings))
+
+
+class _StoredSecretKeys(Mapping[str, set[str]]):
+    """The stored secrets' key names, read when first asked for: most components reference no secret,
+    and their writes need not read every secret."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._keys: dict[str, set[str]] | None = None
+
+    def _read(self) -> dict[str, set[str]]:
+        if self._keys is None:
+            self._keys = repo.secret_keys(self._session)
+        return self._keys
+
+    def __getitem__(self, name: str) -> set[str]:
+        return self._read()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
 
 
 def _stored(session: Session, box: SecretBox, request: Request, rollouts: RolloutHooks) -> Stored:
@@ -122,7 +145,9 @@ def _store(
     for component in changes.components:
         name = component.name
         session.flush()  # the ORM writes before (secrets, policies, a rollout's) first, their events in order
-        revision = repo.write_component_revision(session, name, component.manifest, component.action, now)
+        revision = repo.write_component_revision(
+            session, name, component.manifest, component.action, now, component.revision
+        )
         stored["Component", name] = revision
         kind = f"Component{component.action.capitalize()}"
         repo.record_events(session, [(kind, f"component/{name}", f"revision {revision}")], now)

@@ -9,7 +9,7 @@ naming each field refused, so that a request is stored entirely or not at all.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +151,7 @@ class ComponentChange:
     manifest: dict[str, Any]
     action: str
     previous: int | None  # the live revision it replaces
+    revision: int  # the revision it is stored as
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ def read_request(
     checker = _Checker()
     for index, document in enumerate(documents):
         checker.document(index, document)
-    keys = {**secret_keys, **{name: set(data) for name, (_, data) in checker.secrets.items()}}
+    keys = _Overlay({name: set(data) for name, (_, data) in checker.secrets.items()}, secret_keys)
     components: dict[str, tuple[int, dict[str, Any]]] = {}
     for index, manifest in checker.components:
         checker.component(index, manifest, keys, lambda p: p in known_policies or p in checker.policies)
@@ -238,6 +239,24 @@ def read_request(
     if checker.problems:
         raise InvalidInput(checker.problems)
     return Request(checker.secrets, components, checker.policies, tuple(checker.warnings))
+
+
+class _Overlay(Mapping[str, set[str]]):
+    """The request's own secrets over the stored ones, which are looked at only when a name is not the
+    request's (a lazily read `secret_keys` stays unread when no reference asks for it)."""
+
+    def __init__(self, own: Mapping[str, set[str]], stored: Mapping[str, set[str]]) -> None:
+        self._own = own
+        self._stored = stored
+
+    def __getitem__(self, name: str) -> set[str]:
+        return self._own[name] if name in self._own else self._stored[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._stored, **self._own})
+
+    def __len__(self) -> int:
+        return len({**self._stored, **self._own})
 
 
 class _Checker:
@@ -358,7 +377,8 @@ def plan(request: Request, stored: Stored) -> Plan:
             results.append(Result("Component", name, UNCHANGED, was.revision))
             continue
         action = UPDATED if was.live is not None else CREATED
-        components.append(ComponentChange(name, manifest, action, was.revision if was.live else None))
+        previous = was.revision if was.live else None
+        components.append(ComponentChange(name, manifest, action, previous, was.latest + 1))
         results.append(Result("Component", name, action, was.latest + 1))
     return Plan(tuple(secrets), tuple(policies), tuple(components), tuple(results), request.warnings)
 

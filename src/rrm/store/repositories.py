@@ -5,6 +5,7 @@ Every write that changes what a runtime should run also appends to the change fe
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,8 +107,13 @@ _FIELD = {"sqlite": "json_extract(value, '$[{}]')", "postgresql": "value->>{}"}
 
 def _json_rows_statement(session: Session, template: str) -> Any:
     """`template` for this database: `{rows}` the rows of the `:rows` parameter, `{0}`, `{1}`... the
-    fields of each; `:now` is a time."""
-    dialect = session.get_bind().dialect.name
+    fields of each; `:now` is a time. Built once per database and template: a statement built anew is
+    compiled anew."""
+    return _json_rows_for(session.get_bind().dialect.name, template)
+
+
+@functools.cache
+def _json_rows_for(dialect: str, template: str) -> Any:
     fields = [_FIELD[dialect].format(i) for i in range(template.count("{") - 1)]
     sql = template.format(*fields, rows=_ROWS[dialect])
     return text(sql).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("rows", type_=String()))
@@ -383,8 +389,13 @@ def component(session: Session, name: str) -> Component | None:
 
 _COMPONENTS = cast(Table, Component.__table__)
 _REVISIONS = cast(Table, ComponentRevision.__table__)
-_LIVE = select(_COMPONENTS.c.manifest, _COMPONENTS.c.revision).where(_COMPONENTS.c.name == bindparam("name"))
 _LATEST = select(func.max(_REVISIONS.c.revision)).where(_REVISIONS.c.name == bindparam("name"))
+# a write's view of the component in one statement: the highest revision used, the live manifest and revision
+_STATE = select(
+    _LATEST.scalar_subquery(),
+    select(_COMPONENTS.c.manifest).where(_COMPONENTS.c.name == bindparam("name")).scalar_subquery(),
+    select(_COMPONENTS.c.revision).where(_COMPONENTS.c.name == bindparam("name")).scalar_subquery(),
+)
 _LIVE_NAMED = select(_COMPONENTS.c.name, _COMPONENTS.c.revision, _COMPONENTS.c.manifest).where(
     _COMPONENTS.c.name.in_(bindparam("names", expanding=True))
 )
@@ -409,10 +420,8 @@ class ComponentState:
 
 
 def component_state(session: Session, name: str) -> ComponentState:
-    connection = session.connection()
-    live = connection.execute(_LIVE, {"name": name}).first()
-    latest = connection.scalar(_LATEST, {"name": name}) or 0
-    return ComponentState(live[0], live[1], latest) if live else ComponentState(None, None, latest)
+    latest, manifest, revision = session.connection().execute(_STATE, {"name": name}).one()
+    return ComponentState(manifest, revision, latest or 0)
 
 
 def live_components(session: Session, names: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
@@ -436,14 +445,22 @@ def component_revision(session: Session, name: str, revision: int) -> ComponentR
 
 
 def write_component_revision(
-    session: Session, name: str, manifest: dict[str, Any] | None, action: str, now: datetime
+    session: Session,
+    name: str,
+    manifest: dict[str, Any] | None,
+    action: str,
+    now: datetime,
+    revision: int | None = None,
 ) -> int:
-    """Appends a revision and points the live row at it (or removes the live row on delete).
+    """Appends a revision and points the live row at it (or removes the live row on delete). `revision`:
+    the number to use when the caller read the latest one in this transaction (`component_state`), so it
+    is not asked again; a number already used fails on the revisions' primary key.
 
     Core statements, not ORM objects: a write costs a few statements and no unit of work. A live row this
     session had loaded is expired (it reads the new revision when next used), or let go when deleted."""
     connection = session.connection()
-    revision = latest_revision(session, name) + 1
+    if revision is None:
+        revision = latest_revision(session, name) + 1
     connection.execute(
         _INSERT_REVISION,
         {"name": name, "revision": revision, "action": action, "manifest": manifest, "created_at": now},

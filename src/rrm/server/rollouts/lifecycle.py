@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from rrm.core import rollouts as core
@@ -27,6 +28,14 @@ from rrm.store.tables import Rollout
 
 ACTION_AUTO_ROLLBACK = "auto-rollback"
 ACTION_ABORT = "rollout-abort"
+
+
+_ROLLOUTS = cast(Table, Rollout.__table__)
+_ACTIVE_ID = (  # built once: every component write asks
+    select(_ROLLOUTS.c.id)
+    .where(_ROLLOUTS.c.component == bindparam("component"), _ROLLOUTS.c.state.in_(core.ACTIVE_STATES))
+    .limit(1)
+)
 
 
 class RolloutNotFound(Exception):
@@ -104,6 +113,8 @@ def _supersede(
 ) -> tuple[int | None, dict[str, int | None]]:
     """Supersedes the component's active rollout, if any. Returns the revision a new rollout starts from
     and the runtimes pinned to a revision other than that, with the revision each keeps meanwhile."""
+    if session.connection().execute(_ACTIVE_ID, {"component": name}).first() is None:
+        return previous, {}  # the common case, asked without loading an ORM object
     active = rollout_repo.active_rollout(session, name)
     if active is None:
         return previous, {}
