@@ -20,8 +20,8 @@ from rrm.store import repositories as repo
 
 
 class CountingBatcher(WriteBatcher):
-    def __init__(self, db: Database, fleet: Fleet) -> None:
-        super().__init__(db, fleet)
+    def __init__(self, db: Database, fleet: Fleet, gather_seconds: float = 0.002) -> None:
+        super().__init__(db, fleet, gather_seconds)
         self.transactions: list[int] = []
 
     def _commit(self, works: list[Work]) -> list[Any]:
@@ -90,3 +90,33 @@ def test_when_the_commit_fails_every_write_of_the_batch_fails(tmp_path: Path) ->
     assert [type(r) for r in asyncio.run(run())] == [OSError, OSError]
     with db.read() as session:
         assert list(repo.events_after(session, 0, 100)) == []
+
+
+def test_writers_that_come_back_after_their_answer_share_the_next_transaction(
+    db: Database, tmp_path: Path
+) -> None:
+    """Three writers answered together send again one after the other: the batcher waits for them
+    (up to its gather time, here far longer than the test) instead of committing the first alone."""
+    batcher = CountingBatcher(db, Fleet(db, SecretBox(load_or_create_key(tmp_path))), gather_seconds=60)
+
+    async def writer(name: str) -> None:
+        await batcher.submit(event(f"{name}1"))
+        for _ in range(int(name)):  # each comes back a few turns of the loop later than the one before
+            await asyncio.sleep(0)
+        await batcher.submit(event(f"{name}2"))
+
+    async def run() -> None:
+        await asyncio.wait_for(asyncio.gather(writer("1"), writer("2"), writer("3")), 30)
+
+    asyncio.run(run())
+    assert batcher.transactions == [3, 3]
+
+
+def test_a_lone_writer_is_not_kept_waiting(db: Database, tmp_path: Path) -> None:
+    batcher = CountingBatcher(db, Fleet(db, SecretBox(load_or_create_key(tmp_path))), gather_seconds=60)
+
+    async def run() -> list[str]:
+        return [await batcher.submit(event(str(i))) for i in range(3)]
+
+    assert asyncio.run(asyncio.wait_for(run(), 30)) == ["0", "1", "2"]
+    assert batcher.transactions == [1, 1, 1]

@@ -1,11 +1,18 @@
 """Group commit for admin writes: the writes that arrive while one transaction commits go together into the
 next one, each in its own savepoint (a refused write leaves the others), with one commit (one fsync, one
 turn of the write lock) and one catch-up of the fleet for all of them. Each caller is answered only after
-the commit that holds its write, so nothing acknowledged can be lost."""
+the commit that holds its write, so nothing acknowledged can be lost.
+
+Between transactions the batcher gives the writers of the last ones a moment (`gather_seconds`) to send
+their next write, so that concurrent writers keep sharing transactions instead of the first to come back
+taking a commit and a catch-up for itself alone; a lone writer, or a batch as large as the recent ones,
+does not wait."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,6 +24,8 @@ from rrm.store import Database
 
 T = TypeVar("T")
 Work = Callable[[Session], Any]
+GATHER_SECONDS = 0.002
+RECENT_BATCHES = 8  # how far back the batch size to wait for is remembered
 
 
 class Discard(Exception):
@@ -34,23 +43,42 @@ class _Outcome:
 
 
 class WriteBatcher:
-    def __init__(self, db: Database, fleet: Fleet) -> None:
+    def __init__(self, db: Database, fleet: Fleet, gather_seconds: float = GATHER_SECONDS) -> None:
         self._db = db
         self._fleet = fleet
+        self._gather_seconds = gather_seconds
         self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
         self._drainer: asyncio.Task[None] | None = None
+        self._recent: deque[int] = deque(maxlen=RECENT_BATCHES)  # the sizes of the last batches
+        self._wanted = 0  # while gathering: the queue's length that ends the wait
+        self._enough = asyncio.Event()
 
     async def submit(self, work: Callable[[Session], T]) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((work, future))
+        if len(self._queue) >= self._wanted:
+            self._enough.set()
         if self._drainer is None:
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
         return await future
 
+    async def _gather(self) -> None:
+        """Wait at most `gather_seconds` for the queue to hold as many writes as the largest recent batch."""
+        self._wanted = max(self._recent, default=0)
+        if len(self._queue) < self._wanted:
+            self._enough.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._enough.wait(), self._gather_seconds)
+        self._wanted = 0
+
     async def _drain(self) -> None:
         try:
-            while self._queue:
+            while True:
+                await self._gather()
+                if not self._queue:
+                    return
                 batch, self._queue = self._queue, []
+                self._recent.append(len(batch))
                 try:
                     outcomes = await asyncio.to_thread(self._commit, [work for work, _ in batch])
                 except Exception as exc:  # the commit failed: none of them is stored
@@ -66,6 +94,7 @@ class WriteBatcher:
                         future.set_result(outcome.value)
         finally:
             self._drainer = None
+            self._recent.clear()
 
     def _commit(self, works: list[Work]) -> list[_Outcome]:
         outcomes = []
