@@ -1,7 +1,9 @@
 """4. Write throughput: component writes per second through the admin API with N runtimes registered and
 every written component placed on all of them; then, with their agents connected, a burst of writes to one
 component: how many states each agent was sent, at most how many within one debounce window, and whether
-every agent ends on the final revision."""
+every agent ends on the final revision. A state counts as received when the agent takes it: on the watch
+stream, which the agent reads when it is done with the previous state, that is after any backlog of its
+own, so receipts can be closer together than the control plane wrote the frames."""
 
 from __future__ import annotations
 
