@@ -255,7 +255,7 @@ def open_files(pid: int) -> tuple[int, int]:
     raise RuntimeError(f"no open-file limit in /proc/{pid}/limits")
 
 
-def _process_tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """`pid` and its child processes (`rrm server --workers N`: each worker has its own open files)."""
     try:
         import psutil
@@ -271,7 +271,7 @@ def at_open_file_limit(pid: int, what: str) -> str:
     """Empty unless process `pid` (or a child of it) is at its open-file limit; else a sentence saying so and
     what that does: a process at its limit cannot accept a connection, and uvloop (libuv) then accepts the
     pending ones and closes them at once, unanswered, which the client sees as "server disconnected"."""
-    for process in _process_tree(pid):
+    for process in process_tree(pid):
         try:
             count, limit = open_files(process)
         except (OSError, RuntimeError):

@@ -29,6 +29,7 @@ from benchmarks.common import (
     ServerProcess,
     at_open_file_limit,
     open_files,
+    process_tree,
     wait_until,
 )
 from benchmarks.workers import WorkerPool
@@ -258,15 +259,16 @@ class Bench:
         self.pool.broadcast("stop_agents")
 
     def open_files_now(self, server: ServerProcess) -> dict[str, Any]:
-        """The files the server and each load-generator worker hold open now, and their limit (Linux)."""
+        """The files each server process (with --workers, the supervisor then each worker) and each
+        load-generator worker holds open now, and their limits (Linux)."""
         try:
-            count, limit = open_files(server.pid)
+            servers = [open_files(pid) for pid in process_tree(server.pid)]
             workers = [open_files(pid) for pid in self.pool.pids]
         except OSError:
             return {}
         return {
-            "server": count,
-            "server_limit": limit,
+            "server_processes": [n for n, _ in servers],
+            "server_limit": min(m for _, m in servers),
             "load_generator_workers": [n for n, _ in workers],
             "load_generator_limit": min((m for _, m in workers), default=None),
         }
