@@ -77,7 +77,7 @@ def test_at_the_limit_it_logs_an_error_naming_the_limit(
     assert "closes them unanswered" in record.message and "LimitNOFILE" in record.message
 
 
-def test_near_the_limit_it_warns_once_a_minute_and_says_when_it_is_back(
+def test_near_the_limit_it_warns_at_most_once_a_minute_and_says_when_it_is_back(
     watch: OpenFileWatch, clock: Clock, soft_limit: list[int], caplog: pytest.LogCaptureFixture
 ) -> None:
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(20)]  # so that one free file is under 10 %
@@ -97,10 +97,13 @@ def test_near_the_limit_it_warns_once_a_minute_and_says_when_it_is_back(
             for _ in range(fd_limit.COUNT_EVERY):  # until the next full count
                 state = watch.check()
             assert state == "fine"
+            _lower_soft_limit(open_now + 1)
+            assert watch.check() == "near"  # again within the minute: not logged again
+            assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING, logging.INFO]
     finally:
         for fd in held:
             os.close(fd)
-    assert caplog.records[-1].levelno == logging.INFO and "back to" in caplog.records[-1].message
+    assert "back to" in caplog.records[-1].message
 
 
 def test_well_below_the_limit_it_logs_nothing(watch: OpenFileWatch, caplog: pytest.LogCaptureFixture) -> None:

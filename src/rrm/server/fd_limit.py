@@ -48,7 +48,8 @@ def count_open_files() -> int | None:
 
 class OpenFileWatch:
     """Logs at WARNING when the open files reach NEAR_FRACTION of the soft limit, at ERROR when a file can no
-    longer be opened, at INFO when back below the mark; each at most once per REPEAT_SECONDS."""
+    longer be opened, at INFO when back below the mark; each at most once per REPEAT_SECONDS, so a limit
+    touched at every fleet-wide burst of status reports gives one line a minute, not one a burst."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -76,9 +77,7 @@ class OpenFileWatch:
             near = f"{open_files} files open of the open-file limit {limit}; at the limit, {_EFFECT}"
             return self._enter("near", logging.WARNING, f"{near}; {REMEDY}")
         if self._state != "fine":
-            log.info("open files back to %d of the open-file limit %d", open_files, limit)
-            self._logged.clear()
-        self._state = "fine"
+            return self._enter("fine", logging.INFO, f"open files back to {open_files} of the limit {limit}")
         return "fine"
 
     def _enter(self, state: str, level: int, message: str) -> str:
