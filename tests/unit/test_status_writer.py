@@ -63,3 +63,29 @@ def test_contacts_of_more_runtimes_than_sqlite_has_placeholders_are_one_statemen
         assert repo.newly_applied(session, pairs) == set(many[1:])
         status = repo.status_of(session, runtime)
         assert status is not None and status.last_seen == later
+
+
+def test_repeated_reports_and_contacts_wait_for_a_new_report_or_a_full_batch(tmp_path: Path) -> None:
+    """A commit costs about as much as a hundred reports: one that says nothing new does not get its own."""
+    store = Store(tmp_path)
+    first, second, third = (store.runtime(f"rt-{i}") for i in range(3))
+    writer = StatusWriter(store.db, interval=0, quiet_interval=3600, full_batch=2)
+    report = StatusReport(applied_hash="a" * 64)
+
+    async def scenario() -> None:
+        runner = asyncio.create_task(writer.run())
+        try:
+            await asyncio.wait_for(writer.submit(first, "first", report), timeout=60)  # new: written at once
+            repeated = asyncio.create_task(writer.submit(first, "first", report))
+            writer.touch(third)
+            done, _ = await asyncio.wait({repeated}, timeout=0.3)
+            assert not done, "a repeated report was written on its own"
+            await asyncio.wait_for(writer.submit(second, "second", report), timeout=60)  # new to this writer
+            await asyncio.wait_for(repeated, timeout=60)
+            assert set(writer.sightings.take()) == {first, second, third}
+            repeats = (writer.submit(r, r, report) for r in (first, second))  # two repeats: a full batch
+            await asyncio.wait_for(asyncio.gather(*repeats), timeout=60)
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())

@@ -2,12 +2,18 @@
 one flush interval goes into a single transaction, and each `PUT /agent/v1/status` is answered only after
 the transaction holding it committed. Ten thousand agents then cost a few commits a second, not thousands.
 
+A commit costs about as much CPU as a hundred reports in it, so a batch that says nothing new (heartbeats that
+repeat the runtime's previous report, contacts of long-polls and watch streams, which only move `last_seen`)
+waits longer for company than one holding a new report: the figures the leader derives from a repeated
+report do not change, and `last_seen` a fraction of a second late is far inside the heartbeat grace.
+
 What each flush wrote is also handed, in memory, to this process's leader (`Sightings`), which then reads
 from the database only the rows other processes wrote (`rrm server --workers N`, replicas)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import uuid
@@ -18,7 +24,7 @@ from typing import Any
 from rrm.core.conditions import Observed
 from rrm.store import Database
 from rrm.store import repositories as repo
-from rrm.wire.protocol import StatusReport, encode
+from rrm.wire.protocol import StatusReport, dumps, encode
 
 log = logging.getLogger("rrm.server.status_writer")
 
@@ -64,13 +70,22 @@ class Sightings:
 
 
 class StatusWriter:
-    def __init__(self, db: Database, interval: float = 0.05) -> None:
+    """`interval`: how long a batch with a new report gathers more; `quiet_interval`: how long one of only
+    repeated reports and contacts may wait for a new report, or until it holds `full_batch` reports."""
+
+    def __init__(
+        self, db: Database, interval: float = 0.05, quiet_interval: float = 0.5, full_batch: int = 64
+    ) -> None:
         self._db = db
         self._interval = interval
+        self._quiet_interval = quiet_interval
+        self._full_batch = full_batch
         self.sightings = Sightings()
         self._pending: dict[str, _Pending] = {}
         self._touched: set[str] = set()
         self._arrived = asyncio.Event()
+        self._news = asyncio.Event()  # the batch holds a new report, or `full_batch` of them
+        self._last_reports: dict[str, int] = {}  # runtime → hash of its encoded last report
 
     async def submit(self, runtime_id: str, runtime_name: str, report: StatusReport) -> None:
         """Returns once the report is durable; a newer report of the same runtime in the batch wins."""
@@ -80,6 +95,10 @@ class StatusWriter:
             pending = self._pending[runtime_id] = _Pending(runtime_name, report)
         pending.report = report
         pending.waiters.append(waiter)
+        fingerprint = hash(dumps(report))
+        if self._last_reports.get(runtime_id) != fingerprint or len(self._pending) >= self._full_batch:
+            self._last_reports[runtime_id] = fingerprint
+            self._news.set()
         self._arrived.set()
         await waiter
 
@@ -91,8 +110,12 @@ class StatusWriter:
     async def run(self) -> None:
         while True:
             await self._arrived.wait()
+            if not self._news.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._news.wait(), self._quiet_interval)
             await asyncio.sleep(self._interval)
             self._arrived.clear()
+            self._news.clear()
             batch, self._pending = self._pending, {}
             touched, self._touched = self._touched - set(batch), set()
             try:
