@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rrm.core.canonical import canonical_json
 from rrm.core.diff import diff
-from rrm.core.hashing import state_hash
+from rrm.core.hashing import state_hash, state_hash_of_parts
 from rrm.core.names import dns1123_label_error
 from rrm.core.placement import component_matches, place
-from rrm.core.render import SecretValue, render_desired_state
+from rrm.core.render import DeliveredCache, SecretValue, render_desired_state
 from rrm.core.resources import StoredComponent
 from rrm.core.selectors import SelectorError
 
@@ -228,3 +229,29 @@ def test_invalid_names(name: object) -> None:
 
 def test_a_trailing_newline_is_not_a_valid_name() -> None:
     assert dns1123_label_error("redis\n") is not None
+
+
+def test_the_hash_from_each_components_canonical_json_is_the_state_hash() -> None:
+    manifests = [
+        {"metadata": {"name": "b"}, "spec": {"x": "ü\u2028", "n": [1, 2.5, None, True]}},
+        {"metadata": {"name": "a"}, "spec": {"nested": {"z": 1, "a": {"k": '"quoted"'}}}},
+        {"metadata": {"name": "a"}, "spec": {}},  # names alike keep their order, as in state_hash
+        {"spec": {}},
+    ]
+    secrets = [("db", 3), ("cache", 1)]
+    parts = [(str(m.get("metadata", {}).get("name", "")), canonical_json(m)) for m in manifests]
+    assert state_hash_of_parts(parts, secrets) == state_hash(manifests, secrets)
+    assert state_hash_of_parts([], []) == state_hash([], [])
+
+
+def test_a_render_reuses_a_components_part_only_for_that_very_object() -> None:
+    first = component("a", revision=1)
+    cache: DeliveredCache = {}
+    render_desired_state([first], {}, cache)
+    known = cache["a", 1]
+    render_desired_state([first], {}, cache)
+    assert cache["a", 1] is known
+    other = component("a", revision=1, extra="changed")  # the same name and revision, another object
+    state = render_desired_state([other], {}, cache)
+    assert state == render_desired_state([other], {})
+    assert cache["a", 1].source is other

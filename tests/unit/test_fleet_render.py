@@ -11,6 +11,7 @@ from typing import Any
 
 from fleet_fixtures import component
 
+from rrm.core import render as render_module
 from rrm.core.render import SecretValue
 from rrm.core.resources import StoredComponent
 from rrm.core.rollouts import Assignment
@@ -158,3 +159,28 @@ def test_a_runtime_in_an_applications_scenario_gets_its_binding() -> None:
     found = dict(Renderer(sources).deliveries(["in", "out"]))
     assert len(delivered(found["in"])) == 1
     assert delivered(found["out"]) == {}
+
+
+def test_a_component_change_makes_only_that_components_part_of_the_body_anew(monkeypatch: Any) -> None:
+    """The delivered manifest and canonical JSON of each component revision are made once: re-rendering
+    after one component changed makes that component's part alone, and the body and hash are those of a
+    render from scratch."""
+    sources = Sources()
+    sources.runtime("a", env="prod")
+    sources.add(component("c1", "env=prod"), component("c2", "env=prod"), component("c3", "env=prod"))
+    renderer = Renderer(sources)
+    next(renderer.by_group())
+    made: list[str] = []
+    original = render_module.delivered
+
+    def counting(c: StoredComponent) -> render_module.Delivered:
+        made.append(c.name)
+        return original(c)
+
+    monkeypatch.setattr(render_module, "delivered", counting)
+    sources.add(component("c2", "env=prod", revision=2))
+    renderer.invalidate(FeedChange(full=False, content=True))
+    again = next(renderer.by_group())[0]
+    assert made == ["c2"]
+    fresh = next(Renderer(sources).by_group())[0]
+    assert (again.hash, again.body) == (fresh.hash, fresh.body)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from rrm.core.canonical import sha256_hex
+from rrm.core.canonical import canonical_json, sha256_hex
 
 
 def state_hash(components: Sequence[Mapping[str, Any]], secret_revisions: Iterable[tuple[str, int]]) -> str:
@@ -16,3 +17,13 @@ def state_hash(components: Sequence[Mapping[str, Any]], secret_revisions: Iterab
     """
     ordered = sorted(components, key=lambda c: str(c.get("metadata", {}).get("name", "")))
     return sha256_hex({"components": ordered, "secrets": sorted([n, r] for n, r in secret_revisions)})
+
+
+def state_hash_of_parts(
+    components: Sequence[tuple[str, bytes]], secret_revisions: Iterable[tuple[str, int]]
+) -> str:
+    """`state_hash` from each component's metadata name and canonical JSON, made once per component
+    revision and reused by every render that places it: the same bytes are hashed."""
+    parts = b",".join(part for _, part in sorted(components, key=lambda c: c[0]))
+    secrets = canonical_json(sorted([n, r] for n, r in secret_revisions))
+    return hashlib.sha256(b'{"components":[' + parts + b'],"secrets":' + secrets + b"}").hexdigest()

@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import NamedTuple, Protocol
 
 from rrm.core.placement import place
-from rrm.core.render import SecretValue, render_desired_state
+from rrm.core.render import DeliveredCache, SecretValue, render_desired_state
 from rrm.core.resources import StoredComponent
 from rrm.core.scenarios import Connectivity, beside
 from rrm.server.compass.registry import Registry
@@ -80,6 +80,8 @@ class Renderer:
         # alone (taken over when asked for), and the secrets they were rendered with
         self._earlier: dict[RenderKey, Delivery] = {}
         self._secrets_rendered: dict[str, SecretValue] = dict(sources.secrets)
+        # each component revision's delivered manifest and canonical JSON, made once for every render
+        self._delivered: DeliveredCache = {}
 
     def invalidate(self, change: FeedChange) -> None:
         if change.placements:
@@ -89,6 +91,10 @@ class Renderer:
             self._earlier = self._renders if keep else {}
             self._renders = {}
             self._secrets_rendered = dict(self._sources.secrets)
+            live = self._sources.components
+            self._delivered = {
+                key: known for key, known in self._delivered.items() if live.get(key[0]) is known.source
+            }
 
     def _secrets_unchanged(self) -> bool:
         """A render key names component and application revisions, not secrets: a render made before a
@@ -138,7 +144,8 @@ class Renderer:
             self._renders[key] = cached
             return cached
         placed = beside(placed, connected.components)
-        state = render_desired_state(placed, ChainMap(dict(connected.secrets), self._sources.secrets))
+        secrets = ChainMap(dict(connected.secrets), self._sources.secrets)
+        state = render_desired_state(placed, secrets, self._delivered)
         body = DesiredState(
             hash=state.hash,
             components=state.components,
