@@ -24,7 +24,7 @@ from rrm.store import Database
 
 T = TypeVar("T")
 Work = Callable[[Session], Any]
-GATHER_SECONDS = 0.002
+GATHER_SECONDS = 0.005  # about one commit's fsync on a local disk: a writer back within it shares the next
 RECENT_BATCHES = 8  # how far back the batch size to wait for is remembered
 
 
