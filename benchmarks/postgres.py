@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from tests.integration.databases import run_admin
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 ADMIN_URL_ENV = "RRM_TEST_DATABASE_URL"
@@ -44,10 +45,8 @@ def unreachable() -> str | None:
 def fresh_database() -> Iterator[str]:
     """Create an empty database and yield its URL; drop it afterwards, whatever happened meanwhile."""
     name = f"rrm_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url(), autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+    run_admin(f'CREATE DATABASE "{name}"')
     try:
         yield urlunsplit(urlsplit(admin_url())._replace(path=f"/{name}"))
     finally:
-        with psycopg.connect(admin_url(), autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

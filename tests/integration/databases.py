@@ -5,6 +5,7 @@ runs and tests never see each other's data."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ import pytest
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
+CHECKPOINT_RETRY_SECONDS = 120.0  # test_store_faults keeps a tablespace full for well under this
 
 
 def admin_url() -> str:
@@ -43,14 +45,30 @@ def fresh_postgres_database() -> Iterator[str]:
     """Create an empty database and yield its URL; drop it (closing its connections) afterwards."""
     require_postgres()
     name = f"rrm_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url(), autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+    run_admin(f'CREATE DATABASE "{name}"')
     base = admin_url().rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
     finally:
-        with psycopg.connect(admin_url(), autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_admin(statement: str) -> None:
+    """One statement on an admin connection, retried while the server fails checkpoints.
+
+    CREATE and DROP DATABASE ask for a checkpoint, and PostgreSQL fails every checkpoint while any
+    tablespace is full ("checkpoint request failed"): test_store_faults fills one on purpose, so a test
+    beside it waits until that test has freed the space instead of failing."""
+    deadline = time.monotonic() + CHECKPOINT_RETRY_SECONDS
+    while True:
+        try:
+            with psycopg.connect(admin_url(), autocommit=True) as connection:
+                connection.execute(statement.encode())
+            return
+        except psycopg.errors.InternalError as exc:
+            if "checkpoint request failed" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 @contextmanager
