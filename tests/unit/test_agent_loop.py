@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import rrm
-from rrm.agent import AgentConfig, run_agent
+from rrm.agent import AgentConfig, loop, run_agent
 from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, Unauthorized
 from rrm.agent.loading import NOT_UNLOADED, WAITING
@@ -331,3 +331,76 @@ def test_a_removed_component_the_sidecar_keeps_listing_is_reported_at_the_deadli
     b = next(r for r in reports[-1].resources if r.name == "b")
     assert (b.state, b.loaded) == ("failed", True)
     assert b.message == f"{NOT_UNLOADED} (0.5 s)"
+
+
+class LoadingSidecar(SelfHostedTarget):
+    """A self-hosted target whose daprd lists `a` from the first answer after its file was first there on,
+    and `b` from the `delay_b`-th (None: never), counting its answers."""
+
+    def __init__(self, tmp_path: Path, delay_b: int | None) -> None:
+        super().__init__(tmp_path / "resources", tmp_path / "state", dapr_http_port=1)
+        self.delays = {"a": 1, "b": delay_b}
+        self.asked = 0
+        self.first_seen: dict[str, int] = {}
+
+    def sidecar_report(self) -> SidecarReport:
+        self.asked += 1
+        names = sorted(p.name[len("rrm-") : -len(".yaml")] for p in self.resources_path.glob("rrm-*.yaml"))
+        listed = []
+        for name in names:
+            first = self.first_seen.setdefault(name, self.asked)
+            delay = self.delays[name]
+            if delay is not None and self.asked - first >= delay:
+                listed.append(LoadedComponent(name=name, type="state.in-memory", version="v1"))
+        return SidecarReport(reachable=True, app_id="app", components=listed)
+
+
+def add_b(tmp_path: Path, delay_b: int | None) -> tuple[list[StatusReport], LoadingSidecar, int]:
+    """`a` applied, loaded and reported, then `a` and `b`; the reports until one on `a, b` came, the
+    sidecar, and how often it had been asked before `b` was applied."""
+    director = FakeDirector(make_state("a"), make_state("a", "b"))
+    target = LoadingSidecar(tmp_path, delay_b)
+    target.prepare()
+    client: DirectorClient = director  # type: ignore[assignment]
+    agent = Agent(client, target, DesiredStateCache(tmp_path / "state"), load_deadline=60)
+    asked_before = 0
+
+    def loaded(report: StatusReport) -> bool:
+        return report.applied_hash == make_state("a").hash and all(r.loaded for r in report.resources)
+
+    async def work() -> None:
+        nonlocal asked_before
+        await agent.sync_once()
+        heartbeat = asyncio.ensure_future(agent.heartbeat_forever())
+        await until(lambda: any(loaded(r) for r in director.reports))
+        asked_before = target.asked
+        await agent.sync_once()
+        await heartbeat
+
+    both = make_state("a", "b").hash
+    run_with(work(), lambda: until(lambda: any(r.applied_hash == both for r in director.reports)))
+    return director.reports, target, asked_before
+
+
+def test_an_apply_the_sidecar_loads_within_the_hold_is_reported_once_applied_and_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop, "REPORT_HOLD_SECONDS", 60.0)  # only the follow's end releases the report
+    reports, sidecar, asked_before = add_b(tmp_path, delay_b=1)
+
+    first = next(r for r in reports if r.applied_hash == make_state("a", "b").hash)
+    assert [(r.name, r.loaded) for r in first.resources] == [("a", True), ("b", True)]
+    assert sidecar.asked - asked_before == 2, "the report asked the sidecar again after the follow's answer"
+
+
+def test_the_report_of_an_apply_the_sidecar_has_not_loaded_goes_out_after_the_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop, "REPORT_HOLD_SECONDS", 0.2)
+    reports, _, _ = add_b(tmp_path, delay_b=None)
+
+    first = next(r for r in reports if r.applied_hash == make_state("a", "b").hash)
+    assert [(r.name, r.loaded, r.message) for r in first.resources] == [
+        ("a", True, ""),
+        ("b", False, WAITING),
+    ]

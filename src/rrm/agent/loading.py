@@ -144,6 +144,11 @@ class LoadWatch:
         self._poll_gap = FIRST_POLL_SECONDS
 
     @property
+    def answered(self) -> bool:
+        """Whether the last answer came from a sidecar (or a target's view of sidecars), so there is one."""
+        return self.sidecar is not None or self.view is not None
+
+    @property
     def following(self) -> bool:
         return bool(self.missing or self.lingering) and not self.overdue
 
