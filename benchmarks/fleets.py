@@ -75,6 +75,7 @@ class Bench:
     agents_root: Path
     templates: dict[int, FleetTemplate] = field(default_factory=dict)
     profile_dir: Path | None = None
+    server_workers: int = 1  # `rrm server --workers N` for the fleet benchmarks' control plane
 
     def pids(self, server: ServerProcess) -> dict[str, int]:
         """The processes worth profiling: the server and each worker."""
@@ -153,7 +154,8 @@ class Bench:
         data_dir = root / "data"
         if template is not None:
             shutil.copytree(template.data_dir, data_dir)
-        return ServerProcess(data_dir, root / "server.log")
+        options = ["--workers", str(self.server_workers)] if self.server_workers > 1 else []
+        return ServerProcess(data_dir, root / "server.log", options=options)
 
     # agents --------------------------------------------------------------------------------------------
 

@@ -40,7 +40,9 @@ def run(bench: Bench, size: int, duration: float, with_one_agent: bool) -> dict[
         time.sleep(min(5.0, 1.0 + size / 2000))  # the last status reports of the start settle
         bench.failures(reset=True)
         bench.log(f"footprint {size}: sampling for {duration:.0f} s")
-        samplers = [ProcessSampler(server.pid)] + [ProcessSampler(pid) for pid in bench.pool.pids]
+        samplers = [ProcessSampler(server.pid, children=True)] + [
+            ProcessSampler(pid) for pid in bench.pool.pids
+        ]
         if solo is not None:
             samplers.append(ProcessSampler(solo.pid))
         for sampler in samplers:

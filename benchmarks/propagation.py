@@ -65,7 +65,10 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
         generator = [ProcessSampler(pid) for pid in bench.pool.pids]
         for worker in generator:
             worker.__enter__()
-        with ProcessSampler(server.pid) as sampler, profiled(bench.pids(server), bench.profile_dir, label):
+        with (
+            ProcessSampler(server.pid, children=True) as sampler,
+            profiled(bench.pids(server), bench.profile_dir, label),
+        ):
             for marker in range(1, rounds + 1):
                 time.sleep(PAUSE_BEFORE_UPDATE)
                 sent = time.monotonic()

@@ -112,6 +112,8 @@ def describe_run(results: dict[str, Any]) -> str:
         f"Run {m['date']} on {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, rrm {m['rrm']}, "
         f"etcd {m['etcd']}; agents and control plane share the machine. Command: `{results['command']}`."
     )
+    if results.get("server_workers", 1) > 1:
+        text += f" The fleet benchmarks' `rrm server` ran with `--workers {results['server_workers']}`."
     if tree:
         text += f" Tree: `{tree['describe']}`" + (
             " (uncommitted changes at run time)." if tree.get("dirty") else "."

@@ -106,6 +106,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--workers", type=int, default=int(env("RRM_BENCH_WORKERS", str(max(2, os.cpu_count() or 2))))
     )
     parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=int(env("RRM_BENCH_SERVER_WORKERS", "1")),
+        help="rrm server --workers N for propagation, footprint, throughput and the storm (open files: about "
+        "2 per agent per process)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path(env("RRM_BENCH_OUT", str(REPO / "benchmarks" / "results")))
     )
     parser.add_argument(
@@ -306,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "asked": asked(args),
         "open_files_limit": limit,
         "workers": args.workers,
+        "server_workers": args.server_workers,
         "agent_intervals": {
             "wait_seconds": DEFAULT_WAIT_SECONDS,
             "heartbeat_seconds": DEFAULT_HEARTBEAT_SECONDS,
@@ -315,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     pool = WorkerPool(args.workers, workdir / "logs")
-    bench = Bench(pool, workdir, agents_root, profile_dir=args.profile)
+    bench = Bench(pool, workdir, agents_root, profile_dir=args.profile, server_workers=args.server_workers)
     recorder = Recorder(results, bench, args.out)
     bench.log(f"work dir {workdir}, agent state in {agents_root}, {args.workers} worker processes")
     try:

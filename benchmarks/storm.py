@@ -33,7 +33,7 @@ def run(bench: Bench, size: int) -> dict[str, Any]:
         stopped = time.monotonic()
         server.start()
         answering = time.monotonic()
-        sampler = ProcessSampler(server.pid)  # CPU-s compare across busy runs, wall time does not
+        sampler = ProcessSampler(server.pid, children=True)  # CPU-s compare across busy runs, wall does not
         with sampler, profiled(bench.pids(server), bench.profile_dir, label):
             server.apply(component(COMPONENT, 1))
             updated = time.monotonic()

@@ -29,11 +29,14 @@ def run(bench: Bench, size: int, seconds: float, burst: int, window: float) -> d
     try:
         server.apply(*(component(name, 0) for name in names))
         bench.log(f"throughput: writing for {seconds:.0f} s, {size} runtimes, no agents")
-        with ProcessSampler(server.pid) as sampler, profiled(bench.pids(server), bench.profile_dir, "writes"):
+        with (
+            ProcessSampler(server.pid, children=True) as sampler,
+            profiled(bench.pids(server), bench.profile_dir, "writes"),
+        ):
             quiet = asyncio.run(_write(server, names, seconds=seconds))
         bench.log(f"throughput: writing for {seconds:.0f} s in applies of {COMPONENTS} components")
         with (
-            ProcessSampler(server.pid) as batched_sampler,
+            ProcessSampler(server.pid, children=True) as batched_sampler,
             profiled(bench.pids(server), bench.profile_dir, "writes-batched"),
         ):
             batched = asyncio.run(_write(server, names, seconds=seconds, batch=True, first_marker=500_000))
