@@ -28,8 +28,8 @@ class Leader:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.loop = asyncio.new_event_loop()
-        self.writer = StatusWriter(store.db, interval=0)
-        self.other = StatusWriter(store.db, interval=0)
+        self.writer = StatusWriter(store.db, interval=0, quiet_interval=0)
+        self.other = StatusWriter(store.db, interval=0, quiet_interval=0)
         self.tasks = [self.loop.create_task(w.run()) for w in (self.writer, self.other)]
         self.fleet = Fleet(store.db, store.box, delivery_window=0)
         self.state = cast(
