@@ -262,3 +262,4 @@ def test_a_bad_rule_set_stops_the_server_at_start_naming_the_line(tmp_path: Path
             [*base, "--hap-rules", str(rules)], env=child_env(), capture_output=True, text=True, timeout=60
         )
         assert done.returncode != 0 and message in done.stderr, done.stderr
+        assert not (tmp_path / "data").exists(), "a refused start stored something"

@@ -73,6 +73,8 @@ def ensure_admin_token(db: Database, settings: ServerSettings) -> None:
 
 
 def build_state(settings: ServerSettings) -> ServerState:
+    # plans and account rules are read first: a bad file is refused before anything is stored
+    catalog = build_catalog(settings, settings.resolved_database_url.startswith("sqlite"))
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(settings.resolved_database_url)
     db.migrate()
@@ -94,7 +96,7 @@ def build_state(settings: ServerSettings) -> ServerState:
         writes=WriteBatcher(db, fleet),
         rollouts=RolloutHooks(lifecycle.on_component_revision, lifecycle.revisions_kept_by_rollouts),
     )
-    state.provisioning = Engine(state, build_catalog(settings, db.is_sqlite))
+    state.provisioning = Engine(state, catalog)
     return state
 
 
