@@ -391,3 +391,28 @@ def test_tls_is_verified_as_httpx_does_wherever_it_may_be_spoken(
     if proxy:
         no_proxies.setenv("HTTPS_PROXY", proxy)
     assert tls_verification(urls) is True
+
+
+def test_a_status_report_asks_for_its_connection_to_be_closed_and_other_requests_keep_theirs() -> None:
+    """A report goes beside the held stream or long-poll a heartbeat apart, and httpx drops an idle connection
+    only when the client next sends: without `Connection: close` the control plane would hold two
+    connections per agent between heartbeats (twice the open files and memory)."""
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] = request.headers.get("connection")
+        if request.url.path == "/agent/v1/status":
+            return httpx.Response(204)
+        return httpx.Response(304)
+
+    async def scenario() -> None:
+        client = client_for(handler)
+        try:
+            await client.report_status(StatusReport())
+            await client.fetch_desired(STATE.hash, wait=0)
+        finally:
+            await client.close()
+
+    run(scenario())
+    assert seen["/agent/v1/status"] == "close"
+    assert seen["/agent/v1/desired-state"] != "close"

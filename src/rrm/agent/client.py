@@ -37,15 +37,17 @@ T = TypeVar("T")
 MAX_WAIT_SECONDS = 300.0
 TIMEOUT_MARGIN_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5.0
-# An idle connection is dropped after this: well before the server drops it (75 s), and soon enough that the
-# connection of a status report (sent beside the long-poll's, every heartbeat) does not stay open between
-# heartbeats: the control plane then holds about one connection per agent, not two, and each connection it
-# holds costs it memory (BENCHMARKS.md, "Footprint").
+# An idle connection is dropped after this, well before the server drops it (75 s). httpx drops it only when
+# the client next sends, so it does not close a status report's connection: reports ask for `Connection:
+# close` instead (`report_status`).
 KEEPALIVE_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 # A `Date` header has whole seconds: an offset smaller than this is no evidence that the clocks differ.
 CLOCK_SKEW_TOLERANCE_SECONDS = 2.0
 JSON_BODY = {"Content-Type": "application/json"}
+# A report goes beside the held watch stream or long-poll, a heartbeat apart: kept open, its connection would
+# double the connections (open files, memory) the control plane holds per agent until the next one.
+REPORT_HEADERS = {**JSON_BODY, "Connection": "close"}
 
 
 class DirectorError(Exception):
@@ -201,11 +203,12 @@ class DirectorClient:
             await response.aclose()
 
     async def report_status(self, report: StatusReport) -> None:
-        """Send `report`; while this host's clock is off, its message says so (an operator should fix it)."""
+        """Send `report` on a connection closed after the answer; while this host's clock is off, its message
+        says so (an operator should fix it)."""
         note = self.clock.describe()
         if note:
             report = replace(report, message="; ".join(filter(None, (report.message, note))))
-        response = await self._send("PUT", "/agent/v1/status", headers=JSON_BODY, content=dumps(report))
+        response = await self._send("PUT", "/agent/v1/status", headers=REPORT_HEADERS, content=dumps(report))
         _expect(response, 200, 204)
 
     async def pair(self, request: PairRequest) -> PairResponse:
