@@ -61,3 +61,25 @@ def test_the_commit_hook_runs_after_a_commit_that_recorded_a_change_only(tmp_pat
         repo.record_change(session, repo.ENTITY_COMPONENT, "web", now)
     assert calls == ["committed"]
     db.dispose()
+
+
+def test_the_commit_hook_runs_once_the_transaction_around_a_savepoint_committed(tmp_path: Path) -> None:
+    """The write batcher gives each write its savepoint: a sibling told when the savepoint is released reads
+    the feed before the commit, finds nothing, and its agents wait for its next poll of the feed."""
+    db = Database(f"sqlite:///{tmp_path / 'rrm.db'}")
+    db.migrate()
+    seen: list[int] = []
+
+    def committed() -> None:
+        with db.read() as session:  # what a sibling's catch-up reads
+            seen.append(len(repo.changes_after(session, 0)))
+
+    db.on_change_committed = committed
+    now = datetime.now(UTC)
+    with db.write() as session:
+        savepoint = session.begin_nested()
+        repo.record_change(session, repo.ENTITY_COMPONENT, "web", now)
+        savepoint.commit()
+        assert seen == [], "siblings were told before the transaction committed"
+    assert seen == [1]
+    db.dispose()

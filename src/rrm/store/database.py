@@ -133,6 +133,10 @@ class Database:
         event.listen(self._write_sessions, "after_commit", self._after_commit)
 
     def _after_commit(self, session: Session) -> None:
+        """SQLAlchemy calls this for a savepoint's release too (the write batcher gives each write one): the
+        change is committed only with the transaction, and a sibling told earlier reads the feed too soon."""
+        if session.in_nested_transaction():
+            return
         if session.info.pop(CHANGE_RECORDED, False) and self.on_change_committed is not None:
             self.on_change_committed()
 
