@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rrm.core.canonical import canonical_json
+from rrm.core.canonical import canonical_json, sha256_hex
 from rrm.core.diff import diff
 from rrm.core.hashing import state_hash, state_hash_of_parts
 from rrm.core.names import dns1123_label_error
@@ -242,6 +242,9 @@ def test_the_hash_from_each_components_canonical_json_is_the_state_hash() -> Non
     parts = [(str(m.get("metadata", {}).get("name", "")), canonical_json(m)) for m in manifests]
     assert state_hash_of_parts(parts, secrets) == state_hash(manifests, secrets)
     assert state_hash_of_parts([], []) == state_hash([], [])
+    ordered = sorted(manifests, key=lambda m: str(m.get("metadata", {}).get("name", "")))
+    spelled = sha256_hex({"components": ordered, "secrets": sorted([n, r] for n, r in secrets)})
+    assert state_hash(manifests, secrets) == spelled, "the format every agent version computes"
 
 
 def test_a_render_reuses_a_components_part_only_for_that_very_object() -> None:

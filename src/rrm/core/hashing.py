@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from rrm.core.canonical import canonical_json, sha256_hex
+from rrm.core.canonical import canonical_json
 
 
 def state_hash(components: Sequence[Mapping[str, Any]], secret_revisions: Iterable[tuple[str, int]]) -> str:
@@ -15,15 +15,16 @@ def state_hash(components: Sequence[Mapping[str, Any]], secret_revisions: Iterab
     Secret values are left out on purpose: the hash is shown to operators and must not leak anything
     about a credential, while a new value always comes with a new revision, so the hash still changes.
     """
-    ordered = sorted(components, key=lambda c: str(c.get("metadata", {}).get("name", "")))
-    return sha256_hex({"components": ordered, "secrets": sorted([n, r] for n, r in secret_revisions)})
+    parts = [(str(c.get("metadata", {}).get("name", "")), canonical_json(c)) for c in components]
+    return state_hash_of_parts(parts, secret_revisions)
 
 
 def state_hash_of_parts(
     components: Sequence[tuple[str, bytes]], secret_revisions: Iterable[tuple[str, int]]
 ) -> str:
-    """`state_hash` from each component's metadata name and canonical JSON, made once per component
-    revision and reused by every render that places it: the same bytes are hashed."""
+    """`state_hash` from each component's metadata name and canonical JSON, which the server's renders make
+    once per component revision: the canonical JSON of `{"components": [...sorted by name],
+    "secrets": [[name, revision]...sorted]}`, assembled from those parts."""
     parts = b",".join(part for _, part in sorted(components, key=lambda c: c[0]))
     secrets = canonical_json(sorted([n, r] for n, r in secret_revisions))
     return hashlib.sha256(b'{"components":[' + parts + b'],"secrets":' + secrets + b"}").hexdigest()
