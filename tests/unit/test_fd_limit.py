@@ -80,16 +80,19 @@ def test_at_the_limit_it_logs_an_error_naming_the_limit(
 def test_near_the_limit_it_warns_at_most_once_a_minute_and_says_when_it_is_back(
     watch: OpenFileWatch, clock: Clock, soft_limit: list[int], caplog: pytest.LogCaptureFixture
 ) -> None:
-    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(20)]  # so that one free file is under 10 %
+    # enough held that a few free files are under 10 % of the limit: a file another thread of the test
+    # process opens meanwhile must not take the last one
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(100)]
     open_now = count_open_files() or 0
-    _lower_soft_limit(open_now + 1)
+    limit = open_now + 5
+    _lower_soft_limit(limit)
     try:
         with caplog.at_level(logging.INFO, logger="rrm.server.fd_limit"):
             assert watch.check() == "near"
             clock.now += fd_limit.REPEAT_SECONDS / 2
             assert watch.check() == "near"
             assert [r.levelno for r in caplog.records] == [logging.WARNING]
-            assert f"{open_now} files open of the open-file limit {open_now + 1}" in caplog.records[0].message
+            assert f"files open of the open-file limit {limit}" in caplog.records[0].message
             clock.now += fd_limit.REPEAT_SECONDS
             assert watch.check() == "near"
             assert len(caplog.records) == 2
@@ -97,7 +100,7 @@ def test_near_the_limit_it_warns_at_most_once_a_minute_and_says_when_it_is_back(
             for _ in range(fd_limit.COUNT_EVERY):  # until the next full count
                 state = watch.check()
             assert state == "fine"
-            _lower_soft_limit(open_now + 1)
+            _lower_soft_limit(limit)
             assert watch.check() == "near"  # again within the minute: not logged again
             assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING, logging.INFO]
     finally:
