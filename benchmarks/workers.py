@@ -21,17 +21,18 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import yaml
 
 import rrm.agent.client
 from benchmarks.common import raise_open_files
+from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
 from rrm.agent.client import DirectorClient, DirectorError, DirectorUnavailable, Unauthorized
 from rrm.agent.config import AgentConfig
@@ -45,6 +46,7 @@ CONNECT_TIMEOUT_SECONDS = 60.0
 # One TLS context for every client: the agents talk plain HTTP on loopback, and loading the CA bundle
 # 10,000 times would cost the load generator minutes and gigabytes for nothing.
 _TLS = ssl.create_default_context()
+T = TypeVar("T")
 
 
 # --- the agent's pieces, instrumented -----------------------------------------------------------------------
@@ -195,7 +197,7 @@ class ProvisionedAgents:
         self.garden, self.shoots, self.worker = garden, shoots, worker
         self.intervals = (wait_seconds, heartbeat_interval)
         self.started: set[str] = set()
-        self.secrets_read = self.paired = 0
+        self.secrets_read = self.paired = self.retries = 0
         self.errors: list[str] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.gate = asyncio.Semaphore(PAIR_AT_ONCE)
@@ -243,15 +245,17 @@ class ProvisionedAgents:
     async def _pod(self, shoot: str) -> None:
         name, state_dir, cache_dir = self.shoots[shoot]
         try:
-            server, token = await self._admin_kubeconfig(shoot)
-            secret = await self._secret(server, token, name)
+            server, token = await self._retrying(lambda: self._admin_kubeconfig(shoot))
+            secret = await self._retrying(lambda: self._secret(server, token, name))
             self.secrets_read += 1
             url = secret["RRM_DIRECTOR_URL"]
             async with self.gate:
                 client = DirectorClient([url], transport=httpx.AsyncHTTPTransport(verify=_TLS))
                 try:
-                    identity = await AgentIdentity.pair(
-                        Path(state_dir), client, secret["RRM_PAIRING_TOKEN"], [url]
+                    identity = await self._retrying(
+                        lambda: AgentIdentity.pair(
+                            Path(state_dir), client, secret["RRM_PAIRING_TOKEN"], [url]
+                        )
                     )
                 finally:
                     await client.close()
@@ -261,6 +265,20 @@ class ProvisionedAgents:
             self.worker.agents.append(sim)
         except Exception as exc:
             self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """`work` again after a connection error, with the agent's backoff, as the agent pod would have it:
+        the kubelet reads the Secret again, and `rrm agent` pairs again while no director answers (only a
+        rejected token is final). One read error must not fail an environment the real agent brings up."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await work()
+            except Unauthorized:
+                raise
+            except (httpx.TransportError, DirectorError):
+                self.retries += 1
+            await asyncio.sleep(backoff.next_delay())
 
     async def _admin_kubeconfig(self, shoot: str) -> tuple[str, str]:
         """The Shoot's API server and bearer token, from `shoots/{name}/adminkubeconfig`."""
@@ -416,6 +434,7 @@ class Worker:
             "paired": p.paired,
             "reported": sum(1 for a in self.agents if a.client.reported_hash is not None),
             "agent_failures": len(p.errors),
+            "agent_retries": p.retries,
         }
 
     async def cmd_provisioned_errors(self) -> list[str]:
