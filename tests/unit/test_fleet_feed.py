@@ -66,6 +66,19 @@ def test_applying_replaces_and_drops_entries_and_says_what_changed(store: Store)
     assert feed.seq == 6  # never back
 
 
+def test_a_runtime_s_own_scenarios_re_deliver_that_runtime_not_the_whole_fleet(store: Store) -> None:
+    feed = FleetFeed(store.db, store.box, Recorder())
+    feed.apply(Loaded(seq=1, runtimes={"r1": entry("r1")}), full=False)
+    new = Loaded(seq=2, runtimes={"r2": entry("r2")})
+    new.registry = RegistryChanges(runtime_scenarios={"r2": ("DEFAULT",), "r1": ("blue",)})
+    change = feed.apply(new, full=False)
+    assert change.runtimes == ("r2", "r1") and not change.everyone
+    assert feed.registry.explicit_scenarios("r1") == ("blue",)
+    assignment = Loaded(seq=3)
+    assignment.registry = RegistryChanges(assignments={"blue": "env=prod"})
+    assert feed.apply(assignment, full=False).everyone, "a scenario assignment may move any runtime"
+
+
 def test_a_full_apply_replaces_everything_in_the_same_dicts(store: Store) -> None:
     feed = FleetFeed(store.db, store.box, Recorder())
     runtimes, components = feed.runtimes, feed.components

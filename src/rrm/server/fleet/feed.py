@@ -134,7 +134,10 @@ class FleetFeed:
         if full:
             for cache in (self.runtimes, self.components, self.secrets, self.rollouts):
                 cache.clear()
-        registry_changed = self.registry.merge(loaded.registry, full=full)
+        # a runtime's explicit scenarios are its own placement: it is re-delivered with the runtimes read
+        # again (a new runtime has both), not every runtime of the fleet
+        shared = full or bool(loaded.registry.applications or loaded.registry.assignments)
+        registry_changed = self.registry.merge(loaded.registry, full=full) and shared
         for runtime_id, entry in loaded.runtimes.items():
             if entry is None:
                 self.registry.forget_runtime(runtime_id)
@@ -144,7 +147,7 @@ class FleetFeed:
         _merge(self.rollouts, loaded.rollouts)
         return FeedChange(
             full=full,
-            runtimes=tuple(loaded.runtimes),
+            runtimes=tuple(dict.fromkeys([*loaded.runtimes, *loaded.registry.runtime_scenarios])),
             keys=loaded.keys,
             content=bool(loaded.components or loaded.secrets),
             rollouts=bool(loaded.rollouts),
