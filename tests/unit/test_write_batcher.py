@@ -120,3 +120,35 @@ def test_a_lone_writer_is_not_kept_waiting(db: Database, tmp_path: Path) -> None
 
     assert asyncio.run(asyncio.wait_for(run(), 30)) == ["0", "1", "2"]
     assert batcher.transactions == [1, 1, 1]
+
+
+def test_writers_slower_to_come_back_than_the_gather_time_still_share_a_transaction(
+    db: Database, tmp_path: Path
+) -> None:
+    """The drainer stops when no write came within its gather time; the batch sizes it saw are kept for the
+    writers that come back soon after, so the first of them waits for the others instead of going alone."""
+    batcher = CountingBatcher(db, Fleet(db, SecretBox(load_or_create_key(tmp_path))), gather_seconds=0.05)
+    answered = asyncio.Event()
+    back = asyncio.Event()
+
+    async def writer(name: str) -> None:
+        await batcher.submit(event(f"{name}1"))
+        answered.set()
+        await back.wait()
+        for _ in range(int(name)):  # each comes back a few turns of the loop later than the one before
+            await asyncio.sleep(0)
+        await batcher.submit(event(f"{name}2"))
+
+    async def stopped() -> None:
+        await answered.wait()
+        deadline = asyncio.get_running_loop().time() + 10
+        while batcher._drainer is not None:  # the drainer waits out its gather time, then stops
+            assert asyncio.get_running_loop().time() < deadline, "the drainer did not stop"
+            await asyncio.sleep(0.01)
+        back.set()
+
+    async def run() -> None:
+        await asyncio.wait_for(asyncio.gather(writer("1"), writer("2"), writer("3"), stopped()), 30)
+
+    asyncio.run(run())
+    assert batcher.transactions == [3, 3]

@@ -6,12 +6,16 @@ the commit that holds its write, so nothing acknowledged can be lost.
 Between transactions the batcher gives the writers of the last ones a moment (`gather_seconds`) to send
 their next write, so that concurrent writers keep sharing transactions instead of the first to come back
 taking a commit and a catch-up for itself alone; a lone writer, or a batch as large as the recent ones,
-does not wait."""
+does not wait. The recent batch sizes outlive a drainer that stopped for want of writes (the writers were
+slower to come back than the gather time) unless nothing came for `FORGET_SECONDS`: forgotten at each stop,
+the next write went alone into a transaction, the others into the next one, and eight concurrent writers
+settled on a mean of two writes per transaction."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ T = TypeVar("T")
 Work = Callable[[Session], Any]
 GATHER_SECONDS = 0.005  # about one commit's fsync on a local disk: a writer back within it shares the next
 RECENT_BATCHES = 8  # how far back the batch size to wait for is remembered
+FORGET_SECONDS = 0.25  # a pause in writes this long forgets the recent batch sizes (a lone writer: no wait)
 
 
 class Discard(Exception):
@@ -52,6 +57,7 @@ class WriteBatcher:
         self._recent: deque[int] = deque(maxlen=RECENT_BATCHES)  # the sizes of the last batches
         self._wanted = 0  # while gathering: the queue's length that ends the wait
         self._enough = asyncio.Event()
+        self._stopped_at = -math.inf  # when the drainer last stopped (loop time)
 
     async def submit(self, work: Callable[[Session], T]) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -59,7 +65,10 @@ class WriteBatcher:
         if len(self._queue) >= self._wanted:
             self._enough.set()
         if self._drainer is None:
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+            loop = asyncio.get_running_loop()
+            if loop.time() - self._stopped_at > FORGET_SECONDS:
+                self._recent.clear()
+            self._drainer = loop.create_task(self._drain())
         return await future
 
     async def _gather(self) -> None:
@@ -94,7 +103,7 @@ class WriteBatcher:
                         future.set_result(outcome.value)
         finally:
             self._drainer = None
-            self._recent.clear()
+            self._stopped_at = asyncio.get_running_loop().time()
 
     def _commit(self, works: list[Work]) -> list[_Outcome]:
         outcomes = []
