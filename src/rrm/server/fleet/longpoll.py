@@ -78,16 +78,22 @@ class LongPollHub:
         return self._deliveries.get(runtime_id)
 
     def deliver(self, delivery: Delivery, runtime_ids: Iterable[str]) -> None:
-        """Make `delivery` these runtimes' current one; wake those whose state it changes."""
+        """Make `delivery` these runtimes' current one; wake those whose state it changes. Called for every
+        runtime of a placement group after each write: the loop does no more than it must per runtime."""
+        deliveries, superseded, waiters = self._deliveries, self._superseded, self._waiters
+        changed = 0
         for runtime_id in runtime_ids:
-            previous = self._deliveries.get(runtime_id)
-            if previous is not delivery:
-                self._deliveries[runtime_id] = delivery
-                self.version += 1
-                if previous is None or previous.hash != delivery.hash:
-                    if previous is not None:
-                        self._superseded[runtime_id] = previous.etag
+            previous = deliveries.get(runtime_id)
+            if previous is delivery:
+                continue
+            deliveries[runtime_id] = delivery
+            changed += 1
+            if previous is None or previous.hash != delivery.hash:
+                if previous is not None:
+                    superseded[runtime_id] = previous.etag
+                if runtime_id in waiters:
                     self._wake(runtime_id)
+        self.version += changed
 
     def withdraw(self, runtime_id: str) -> None:
         """The runtime is gone: its waiting long-poll is answered (304) and nothing is kept for it."""

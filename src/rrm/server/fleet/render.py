@@ -43,7 +43,7 @@ class Delivery:
     body: bytes
     components: tuple[tuple[str, int, str], ...]  # (name, revision, type)
 
-    @property
+    @cached_property
     def etag(self) -> str:
         return f'"{self.hash}"'
 
