@@ -34,6 +34,7 @@ import httpx
 
 from benchmarks.common import REPO, ProcessSampler, ServerProcess, free_port, wait_until
 from benchmarks.fleets import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_WAIT_SECONDS, Bench
+from benchmarks.profile import profiled
 from rrm.server.provisioning.backends.gardener import shoot_name
 
 STANDIN = REPO / "tests" / "standins" / "gardener_apiserver.py"
@@ -182,7 +183,8 @@ def _measure_gardener(
         }
         for i, n in enumerate(names)
     ]
-    with ProcessSampler(server.pid, children=True) as sampler:  # rrm server --workers N: all of them
+    sampler = ProcessSampler(server.pid, children=True)  # rrm server --workers N: all of them
+    with sampler, profiled(bench.pids(server), bench.profile_dir, f"provisioning-{size}"):
         started_wall, started = time.time(), time.monotonic()
         answers = asyncio.run(_request_all(server, bodies))
         requested = time.monotonic() - started

@@ -4,9 +4,12 @@ a deadline stored before a restart still holds, a delete cancels a provisioning 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -175,9 +178,9 @@ def test_provisioning_runs_every_stage_once_and_labels_the_runtime(
 ) -> None:
     engine = engine_for(state, backend)
     op = request_environment(state, engine, "env-a")
-    drive(engine, op, 7)
+    drive(engine, op, 1)  # one step: each stage due at once runs after the one before it
     assert stage_states(state, op)["install_agent"] == ("succeeded", 1)
-    assert stage_states(state, op)["wait_for_connection"][0] == "waiting"
+    assert stage_states(state, op)["wait_for_connection"] == ("waiting", 1)
     connect(state, "env-a")
     drive(engine, op, 1)
     assert operation(state, op).state == "succeeded"
@@ -198,13 +201,13 @@ def test_a_new_engine_resumes_at_the_current_stage_and_repeats_no_finished_one(
 ) -> None:
     backend.ready_after = 3
     op = request_environment(state, engine_for(state, backend), "env-b")
-    drive(engine_for(state, backend), op, 4)  # validate, register, create, one look at the cluster
+    drive(engine_for(state, backend), op, 1)  # validate, register, create, one look at the cluster
     assert stage_states(state, op)["wait_for_cluster"] == ("waiting", 1)
     successor = engine_for(state, backend)  # a new leader: nothing in memory
     assert op not in successor.due_operations(10), "the stored poll interval holds for the successor"
     make_due(state, op)
     assert op in successor.due_operations(10)
-    drive(successor, op, 6)
+    drive(successor, op, 3)  # two more looks, then the fourth finds it ready and the rest follows
     connect(state, "env-b")
     drive(successor, op, 1)
     assert operation(state, op).state == "succeeded"
@@ -218,7 +221,7 @@ def test_a_transient_error_is_retried_later_and_recorded(
     backend.transient["create_cluster"] = 1
     engine = engine_for(state, backend)
     op = request_environment(state, engine, "env-c")
-    drive(engine, op, 3)
+    drive(engine, op, 1)
     assert stage_states(state, op)["create_cluster"] == ("retrying", 1)
     row = operation(state, op)
     assert row.last_error == "create_cluster: 503 Service Unavailable"
@@ -315,3 +318,77 @@ def test_an_operation_whose_plan_was_removed_fails_saying_so(
     assert row.state == "failed"
     assert row.last_error == "stage validate failed: plan fake is no longer configured"
     assert backend.calls == Counter()
+
+
+def test_each_stage_of_a_step_is_stored_as_started_before_its_backend_call_and_said_in_events(
+    state: ServerState, backend: RecordingBackend
+) -> None:
+    engine = engine_for(state, backend)
+    op = request_environment(state, engine, "env-h")
+    seen: dict[str, tuple[str, int]] = {}
+
+    def create_cluster(request: ClusterRequest) -> None:  # what a kill -9 during the call would leave
+        seen.update(stage_states(state, op))
+        backend.calls["create_cluster"] += 1
+
+    backend.create_cluster = create_cluster  # type: ignore[method-assign]
+    drive(engine, op, 1)
+    assert seen["register_runtime"] == ("succeeded", 1)
+    assert seen["create_cluster"] == ("running", 1), "started and stored before the call"
+    with state.db.read() as session:
+        said = [
+            (e.type, e.message.split(": ")[1]) for e in repo.recent_events(session, "environment/env-h", 50)
+        ]
+    stages = ["validate", "register_runtime", "create_cluster", "wait_for_cluster", "fetch_kubeconfig"]
+    stages += ["install_agent"]
+    expected = [(kind, f"{s} {state_}") for s in stages for kind, state_ in
+                (("StageStarted", "running"), ("StageSucceeded", "succeeded"))]  # fmt: skip
+    assert said == [*expected, ("StageStarted", "wait_for_connection running"),
+                    ("StageWaiting", "wait_for_connection waiting")]  # fmt: skip
+
+
+def test_the_running_engine_drives_an_operation_from_memory_between_reads(
+    state: ServerState, backend: RecordingBackend
+) -> None:
+    """The engine's own loop: the request is read at once (wake), the waits it recorded are kept in memory,
+    and the operation succeeds once its agent connects."""
+    engine = engine_for(state, backend)
+    engine.tick = 0.05
+    reads = Counter[str]()
+    read_unfinished = engine._read_unfinished
+
+    def counted() -> Any:
+        reads["scans"] += 1
+        return read_unfinished()
+
+    engine._read_unfinished = counted  # type: ignore[method-assign]
+
+    class Leading:
+        held = True
+
+    async def scenario() -> str:
+        runner = asyncio.create_task(engine.run(Leading()))  # type: ignore[arg-type]
+        try:
+            op = request_environment(state, engine, "env-i")
+            engine.wake()
+            await until(lambda: stage_states(state, op)["wait_for_connection"][0] == "waiting")
+            reads.clear()
+            connect(state, "env-i")
+            await until(lambda: operation(state, op).state == "succeeded", seconds=10)
+            looks = stage_states(state, op)["wait_for_connection"][1]
+            assert 2 <= looks <= 3, "looked again at the stored poll interval (2 s), not at every tick"
+            assert reads["scans"] <= 3, "read again at the rescan interval, not at each of ~40 ticks"
+            return op
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    asyncio.run(scenario())
+
+
+async def until(check: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)

@@ -1,12 +1,17 @@
 """The operation engine: singleton work on the leader that drives every unfinished operation, one stage
-attempt at a time, persisting each transition before and after the backend call.
+attempt at a time. A stage's first attempt is stored as started before its backend call (that fixes its
+deadline), and every attempt's outcome after it, in one transaction with the start of the next stage when
+that one is due at once: a step runs the stages that follow each other without waiting, one transaction
+per attempt, until one waits, retries, fails or the operation ends.
 
-What runs when is read from the database on every pass (`operations.next_run_at`, the stages' deadlines and
-next attempts), never kept only in memory: a new leader, after a kill -9 of the old one, finds every
-unfinished operation due within a pass and resumes it at its current stage with the deadlines and retry
-windows that stage already had. One operation per environment runs at a time (the oldest unfinished one); a
-provisioning or update that a delete overtook is canceled between two attempts. Backend calls block, so
-attempts run on the engine's own thread pool, at most `concurrency` at once.
+What runs when is stored (`operations.next_run_at`, the stages' deadlines and next attempts) and read from
+the database when this engine starts, every `RESCAN_INTERVAL` and whenever an operation is stored in this
+process; between those reads the engine keeps each operation's next run in memory as it records it. A new
+leader, after a kill -9 of the old one, finds every unfinished operation due within a pass and resumes it at
+its current stage with the deadlines and retry windows that stage already had. One operation per environment
+runs at a time (the oldest unfinished one); a provisioning or update that a delete overtook is canceled
+between two attempts. Backend calls block, so attempts run on the engine's own thread pool, at most
+`concurrency` at once.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from rrm.core.operations import (
 )
 from rrm.server.metrics import OPERATION_STAGE_SECONDS, OPERATIONS
 from rrm.server.provisioning.catalog import Catalog
+from rrm.server.provisioning.plans import Plan
 from rrm.server.provisioning.stages import Attempt, left_by, run_stage, subject_of
 from rrm.server.state import ServerState, utcnow
 from rrm.store import provisioning as store
@@ -62,6 +68,7 @@ log = logging.getLogger("rrm.server.provisioning")
 METRICS_INTERVAL = 5.0
 SUPERVISE_INTERVAL = 2.0
 SWEEP_INTERVAL = 600.0  # how often cleanup a deprovisioning left behind is tried again
+RESCAN_INTERVAL = 2.0  # how often the unfinished operations are read again (those stored by other processes)
 # environment state after an operation ends: (type, operation state) → state
 ENVIRONMENT_AFTER = {
     (PROVISION, SUCCEEDED): "succeeded",
@@ -110,6 +117,12 @@ class Engine:
         self.tick = tick
         self.concurrency = concurrency
         self._running: set[str] = set()
+        # environment id → (its oldest unfinished operation, when that runs next), as last read or recorded
+        self._first: dict[str, tuple[str, datetime | None]] = {}
+        self._waiting: set[str] = set()  # environments with more than one unfinished operation
+        self._noted: set[str] = set()  # environments whose operation `wake` was told of during a read
+        self._rescan = True
+        self._scanned_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rrm-provisioning")
         self._wake = asyncio.Event()
@@ -118,8 +131,14 @@ class Engine:
         self._last_swept = 0.0
         self.sweep_interval = SWEEP_INTERVAL
 
-    def wake(self) -> None:
-        """A new operation was stored: look now rather than at the next tick."""
+    def wake(self, operation_id: str | None = None, environment_id: str | None = None) -> None:
+        """An operation was stored: look now rather than at the next tick. Told which (a new environment's
+        first), the engine keeps it in memory; else it reads the unfinished operations again."""
+        if operation_id is None or environment_id is None or environment_id in self._first:
+            self._rescan = True
+        else:
+            self._first[environment_id] = (operation_id, None)
+            self._noted.add(environment_id)
         self._wake.set()
 
     async def run(self, leadership: Leadership) -> None:
@@ -129,6 +148,8 @@ class Engine:
                 try:
                     if leadership.held:
                         await self._pass(loop)
+                    else:
+                        self._rescan = True  # a leader again reads what the one before it stored
                 except Exception:
                     log.exception("provisioning pass failed")
                 self._wake.clear()
@@ -147,14 +168,20 @@ class Engine:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _pass(self, loop: asyncio.AbstractEventLoop) -> None:
-        free = self.concurrency - len(self._running)
-        due = await loop.run_in_executor(self._pool, self.due_operations, free)
-        for operation_id in due:
+        now = loop.time()
+        if self._rescan or now - self._scanned_at >= RESCAN_INTERVAL:
+            self._rescan, self._scanned_at = False, now
+            self._noted.clear()
+            first, self._waiting = await loop.run_in_executor(self._pool, self._read_unfinished)
+            for environment_id in self._noted:  # stored after the read began
+                if environment_id not in first and environment_id in self._first:
+                    first[environment_id] = self._first[environment_id]
+            self._first = first
+        for operation_id, environment_id in self._pick(self.concurrency - len(self._running), utcnow()):
             self._running.add(operation_id)
-            task = asyncio.create_task(self._attempt(loop, operation_id))
+            task = asyncio.create_task(self._attempt(loop, operation_id, environment_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        now = loop.time()
         if now - self._last_metrics >= METRICS_INTERVAL:
             self._last_metrics = now
             await loop.run_in_executor(self._pool, self.publish_metrics)
@@ -165,19 +192,40 @@ class Engine:
             self._last_swept = now
             await loop.run_in_executor(self._pool, self.sweep)
 
-    async def _attempt(self, loop: asyncio.AbstractEventLoop, operation_id: str) -> None:
+    async def _attempt(self, loop: asyncio.AbstractEventLoop, operation_id: str, environment_id: str) -> None:
+        after: OperationRow | None = None
         try:
-            await loop.run_in_executor(self._pool, self.step, operation_id)
+            after = await loop.run_in_executor(self._pool, self.step, operation_id)
         except Exception:
             log.exception("operation %s: attempt failed", operation_id)
+            after = None
+            self._rescan = True  # what was stored is not known here: read it again
         finally:
             self._running.discard(operation_id)
+            self._note(operation_id, environment_id, after)
             self.state.fleet.nudge()
             self._wake.set()
 
+    def _note(self, operation_id: str, environment_id: str, after: OperationRow | None) -> None:
+        """Keep what the step recorded: when the operation runs next, or that it ended (then the
+        environment's next operation, if it has one, is read at once)."""
+        if after is not None and after.state not in FINISHED_OPERATION_STATES:
+            self._first[environment_id] = (operation_id, after.next_run_at)
+            return
+        if self._first.get(environment_id, (None,))[0] == operation_id:
+            del self._first[environment_id]
+        if environment_id in self._waiting:
+            self._rescan = True
+
     def due_operations(self, limit: int) -> list[str]:
-        """The oldest unfinished operation of each environment, when due (or overtaken by a delete)."""
-        now = utcnow()
+        """The oldest unfinished operation of each environment, when due (or overtaken by a delete), read
+        from the database."""
+        self._first, self._waiting = self._read_unfinished()
+        return [operation_id for operation_id, _ in self._pick(limit, utcnow())]
+
+    def _read_unfinished(self) -> tuple[dict[str, tuple[str, datetime | None]], set[str]]:
+        """The oldest unfinished operation of each environment and when it runs next; the environments
+        with more than one."""
         with self.state.db.read() as session:
             unfinished = store.unfinished_operations(session)
         first: dict[str, tuple[str, datetime | None]] = {}
@@ -187,38 +235,65 @@ class Engine:
                 waiting.add(environment_id)
             else:
                 first[environment_id] = (operation_id, next_run_at)
+        return first, waiting
+
+    def _pick(self, limit: int, now: datetime) -> list[tuple[str, str]]:
+        """(operation, environment) of the operations due now and not running, at most `limit`."""
         due = [
-            operation_id
-            for environment_id, (operation_id, next_run_at) in first.items()
+            (operation_id, environment_id)
+            for environment_id, (operation_id, next_run_at) in self._first.items()
             if operation_id not in self._running
-            and (next_run_at is None or next_run_at <= now or environment_id in waiting)
+            and (next_run_at is None or next_run_at <= now or environment_id in self._waiting)
         ]
         return due[: max(0, limit)]
 
-    def step(self, operation_id: str) -> None:
-        """One attempt of the operation's current stage, or the decision that it ended."""
+    def step(self, operation_id: str) -> OperationRow | None:
+        """Attempts of the operation's current stage and of each following stage due at once, until one
+        waits, retries or fails, or the decision that the operation ended; the operation as stored after
+        (None when there was nothing to do)."""
         job = self._load(operation_id)
         if job is None:
-            return
+            return None
         now = utcnow()
         if current_stage(job.stages) is None:
             # every stage ended but the operation did not (they are stored together): close it, run nothing
-            self._record(job, job.stages, now)
-            return
+            return self._record(job, job.stages, now).operation
         if job.overtaken and job.operation.type != DEPROVISION:
-            self._record(job, cancel_rest(job.stages, now), now, "canceled: the environment is being deleted")
-            return
+            reason = "canceled: the environment is being deleted"
+            return self._record(job, cancel_rest(job.stages, now), now, reason).operation
         plan = self.catalog.plans.get(job.environment.plan)
         if plan is None:
             unknown = give_up(job.stage, f"plan {job.environment.plan} is no longer configured", now)
-            self._record(job, _with(job.stages, job.position, unknown), now)
-            return
+            return self._record(job, _with(job.stages, job.position, unknown), now).operation
+        started_here = False  # whether the current stage's start was stored by this step
+        while True:
+            if job.stage.state == STAGE_PENDING:
+                job, started_here = self._start(job, utcnow()), True
+            else:
+                job, started_here = self._attempt_stage(job, plan, started_here), True
+            operation = job.operation
+            if operation.state in FINISHED_OPERATION_STATES or operation.next_run_at is not None:
+                return operation
+            if job.overtaken and operation.type != DEPROVISION:
+                return operation  # due at once: the next step cancels it
+
+    def _start(self, job: Job, now: datetime) -> Job:
+        """A stage's first attempt stored before its backend call: its start and deadline are fixed."""
         ended = expire(job.stage, now) or self._past_global_deadline(job, now)
         if ended is not None:
-            self._record(job, _with(job.stages, job.position, ended), now)
-            return
-        started = start_attempt(job.stage, now)
-        self._record(job, _with(job.stages, job.position, started), now)
+            return self._record(job, _with(job.stages, job.position, ended), now)
+        return self._record(job, _with(job.stages, job.position, start_attempt(job.stage, now)), now)
+
+    def _attempt_stage(self, job: Job, plan: Plan, started_here: bool) -> Job:
+        """One attempt of the current stage, stored with its outcome; when the next stage is due at once its
+        start is stored in the same transaction. A stage this step did not start (waiting, retrying, or
+        left running by a crash) counts the attempt here."""
+        now = utcnow()
+        stage = job.stage
+        ended = expire(stage, now) or self._past_global_deadline(job, now)
+        if ended is not None:
+            return self._record(job, _with(job.stages, job.position, ended), now)
+        started = stage if started_here and stage.state == RUNNING else start_attempt(stage, now)
         attempt = Attempt(
             state=self.state,
             catalog=self.catalog,
@@ -233,10 +308,20 @@ class Engine:
         try:
             outcome = run_stage(attempt)
         except Exception as exc:  # a bug or an unexpected library error: retried like a transient one
-            log.exception("operation %s: stage %s raised", operation_id, started.name)
+            log.exception("operation %s: stage %s raised", job.operation.id, started.name)
             outcome = Retry(f"{type(exc).__name__}: {exc}")
-        finished = finish_attempt(started, outcome, utcnow(), random.random())
-        self._record(job, _with(job.stages, job.position, finished), utcnow())
+        finished_at = utcnow()
+        finished = finish_attempt(started, outcome, finished_at, random.random())
+        stages = _with(job.stages, job.position, finished)
+        following = current_stage(stages)
+        if (
+            following is not None
+            and following != job.position
+            and stages[following].state == STAGE_PENDING
+            and not (job.overtaken and job.operation.type != DEPROVISION)
+        ):
+            stages = _with(stages, following, start_attempt(stages[following], finished_at))
+        return self._record(job, stages, finished_at)
 
     def _past_global_deadline(self, job: Job, now: datetime) -> Stage | None:
         if now < job.operation.deadline_at:
@@ -261,9 +346,10 @@ class Engine:
             operation, environment, stages, position, overtaken is not None and overtaken.id != operation_id
         )
 
-    def _record(self, job: Job, stages: list[Stage], now: datetime, reason: str | None = None) -> None:
+    def _record(self, job: Job, stages: list[Stage], now: datetime, reason: str | None = None) -> Job:
         """Store the stages as they are now, the operation's and environment's state with them, and one
-        event per stage that changed state."""
+        event per stage that changed state; the job as stored (the environment as the stages left it, and
+        whether a delete has overtaken the operation meanwhile)."""
         changed = [(i, s) for i, s in enumerate(stages) if s != job.stages[i]]
         with self.state.db.write() as session:
             for position, stage in changed:
@@ -278,11 +364,15 @@ class Engine:
             if operation.state in FINISHED_OPERATION_STATES:
                 events.append(_operation_event(operation, environment.name))
             repo.record_events(session, [e for e in events if e is not None], now)
+            overtaken = job.overtaken
+            if operation.state not in FINISHED_OPERATION_STATES and operation.type != DEPROVISION:
+                overtaken = store.pending_deprovisioning(session, environment.id) is not None
         for _, stage in changed:
             if stage.finished and stage.started_at is not None and stage.finished_at is not None:
                 seconds = (stage.finished_at - stage.started_at).total_seconds()
                 OPERATION_STAGE_SECONDS.labels(job.environment.plan, stage.name).observe(seconds)
-        job.stages[:] = stages
+        at = current_stage(stages)
+        return Job(operation, environment, stages, len(stages) - 1 if at is None else at, overtaken)
 
     def sweep(self) -> None:
         """Try again what finished deprovisionings left behind (their `incomplete` stages), one attempt

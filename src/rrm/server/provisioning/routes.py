@@ -161,7 +161,7 @@ async def create_environment(
         return row.id, operation.id
 
     environment_id, operation_id = await write(state, work)
-    engine.wake()
+    engine.wake(operation_id, environment_id)
     return {"id": environment_id, "name": body.name, "operation": operation_id, "state": "provisioning"}
 
 
