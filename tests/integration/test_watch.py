@@ -1,13 +1,19 @@
 """Delivery on the watch stream: every new state written on one open response, keep-alives while nothing
 changes, a clean end when the token expires or the server stops (and the agent opens it again), only the
-runtime's own states on its stream, and the long-poll where a proxy buffers the stream."""
+runtime's own states on its stream, an agent that fell behind taking at most one state per delivery window
+(the newest), and the long-poll where a proxy buffers the stream."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
+import signal
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -33,6 +39,8 @@ from .harness import (
 
 pytestmark = pytest.mark.integration
 KEEP_ALIVE_SECONDS = 15.0  # rrm.server.api.watch.KEEP_ALIVE_SECONDS
+DELIVERY_WINDOW = 1.0  # rrm server --delivery-window, at its default
+TAKE = re.compile(r"^(\S+ \S+) INFO rrm\.agent\.loop event=fetched hash=(\w+)", re.M)
 
 
 def metric(admin: httpx.Client, name: str) -> float:
@@ -63,6 +71,52 @@ def test_an_agent_on_the_stream_gets_each_update_without_a_new_request(fleet: Fl
         fleet.wait_files(agent, url_is(version), f"version {version} reaches the agent")
     assert long_poll_answers(admin) == answers, "the agent sent a desired-state request"
     assert metric(admin, 'rrm_watch_frames_total{kind="state"}') >= frames + 3
+
+
+def takes(agent_log: str) -> list[tuple[float, str]]:
+    """When the agent took each state (its log's time, to the millisecond), and the state's short hash."""
+    return [(datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").timestamp(), h) for t, h in TAKE.findall(agent_log)]
+
+
+def state_frames(admin: httpx.Client) -> float:
+    return metric(admin, 'rrm_watch_frames_total{kind="state"}')
+
+
+def state_frames_reach(admin: httpx.Client, count: float) -> Callable[[], bool]:
+    return lambda: state_frames(admin) >= count
+
+
+def test_an_agent_that_fell_behind_takes_the_newest_state_at_most_once_per_window(fleet: Fleet) -> None:
+    """Frames pile up in the socket of an agent that does not read (stopped, as a busy host stops it): when
+    it runs again it finds them all at once, takes the newest, drops those it superseded unapplied, takes no
+    two states within a delivery window, and ends on the final state."""
+    admin = fleet.server.admin
+    agent = fleet.agent("watch-behind", {"t-watch": "behind"})
+    fleet.wait_runtime("watch-behind", synced, "Synced")
+    fleet.wait_until(lambda: metric(admin, "rrm_watch_streams") >= 1, "the agent's watch stream to open")
+    frames = state_frames(admin)
+
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        for version in range(1, 5):  # each written once its predecessor's frame is: four frames waiting
+            apply(admin, [http_binding("watch-web", "t-watch=behind", f"http://watch.invalid/{version}")])
+            fleet.wait_until(
+                state_frames_reach(admin, frames + version),
+                f"the frame of version {version} written to the stopped agent's stream",
+            )
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+
+    fleet.wait_files(agent, url_is("4"), "the final state reaches the agent")
+    fleet.wait_runtime("watch-behind", synced, "Synced on the final state")
+    log = agent.log_path.read_text()
+    taken = takes(log)
+    assert "event=superseded" in log, f"every state waiting was taken, none superseded: {taken}"
+    assert len(taken) >= 2, taken
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(taken)]
+    assert min(gaps) >= DELIVERY_WINDOW - 0.002, f"two takes within a window: {taken}"  # log times: ms
+    superseded = set(re.findall(r"event=superseded hash=(\w+)", log))
+    assert not superseded & {h for _, h in taken}, "a superseded state was applied"
 
 
 class Watch:

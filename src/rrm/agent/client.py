@@ -9,6 +9,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
@@ -76,6 +77,14 @@ class StreamCut(DirectorError):
     ) -> None:
         super().__init__(message)
         self.answered, self.opened, self.delivered = answered, opened, delivered
+
+
+@dataclass(frozen=True)
+class StreamOpened:
+    """A watch stream's open frame: the control plane's delivery window, which the agent keeps to when it
+    takes states; 0 from a control plane that does not announce it (the agent takes each as it comes)."""
+
+    delivery_window: float
 
 
 class Bearer(Protocol):
@@ -170,10 +179,11 @@ class DirectorClient:
 
     async def watch_desired(
         self, etag: str | None, first_frame_timeout: float
-    ) -> AsyncIterator[DesiredState]:
-        """Each new verified desired state the watch stream carries (the first one at once when it is not
-        `etag`); ends when the director ends the stream. Opened with a fresh token, which the stream lives as
-        long as; `StreamCut` when no frame comes within `first_frame_timeout` s, or the stream breaks off."""
+    ) -> AsyncIterator[StreamOpened | DesiredState]:
+        """The stream's opening, then each new verified desired state it carries (the first one at once when
+        it is not `etag`); ends when the director ends the stream. Opened with a fresh token, which the stream
+        lives as long as; `StreamCut` when no frame comes within `first_frame_timeout` s, or the stream breaks
+        off. Frames are timed as they are read: a caller that reads late makes a stream look silent."""
         if self.bearer is None:
             raise Unauthorized("no runtime identity to sign the request with")
         headers = {"Authorization": f"Bearer {self.bearer(renew=True, now=self.clock.now())}"}
@@ -197,8 +207,8 @@ class DirectorClient:
         try:
             self.clock.observe(response.headers.get("date"), sent_at, time.time())
             await _expect_stream(response)
-            async for state in _watched_states(response, first_frame_timeout):
-                yield state
+            async for item in _watched_states(response, first_frame_timeout):
+                yield item
         finally:
             await response.aclose()
 
@@ -345,8 +355,9 @@ async def _expect_stream(response: httpx.Response) -> None:
 
 async def _watched_states(
     response: httpx.Response, first_frame_timeout: float
-) -> AsyncIterator[DesiredState]:
-    """The states of an open stream, verified; returns at its end frame, `StreamCut` without one."""
+) -> AsyncIterator[StreamOpened | DesiredState]:
+    """The opening and the states of an open stream, verified; returns at its end frame, `StreamCut`
+    without one."""
     reader, chunks = watch.FrameReader(), response.aiter_bytes()
     opened = delivered = False
     silence = first_frame_timeout
@@ -363,7 +374,9 @@ async def _watched_states(
             raise UnexpectedResponse(f"GET {watch.PATH}: {exc}") from None
         for frame in frames:
             if frame.event == "open":
-                opened, silence = True, _silence_allowed(frame)
+                keep_alive, window = _opening(frame)
+                opened, silence = True, 2 * keep_alive + TIMEOUT_MARGIN_SECONDS
+                yield StreamOpened(window)
             elif frame.event == "end":
                 log.info("event=watch-ended reason=%s", _end_reason(frame))
                 return
@@ -373,13 +386,14 @@ async def _watched_states(
                     yield _verified(frame)
 
 
-def _silence_allowed(opening: watch.Frame) -> float:
-    """Two keep-alive intervals and a margin: longer than that without a frame, the stream is cut."""
+def _opening(frame: watch.Frame) -> tuple[float, float]:
+    """The open frame's keep-alive interval (two of them and a margin without a frame, the stream is cut)
+    and delivery window (0 when the control plane does not announce one)."""
     try:
-        keep_alive = float(json.loads(opening.data)["keep_alive"])
-    except (ValueError, KeyError, TypeError):
-        raise UnexpectedResponse(f"GET {watch.PATH}: an open frame without keep_alive") from None
-    return 2 * keep_alive + TIMEOUT_MARGIN_SECONDS
+        fields = json.loads(frame.data)
+        return float(fields["keep_alive"]), max(0.0, float(fields.get("delivery_window", 0.0)))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UnexpectedResponse(f"GET {watch.PATH}: a malformed open frame: {frame.data[:80]!r}") from None
 
 
 def _end_reason(frame: watch.Frame) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
-from rrm.agent.client import DirectorClient, DirectorError, StreamCut, Unauthorized
+from rrm.agent.client import DirectorClient, DirectorError, StreamCut, StreamOpened, Unauthorized
 from rrm.agent.config import AgentConfig, DeliveryMode
 from rrm.agent.delivery import FIRST_FRAME_SECONDS, DeliveryChoice, reconnect_jitter
 from rrm.agent.drift import drift_records
@@ -35,6 +35,7 @@ from rrm.agent.loading import (
     expected_components,
     wire_report,
 )
+from rrm.agent.pacing import NewestState
 from rrm.agent.status import build_status_report
 from rrm.agent.targets.base import ApplyOutcome, NativeObject, Target
 from rrm.core.diff import diff
@@ -104,6 +105,7 @@ class Agent:
         self._followed: tuple[SidecarAnswer] | None = None  # a follow's last answer, for the next report
         self._wake = asyncio.Event()
         self._reconciling = asyncio.Lock()
+        self.watched = NewestState()
 
     async def run(self) -> None:
         """Runs until cancelled."""
@@ -155,10 +157,33 @@ class Agent:
             await asyncio.sleep(backoff.next_delay())
 
     async def watch_once(self) -> None:
-        """One watch stream: each state it carries is taken as a long-poll's 200 is."""
+        """One watch stream, read by a task of its own as its frames come, so that a slow apply neither
+        leaves frames waiting nor makes the stream look silent. Its states are taken as a long-poll's 200
+        is, at most one per delivery window, the newest (`NewestState`): those it superseded meanwhile are
+        never applied. The state held when the stream ends is still taken; then the stream's error, if any,
+        is raised."""
         etag = self.state.hash if self.state is not None else None
-        async for fetched in self.client.watch_desired(etag, FIRST_FRAME_SECONDS):
-            await self._take(fetched)
+        self.watched.begin()
+        reader = asyncio.create_task(self._read_stream(etag))
+        try:
+            while (fetched := await self.watched.next()) is not None:
+                await self._take(fetched)
+            await reader
+        finally:
+            if not reader.done():
+                reader.cancel()
+            elif not reader.cancelled():
+                reader.exception()  # an error of the take (or a cancellation) is the one raised
+
+    async def _read_stream(self, etag: str | None) -> None:
+        try:
+            async for item in self.client.watch_desired(etag, FIRST_FRAME_SECONDS):
+                if isinstance(item, StreamOpened):
+                    self.watched.window = item.delivery_window
+                else:
+                    self.watched.offer(item)
+        finally:
+            self.watched.end()
 
     async def sync_once(self) -> None:
         """One long-poll; a new verified state is cached and applied, a 304 triggers a drift check. Until a
@@ -173,6 +198,7 @@ class Agent:
 
     async def _take(self, fetched: DesiredState) -> None:
         """A verified state from a director: cached, then applied with pruning."""
+        self.watched.taken()
         log.info(
             "event=fetched hash=%s components=%d secrets=%d",
             fetched.hash[:12],

@@ -3,8 +3,10 @@ them and the agent that reads them.
 
 Frames are server-sent events (`text/event-stream`), so that proxies and tools know the format:
 
-- `event: open` with `data: {"keep_alive": S, "expires_in": S}`: written at once when the stream opens, so
-  an agent behind a proxy that buffers responses notices (no first frame) and falls back to the long-poll;
+- `event: open` with `data: {"keep_alive": S, "expires_in": S, "delivery_window": S}`: written at once when
+  the stream opens, so an agent behind a proxy that buffers responses notices (no first frame) and falls
+  back to the long-poll; `delivery_window` is the control plane's, which the agent keeps to when it takes
+  states (a control plane before it did not send it);
 - `event: state`, `id: <hash>`, `data: <the DesiredState JSON>`: a new desired state; the data is the very
   body the long-poll answers with (compact JSON has no line breaks), framed without encoding it again;
 - `: keep-alive`: a comment every `keep_alive` seconds while nothing changes;
@@ -32,8 +34,12 @@ def state_frame(state_hash: str, body: bytes) -> bytes:
     return b"event: state\nid: %s\ndata: %s\n\n" % (state_hash.encode("ascii"), body)
 
 
-def open_frame(keep_alive: float, expires_in: float) -> bytes:
-    data = json.dumps({"keep_alive": keep_alive, "expires_in": round(expires_in, 1)})
+def open_frame(keep_alive: float, expires_in: float, delivery_window: float | None = None) -> bytes:
+    """Without `delivery_window`: the open frame of a control plane that did not announce one."""
+    fields = {"keep_alive": keep_alive, "expires_in": round(expires_in, 1)}
+    if delivery_window is not None:
+        fields["delivery_window"] = delivery_window
+    data = json.dumps(fields)
     return f"event: open\ndata: {data}\n\n".encode()
 
 

@@ -52,6 +52,7 @@ class WatchResponse(Response):
         self._state, self._runtime_id, self._key_id = state, runtime_id, key_id
         self._etag, self._expires_in = etag, expires_in
         self._keep_alive = state.settings.watch_keep_alive_seconds
+        self._window = state.settings.delivery_window_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
@@ -71,7 +72,7 @@ class WatchResponse(Response):
             gone.cancel()
 
     async def _write(self, send: Send) -> None:
-        opening = open_frame(self._keep_alive, self._expires_in)
+        opening = open_frame(self._keep_alive, self._expires_in, self._window)
         await send({"type": "http.response.body", "body": opening, "more_body": True})
         until = time.monotonic() + self._expires_in
         fleet, touch = self._state.fleet, self._state.status_writer.touch
