@@ -1,9 +1,10 @@
 """4. Write throughput: component writes per second through the admin API with N runtimes registered and
 every written component placed on all of them; then, with their agents connected, a burst of writes to one
-component: how many states each agent was sent, at most how many within one debounce window, and whether
-every agent ends on the final revision. A state counts as received when the agent takes it: on the watch
-stream, which the agent reads when it is done with the previous state, that is after any backlog of its
-own, so receipts can be closer together than the control plane wrote the frames."""
+component: how many states each agent took (applied) and how many it received, at most how many of each
+within one delivery window, and whether every agent ends on the final revision. A state is received when
+its frame (or long-poll answer) is read, which the agent does as frames come; it is taken when the agent
+begins to apply it, at most one per window, the newest received: an agent that fell behind can receive
+frames closer together than the control plane wrote them, and drops those superseded before their turn."""
 
 from __future__ import annotations
 
@@ -51,12 +52,12 @@ def run(bench: Bench, size: int, seconds: float, burst: int, window: float) -> d
             applied = bench.wait_applied(final, size, 120 + size / 50)
         settled = time.monotonic() - started
         received = [r for reply in bench.pool.broadcast("received", since=started) for r in reply]
+        taken = [t for reply in bench.pool.broadcast("taken", since=started) for t in reply]
         failures = bench.failures()
     finally:
         bench.stop_agents()
         server.stop()
-    per_agent = [len(times) for times in received]
-    per_window = [_most_within(times, window) for times in received]
+    taken_per_agent, received_per_agent = [len(t) for t in taken], [len(r) for r in received]
     return {
         "runtimes": size,
         "components_placed": COMPONENTS,
@@ -76,9 +77,12 @@ def run(bench: Bench, size: int, seconds: float, burst: int, window: float) -> d
             "writes_per_second": loaded["per_second"],
             "write_latency": loaded["latency"],
             "window_seconds": window,
-            "states_per_agent_max": max(per_agent, default=0),
-            "states_per_agent_mean": round(sum(per_agent) / max(1, len(per_agent)), 2),
-            "states_per_window_max": max(per_window, default=0),
+            "taken_per_agent_max": max(taken_per_agent, default=0),
+            "taken_per_agent_mean": _mean(taken_per_agent),
+            "taken_per_window_max": max((_most_within(t, window) for t in taken), default=0),
+            "received_per_agent_max": max(received_per_agent, default=0),
+            "received_per_agent_mean": _mean(received_per_agent),
+            "received_per_window_max": max((_most_within(r, window) for r in received), default=0),
             "agents_on_final_revision": applied,
             "agents": size,
             "seconds_until_all_final": round(settled, 2),
@@ -135,6 +139,10 @@ def _cpu_ms_per_write(sampler: ProcessSampler, phase: dict[str, Any]) -> float |
     """The control plane's CPU time per component write: a figure that a busy machine changes less than
     writes per second (other processes take the cores, not this process's work per write)."""
     return round(1000 * sampler.cpu_seconds / phase["written"], 2) if phase["written"] else None
+
+
+def _mean(counts: list[int]) -> float:
+    return round(sum(counts) / max(1, len(counts)), 2)
 
 
 def _most_within(times: list[float], window: float) -> int:

@@ -3,7 +3,8 @@
 An agent here is `rrm.agent.loop.Agent` with the real `DirectorClient` and `AgentIdentity`, exactly as
 `rrm agent` builds it, down to the `Target` interface; only the target is a benchmark one that keeps the
 objects in memory and notes when each desired-state hash was first applied. The client is the real one
-too, subclassed only to count what it received, reported and failed. Times are `time.monotonic()`, which
+too, subclassed only to count what it received, reported and failed, and the agent is subclassed only to
+note when it took each state (what it applies, of what it received). Times are `time.monotonic()`, which
 on Linux is one clock for every process of the machine, so workers and coordinator compare them directly.
 """
 
@@ -34,7 +35,7 @@ import rrm.agent.client
 from benchmarks.common import raise_open_files
 from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
-from rrm.agent.client import DirectorClient, DirectorError, DirectorUnavailable, Unauthorized
+from rrm.agent.client import DirectorClient, DirectorError, DirectorUnavailable, StreamOpened, Unauthorized
 from rrm.agent.config import AgentConfig
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.loop import Agent
@@ -118,11 +119,12 @@ class BenchClient(DirectorClient):
 
     async def watch_desired(
         self, etag: str | None, first_frame_timeout: float
-    ) -> AsyncIterator[DesiredState]:
+    ) -> AsyncIterator[StreamOpened | DesiredState]:
         try:
-            async for state in super().watch_desired(etag, first_frame_timeout):
-                self.received.append((time.monotonic(), state.hash))
-                yield state
+            async for item in super().watch_desired(etag, first_frame_timeout):
+                if isinstance(item, DesiredState):
+                    self.received.append((time.monotonic(), item.hash))
+                yield item
         except DirectorError as exc:
             self.failures.note(exc)
             raise
@@ -136,9 +138,22 @@ class BenchClient(DirectorClient):
         self.reported_hash = report.applied_hash
 
 
+class BenchAgent(Agent):
+    """The real agent; notes when it took each state from a director, before the agent's own clock reading
+    of the take, from which its delivery window runs (so two takes noted are never closer than it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.taken: list[tuple[float, str]] = []
+
+    async def _take(self, fetched: DesiredState) -> None:
+        self.taken.append((time.monotonic(), fetched.hash))
+        await super()._take(fetched)
+
+
 @dataclass
 class SimAgent:
-    agent: Agent
+    agent: BenchAgent
     client: BenchClient
     target: BenchTarget
     first_url: str
@@ -399,7 +414,7 @@ class Worker:
         transport = httpx.AsyncHTTPTransport(verify=_TLS, limits=_agent_limits())
         client = BenchClient(directors, self.failures, bearer=identity.bearer_token, transport=transport)
         target = BenchTarget()
-        agent = Agent(
+        agent = BenchAgent(
             client,
             target,
             DesiredStateCache(Path(cache_dir)),
@@ -459,8 +474,13 @@ class Worker:
         return [(a.first_url, a.client.active_url, a.target.applied.get(hash)) for a in self.agents]
 
     async def cmd_received(self, since: float) -> list[list[float]]:
-        """Per agent, when it received a new desired state (a 200) after `since`."""
+        """Per agent, when it received a new desired state (a 200, or a state frame) after `since`."""
         return [[t for t, _ in a.client.received if t >= since] for a in self.agents]
+
+    async def cmd_taken(self, since: float) -> list[list[float]]:
+        """Per agent, when it took a state to apply after `since` (of those received, the ones not
+        superseded before their turn)."""
+        return [[t for t, _ in a.agent.taken if t >= since] for a in self.agents]
 
     async def cmd_payload(self) -> str | None:
         """The desired-state body the first agent holds, serialized as the control plane does."""
