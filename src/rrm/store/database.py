@@ -1,11 +1,19 @@
 """Engines and sessions. SQLite gets WAL, one serialized writer and `BEGIN IMMEDIATE` so writers never
-deadlock on lock upgrades; PostgreSQL uses one ordinary pool for both."""
+deadlock on lock upgrades; PostgreSQL uses one ordinary pool for both.
+
+The processes of `rrm server --workers N` on one SQLite file take turns at writing through a blocking
+`flock` on a file beside the database, held from before `BEGIN IMMEDIATE` to after the commit: SQLite's own
+busy handler waits for a locked database by sleeping 1, 2, 5, ... up to 100 ms between tries, so a worker
+that lost the lock to a sibling committing back to back slept through many of its commits (8 concurrent
+writers, 2 workers: p99 1.06 s per write), while a process blocked on the flock is woken when it is freed."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,8 +125,13 @@ class Database:
         # succeeds (`/readyz`)
         self.out_of_space: str | None = None
         self.out_of_space_at = 0.0
+        # SQLite on a file: the flock that gives the processes sharing it their turns at writing
+        self._write_lock_path: Path | None = None
+        self._write_lock_fd: int | None = None
+        self._write_threads = threading.Lock()
         if self.sqlite_path is not None and self.sqlite_path.name not in ("", ":memory:"):
             _private_sqlite_files(self.sqlite_path)
+            self._write_lock_path = self.sqlite_path.with_name(f"{self.sqlite_path.name}.write")
         if self.is_sqlite:
             self._reader = _sqlite_engine(self.url, writer=False)
             self._writer = _sqlite_engine(self.url, writer=True)
@@ -131,6 +144,22 @@ class Database:
         # called (in the committing thread) after a write that appended to the change feed committed
         self.on_change_committed: Callable[[], None] | None = None
         event.listen(self._write_sessions, "after_commit", self._after_commit)
+
+    @contextmanager
+    def _write_turn(self) -> Iterator[None]:
+        """SQLite: this process's turn at writing the file, among the processes that share it (see the
+        module's docstring); the thread lock first, since every thread of the process shares the flock."""
+        if self._write_lock_path is None:
+            yield
+            return
+        with self._write_threads:
+            if self._write_lock_fd is None:
+                self._write_lock_fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
 
     def _after_commit(self, session: Session) -> None:
         """SQLAlchemy calls this for a savepoint's release too (the write batcher gives each write one): the
@@ -186,7 +215,7 @@ class Database:
         `exclusive=False` to run concurrently on PostgreSQL.
         """
         try:
-            with self._write_sessions() as session, session.begin():
+            with self._write_turn(), self._write_sessions() as session, session.begin():
                 if exclusive:
                     self.take_write_lock(session)
                 yield session
@@ -222,3 +251,6 @@ class Database:
     def dispose(self) -> None:
         self._reader.dispose()
         self._writer.dispose()
+        if self._write_lock_fd is not None:
+            os.close(self._write_lock_fd)
+            self._write_lock_fd = None
