@@ -159,6 +159,8 @@ def test_a_stream_carries_only_its_runtime_s_states_keeps_alive_and_ends_with_it
     on_a = Watch(a, a_etag, lifetime=KEEP_ALIVE_SECONDS + 5)
     on_b = Watch(b, b_etag, lifetime=60)
     wait_until(lambda: on_a.events()[:1] == ["open"] and on_b.events()[:1] == ["open"], 10, "open frames")
+    opening = json.loads(on_a.frames[0][1].data)
+    assert opening["delivery_window"] == DELIVERY_WINDOW, "the agent keeps to the window it is told"
 
     apply(server.admin, [http_binding("watch-only-b", "t-watch=b", "http://b.invalid/")])
     wait_until(lambda: "state" in on_b.events(), 20, "B's new state on B's stream")
