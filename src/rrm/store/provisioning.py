@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Table, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from rrm.core.operations import FINISHED_OPERATION_STATES, Stage
@@ -18,7 +18,25 @@ STAGE_FIELDS = (
     "finished_at", "last_error", "description",
 )  # fmt: skip
 
+OPERATION_FIELDS = (
+    "state", "updated_at", "left_behind", "next_run_at", "description", "last_error", "finished_at",
+)  # fmt: skip
 Row = TypeVar("Row")
+_stages = cast(Table, OperationStageRow.__table__)
+# the engine's writes, built once: plain statements, no unit of work (it records every attempt)
+_SAVE_STAGE = (
+    update(_stages)
+    .where(
+        and_(_stages.c.operation_id == bindparam("_operation"), _stages.c.position == bindparam("_position"))
+    )
+    .values({name: bindparam(name) for name in STAGE_FIELDS})
+)
+_operations = cast(Table, OperationRow.__table__)
+_SAVE_OPERATION = (
+    update(_operations)
+    .where(_operations.c.id == bindparam("_id"))
+    .values({name: bindparam(name) for name in OPERATION_FIELDS})
+)
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,36 @@ def save_stage(session: Session, operation_id: str, position: int, stage: Stage)
     assert row is not None, f"operation {operation_id} has no stage {position}"
     for name in STAGE_FIELDS:
         setattr(row, name, getattr(stage, name))
+
+
+def save_stages(session: Session, operation_id: str, changed: Sequence[tuple[int, Stage]]) -> None:
+    """The stages at these positions as they are now, in one statement."""
+    if changed:
+        rows = [
+            {
+                "_operation": operation_id,
+                "_position": position,
+                **{n: getattr(stage, n) for n in STAGE_FIELDS},
+            }
+            for position, stage in changed
+        ]
+        session.connection().execute(_SAVE_STAGE, rows)
+
+
+def save_operation(session: Session, row: OperationRow) -> None:
+    """The engine's fields of an operation it holds (only the engine changes an unfinished operation)."""
+    values = {name: getattr(row, name) for name in OPERATION_FIELDS}
+    session.connection().execute(_SAVE_OPERATION, {"_id": row.id, **values})
+
+
+def deprovisioning_pending(session: Session, environment_id: str) -> bool:
+    """Whether a delete asked for the environment's deprovisioning and it has not finished."""
+    query = select(OperationRow.id).where(
+        OperationRow.environment_id == environment_id,
+        OperationRow.type == "deprovision",
+        OperationRow.state.not_in(FINISHED_OPERATION_STATES),
+    )
+    return session.execute(query.limit(1)).first() is not None
 
 
 def pending_deprovisioning(session: Session, environment_id: str) -> OperationRow | None:

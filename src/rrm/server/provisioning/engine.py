@@ -351,13 +351,13 @@ class Engine:
         event per stage that changed state; the job as stored (the environment as the stages left it, and
         whether a delete has overtaken the operation meanwhile)."""
         changed = [(i, s) for i, s in enumerate(stages) if s != job.stages[i]]
+        operation = job.operation  # as stored: only the engine changes an unfinished operation
         with self.state.db.write() as session:
-            for position, stage in changed:
-                store.save_stage(session, job.operation.id, position, stage)
-            operation = store.operation(session, job.operation.id)
+            store.save_stages(session, operation.id, changed)
             environment = store.environment(session, job.environment.id)
-            assert operation is not None and environment is not None
+            assert environment is not None
             _update_operation(operation, environment, stages, now, reason)
+            store.save_operation(session, operation)
             events = [
                 _stage_event(job, environment.name, old, new) for old, new in _transitions(job, changed)
             ]
@@ -366,7 +366,7 @@ class Engine:
             repo.record_events(session, [e for e in events if e is not None], now)
             overtaken = job.overtaken
             if operation.state not in FINISHED_OPERATION_STATES and operation.type != DEPROVISION:
-                overtaken = store.pending_deprovisioning(session, environment.id) is not None
+                overtaken = store.deprovisioning_pending(session, environment.id)
         for _, stage in changed:
             if stage.finished and stage.started_at is not None and stage.finished_at is not None:
                 seconds = (stage.finished_at - stage.started_at).total_seconds()
