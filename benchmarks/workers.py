@@ -86,15 +86,33 @@ class BenchTarget(Target):
 
 
 class Failures(Counter[str]):
+    """The agents' failed calls by kind, told apart finely enough to say what a storm is made of: a stream
+    cut (not answered, answered without its open frame, or broken off after it), a connection that failed
+    (by httpx's exception: refused, timed out, dropped), a status code the contract does not allow."""
+
     def note(self, exc: DirectorError) -> None:
+        self[self.kind(exc)] += 1
+
+    @staticmethod
+    def kind(exc: DirectorError) -> str:
+        message = str(exc)
         if isinstance(exc, Unauthorized):
-            self["unauthorized"] += 1
-        elif isinstance(exc, DirectorUnavailable) and "no director reachable" in str(exc):
-            self["refused_or_unreachable"] += 1
-        elif isinstance(exc, DirectorUnavailable):
-            self["server_error"] += 1
-        else:
-            self["unexpected_answer"] += 1
+            return "unauthorized"
+        if isinstance(exc, rrm.agent.client.StreamCut):
+            return "stream_" + (
+                "unanswered" if not exc.answered else "not_opened" if not exc.opened else "cut_after_open"
+            )
+        if isinstance(exc, DirectorUnavailable):
+            if exc.__cause__ is not None:  # the watch stream's connection failed
+                return f"unreachable_watch:{type(exc.__cause__).__name__}"
+            if "no director reachable" in message:  # "no director reachable: URL: ConnectError: …"
+                return "unreachable:" + message.split(": ")[2]
+            return "server_error:" + message.split(": ")[1].split(" ")[0]
+        if isinstance(exc, rrm.agent.client.UnexpectedResponse) and exc.__cause__ is None:
+            answer = message.split(": ")  # "GET /path: 404 detail", or a state that fails its hash
+            status = answer[1].split(" ")[0] if len(answer) > 1 else ""
+            return f"unexpected_status:{status}" if status.isdigit() else "unexpected_state"
+        return f"unexpected:{type(exc).__name__}"
 
 
 class BenchClient(DirectorClient):
