@@ -4,6 +4,7 @@ caches built on it drop, by the rules in rrm.server.fleet's docstring)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,48 @@ def test_catching_up_reads_only_what_changed_since(store: Store) -> None:
     store.delete_component("c1")
     asyncio.run(feed.catch_up())
     assert feed.components == {}
+
+
+def test_a_write_is_read_back_in_its_own_thread_hop(store: Store) -> None:
+    """`write_then_catch_up` commits and reads what changed in one worker thread: when it returns, the
+    caches hold the write."""
+    recorder = Recorder()
+    feed = FleetFeed(store.db, store.box, recorder)
+    asyncio.run(feed.load())
+
+    result = asyncio.run(feed.write_then_catch_up(lambda: store.component("c1")))
+
+    assert result == 1
+    assert feed.components["c1"].revision == 1
+    assert recorder.changes[-1] == FeedChange(full=False, content=True)
+
+
+def test_a_write_whose_read_back_fails_is_still_answered_and_left_to_the_follower(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    feed = FleetFeed(store.db, store.box, recorder)
+    asyncio.run(feed.load())
+
+    def unreadable(after: int) -> Loaded | None:
+        raise OSError("the database cannot be read just now")
+
+    monkeypatch.setattr(feed, "_read_changes", unreadable)
+
+    async def write_then_follow() -> int:
+        revision = await feed.write_then_catch_up(lambda: store.component("c1"))
+        assert "c1" not in feed.components
+        monkeypatch.undo()  # readable again: the follower, nudged, catches up at once
+        follower = asyncio.create_task(feed.follow(poll_seconds=3600))
+        try:
+            await asyncio.wait_for(_until(lambda: "c1" in feed.components), 10)
+        finally:
+            follower.cancel()
+        return revision
+
+    assert asyncio.run(write_then_follow()) == 1
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 from collections import deque
 from collections.abc import Callable
@@ -88,12 +89,11 @@ class WriteBatcher:
                     return
                 batch, self._queue = self._queue, []
                 self._recent.append(len(batch))
+                works = [work for work, _ in batch]
                 try:
-                    outcomes = await asyncio.to_thread(self._commit, [work for work, _ in batch])
+                    outcomes = await self._fleet.write_then_catch_up(functools.partial(self._commit, works))
                 except Exception as exc:  # the commit failed: none of them is stored
                     outcomes = [_Outcome(error=exc)] * len(batch)
-                else:
-                    await self._fleet.catch_up()
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue

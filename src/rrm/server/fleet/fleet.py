@@ -26,6 +26,7 @@ class Fleet:
         self.registry = self._feed.registry
         self.load = self._feed.load
         self.catch_up = self._feed.catch_up
+        self.write_then_catch_up = self._feed.write_then_catch_up
         self.nudge = self._feed.nudge
         self.follow = self._feed.follow
         self.rollout_assignment = self._feed.rollout_assignment
