@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
 from rrm.core.operations import (
     CANCELED,
     DEPROVISION,
@@ -56,6 +58,7 @@ from rrm.core.operations import (
 )
 from rrm.server.metrics import OPERATION_STAGE_SECONDS, OPERATIONS
 from rrm.server.provisioning.catalog import Catalog
+from rrm.server.provisioning.group_commit import GroupCommit
 from rrm.server.provisioning.plans import Plan
 from rrm.server.provisioning.stages import Attempt, left_by, run_stage, subject_of
 from rrm.server.state import ServerState, utcnow
@@ -125,6 +128,7 @@ class Engine:
         self._scanned_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rrm-provisioning")
+        self.writes = GroupCommit(state.db)  # the attempts' records and the stages' writes
         self._wake = asyncio.Event()
         self._last_metrics = 0.0
         self._last_supervised = 0.0
@@ -304,6 +308,7 @@ class Engine:
             request=dict(job.operation.request),
             stage=started,
             now=now,
+            writes=self.writes,
         )
         try:
             outcome = run_stage(attempt)
@@ -352,7 +357,8 @@ class Engine:
         whether a delete has overtaken the operation meanwhile)."""
         changed = [(i, s) for i, s in enumerate(stages) if s != job.stages[i]]
         operation = job.operation  # as stored: only the engine changes an unfinished operation
-        with self.state.db.write() as session:
+
+        def work(session: Session) -> tuple[EnvironmentRow, bool]:
             store.save_stages(session, operation.id, changed)
             environment = store.environment(session, job.environment.id)
             assert environment is not None
@@ -364,9 +370,11 @@ class Engine:
             if operation.state in FINISHED_OPERATION_STATES:
                 events.append(_operation_event(operation, environment.name))
             repo.record_events(session, [e for e in events if e is not None], now)
-            overtaken = job.overtaken
-            if operation.state not in FINISHED_OPERATION_STATES and operation.type != DEPROVISION:
-                overtaken = store.deprovisioning_pending(session, environment.id)
+            if operation.state in FINISHED_OPERATION_STATES or operation.type == DEPROVISION:
+                return environment, job.overtaken
+            return environment, store.deprovisioning_pending(session, environment.id)
+
+        environment, overtaken = self.writes.write(work)
         for _, stage in changed:
             if stage.finished and stage.started_at is not None and stage.finished_at is not None:
                 seconds = (stage.finished_at - stage.started_at).total_seconds()

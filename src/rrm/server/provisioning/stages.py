@@ -41,6 +41,7 @@ from rrm.server.provisioning.backends.base import (
     RetryLater,
 )
 from rrm.server.provisioning.catalog import Catalog
+from rrm.server.provisioning.group_commit import GroupCommit
 from rrm.server.provisioning.plans import Plan, parameter_problems
 from rrm.server.registration import add_runtime
 from rrm.server.state import ServerState
@@ -92,6 +93,7 @@ class Attempt:
     request: dict[str, Any]
     stage: Stage
     now: datetime
+    writes: GroupCommit | None = None  # the engine's: its attempts' writes share commits
 
     @property
     def cluster_request(self) -> ClusterRequest:
@@ -163,6 +165,8 @@ def runtime_kind(backend: Backend) -> str:
 
 
 def _write(attempt: Attempt, work: Callable[[Session], Any]) -> Any:
+    if attempt.writes is not None:
+        return attempt.writes.write(work)
     with attempt.state.db.write() as session:
         return work(session)
 
