@@ -32,6 +32,19 @@ def main(args: list[str]) -> None:
 
     with shared_metrics_directory():  # before the metrics are imported
         _serve(settings)
+    _end_supervisor()
+
+
+def _end_supervisor() -> None:
+    """Once every worker has stopped, the supervisor ends at once rather than through the interpreter's
+    teardown of everything it imported and built for its workers to inherit (about 0.45 CPU-s; 3 to 9 s on a
+    loaded 2-core machine), during which it still held the listening socket: a restart waited for it, and
+    agents reconnecting meanwhile queued there until it closed. It runs no work of its own to finish."""
+    import logging
+    import os
+
+    logging.shutdown()
+    os._exit(0)
 
 
 def _serve(settings: ServerSettings) -> None:
