@@ -36,6 +36,7 @@ import httpx
 from benchmarks import postgres
 from benchmarks.common import ProcessSampler, ServerProcess, component, percentiles, raise_open_files
 from benchmarks.fleets import Bench, FleetTemplate, desired_hash
+from benchmarks.profile import profiled
 from benchmarks.workers import WorkerPool
 from rrm.agent.identity import AgentIdentity
 from rrm.wire.protocol import ResourceResult, StatusReport, dumps
@@ -66,21 +67,22 @@ def run(
         sender = _Sender(server.url, template, rate, min(n, concurrency))
         first_hash = desired_hash(server, template.names[0])
         bench.log(f"status path {n}: every runtime reports once ({n / rate:.0f} s)")
-        first = _phase(server, sender, _body(first_hash), range(n))
+        measure = _Phases(server, sender, bench.profile_dir, f"status-{n}")
+        first = measure("first", _body(first_hash), range(n))
         bench.log(f"status path {n}: idle for {IDLE_SECONDS:.0f} s")
         with ProcessSampler(server.pid, children=True) as idle:
             time.sleep(IDLE_SECONDS)
         idle_cores = idle.cpu_seconds / idle.elapsed
         count = max(1, round(rate * seconds))
         bench.log(f"status path {n}: {count} refused reports (HTTP and authentication only)")
-        floor = _phase(server, sender, b"[]", (i % n for i in range(count)), expected=422)
+        floor = measure("floor", b"[]", (i % n for i in range(count)), expected=422)
         bench.log(f"status path {n}: {count} heartbeats (unchanged hash) at {rate:.0f}/s")
-        heartbeat = _phase(server, sender, _body(first_hash), (i % n for i in range(count)))
+        heartbeat = measure("heartbeat", _body(first_hash), (i % n for i in range(count)))
         server.apply(component(COMPONENT, 1))
         new_hash = desired_hash(server, template.names[0])
         _settle(server)
         bench.log(f"status path {n}: every runtime reports a newly applied hash ({n / rate:.0f} s)")
-        changed = _phase(server, sender, _body(new_hash), range(n))
+        changed = measure("changed", _body(new_hash), range(n))
         synced = server.synced_count()
     finally:
         server.stop()
@@ -131,20 +133,28 @@ def _body(applied_hash: str) -> bytes:
     return dumps(report)
 
 
-def _phase(
-    server: ServerProcess, sender: _Sender, body: bytes, runtimes: Any, expected: int = 204
-) -> dict[str, Any]:
-    """Send `body` for each runtime index in `runtimes`; CPU until one housekeeping pass after the last.
-    `reports` counts the answers with status `expected`; any other answer is a failure."""
-    with ProcessSampler(server.pid, children=True) as sampler:
-        sent = asyncio.run(sender.send(body, list(runtimes), expected))
-        time.sleep(HOUSEKEEPING_INTERVAL * 1.5)
-    return {
-        **sent,
-        "seconds": round(sampler.elapsed, 2),
-        "cpu_seconds": round(sampler.cpu_seconds, 3),
-        "cpu_us_per_report": _per_report(sampler.cpu_seconds, sent["reports"]),
-    }
+class _Phases:
+    """Runs the phases against one server; with `profile_dir`, each phase's server is recorded there
+    (py-spy, `<label>-<phase>-server.txt`)."""
+
+    def __init__(self, server: ServerProcess, sender: _Sender, profile_dir: Path | None, label: str) -> None:
+        self.server, self.sender, self.profile_dir, self.label = server, sender, profile_dir, label
+
+    def __call__(self, name: str, body: bytes, runtimes: Any, expected: int = 204) -> dict[str, Any]:
+        """Send `body` for each runtime index in `runtimes`; CPU until one housekeeping pass after the
+        last. `reports` counts the answers with status `expected`; any other answer is a failure."""
+        with (
+            profiled({"server": self.server.pid}, self.profile_dir, f"{self.label}-{name}"),
+            ProcessSampler(self.server.pid, children=True) as sampler,
+        ):
+            sent = asyncio.run(self.sender.send(body, list(runtimes), expected))
+            time.sleep(HOUSEKEEPING_INTERVAL * 1.5)
+        return {
+            **sent,
+            "seconds": round(sampler.elapsed, 2),
+            "cpu_seconds": round(sampler.cpu_seconds, 3),
+            "cpu_us_per_report": _per_report(sampler.cpu_seconds, sent["reports"]),
+        }
 
 
 def _per_report(cpu_seconds: float, reports: int) -> float | None:

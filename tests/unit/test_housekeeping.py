@@ -18,7 +18,7 @@ from rrm.server.housekeeping import ConditionWatch, record_transitions
 from rrm.server.state import ServerState, utcnow
 from rrm.server.status_writer import StatusWriter
 from rrm.store import repositories as repo
-from rrm.wire.protocol import ResourceResult, StatusReport
+from rrm.wire.protocol import ResourceResult, StatusReport, dumps
 
 
 class Leader:
@@ -45,7 +45,7 @@ class Leader:
         self.loop.close()
 
     def report(self, runtime_id: str, body: StatusReport, *, by: StatusWriter | None = None) -> None:
-        submitted = (by or self.writer).submit(runtime_id, "rt", body)
+        submitted = (by or self.writer).submit(runtime_id, "rt", body, dumps(body))
         self.loop.run_until_complete(asyncio.wait_for(submitted, timeout=30))
 
     def applied(self, runtime_id: str, applied_hash: str | None, *, by: StatusWriter | None = None) -> None:

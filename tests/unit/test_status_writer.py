@@ -11,7 +11,7 @@ from fleet_fixtures import Store
 from rrm.server.state import utcnow
 from rrm.server.status_writer import StatusWriter
 from rrm.store import repositories as repo
-from rrm.wire.protocol import StatusReport
+from rrm.wire.protocol import StatusReport, dumps
 
 
 async def _reported(writer: StatusWriter, *batches: dict[str, StatusReport]) -> None:
@@ -19,7 +19,7 @@ async def _reported(writer: StatusWriter, *batches: dict[str, StatusReport]) -> 
     runner = asyncio.create_task(writer.run())
     try:
         for reports in batches:
-            submitted = (writer.submit(r, f"name-{r}", body) for r, body in reports.items())
+            submitted = (writer.submit(r, f"name-{r}", body, dumps(body)) for r, body in reports.items())
             await asyncio.wait_for(asyncio.gather(*submitted), timeout=60)
     finally:
         runner.cancel()
@@ -71,20 +71,50 @@ def test_repeated_reports_and_contacts_wait_for_a_new_report_or_a_full_batch(tmp
     first, second, third = (store.runtime(f"rt-{i}") for i in range(3))
     writer = StatusWriter(store.db, interval=0, quiet_interval=3600, full_batch=2)
     report = StatusReport(applied_hash="a" * 64)
+    body = dumps(report)
 
     async def scenario() -> None:
         runner = asyncio.create_task(writer.run())
         try:
-            await asyncio.wait_for(writer.submit(first, "first", report), timeout=60)  # new: written at once
-            repeated = asyncio.create_task(writer.submit(first, "first", report))
+            # new: written at once
+            await asyncio.wait_for(writer.submit(first, "first", report, body), timeout=60)
+            repeated = asyncio.create_task(writer.submit(first, "first", report, body))
             writer.touch(third)
             done, _ = await asyncio.wait({repeated}, timeout=0.3)
             assert not done, "a repeated report was written on its own"
-            await asyncio.wait_for(writer.submit(second, "second", report), timeout=60)  # new to this writer
+            # new to this writer
+            await asyncio.wait_for(writer.submit(second, "second", report, body), timeout=60)
             await asyncio.wait_for(repeated, timeout=60)
             assert set(writer.sightings.take()) == {first, second, third}
-            repeats = (writer.submit(r, r, report) for r in (first, second))  # two repeats: a full batch
+            # two repeats: a full batch
+            repeats = (writer.submit(r, r, report, body) for r in (first, second))
             await asyncio.wait_for(asyncio.gather(*repeats), timeout=60)
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_deleted_runtime_is_forgotten_and_its_next_report_counts_as_new(tmp_path: Path) -> None:
+    """The writer remembers each runtime's last report to tell a repeat; not for runtimes that are gone."""
+    store = Store(tmp_path)
+    kept, deleted = store.runtime("kept"), store.runtime("deleted")
+    writer = StatusWriter(store.db, interval=0, quiet_interval=3600, full_batch=100)
+    report = StatusReport(applied_hash="a" * 64)
+    body = dumps(report)
+
+    async def scenario() -> None:
+        runner = asyncio.create_task(writer.run())
+        try:
+            first = (writer.submit(r, r, report, body) for r in (kept, deleted))
+            await asyncio.wait_for(asyncio.gather(*first), timeout=60)
+            repeated = asyncio.create_task(writer.submit(kept, kept, report, body))
+            done, _ = await asyncio.wait({repeated}, timeout=0.3)
+            assert not done, "a repeated report was written on its own"
+            writer.forget_all_but({kept})
+            # the same body again, but nothing is remembered of the runtime: a new report, written at once
+            await asyncio.wait_for(writer.submit(deleted, deleted, report, body), timeout=60)
+            await asyncio.wait_for(repeated, timeout=60)
         finally:
             runner.cancel()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ log = logging.getLogger("rrm.server.housekeeping")
 # Used or expired pairing tokens are useless but harmless: dropping them once a minute is soon enough, and
 # spares the leader a write transaction every second when nothing else changed.
 TOKEN_CLEANUP_INTERVAL = timedelta(seconds=60)
+# What the status writer remembers of a deleted runtime (its last report) is dropped within this time.
+FORGET_INTERVAL = timedelta(seconds=60)
 
 
 class ConditionWatch:
@@ -128,6 +131,9 @@ class ConditionWatch:
                 self.counts.subtract((c.type, c.status) for c in self.evaluated.pop(runtime_id).conditions)
                 self.observed.pop(runtime_id, None)
                 self._reported_at.pop(runtime_id, None)
+            if self.recorded is not None:  # a deleted runtime's condition rows went with it
+                for key in [k for k in self.recorded if k[0] not in fleet.runtimes]:
+                    del self.recorded[key]
         while self._due and self._due[0][0] <= now:
             candidates.add(heapq.heappop(self._due)[1])
         fresh = {}
@@ -271,7 +277,10 @@ def housekeeping_pass(state: ServerState, leadership: Leadership, watch: Conditi
 
 
 async def run_housekeeping(state: ServerState, leadership: Leadership, interval: float = 1.0) -> None:
+    """Every process runs it (the leader's share only while it leads); each also makes its status writer
+    forget deleted runtimes once a `FORGET_INTERVAL`."""
     watch = ConditionWatch(state.status_writer.sightings)
+    forgotten = time.monotonic()
     try:
         while True:
             try:
@@ -279,6 +288,9 @@ async def run_housekeeping(state: ServerState, leadership: Leadership, interval:
                     state.fleet.nudge()
             except Exception:
                 log.exception("housekeeping pass failed")
+            if time.monotonic() - forgotten >= FORGET_INTERVAL.total_seconds():
+                state.status_writer.forget_all_but(state.fleet.runtimes)
+                forgotten = time.monotonic()
             await asyncio.sleep(interval)
     finally:
         leadership.release()

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import threading
 import uuid
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from rrm.core.conditions import Observed
 from rrm.store import Database
 from rrm.store import repositories as repo
-from rrm.wire.protocol import StatusReport, dumps, encode
+from rrm.wire.protocol import StatusReport, encode
 
 log = logging.getLogger("rrm.server.status_writer")
 
@@ -33,7 +34,17 @@ log = logging.getLogger("rrm.server.status_writer")
 class _Pending:
     runtime_name: str
     report: StatusReport
+    data: Mapping[str, Any]  # `report` as JSON data, what is stored and what the leader judges
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Last:
+    """A runtime's last report: the hash of its body as received, and its JSON data, reused (the same
+    object) while the runtime repeats the same body, which heartbeats do."""
+
+    fingerprint: int
+    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -85,22 +96,31 @@ class StatusWriter:
         self._touched: set[str] = set()
         self._arrived = asyncio.Event()
         self._news = asyncio.Event()  # the batch holds a new report, or `full_batch` of them
-        self._last_reports: dict[str, int] = {}  # runtime → hash of its encoded last report
+        self._last_reports: dict[str, _Last] = {}
 
-    async def submit(self, runtime_id: str, runtime_name: str, report: StatusReport) -> None:
-        """Returns once the report is durable; a newer report of the same runtime in the batch wins."""
+    async def submit(self, runtime_id: str, runtime_name: str, report: StatusReport, body: bytes) -> None:
+        """Returns once the report is durable; a newer report of the same runtime in the batch wins.
+        `body`: the report as received (`report` decoded from it): the same body is the same report."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fingerprint = hash(body)
+        last = self._last_reports.get(runtime_id)
+        repeated = last is not None and last.fingerprint == fingerprint
+        if last is None or not repeated:
+            last = self._last_reports[runtime_id] = _Last(fingerprint, encode(report))
         pending = self._pending.get(runtime_id)
         if pending is None:
-            pending = self._pending[runtime_id] = _Pending(runtime_name, report)
-        pending.report = report
+            pending = self._pending[runtime_id] = _Pending(runtime_name, report, last.data)
+        pending.report, pending.data = report, last.data
         pending.waiters.append(waiter)
-        fingerprint = hash(dumps(report))
-        if self._last_reports.get(runtime_id) != fingerprint or len(self._pending) >= self._full_batch:
-            self._last_reports[runtime_id] = fingerprint
+        if not repeated or len(self._pending) >= self._full_batch:
             self._news.set()
         self._arrived.set()
         await waiter
+
+    def forget_all_but(self, runtimes: Container[str]) -> None:
+        """Drop what is remembered of runtimes not in `runtimes` (deleted ones), on the event loop."""
+        for runtime_id in [r for r in self._last_reports if r not in runtimes]:
+            del self._last_reports[runtime_id]
 
     def touch(self, runtime_id: str) -> None:
         """Record contact without a report (a long-poll): `last_seen` moves on with the next flush."""
@@ -148,13 +168,12 @@ class StatusWriter:
             events = []
             for runtime_id, pending in batch.items():
                 body = pending.report
-                report = encode(body)
-                reported[runtime_id] = Observed(now, body.heartbeat_interval, body.applied_hash, report)
+                reported[runtime_id] = Observed(now, body.heartbeat_interval, body.applied_hash, pending.data)
                 statuses.append(
                     {
                         "runtime_id": runtime_id,
                         "applied_hash": body.applied_hash,
-                        "report": body,
+                        "report": pending.data,
                         "agent_version": body.agent_version,
                         "heartbeat_interval": body.heartbeat_interval,
                     }

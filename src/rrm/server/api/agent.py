@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rrm.server.api.common import BoundedRoute
 from rrm.server.api.watch import watch_desired_state
-from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, token_hash
+from rrm.server.auth import BEARER_CHALLENGE, PAIRING_TOKEN_PREFIX, bearer, token_hash
 from rrm.server.fleet import RuntimeEntry
 from rrm.server.metrics import DESIRED_STATE_RESPONSES, STATUS_REPORTS
 from rrm.server.rotation import (
@@ -162,24 +162,59 @@ def _wait_seconds(value: str) -> float:
     return wait
 
 
-async def report_status(request: Request) -> Response:
-    """`PUT /agent/v1/status` with a `StatusReport`: 204 once it is committed. A plain Starlette endpoint,
-    as `desired_state`: every agent sends one after every change and on every heartbeat."""
-    state, runtime = state_of(request), await calling_runtime(request)
-    try:
-        body = protocol.decode(protocol.StatusReport, await request.body())
-    except protocol.WireError as exc:
-        raise HTTPException(422, [_problem(exc)]) from None
-    await state.status_writer.submit(runtime.id, runtime.name, body)
-    STATUS_REPORTS.inc()
-    return Response(status_code=204)
+STATUS_PATH = f"{router.prefix}/status"
 
+
+class StatusReports:
+    """`PUT /agent/v1/status` with a `StatusReport`: 204 once it is committed.
+
+    Every agent sends one after every change and on every heartbeat, so it is a bare ASGI app, served by
+    `AgentFastPath` before the request enters FastAPI: the token taken from the raw headers (a verified
+    token is a dictionary lookup), the body decoded once by msgspec and handed to the status writer as
+    received (its fingerprint), no Request or Response object. Errors are raised as the other endpoints
+    raise them; whoever serves it (`AgentFastPath`, or the app for a request that reaches it) answers them.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state: ServerState = scope["app"].state.rrm
+        runtime = await state.agent_auth.runtime(_bearer_of(scope))
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the agent is gone: nothing stored, nobody to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            report = protocol.decode(protocol.StatusReport, body)
+        except protocol.WireError as exc:
+            raise HTTPException(422, [_problem(exc)]) from None
+        await state.status_writer.submit(runtime.id, runtime.name, report, body)
+        STATUS_REPORTS.inc()
+        await send({"type": "http.response.start", "status": 204, "headers": []})  # as Starlette's 204
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _bearer_of(scope: Scope) -> str:
+    """The bearer token in the raw headers, refused as `rrm.server.auth.bearer` refuses it."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise HTTPException(401, "missing bearer token", headers=BEARER_CHALLENGE)
+
+
+report_status = StatusReports()
 
 # the plain endpoints, added to the app beside `router` by rrm.server.app, and served ahead of the app by
 # `AgentFastPath`
 PLAIN_ROUTES = [
     Route(f"{router.prefix}/desired-state", desired_state, methods=["GET"]),
-    Route(f"{router.prefix}/status", report_status, methods=["PUT"]),
+    Route(STATUS_PATH, report_status, methods=["PUT"]),
     Route(f"{router.prefix}/desired-state/watch", watch_desired_state, methods=["GET"]),
 ]
 
@@ -213,9 +248,16 @@ router.add_api_route(
     summary="The runtime's desired states as a stream of server-sent events (docs/api.md, Watch stream)",
     **_documented(None, None, extra={"parameters": [_ETAG]}),
 )
+
+
+async def _status_described(request: Request) -> Response:
+    """What `/openapi.json` describes `PUT /agent/v1/status` by; never called (`StatusReports` serves it)."""
+    raise HTTPException(405)
+
+
 router.add_api_route(
     "/status",
-    report_status,
+    _status_described,
     methods=["PUT"],
     route_class_override=DescribedOnly,
     summary="Report the applied state (also the heartbeat); 204 once it is committed",
@@ -236,28 +278,43 @@ class AgentFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._endpoints: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
-            (route.path, method): route.endpoint for route in PLAIN_ROUTES for method in route.methods or ()
+            (route.path, method): route.endpoint
+            for route in PLAIN_ROUTES
+            if route.endpoint is not report_status
+            for method in route.methods or ()
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = None
-        if scope["type"] == "http":
-            endpoint = self._endpoints.get((scope["path"], scope["method"]))
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == STATUS_PATH and scope["method"] == "PUT":
+            scope["app"] = self.app  # where the endpoints find the server state
+            try:
+                await report_status(scope, receive, send)
+            except Exception as exc:
+                await _failure(exc, scope)(scope, receive, send)
+            return
+        endpoint = self._endpoints.get((scope["path"], scope["method"]))
         if endpoint is None:
             await self.app(scope, receive, send)
             return
-        scope["app"] = self.app  # where `state_of` finds the server state
-        request = Request(scope, receive, send)
+        scope["app"] = self.app
         try:
-            response = await endpoint(request)
-        except HTTPException as exc:
-            response = JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
-        except OperationalError as exc:
-            response = store_failure_response(exc, state_of(request).db)
-        except Exception:
-            log.exception("%s %s failed", scope["method"], scope["path"])
-            response = PlainTextResponse("Internal Server Error", status_code=500)
+            response = await endpoint(Request(scope, receive, send))
+        except Exception as exc:
+            response = _failure(exc, scope)
         await response(scope, receive, send)
+
+
+def _failure(exc: Exception, scope: Scope) -> Response:
+    """The answer to an endpoint's exception, as the app's exception handlers give it."""
+    if isinstance(exc, HTTPException):
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+    if isinstance(exc, OperationalError):
+        return store_failure_response(exc, scope["app"].state.rrm.db)
+    log.error("%s %s failed", scope["method"], scope["path"], exc_info=exc)
+    return PlainTextResponse("Internal Server Error", status_code=500)
 
 
 @router.post("/rotate/challenge", **_documented(None, protocol.RotateChallenge))
