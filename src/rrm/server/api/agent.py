@@ -260,6 +260,8 @@ router.add_api_route(
     _status_described,
     methods=["PUT"],
     route_class_override=DescribedOnly,
+    name="report_status",
+    description="A `StatusReport`, answered once it is committed; every agent's heartbeat too.",
     summary="Report the applied state (also the heartbeat); 204 once it is committed",
     **_documented(protocol.StatusReport, None, 204),
 )
