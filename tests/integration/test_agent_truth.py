@@ -7,6 +7,7 @@ admin API, the resources directory and the stand-in's own log.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -341,6 +342,8 @@ def test_a_deleted_component_leaves_the_sidecar_view_within_a_second_of_daprd_un
     assert 0 <= stored - closed <= READY_AFTER_LOAD, fleet.explain(
         f"the report came {stored - closed:.3f} s after daprd closed it (at most {READY_AFTER_LOAD} s)"
     )
-    assert condition_true(seen, "Ready") and synced(seen)
+    assert condition_true(seen, "Ready") and synced(seen), fleet.explain(
+        f"the report that dropped it is not Ready and Synced: {json.dumps(seen, indent=1)[:3000]}"
+    )
     assert [r["name"] for r in seen["resources"]] == ["unload-keep"]
     assert agent.running

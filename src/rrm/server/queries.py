@@ -4,7 +4,7 @@ the two always show the same thing. Values of secrets are never read here: only 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -14,7 +14,7 @@ from rrm.core.selectors import Selector
 from rrm.server.state import ServerState, utcnow
 from rrm.server.views import component_view, event_view, runtime_conditions, runtime_detail, runtime_view
 from rrm.store import repositories as repo
-from rrm.store.tables import Runtime
+from rrm.store.tables import Runtime, RuntimeStatus
 
 T = TypeVar("T")
 RUNTIME_EVENTS = 20
@@ -31,10 +31,14 @@ async def read(state: ServerState, work: Callable[[Session], T]) -> T:
 
 
 def runtime_views(state: ServerState, session: Session, rows: Sequence[Runtime]) -> list[dict[str, Any]]:
+    return _views(state, session, rows, repo.statuses_for(session, [row.id for row in rows]))
+
+
+def _views(
+    state: ServerState, session: Session, rows: Sequence[Runtime], statuses: Mapping[str, RuntimeStatus]
+) -> list[dict[str, Any]]:
     now = utcnow()
-    ids = [row.id for row in rows]
-    statuses = repo.statuses_for(session, ids)
-    transitions = repo.condition_transitions(session, ids)
+    transitions = repo.condition_transitions(session, [row.id for row in rows])
     views = []
     for row in rows:
         status = statuses.get(row.id)
@@ -49,13 +53,14 @@ def runtimes(state: ServerState, session: Session, selector: Selector | None) ->
 
 
 def runtime(state: ServerState, session: Session, name: str) -> dict[str, Any] | None:
-    """The runtime's view, what its agent last reported, and its recent events; None when unknown."""
+    """The runtime's view, what its agent last reported, and its recent events; None when unknown. The
+    view and the report come from the one status row read."""
     row = repo.runtime_by_name(session, name)
     if row is None:
         return None
-    detail = runtime_detail(
-        runtime_views(state, session, [row])[0], state.fleet, repo.status_of(session, row.id)
-    )
+    statuses = repo.statuses_for(session, [row.id])
+    view = _views(state, session, [row], statuses)[0]
+    detail = runtime_detail(view, state.fleet, statuses.get(row.id))
     detail["events"] = [
         {"id": e.id, "time": e.time.isoformat(), "type": e.type, "message": e.message}
         for e in repo.recent_events(session, f"runtime/{name}", RUNTIME_EVENTS)

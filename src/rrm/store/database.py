@@ -136,9 +136,11 @@ class Database:
             self._reader = _sqlite_engine(self.url, writer=False)
             self._writer = _sqlite_engine(self.url, writer=True)
         else:
-            self._reader = self._writer = create_engine(
-                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
-            )
+            self._writer = create_engine(self.url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+            # A read is one snapshot, as a SQLite read transaction in WAL mode is: under READ COMMITTED each
+            # statement sees what committed since the one before, so a view read with two statements could
+            # pair an old status row with a newer report (the same pool; the level is set per checkout).
+            self._reader = self._writer.execution_options(isolation_level="REPEATABLE READ")
         self._read_sessions = sessionmaker(self._reader, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
         # called (in the committing thread) after a write that appended to the change feed committed
