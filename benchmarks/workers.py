@@ -32,6 +32,7 @@ import httpx
 import yaml
 
 import rrm.agent.client
+import rrm.agent.loop
 from benchmarks.common import raise_open_files
 from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
@@ -601,6 +602,9 @@ def worker_main(conn: Connection, index: int, log_path: str, worker_class: type[
     # A real agent has its process to itself; here thousands share one event loop, whose lag would count
     # against the agent's 5 s connect timeout and turn a busy moment into a storm of retries.
     rrm.agent.client.CONNECT_TIMEOUT_SECONDS = CONNECT_TIMEOUT_SECONDS
+    # The same lag would count against the watch stream's 10 s for its first frame: the agents would take
+    # their own event loop's lag for a proxy that buffers streams and fall back to the long-poll.
+    rrm.agent.loop.FIRST_FRAME_SECONDS = CONNECT_TIMEOUT_SECONDS
     logging.basicConfig(
         filename=log_path, level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

@@ -17,6 +17,7 @@ import pytest
 from rrm.agent.client import (
     DirectorClient,
     DirectorUnavailable,
+    NothingListening,
     Unauthorized,
     UnexpectedResponse,
     tls_verification,
@@ -162,8 +163,28 @@ def test_no_reachable_director_is_unavailable() -> None:
         finally:
             await client.close()
 
-    with pytest.raises(DirectorUnavailable, match="no director reachable"):
+    with pytest.raises(NothingListening, match="no director reachable"):
         run(scenario())
+
+
+def test_a_director_that_answers_nothing_in_time_is_not_one_that_listens_to_nothing() -> None:
+    """Refused connections cost the directors nothing to retry soon; a timeout may be one that is busy."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a":
+            raise httpx.ConnectError("refused", request=request)
+        raise httpx.ReadTimeout("busy", request=request)
+
+    async def scenario() -> None:
+        client = client_for(handler, ["http://a", "http://b"])
+        try:
+            await client.fetch_desired(None, wait=1)
+        finally:
+            await client.close()
+
+    with pytest.raises(DirectorUnavailable, match="no director reachable") as raised:
+        run(scenario())
+    assert not isinstance(raised.value, NothingListening)
 
 
 @pytest.mark.parametrize(

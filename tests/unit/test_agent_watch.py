@@ -247,6 +247,18 @@ def test_auto_falls_back_after_two_streams_in_a_row_cut_before_any_frame() -> No
     assert not choice.watching()
 
 
+def test_a_stream_the_director_ended_cleanly_starts_the_count_of_cuts_anew() -> None:
+    """A restart ends every stream cleanly; a stream cut while the director comes back must not add to a
+    cut from long before and send the agent to the long-poll for WATCH_RETRY_SECONDS."""
+    choice = DeliveryChoice("auto", Clock())
+    choice.cut(StreamCut("cut", opened=True))
+    choice.ended()
+    choice.cut(StreamCut("cut", opened=True))
+    assert choice.watching()
+    choice.cut(StreamCut("cut", opened=True))
+    assert not choice.watching()
+
+
 @pytest.mark.parametrize("mode", ["watch", "longpoll"])
 def test_a_chosen_delivery_never_switches(mode: Any) -> None:
     choice = DeliveryChoice(mode, Clock())

@@ -11,9 +11,10 @@ class Backoff:
         self.cap = cap
         self._attempt = 0
 
-    def next_delay(self) -> float:
-        """A uniform draw from [0, min(cap, initial * 2**attempt)]; each call doubles the ceiling."""
-        ceiling = min(self.cap, self.initial * 2**self._attempt)
+    def next_delay(self, cap: float | None = None) -> float:
+        """A uniform draw from [0, min(cap, initial * 2**attempt)]; each call doubles the ceiling. `cap`: a
+        lower ceiling for this draw than the backoff's own."""
+        ceiling = min(self.cap if cap is None else min(cap, self.cap), self.initial * 2**self._attempt)
         self._attempt = min(self._attempt + 1, 32)
         return random.uniform(0, ceiling)
 

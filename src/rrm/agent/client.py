@@ -59,6 +59,11 @@ class DirectorUnavailable(DirectorError):
     """No director answered, or the one that did failed (5xx)."""
 
 
+class NothingListening(DirectorUnavailable):
+    """Every director refused the connection: none is listening (one restarting). Trying again costs the
+    directors nothing, so the agent retries sooner than after an answered failure."""
+
+
 class Unauthorized(DirectorError):
     """401: the runtime is unknown or revoked, or the pairing token is unknown, used or expired."""
 
@@ -203,7 +208,8 @@ class DirectorClient:
             ) from None
         except httpx.TransportError as exc:
             self._active = (self._active + 1) % len(self._urls)  # the next stream tries the next director
-            raise DirectorUnavailable(f"GET {watch.PATH}: {type(exc).__name__}: {exc}") from exc
+            unavailable = NothingListening if isinstance(exc, httpx.ConnectError) else DirectorUnavailable
+            raise unavailable(f"GET {watch.PATH}: {type(exc).__name__}: {exc}") from exc
         try:
             self.clock.observe(response.headers.get("date"), sent_at, time.time())
             await _expect_stream(response)
@@ -314,6 +320,7 @@ class DirectorClient:
     ) -> httpx.Response:
         """Try the directors in order from the last one that answered; stick to whichever answers now."""
         failures: list[str] = []
+        refused = True
         for offset in range(len(self._urls)):
             index = (self._active + offset) % len(self._urls)
             url = self._urls[index] + path
@@ -322,13 +329,15 @@ class DirectorClient:
                 response = await self._request_once_retried(method, url, headers, timeout, kwargs)
             except httpx.TransportError as exc:
                 failures.append(f"{self._urls[index]}: {type(exc).__name__}: {exc}")
+                refused = refused and isinstance(exc, httpx.ConnectError)
                 continue
             self.clock.observe(response.headers.get("date"), sent_at, time.time())
             if index != self._active:
                 log.info("event=director-switched url=%s", self._urls[index])
                 self._active = index
             return response
-        raise DirectorUnavailable("no director reachable: " + "; ".join(failures))
+        unavailable = NothingListening if refused else DirectorUnavailable
+        raise unavailable("no director reachable: " + "; ".join(failures))
 
 
 def tls_verification(urls: Iterable[str]) -> ssl.SSLContext | bool:

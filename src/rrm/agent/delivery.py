@@ -6,8 +6,8 @@ place) sends the agent to the long-poll at once, and so do `CUTS_BEFORE_FALLBACK
 before any frame after their open one (the proxy cuts them) or not answered at all. A stream not answered
 is not enough alone: a director busy with a fleet reconnecting at once (its accept queue full, SYNs
 retried) looks the same for a while, so the agent takes one long-poll, which waits its turn, and then tries
-the stream again. The stream is tried again after
-`WATCH_RETRY_SECONDS`. `watch` and `longpoll` never switch."""
+the stream again. A stream that delivered a frame, or that the director ended cleanly, starts the count
+anew. The stream is tried again after `WATCH_RETRY_SECONDS`. `watch` and `longpoll` never switch."""
 
 from __future__ import annotations
 
@@ -52,6 +52,10 @@ class DeliveryChoice:
             self._one_long_poll = False
             return False
         return self._clock() >= self._longpoll_until
+
+    def ended(self) -> None:
+        """A stream the director ended cleanly (its token expired, it stops): streams work on this path."""
+        self._cuts = 0
 
     def cut(self, exc: StreamCut) -> None:
         """A stream was cut: in `auto`, perhaps fall back to the long-poll for a while."""

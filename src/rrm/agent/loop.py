@@ -21,10 +21,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from rrm.agent.backoff import Backoff
 from rrm.agent.cache import DesiredStateCache
-from rrm.agent.client import DirectorClient, DirectorError, StreamCut, StreamOpened, Unauthorized
+from rrm.agent.client import (
+    DirectorClient,
+    DirectorError,
+    NothingListening,
+    StreamCut,
+    StreamOpened,
+    Unauthorized,
+)
 from rrm.agent.config import AgentConfig, DeliveryMode
 from rrm.agent.delivery import FIRST_FRAME_SECONDS, DeliveryChoice, reconnect_jitter
 from rrm.agent.drift import drift_records
@@ -49,6 +57,9 @@ MIN_RECONCILE_SPACING = 1.0  # a controller fighting over an object cannot make 
 # and the agent sees the load by its third question, 0.7 s after the apply): each report costs the agent a
 # request to the director and a question to the sidecar, most of its CPU per update.
 REPORT_HOLD_SECONDS = 1.0
+# The ceiling of the backoff while no director listens (refused connections, a restart): retrying costs them
+# nothing, and the default ceiling (30 s) left a restarted director's fleet reconnecting for half a minute.
+NOTHING_LISTENING_CAP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,7 @@ class Agent:
         choice = DeliveryChoice(self.delivery)
         while True:
             watching = self.confirmed and choice.watching()
+            delay = backoff.next_delay
             try:
                 await (self.watch_once() if watching else self.sync_once())
             except StreamCut as exc:
@@ -145,6 +157,9 @@ class Agent:
                 choice.cut(exc)
             except Unauthorized as exc:
                 log.error("event=unauthorized error=%s action=keeping-applied-resources", exc)
+            except NothingListening as exc:
+                log.warning("event=fetch-failed error=%s action=keeping-applied-resources", exc)
+                delay = partial(backoff.next_delay, cap=NOTHING_LISTENING_CAP_SECONDS)
             except DirectorError as exc:
                 log.warning("event=fetch-failed error=%s action=keeping-applied-resources", exc)
             except Exception:
@@ -152,9 +167,10 @@ class Agent:
             else:
                 backoff.reset()
                 if watching:
+                    choice.ended()
                     await asyncio.sleep(reconnect_jitter())
                 continue
-            await asyncio.sleep(backoff.next_delay())
+            await asyncio.sleep(delay())
 
     async def watch_once(self) -> None:
         """One watch stream, read by a task of its own as its frames come, so that a slow apply neither
