@@ -61,7 +61,18 @@ class AdminAuth:
 
     def role(self, token: str) -> str | None:
         """The token's role; None for an unknown token; a 401 that says so for an expired one."""
-        grant = self.grant_of_hash(token_hash(token))
+        return self._role_of(self.grant_of_hash(token_hash(token)))
+
+    def fresh_role(self, token: str) -> tuple[bool, str | None]:
+        """(True, `role`) when the token's grant is cached and fresh, read without the database; (False,
+        None) when it must be read (`role`, off the event loop)."""
+        cached = self._grants.get(token_hash(token))
+        if cached is None or time.monotonic() - cached[1] >= self._fresh:
+            return False, None
+        return True, self._role_of(cached[0])
+
+    @staticmethod
+    def _role_of(grant: Grant | None) -> str | None:
         if grant is None:
             return None
         if grant.expired(datetime.now(UTC)):
