@@ -380,7 +380,7 @@ def test_secret_data_must_decode_to_utf8() -> None:
     assert error_fields(result) == ["data.blob"]
 
 
-@pytest.mark.parametrize("key", ["a/b", "with space", "..hidden", ".", "k" * 254])
+@pytest.mark.parametrize("key", ["a/b", "with space", "..hidden", ".", "k" * 254, "trailing\n"])
 def test_secret_key_must_be_a_kubernetes_key(key: str) -> None:
     result, values = validate_secret(secret(stringData={key: "v", "ok.key-1_x": "w"}))
 

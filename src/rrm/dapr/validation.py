@@ -30,7 +30,7 @@ from rrm.dapr.values import value_text, value_type_error
 
 COMPONENT_API_VERSION = "dapr.io/v1alpha1"
 COMPONENT_KIND = "Component"
-SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")  # whole key (fullmatch): `$` would let a trailing newline through
 SECRET_KEY_MAX = 253
 
 # A field is a credential when its name is, or ends with, one of these (case-insensitive, `_`/`-` ignored).
@@ -418,7 +418,7 @@ def _secret_key_error(key: object) -> str | None:
         return "key must be a non-empty string"
     if len(key) > SECRET_KEY_MAX:
         return f"key must be at most {SECRET_KEY_MAX} characters"
-    if not SECRET_KEY.match(key):
+    if not SECRET_KEY.fullmatch(key):
         return "key may contain only letters, digits, '-', '_' and '.'"
     if key in (".", "..") or key.startswith(".."):
         return "key must not be '.' or '..' or start with '..'"
