@@ -38,8 +38,12 @@ def matches_hash(secret: str, stored_hash: str) -> bool:
 
 
 def bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
+    return bearer_token(request.headers.get("authorization", ""))
+
+
+def bearer_token(authorization: str) -> str:
+    """The token of an `Authorization: Bearer …` header's value; 401 for anything else."""
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise HTTPException(401, "missing bearer token", headers=BEARER_CHALLENGE)
     return value.strip()

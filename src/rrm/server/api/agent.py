@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rrm.server.api.common import BoundedRoute
 from rrm.server.api.watch import watch_desired_state
-from rrm.server.auth import BEARER_CHALLENGE, PAIRING_TOKEN_PREFIX, bearer, token_hash
+from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, bearer_token, token_hash
 from rrm.server.fleet import RuntimeEntry
 from rrm.server.metrics import DESIRED_STATE_RESPONSES, STATUS_REPORTS
 from rrm.server.rotation import (
@@ -198,14 +198,9 @@ class StatusReports:
 
 
 def _bearer_of(scope: Scope) -> str:
-    """The bearer token in the raw headers, refused as `rrm.server.auth.bearer` refuses it."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            break
-    raise HTTPException(401, "missing bearer token", headers=BEARER_CHALLENGE)
+    """The bearer token in the raw headers (the first `authorization`, as Starlette's headers read it)."""
+    value = next((v for name, v in scope["headers"] if name == b"authorization"), b"")
+    return bearer_token(value.decode("latin-1"))
 
 
 report_status = StatusReports()

@@ -54,13 +54,14 @@ async def reader(request: Request, state: ServerState = Depends(server_state)) -
     known, role = state.admin_auth.fresh_role(bearer(request))
     if not known:
         return await asyncio.to_thread(_read_role, request, state)
-    if role is None:
-        raise HTTPException(401, "invalid admin token", headers={"WWW-Authenticate": "Bearer"})
-    return role
+    return _granted(role)
 
 
 def _read_role(request: Request, state: ServerState) -> str:
-    role = state.admin_auth.role(bearer(request))
+    return _granted(state.admin_auth.role(bearer(request)))
+
+
+def _granted(role: str | None) -> str:
     if role is None:
         raise HTTPException(401, "invalid admin token", headers={"WWW-Authenticate": "Bearer"})
     return role
