@@ -17,14 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "standins"))
 
 import kube_apiserver
 
-from rrm.server.app import build_state
 from rrm.server.broker.models import BrokerError
 from rrm.server.broker.service import Answer, BrokerRequest
 from rrm.server.environment_broker.backend import EnvironmentBrokerBackend, PlatformRecords
 from rrm.server.environment_broker.bindings import bind, fetch_binding
 from rrm.server.environment_broker.catalog import SERVICE_ID, plan_id
 from rrm.server.provisioning.stages import CLUSTER_KUBECONFIG, sealed_name
-from rrm.server.settings import ServerSettings
 from rrm.server.state import ServerState, utcnow
 from rrm.store import environment_broker as store
 from rrm.store.tables import BrokeredEnvironment, EnvironmentRow
@@ -42,15 +40,6 @@ def cluster() -> Iterator[kube_apiserver.ApiServer]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[ServerState]:
-    state = build_state(ServerSettings(data_dir=tmp_path))
-    try:
-        yield state
-    finally:
-        state.db.dispose()
 
 
 def kubeconfig(server: kube_apiserver.ApiServer) -> str:

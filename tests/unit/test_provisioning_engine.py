@@ -9,15 +9,13 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rrm.core.operations import DEPROVISION, PROVISION
-from rrm.server.app import build_state
 from rrm.server.provisioning.backends.base import (
     AgentInstall,
     ClusterProgress,
@@ -28,7 +26,6 @@ from rrm.server.provisioning.catalog import Catalog
 from rrm.server.provisioning.engine import Engine
 from rrm.server.provisioning.plans import Plan
 from rrm.server.provisioning.routes import new_operation
-from rrm.server.settings import ServerSettings
 from rrm.server.state import ServerState, utcnow
 from rrm.store import provisioning as store
 from rrm.store import repositories as repo
@@ -81,15 +78,6 @@ class RecordingBackend:
     def deletion_progress(self, request: ClusterRequest) -> ClusterProgress:
         self._call("deletion_progress")
         return ClusterProgress(done=self.gone, description="gone" if self.gone else "Deleting")
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[ServerState]:
-    state = build_state(ServerSettings(data_dir=tmp_path))
-    try:
-        yield state
-    finally:
-        state.db.dispose()
 
 
 @pytest.fixture

@@ -4,29 +4,15 @@ caller is answered only once its write is committed, and a write that fails leav
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rrm.server.app import build_state
 from rrm.server.provisioning.group_commit import GroupCommit
-from rrm.server.settings import ServerSettings
 from rrm.server.state import ServerState, utcnow
 from rrm.store import repositories as repo
 from rrm.store.tables import Event
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[ServerState]:
-    state = build_state(ServerSettings(data_dir=tmp_path))
-    try:
-        yield state
-    finally:
-        state.db.dispose()
 
 
 def stored(state: ServerState, subject: str) -> int:
