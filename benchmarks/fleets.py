@@ -242,6 +242,10 @@ class Bench:
     def applied_times(self, hash: str) -> list[float | None]:
         return [t for reply in self.pool.broadcast("applied_times", hash=hash) for t in reply]
 
+    def report_times(self, hash: str) -> list[tuple[float, float, float]]:
+        """(applied, report began, report answered) of each agent that reported `hash`."""
+        return [tuple(t) for reply in self.pool.broadcast("report_times", hash=hash) for t in reply if t]
+
     def applied_by_director(self, hash: str) -> list[tuple[str, str, float | None]]:
         """Per agent: the director it started with, the one it talks to now, when it applied `hash`."""
         return [

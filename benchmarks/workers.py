@@ -124,6 +124,7 @@ class BenchClient(DirectorClient):
         self.failures = failures
         self.received: list[tuple[float, str]] = []
         self.reported_hash: str | None = None
+        self.report_times: dict[str, tuple[float, float]] = {}  # hash → first report of it: (began, answered)
         self.last_body: str | None = None
 
     async def fetch_desired(self, etag: str | None, wait: float) -> DesiredState | None:
@@ -149,12 +150,15 @@ class BenchClient(DirectorClient):
             raise
 
     async def report_status(self, report: StatusReport) -> None:
+        began = time.monotonic()
         try:
             await super().report_status(report)
         except DirectorError as exc:
             self.failures.note(exc)
             raise
         self.reported_hash = report.applied_hash
+        if report.applied_hash is not None and report.applied_hash not in self.report_times:
+            self.report_times[report.applied_hash] = (began, time.monotonic())
 
 
 class BenchAgent(Agent):
@@ -487,6 +491,12 @@ class Worker:
 
     async def cmd_applied_times(self, hash: str) -> list[float | None]:
         return [a.target.applied.get(hash) for a in self.agents]
+
+    async def cmd_report_times(self, hash: str) -> list[tuple[float, float, float] | None]:
+        """Per agent that applied `hash` and reported it: when it applied it, and when its first report of
+        it began and was answered."""
+        times = ((a.target.applied.get(hash), a.client.report_times.get(hash)) for a in self.agents)
+        return [(applied, *sent) if applied is not None and sent else None for applied, sent in times]
 
     async def cmd_applied_by_director(self, hash: str) -> list[tuple[str, str, float | None]]:
         """Per agent: the director it started with, the one it talks to now, when it applied `hash`."""
