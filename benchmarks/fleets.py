@@ -246,6 +246,10 @@ class Bench:
         """(applied, report began, report answered) of each agent that reported `hash`."""
         return [tuple(t) for reply in self.pool.broadcast("report_times", hash=hash) for t in reply if t]
 
+    def stages(self, hash: str) -> list[tuple[float, float, float, float, float]]:
+        """(received, taken, applied, report began, report answered) of each agent that reported `hash`."""
+        return [tuple(t) for reply in self.pool.broadcast("stages", hash=hash) for t in reply if t]
+
     def applied_by_director(self, hash: str) -> list[tuple[str, str, float | None]]:
         """Per agent: the director it started with, the one it talks to now, when it applied `hash`."""
         return [

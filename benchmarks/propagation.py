@@ -3,6 +3,7 @@ etcd (put response → every watcher has the value) in the same run, on the same
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import Any
@@ -21,6 +22,15 @@ from benchmarks.fleets import Bench, desired_hash, sync_deadline
 from benchmarks.profile import profiled
 
 COMPONENT = "bench-propagation"
+# where an update's time goes, per agent: each stage ends where the next begins (request → state received
+# → taken to apply → applied → its report sent → the report answered)
+STAGES = (
+    "received_after_request",
+    "taken_after_received",
+    "applied_after_taken",
+    "report_after_applied",
+    "report_answered_after_sent",
+)
 ETCD_KEY = "/rrm-bench/desired-state"
 
 
@@ -49,6 +59,7 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
     from_request: list[float] = []
     before_response = lost = 0
     incomplete = ""
+    stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
     try:
         server.apply(component(COMPONENT, 0))
         current = desired_hash(server, template.names[0])
@@ -89,6 +100,17 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
                 if incomplete:
                     incomplete += _and_why(bench, server, size)
                     break
+                this_update: dict[str, list[float]] = {stage: [] for stage in STAGES}
+                for received, taken, applied, began, answered_report in bench.stages(current):
+                    moments = (sent, received, taken, applied, began, answered_report)
+                    for stage, (start, end) in zip(STAGES, itertools.pairwise(moments), strict=True):
+                        this_update[stage].append(end - start)
+                bench.log(
+                    f"propagation {size}: update {marker}: p50/p99 of each stage: "
+                    + ", ".join(f"{stage} {_p50_p99(values)}" for stage, values in this_update.items())
+                )
+                for stage, values in this_update.items():
+                    stages[stage] += values
         for worker in generator:
             worker.__exit__()
         synced = server.synced_count()
@@ -110,6 +132,10 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
         "lost": lost,
         "synced_by_control_plane": synced,
         "initial_sync_seconds": round(initial_sync, 1),
+        "stage_seconds": {
+            stage: {k: round(v, 4) if isinstance(v, float) else v for k, v in percentiles(values).items()}
+            for stage, values in stages.items()
+        },
         "failed_requests": failures,
         "resent_applies": server.resent_applies,
         "open_files_after_sync": open_files,
@@ -121,6 +147,11 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
         "payload": payload,
         "setup": template.setup,
     }
+
+
+def _p50_p99(values: list[float]) -> str:
+    figures = percentiles(values)
+    return f"{figures['p50'] or 0:.3f}/{figures['p99'] or 0:.3f} s"
 
 
 def _and_why(bench: Bench, server: ServerProcess, size: int, said: str = "") -> str:

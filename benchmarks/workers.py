@@ -511,6 +511,20 @@ class Worker:
         superseded before their turn)."""
         return [[t for t, _ in a.agent.taken if t >= since] for a in self.agents]
 
+    async def cmd_stages(self, hash: str) -> list[tuple[float, float, float, float, float] | None]:
+        """Per agent that reported `hash`: when it received it, took it, applied it, and when its first report
+        of it began and was answered."""
+        stages = []
+        for a in self.agents:
+            received = next((t for t, h in a.client.received if h == hash), None)
+            taken = next((t for t, h in a.agent.taken if h == hash), None)
+            applied, sent = a.target.applied.get(hash), a.client.report_times.get(hash)
+            if received is None or taken is None or applied is None or sent is None:
+                stages.append(None)
+            else:
+                stages.append((received, taken, applied, *sent))
+        return stages
+
     async def cmd_payload(self) -> str | None:
         """The desired-state body the first agent holds, serialized as the control plane does."""
         for a in self.agents:
