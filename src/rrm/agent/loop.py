@@ -213,7 +213,7 @@ class Agent:
             await self.reconcile(prune=True, check_drift=True)
 
     async def _take(self, fetched: DesiredState) -> None:
-        """A verified state from a director: cached, then applied with pruning."""
+        """A verified state from a director: cached, then applied with pruning (one job on a thread)."""
         self.watched.taken()
         log.info(
             "event=fetched hash=%s components=%d secrets=%d",
@@ -221,13 +221,9 @@ class Agent:
             len(fetched.components),
             len(fetched.secrets),
         )
-        try:
-            await asyncio.to_thread(self.cache.save, fetched)
-        except OSError as exc:
-            log.error("event=cache-write-failed error=%s", exc)
         self.state = fetched
         self.confirmed = True
-        await self.reconcile(prune=True, check_drift=False)
+        await self.reconcile(prune=True, check_drift=False, cache=True)
 
     async def reconcile_forever(self) -> None:
         """A reconcile with a drift check every `reconcile_interval`, and soon after the target wakes us."""
@@ -238,17 +234,18 @@ class Agent:
             await self.reconcile(prune=self.confirmed, check_drift=True)
             await asyncio.sleep(MIN_RECONCILE_SPACING)
 
-    async def reconcile(self, *, prune: bool, check_drift: bool) -> None:
-        """Bring the target in line with the current state; target errors are logged, retried next round."""
+    async def reconcile(self, *, prune: bool, check_drift: bool, cache: bool = False) -> None:
+        """Bring the target in line with the current state; target errors are logged, retried next round.
+        With `cache`, the state is written to the cache first, in the same job on a thread."""
         async with self._reconciling:
-            await self._reconcile(prune=prune, check_drift=check_drift)
+            await self._reconcile(prune=prune, check_drift=check_drift, cache=cache)
 
-    async def _reconcile(self, *, prune: bool, check_drift: bool) -> None:
+    async def _reconcile(self, *, prune: bool, check_drift: bool, cache: bool = False) -> None:
         state = self.state
         if state is None:
             return
         try:
-            done = await asyncio.to_thread(self._reconcile_blocking, state, prune, check_drift)
+            done = await asyncio.to_thread(self._reconcile_blocking, state, prune, check_drift, cache)
         except Exception:
             log.exception("event=apply-crashed hash=%s", state.hash[:12])
             return
@@ -283,7 +280,14 @@ class Agent:
             self._report_held = None
         self._report_now.set()
 
-    def _reconcile_blocking(self, state: DesiredState, prune: bool, check_drift: bool) -> Reconciled:
+    def _reconcile_blocking(
+        self, state: DesiredState, prune: bool, check_drift: bool, cache: bool = False
+    ) -> Reconciled:
+        if cache:
+            try:
+                self.cache.save(state)
+            except OSError as exc:
+                log.error("event=cache-write-failed error=%s", exc)
         actual = self.target.observe()
         drift = drift_records(self._snapshot, actual) if check_drift and self._snapshot is not None else []
         for record in drift:
