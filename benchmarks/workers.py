@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import ssl
+import sys
 import threading
 import time
 import traceback
@@ -45,6 +46,7 @@ from rrm.wire.protocol import DesiredState, ResourceResult, StatusReport, dumps
 
 COMMAND_TIMEOUT = 1800.0
 CONNECT_TIMEOUT_SECONDS = 60.0
+GIL_SWITCH_SECONDS = 0.0005  # sys.setswitchinterval in each worker (see worker_main)
 # One TLS context for every client: the agents talk plain HTTP on loopback, and loading the CA bundle
 # 10,000 times would cost the load generator minutes and gigabytes for nothing.
 _TLS = ssl.create_default_context()
@@ -629,6 +631,10 @@ def worker_main(conn: Connection, index: int, log_path: str, worker_class: type[
     # The same lag would count against the watch stream's 10 s for its first frame: the agents would take
     # their own event loop's lag for a proxy that buffers streams and fall back to the long-poll.
     rrm.agent.loop.FIRST_FRAME_SECONDS = CONNECT_TIMEOUT_SECONDS
+    # Each agent hands its applies and the sidecar's questions to threads; alone in its process it finds the
+    # GIL free, here a thread waits for the busy event loop of thousands of other agents to give it up,
+    # after up to the 5 ms switch interval, for each such job in turn.
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     logging.basicConfig(
         filename=log_path, level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
