@@ -26,6 +26,7 @@ from rrm.server.provisioning.catalog import Catalog
 from rrm.server.provisioning.engine import Engine
 from rrm.server.provisioning.plans import Plan
 from rrm.server.provisioning.routes import new_operation
+from rrm.server.provisioning.stages import POLL_SECONDS
 from rrm.server.state import ServerState, utcnow
 from rrm.store import provisioning as store
 from rrm.store import repositories as repo
@@ -336,10 +337,12 @@ def test_each_stage_of_a_step_is_stored_as_started_before_its_backend_call_and_s
 
 
 def test_the_running_engine_drives_an_operation_from_memory_between_reads(
-    state: ServerState, backend: RecordingBackend
+    state: ServerState, backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The engine's own loop: the request is read at once (wake), the waits it recorded are kept in memory,
-    and the operation succeeds once its agent connects."""
+    and the operation succeeds once its agent connects. The report is stored as another process would
+    store it (nothing here is told), so the stage's own poll, made short here, finds it."""
+    monkeypatch.setitem(POLL_SECONDS, "wait_for_connection", 2.0)
     engine = engine_for(state, backend)
     engine.tick = 0.05
     reads = Counter[str]()

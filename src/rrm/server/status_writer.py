@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -97,6 +97,9 @@ class StatusWriter:
         self._arrived = asyncio.Event()
         self._news = asyncio.Event()  # the batch holds a new report, or `full_batch` of them
         self._last_reports: dict[str, _Last] = {}
+        self._first_reports: set[str] = set()  # runtimes whose first report here is pending or in a flush
+        # told, on the event loop, of the runtimes whose first report here a flush just committed
+        self.on_first_reports: Callable[[list[str]], None] | None = None
 
     async def submit(self, runtime_id: str, runtime_name: str, report: StatusReport, body: bytes) -> None:
         """Returns once the report is durable; a newer report of the same runtime in the batch wins.
@@ -105,6 +108,8 @@ class StatusWriter:
         fingerprint = hash(body)
         last = self._last_reports.get(runtime_id)
         repeated = last is not None and last.fingerprint == fingerprint
+        if last is None:
+            self._first_reports.add(runtime_id)
         if last is None or not repeated:
             last = self._last_reports[runtime_id] = _Last(fingerprint, encode(report))
         pending = self._pending.get(runtime_id)
@@ -121,6 +126,7 @@ class StatusWriter:
         """Drop what is remembered of runtimes not in `runtimes` (deleted ones), on the event loop."""
         for runtime_id in [r for r in self._last_reports if r not in runtimes]:
             del self._last_reports[runtime_id]
+            self._first_reports.discard(runtime_id)
 
     def touch(self, runtime_id: str) -> None:
         """Record contact without a report (a long-poll): `last_seen` moves on with the next flush."""
@@ -151,6 +157,16 @@ class StatusWriter:
                 for waiter in pending.waiters:
                     if not waiter.done():
                         waiter.set_result(None)
+            if self._first_reports:
+                self._tell_first_reports([r for r in self._first_reports if r in batch])
+
+    def _tell_first_reports(self, firsts: list[str]) -> None:
+        self._first_reports.difference_update(firsts)
+        if firsts and self.on_first_reports is not None:
+            try:
+                self.on_first_reports(firsts)
+            except Exception:  # the listener's fault: the reports are stored, the writer goes on
+                log.exception("telling of %d first report(s) failed", len(firsts))
 
     def _flush(self, batch: dict[str, _Pending], touched: set[str]) -> None:
         now = datetime.now(UTC)

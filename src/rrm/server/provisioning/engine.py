@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -60,7 +61,7 @@ from rrm.server.metrics import OPERATION_STAGE_SECONDS, OPERATIONS
 from rrm.server.provisioning.catalog import Catalog
 from rrm.server.provisioning.group_commit import GroupCommit
 from rrm.server.provisioning.plans import Plan
-from rrm.server.provisioning.stages import Attempt, left_by, run_stage, subject_of
+from rrm.server.provisioning.stages import AGENT_WAITS, Attempt, left_by, run_stage, subject_of
 from rrm.server.state import ServerState, utcnow
 from rrm.store import provisioning as store
 from rrm.store import repositories as repo
@@ -124,6 +125,11 @@ class Engine:
         self._first: dict[str, tuple[str, datetime | None]] = {}
         self._waiting: set[str] = set()  # environments with more than one unfinished operation
         self._noted: set[str] = set()  # environments whose operation `wake` was told of during a read
+        # runtime id → environment id: operations in a stage that ends when the runtime's agent reports
+        # (AGENT_WAITS), registered by the attempt's thread before it looks, so no first report is missed
+        self._listening: dict[str, str] = {}
+        self._listening_lock = threading.Lock()
+        self._woken: set[str] = set()  # environments whose operation is due at once: its agent reported
         self._rescan = True
         self._scanned_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -134,6 +140,7 @@ class Engine:
         self._last_supervised = 0.0
         self._last_swept = 0.0
         self.sweep_interval = SWEEP_INTERVAL
+        state.status_writer.on_first_reports = self.agents_reported
 
     def wake(self, operation_id: str | None = None, environment_id: str | None = None) -> None:
         """An operation was stored: look now rather than at the next tick. Told which (a new environment's
@@ -144,6 +151,35 @@ class Engine:
             self._first[environment_id] = (operation_id, None)
             self._noted.add(environment_id)
         self._wake.set()
+
+    def agents_reported(self, runtime_ids: list[str]) -> None:
+        """These runtimes' agents reported (their first report this process received, committed): an
+        operation waiting for one of them runs now, not at its next look. Reports that land in another
+        process wake nothing here; the stage's slow poll finds those. On the event loop."""
+        with self._listening_lock:
+            woken = {self._listening.pop(r) for r in runtime_ids if r in self._listening}
+        if woken:
+            self._woken.update(woken)
+            self._wake.set()
+
+    def _listen(self, job: Job) -> None:
+        """From the attempt's thread, before its stage looks: a report committed after the look wakes it."""
+        if job.environment.runtime_id is not None:
+            with self._listening_lock:
+                self._listening[job.environment.runtime_id] = job.environment.id
+
+    def _stop_listening(self, job: Job) -> None:
+        """After a step, unless the operation waits in the stage it listened for."""
+        runtime_id, operation = job.environment.runtime_id, job.operation
+        if runtime_id is None or (
+            job.stage.name in AGENT_WAITS
+            and operation.state not in FINISHED_OPERATION_STATES
+            and operation.next_run_at is not None
+        ):
+            return
+        with self._listening_lock:
+            if self._listening.get(runtime_id) == job.environment.id:
+                del self._listening[runtime_id]
 
     async def run(self, leadership: Leadership) -> None:
         loop = asyncio.get_running_loop()
@@ -157,8 +193,11 @@ class Engine:
                 except Exception:
                     log.exception("provisioning pass failed")
                 self._wake.clear()
+                # not wait_for: on Python 3.11 it drops a cancellation that meets a wake-up, and the
+                # server's shutdown then waits for this task forever
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.tick)
+                    async with asyncio.timeout(self.tick):
+                        await self._wake.wait()
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -181,8 +220,10 @@ class Engine:
                 if environment_id not in first and environment_id in self._first:
                     first[environment_id] = self._first[environment_id]
             self._first = first
+            self._woken.intersection_update(first)  # those whose operation ended meanwhile
         for operation_id, environment_id in self._pick(self.concurrency - len(self._running), utcnow()):
             self._running.add(operation_id)
+            self._woken.discard(environment_id)
             task = asyncio.create_task(self._attempt(loop, operation_id, environment_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -247,7 +288,12 @@ class Engine:
             (operation_id, environment_id)
             for environment_id, (operation_id, next_run_at) in self._first.items()
             if operation_id not in self._running
-            and (next_run_at is None or next_run_at <= now or environment_id in self._waiting)
+            and (
+                next_run_at is None
+                or next_run_at <= now
+                or environment_id in self._waiting
+                or environment_id in self._woken
+            )
         ]
         return due[: max(0, limit)]
 
@@ -258,17 +304,22 @@ class Engine:
         job = self._load(operation_id)
         if job is None:
             return None
+        job = self._advance(job)
+        self._stop_listening(job)
+        return job.operation
+
+    def _advance(self, job: Job) -> Job:
         now = utcnow()
         if current_stage(job.stages) is None:
             # every stage ended but the operation did not (they are stored together): close it, run nothing
-            return self._record(job, job.stages, now).operation
+            return self._record(job, job.stages, now)
         if job.overtaken and job.operation.type != DEPROVISION:
             reason = "canceled: the environment is being deleted"
-            return self._record(job, cancel_rest(job.stages, now), now, reason).operation
+            return self._record(job, cancel_rest(job.stages, now), now, reason)
         plan = self.catalog.plans.get(job.environment.plan)
         if plan is None:
             unknown = give_up(job.stage, f"plan {job.environment.plan} is no longer configured", now)
-            return self._record(job, _with(job.stages, job.position, unknown), now).operation
+            return self._record(job, _with(job.stages, job.position, unknown), now)
         started_here = False  # whether the current stage's start was stored by this step
         while True:
             if job.stage.state == STAGE_PENDING:
@@ -277,9 +328,9 @@ class Engine:
                 job, started_here = self._attempt_stage(job, plan, started_here), True
             operation = job.operation
             if operation.state in FINISHED_OPERATION_STATES or operation.next_run_at is not None:
-                return operation
+                return job
             if job.overtaken and operation.type != DEPROVISION:
-                return operation  # due at once: the next step cancels it
+                return job  # due at once: the next step cancels it
 
     def _start(self, job: Job, now: datetime) -> Job:
         """A stage's first attempt stored before its backend call: its start and deadline are fixed."""
@@ -298,6 +349,8 @@ class Engine:
         if ended is not None:
             return self._record(job, _with(job.stages, job.position, ended), now)
         started = stage if started_here and stage.state == RUNNING else start_attempt(stage, now)
+        if stage.name in AGENT_WAITS:
+            self._listen(job)
         attempt = Attempt(
             state=self.state,
             catalog=self.catalog,
