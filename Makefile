@@ -14,13 +14,14 @@ $(VENV)/.installed-%: pyproject.toml
 demo: $(VENV)/.installed-base
 	$(BIN)/rrm demo
 
-# Integration tests mostly wait on real processes, so three workers fit on two cores; one module's tests
-# stay on one worker (they share a server).
+# Integration tests mostly wait on real processes (with four workers the suite keeps about one of two cores
+# busy), so four workers fit on two cores; one module's tests on one backend stay on one worker (they share
+# a server: tests/conftest.py).
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 	$(BIN)/mypy --strict src/rrm/wire src/rrm/core src/rrm/agent
-	$(BIN)/pytest -n 3 --dist loadscope
+	$(BIN)/pytest -n 4 --dist loadscope
 
 unit: $(VENV)/.installed-dev
 	$(BIN)/pytest tests/unit

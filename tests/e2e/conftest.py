@@ -16,7 +16,15 @@ from typing import Protocol
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from integration.harness import AgentProcess, Fleet, ServerProcess, condition_true, register, synced
+from integration.harness import (
+    AgentProcess,
+    Fleet,
+    ServerProcess,
+    condition_true,
+    free_port,
+    register,
+    synced,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -58,14 +66,20 @@ class Stack:
     server: ServerProcess
     fleet: Fleet
     agents: dict[str, AgentProcess]
+    # The address agents installed by provisioning are given (`--public-url`): nothing listens there until a
+    # test forwards it to the server, so an environment's agent connects only when the test lets it.
+    installed_agents_port: int
 
 
 @pytest.fixture(scope="module")
 def stack(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A control plane with two prod runtimes (Ready), one lab runtime (Ready until a test stops its agent)
-    and one edge runtime whose agent never ran."""
+    and one edge runtime whose agent never ran. Agents installed by provisioning reach it only once a test
+    forwards `installed_agents_port` to it."""
     workdir = tmp_path_factory.mktemp("e2e")
-    server = ServerProcess(workdir / "data", workdir / "server.log")
+    installed_agents_port = free_port()
+    public_url = ["--public-url", f"http://127.0.0.1:{installed_agents_port}"]
+    server = ServerProcess(workdir / "data", workdir / "server.log", options=public_url)
     server.start()
     fleet = Fleet(server, workdir)
     try:
@@ -76,7 +90,7 @@ def stack(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         register(server.admin, NEVER_CONNECTED, labels={"env": "edge"})
         for name in agents:
             fleet.wait_runtime(name, lambda d: synced(d) and condition_true(d, "Ready"), "Ready")
-        yield Stack(server, fleet, agents)
+        yield Stack(server, fleet, agents, installed_agents_port)
     finally:
         fleet.close()
         server.stop()

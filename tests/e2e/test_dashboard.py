@@ -14,6 +14,7 @@ import yaml
 from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from integration.harness import apply, component, wait_until
+from integration.network_cut import AnswerDroppingProxy
 
 from .conftest import NEVER_CONNECTED, PROD_RUNTIMES, STOPPED, VIEWPORT, Screenshot, Stack
 
@@ -380,7 +381,8 @@ def test_a_local_environment_shows_its_stages_progress_live(
     page: Page, stack: Stack, screenshot: Screenshot
 ) -> None:
     """The page is open before the environment is requested through the API; without a reload it shows the
-    operation in progress and then every stage succeeded, the last one once the local agent connected."""
+    operation in progress while the local agent cannot reach the control plane yet, and every stage
+    succeeded once it connected."""
     admin = stack.server.admin
     page.goto(f"/ui/environments/{LOCAL_ENVIRONMENT}")
     expect(page.locator("#live-status")).to_have_text("live")
@@ -393,8 +395,14 @@ def test_a_local_environment_shows_its_stages_progress_live(
     }
     answer = admin.post("/api/v1/environments", json=body)
     assert answer.status_code == 202, answer.text
+    gate: AnswerDroppingProxy | None = None
     try:
         operation = page.locator(f'section.operation[data-operation="{answer.json()["operation"]}"]')
+        waiting = operation.locator('[data-stage="wait_for_connection"]')
+        expect(waiting).to_have_attribute("data-state", "waiting", timeout=LIVE_TIMEOUT_MS)
+        expect(operation).to_have_attribute("data-state", "in progress")
+        # the agent's address now leads to the control plane: it connects at its next try (backoff ≤ 10 s)
+        gate = AnswerDroppingProxy(stack.server.url, port=stack.installed_agents_port)
         expect(operation).to_have_attribute("data-state", "succeeded", timeout=LIVE_TIMEOUT_MS * 2)
         stages = operation.locator("li.stage")
         expect(stages).to_have_count(5)
@@ -416,6 +424,8 @@ def test_a_local_environment_shows_its_stages_progress_live(
         expect(page.locator("#environments tbody tr")).to_have_count(1)
         show(page, screenshot, "environments")
     finally:
+        if gate is not None:
+            gate.close()
         deleted = admin.delete(f"/api/v1/environments/{LOCAL_ENVIRONMENT}")
         assert deleted.status_code == 202, deleted.text
 

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -193,9 +193,12 @@ class ServerProcess(ManagedProcess):
         port: int | None = None,
         database_url: str | None = None,
         workers: int = 1,
+        options: Sequence[str] = (),
     ) -> None:
+        """`options`: more `rrm server` options, given at every start."""
         super().__init__("rrm server", log_path)
         self.workers = workers
+        self.options = list(options)
         self.data_dir = data_dir
         self.port = port or free_port()
         self.database_url = database_url
@@ -220,7 +223,7 @@ class ServerProcess(ManagedProcess):
         args += ["--data-dir", str(self.data_dir), "--workers", str(self.workers)]
         if self.database_url:
             args += ["--database-url", self.database_url]
-        self._launch(args)
+        self._launch(args + self.options)
         wait_until(self._ready, timeout, lambda: f"rrm server did not become ready:\n{self.tail()}")
         if self._admin is not None:
             self._admin.close()

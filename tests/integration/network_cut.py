@@ -16,12 +16,13 @@ CHUNK = 65536
 
 
 class AnswerDroppingProxy:
-    """Forwards 127.0.0.1:`port` to `upstream_url`; `arm(prefix)` cuts the next request starting so."""
+    """Forwards 127.0.0.1:`port` (a free one unless given) to `upstream_url`; `arm(prefix)` cuts the next
+    request starting so."""
 
-    def __init__(self, upstream_url: str) -> None:
+    def __init__(self, upstream_url: str, port: int = 0) -> None:
         upstream = urlsplit(upstream_url)
         self._upstream = (upstream.hostname or "127.0.0.1", upstream.port or 80)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._armed: bytes | None = None
