@@ -135,6 +135,22 @@ def test_a_report_another_process_wrote_reaches_the_leader_from_the_database(lea
     assert condition_events(leader) == ["SyncedTrue", "ReadyTrue", "SyncedFalse", "ReadyFalse"]
 
 
+def test_the_leader_tells_of_reports_only_other_processes_wrote(leader: Leader) -> None:
+    """Provisioning waits for an agent's first report on the leader: one another worker or replica wrote
+    reaches it through the pass (`reported_elsewhere`); this process's own come from its status writer."""
+    first, second = leader.store.runtime("rt", env="prod"), leader.store.runtime("rt2", env="prod")
+    leader.run_pass()
+    leader.applied(first, None)
+    leader.applied(second, None, by=leader.other)
+    leader.run_pass()
+    assert leader.watch.reported_elsewhere == [second]
+    leader.watch.reported_elsewhere.clear()
+    leader.applied(first, None, by=leader.other)  # a report of a runtime the leader knew, written elsewhere
+    leader.applied(second, None)
+    leader.run_pass()
+    assert leader.watch.reported_elsewhere == [first]
+
+
 def test_heartbeats_and_long_polls_keep_a_runtime_connected_and_silence_disconnects_it(
     leader: Leader,
 ) -> None:

@@ -59,6 +59,7 @@ class ConditionWatch:
         self._due: list[tuple[datetime, str]] = []  # heap: when a runtime's heartbeat deadline passes
         self._deliveries_seen = -1  # Fleet.deliveries_version at the last evaluation
         self._reported_at: dict[str, datetime | None] = {}  # the report in `observed` is the one of then
+        self.reported_elsewhere: list[str] = []  # runtimes with a report read from the database, until taken
 
     def refresh(self, session: Session, now: datetime) -> None:
         # in memory first: a row read afterwards holds a report at least as new as the ones taken here
@@ -80,8 +81,11 @@ class ConditionWatch:
             known = self.observed.get(c.runtime_id)
             if known is None:
                 report = reports.get(c.runtime_id, {})  # {}: deleted meanwhile (PostgreSQL reads anew)
+                if report:
+                    self.reported_elsewhere.append(c.runtime_id)
                 observed = Observed(c.last_seen, c.heartbeat_interval, c.applied_hash, report)
             elif c.runtime_id in reports:
+                self.reported_elsewhere.append(c.runtime_id)
                 last_seen = _later(known.last_seen, c.last_seen)
                 observed = Observed(last_seen, c.heartbeat_interval, c.applied_hash, reports[c.runtime_id])
             elif known.last_seen is None or c.last_seen > known.last_seen:
@@ -276,6 +280,14 @@ def housekeeping_pass(state: ServerState, leadership: Leadership, watch: Conditi
     return run_rollouts(state.db, state.fleet, state.settings.heartbeat_grace, leading, utcnow())
 
 
+def _tell_reported_elsewhere(state: ServerState, watch: ConditionWatch) -> None:
+    """Reports another process wrote (`--workers N`, replicas) reach the leader's listener of reports
+    (provisioning waiting for an agent) as this process's own do, within a pass. On the event loop."""
+    reported, watch.reported_elsewhere = watch.reported_elsewhere, []
+    if reported and state.status_writer.on_first_reports is not None:
+        state.status_writer.on_first_reports(reported)
+
+
 async def run_housekeeping(state: ServerState, leadership: Leadership, interval: float = 1.0) -> None:
     """Every process runs it (the leader's share only while it leads); each also makes its status writer
     forget deleted runtimes once a `FORGET_INTERVAL`."""
@@ -286,6 +298,7 @@ async def run_housekeeping(state: ServerState, leadership: Leadership, interval:
             try:
                 if await asyncio.to_thread(housekeeping_pass, state, leadership, watch):
                     state.fleet.nudge()
+                _tell_reported_elsewhere(state, watch)
             except Exception:
                 log.exception("housekeeping pass failed")
             if time.monotonic() - forgotten >= FORGET_INTERVAL.total_seconds():

@@ -98,7 +98,8 @@ class StatusWriter:
         self._news = asyncio.Event()  # the batch holds a new report, or `full_batch` of them
         self._last_reports: dict[str, _Last] = {}
         self._first_reports: set[str] = set()  # runtimes whose first report here is pending or in a flush
-        # told, on the event loop, of the runtimes whose first report here a flush just committed
+        # told, on the event loop, of the runtimes whose first report here a flush just committed (and, by
+        # the leader's housekeeping, of those whose reports other processes wrote: `ConditionWatch`)
         self.on_first_reports: Callable[[list[str]], None] | None = None
 
     async def submit(self, runtime_id: str, runtime_name: str, report: StatusReport, body: bytes) -> None:

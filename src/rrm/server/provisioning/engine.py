@@ -156,9 +156,9 @@ class Engine:
         self._wake.set()
 
     def agents_reported(self, runtime_ids: list[str]) -> None:
-        """These runtimes' agents reported (their first report this process received, committed): an
-        operation waiting for one of them runs now, not at its next look. Reports that land in another
-        process wake nothing here; the stage's slow poll finds those. On the event loop."""
+        """These runtimes' agents reported (their first report this process received, committed, or one
+        another process wrote, which the leader's housekeeping reads within a second): an operation waiting
+        for one of them runs now, not at its next look. On the event loop."""
         with self._listening_lock:
             woken = {self._listening.pop(r) for r in runtime_ids if r in self._listening}
         if woken:
