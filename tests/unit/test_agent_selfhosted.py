@@ -181,6 +181,29 @@ def test_observe_sees_only_own_files(target: SelfHostedTarget) -> None:
     assert set(target.observe()) == {"rrm-a.yaml"}
 
 
+def test_observe_skips_temp_files_and_directories_and_sees_yml_and_secrets_files(
+    target: SelfHostedTarget,
+) -> None:
+    sync(target, make_state([with_secret_ref("a")], [ROTATION[0]]))
+    (target.resources_path / "rrm-b.yml").write_text(yaml.safe_dump(component("b")))
+    (target.resources_path / ".rrm-c.yaml.tmp").write_text(yaml.safe_dump(component("c")))
+    (target.resources_path / "rrm-d.yaml").mkdir()
+
+    observed = target.observe()
+
+    secrets_file = f"secrets/secrets-{secrets_tag([ROTATION[0]])}.json"
+    store_file = f"rrm-secrets-{secrets_tag([ROTATION[0]])}.store.yaml"
+    assert set(observed) == {"rrm-a.yaml", "rrm-b.yml", store_file, secrets_file}
+    assert observed["rrm-b.yml"]["metadata"]["name"] == "b"
+    assert observed[secrets_file] == {"redis": {"password": "old"}}
+
+
+def test_observe_of_directories_not_there_yet_is_empty(tmp_path: Path) -> None:
+    target = SelfHostedTarget(tmp_path / "resources", tmp_path / "state")
+
+    assert target.observe() == {}
+
+
 def test_hand_edited_file_is_seen_as_changed(target: SelfHostedTarget) -> None:
     state = make_state([component("a")])
     sync(target, state)

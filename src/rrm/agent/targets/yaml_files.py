@@ -4,7 +4,8 @@ directory parses only the files whose bytes changed since they were last read or
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from collections.abc import Collection
 from typing import Any
 
 import yaml
@@ -38,30 +39,34 @@ def parse_document(data: bytes) -> dict[str, Any]:
 class DocumentMemo:
     """Each file's last bytes and the document they hold. A file is always read: only bytes equal to the
     remembered ones are taken as the remembered document, so an edit from outside is never missed. The
-    documents are shared with the callers, which do not change them."""
+    documents are shared with the callers, which do not change them. Files are known by their path as a
+    string (`os.fspath`), so a directory scan needs no `Path` per entry."""
 
     def __init__(self) -> None:
-        self._known: dict[Path, tuple[bytes, dict[str, Any]]] = {}
+        self._known: dict[str, tuple[bytes, dict[str, Any]]] = {}
 
-    def read(self, path: Path) -> dict[str, Any]:
+    def read(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """The document in `path`; `{}` for a file that cannot be read or parsed."""
+        key = os.fspath(path)
         try:
-            data = path.read_bytes()
+            with open(key, "rb") as file:
+                data = file.read()
         except OSError:
-            self._known.pop(path, None)
+            self._known.pop(key, None)
             return {}
-        known = self._known.get(path)
+        known = self._known.get(key)
         if known is not None and known[0] == data:
             return known[1]
         document = parse_document(data)
-        self._known[path] = (data, document)
+        self._known[key] = (data, document)
         return document
 
-    def wrote(self, path: Path, data: bytes, document: dict[str, Any]) -> None:
+    def wrote(self, path: str | os.PathLike[str], data: bytes, document: dict[str, Any]) -> None:
         """`data`, the dump of `document`, is now in `path`."""
-        self._known[path] = (data, document)
+        self._known[os.fspath(path)] = (data, document)
 
-    def keep_only(self, paths: set[Path]) -> None:
-        """Forget the files not in `paths` (removed ones), so the memo holds no more than the directory."""
+    def keep_only(self, paths: Collection[str]) -> None:
+        """Forget the files not in `paths` (as strings; removed ones), so the memo holds no more than the
+        directory."""
         for path in self._known.keys() - paths:
             del self._known[path]
