@@ -228,8 +228,9 @@ class Agent:
     async def reconcile_forever(self) -> None:
         """A reconcile with a drift check every `reconcile_interval`, and soon after the target wakes us."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.reconcile_interval)
+            with contextlib.suppress(TimeoutError):  # not wait_for, which on 3.11 can swallow a cancel
+                async with asyncio.timeout(self.reconcile_interval):
+                    await self._wake.wait()
             self._wake.clear()
             await self.reconcile(prune=self.confirmed, check_drift=True)
             await asyncio.sleep(MIN_RECONCILE_SPACING)
@@ -354,8 +355,9 @@ class Agent:
         """The only sender of status: on every interval, and at once after an apply that changed something."""
         self._report_now.set()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._report_now.wait(), timeout=self.heartbeat_interval)
+            with contextlib.suppress(TimeoutError):  # not wait_for, which on 3.11 can swallow a cancel
+                async with asyncio.timeout(self.heartbeat_interval):
+                    await self._report_now.wait()
             self._report_now.clear()
             report = await self.status_report()
             try:

@@ -104,7 +104,8 @@ class EventBroadcaster:
                     yield batch
                     continue
                 try:
-                    await asyncio.wait_for(arrived.wait(), keepalive)
+                    async with asyncio.timeout(keepalive):  # not wait_for, which on 3.11 can swallow a cancel
+                        await arrived.wait()
                 except TimeoutError:
                     yield []
         finally:

@@ -138,8 +138,9 @@ class StatusWriter:
         while True:
             await self._arrived.wait()
             if not self._news.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._news.wait(), self._quiet_interval)
+                with contextlib.suppress(TimeoutError):  # not wait_for, which on 3.11 can swallow a cancel
+                    async with asyncio.timeout(self._quiet_interval):
+                        await self._news.wait()
             await asyncio.sleep(self._interval)
             self._arrived.clear()
             self._news.clear()

@@ -77,8 +77,9 @@ class WriteBatcher:
         self._wanted = max(self._recent, default=0)
         if len(self._queue) < self._wanted:
             self._enough.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._enough.wait(), self._gather_seconds)
+            with contextlib.suppress(TimeoutError):  # not wait_for, which on 3.11 can swallow a cancel
+                async with asyncio.timeout(self._gather_seconds):
+                    await self._enough.wait()
         self._wanted = 0
 
     async def _drain(self) -> None:

@@ -141,8 +141,9 @@ class FleetFeed:
     async def follow(self, poll_seconds: float) -> None:
         """Runs for the life of the process: catch up on a nudge or every `poll_seconds`."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nudge.wait(), poll_seconds)
+            with contextlib.suppress(TimeoutError):  # not wait_for, which on 3.11 can swallow a cancel
+                async with asyncio.timeout(poll_seconds):
+                    await self._nudge.wait()
             self._nudge.clear()
             try:
                 await self.catch_up()
