@@ -27,5 +27,6 @@ class BackendScopes(LoadScopeScheduling):
         return f"{scope}[{backend}]" if backend is not None else scope
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without xdist (`-p no:xdist`) has no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
     return BackendScopes(config, log) if config.getoption("dist") == "loadscope" else None
