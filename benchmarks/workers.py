@@ -41,6 +41,7 @@ from rrm.agent.client import DirectorClient, DirectorError, DirectorUnavailable,
 from rrm.agent.config import AgentConfig
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.loop import Agent
+from rrm.agent.plain_http import plain_http_transport
 from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target
 from rrm.wire.protocol import DesiredState, ResourceResult, StatusReport, dumps
 
@@ -290,7 +291,7 @@ class ProvisionedAgents:
             self.secrets_read += 1
             url = secret["RRM_DIRECTOR_URL"]
             async with self.gate:
-                client = DirectorClient([url], transport=httpx.AsyncHTTPTransport(verify=_TLS))
+                client = DirectorClient([url], transport=plain_http_transport(_TLS, httpx.Limits()))
                 try:
                     identity = await self._retrying(
                         lambda: AgentIdentity.pair(
@@ -436,7 +437,8 @@ class Worker:
     ) -> SimAgent:
         """A simulated agent with this identity, not yet running."""
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        transport = httpx.AsyncHTTPTransport(verify=_TLS, limits=_agent_limits())
+        # the transport DirectorClient makes itself for plain-HTTP directors, on the shared TLS context
+        transport = plain_http_transport(_TLS, _agent_limits())
         client = BenchClient(directors, self.failures, bearer=identity.bearer_token, transport=transport)
         target = BenchTarget()
         agent = BenchAgent(

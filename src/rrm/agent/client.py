@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
+from rrm.agent.plain_http import plain_http_transport
 from rrm.agent.verify import state_is_authentic
 from rrm.wire import watch
 from rrm.wire.agent_auth import CLOCK_REFUSALS
@@ -149,11 +150,15 @@ class DirectorClient:
         self._active = 0
         self.bearer = bearer
         self.clock = DirectorClock()
+        verify = tls_verification(self._urls)
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)
+        if transport is None and isinstance(verify, ssl.SSLContext):  # plain HTTP only, no proxy
+            transport = plain_http_transport(verify, limits)
         self._http = httpx.AsyncClient(
             transport=transport,
-            verify=tls_verification(self._urls),
+            verify=verify,
             timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
-            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
+            limits=limits,
         )
 
     @property
