@@ -89,6 +89,11 @@ def percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
     return {"count": len(ordered), "p50": rank(50), "p90": rank(90), "p99": rank(99), "max": ordered[-1]}
 
 
+def rounded(figures: dict[str, Any], digits: int = 2) -> dict[str, Any]:
+    """`percentiles` with its floats rounded, for a results file."""
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in figures.items()}
+
+
 def ratios(numerator: dict[str, Any], denominator: dict[str, Any]) -> dict[str, float | None]:
     """Per percentile, one latency distribution over another (None where either is missing or zero)."""
     return {

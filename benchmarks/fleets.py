@@ -242,10 +242,6 @@ class Bench:
     def applied_times(self, hash: str) -> list[float | None]:
         return [t for reply in self.pool.broadcast("applied_times", hash=hash) for t in reply]
 
-    def report_times(self, hash: str) -> list[tuple[float, float, float]]:
-        """(applied, report began, report answered) of each agent that reported `hash`."""
-        return [tuple(t) for reply in self.pool.broadcast("report_times", hash=hash) for t in reply if t]
-
     def stages(self, hash: str) -> list[tuple[float, float, float, float, float]]:
         """(received, taken, applied, report began, report answered) of each agent that reported `hash`."""
         return [tuple(t) for reply in self.pool.broadcast("stages", hash=hash) for t in reply if t]

@@ -15,6 +15,7 @@ from benchmarks.common import (
     component,
     percentiles,
     ratios,
+    rounded,
     wait_until,
 )
 from benchmarks.etcd import EtcdProcess, b64, etcd_binary
@@ -132,10 +133,7 @@ def run_rrm(bench: Bench, size: int, rounds: int) -> dict[str, Any]:
         "lost": lost,
         "synced_by_control_plane": synced,
         "initial_sync_seconds": round(initial_sync, 1),
-        "stage_seconds": {
-            stage: {k: round(v, 4) if isinstance(v, float) else v for k, v in percentiles(values).items()}
-            for stage, values in stages.items()
-        },
+        "stage_seconds": {stage: rounded(percentiles(values), 4) for stage, values in stages.items()},
         "failed_requests": failures,
         "resent_applies": server.resent_applies,
         "open_files_after_sync": open_files,

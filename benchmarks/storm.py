@@ -12,7 +12,7 @@ import contextlib
 import time
 from typing import Any
 
-from benchmarks.common import ProcessSampler, component, percentiles
+from benchmarks.common import ProcessSampler, component, percentiles, rounded
 from benchmarks.fleets import Bench, desired_hash, sync_deadline
 from benchmarks.profile import profiled
 
@@ -63,7 +63,7 @@ def run(bench: Bench, size: int) -> dict[str, Any]:
         done = time.monotonic()
         failures = bench.failures()
         applied = [t - updated for t in bench.applied_times(current) if t is not None]
-        reports = bench.report_times(current)
+        reports = [stages[2:] for stages in bench.stages(current)]  # (applied, report began, answered)
         synced = server.synced_count()
     finally:
         bench.stop_agents()
@@ -90,14 +90,10 @@ def run(bench: Bench, size: int) -> dict[str, Any]:
             "p50": round(percentiles(lag)["p50"] or 0, 2),
             "max": round(max(lag), 2),
         },
-        "applied_seconds_after_update": _rounded(percentiles(applied)),
+        "applied_seconds_after_update": rounded(percentiles(applied)),
         # from an agent's apply until its report was sent, and until the control plane answered it
-        "report_began_seconds_after_apply": _rounded(percentiles([began - a for a, began, _ in reports])),
-        "report_answered_seconds_after_begun": _rounded(percentiles([done - b for _, b, done in reports])),
+        "report_began_seconds_after_apply": rounded(percentiles([began - a for a, began, _ in reports])),
+        "report_answered_seconds_after_begun": rounded(percentiles([done - b for _, b, done in reports])),
         "timeline_seconds_applied_reported": timeline,
         "failed_requests": failures,
     }
-
-
-def _rounded(figures: dict[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}

@@ -496,12 +496,6 @@ class Worker:
     async def cmd_applied_times(self, hash: str) -> list[float | None]:
         return [a.target.applied.get(hash) for a in self.agents]
 
-    async def cmd_report_times(self, hash: str) -> list[tuple[float, float, float] | None]:
-        """Per agent that applied `hash` and reported it: when it applied it, and when its first report of
-        it began and was answered."""
-        times = ((a.target.applied.get(hash), a.client.report_times.get(hash)) for a in self.agents)
-        return [(applied, *sent) if applied is not None and sent else None for applied, sent in times]
-
     async def cmd_applied_by_director(self, hash: str) -> list[tuple[str, str, float | None]]:
         """Per agent: the director it started with, the one it talks to now, when it applied `hash`."""
         return [(a.first_url, a.client.active_url, a.target.applied.get(hash)) for a in self.agents]

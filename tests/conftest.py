@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from xdist.scheduler import LoadScopeScheduling
 
-BACKEND_IDS = ("sqlite", "postgresql")  # the ids of tests/integration/databases.BACKENDS
+from integration.databases import BACKENDS
 
 
 class BackendScopes(LoadScopeScheduling):
@@ -23,7 +23,7 @@ class BackendScopes(LoadScopeScheduling):
         if not nodeid.endswith("]"):
             return scope
         params = nodeid.rpartition("[")[2][:-1].split("-")
-        backend = next((p for p in params if p in BACKEND_IDS), None)
+        backend = next((p for p in params if p in BACKENDS), None)
         return f"{scope}[{backend}]" if backend is not None else scope
 
 

@@ -9,12 +9,12 @@ the database when this engine starts, every `RESCAN_INTERVAL` and whenever an op
 process; between those reads the engine keeps each operation's next run in memory as it records it. A new
 leader, after a kill -9 of the old one, finds every unfinished operation due within a pass and resumes it at
 its current stage with the deadlines and retry windows that stage already had. An operation waiting for its
-agent (`AGENT_WAITS`) runs again as soon as this process's status writer commits the agent's first report
-(`agents_reported`), not at the stage's poll, which is left for reports other processes took and for those
-that came before this engine first looked at the operation. One operation per environment runs at a time
-(the oldest unfinished one); a provisioning or update that a delete overtook is canceled between two
-attempts. Backend calls block, so attempts run on the engine's own thread pool, at most `concurrency` at
-once.
+agent (`AGENT_WAITS`) runs again as soon as the agent's first report is committed (`agents_reported`: told by
+this process's status writer, and by the leader's housekeeping for reports other processes stored), not at
+the stage's poll, which is left for reports that came before this engine first looked at the operation.
+One operation per environment runs at a time (the oldest unfinished one); a provisioning or update that a
+delete overtook is canceled between two attempts. Backend calls block, so attempts run on the engine's own
+thread pool, at most `concurrency` at once.
 """
 
 from __future__ import annotations

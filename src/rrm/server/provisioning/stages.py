@@ -50,7 +50,7 @@ from rrm.store import repositories as repo
 from rrm.store.tables import EnvironmentRow
 
 # wait_for_connection is woken by the agent's first report (AGENT_WAITS); its poll is the fallback for a
-# report that lands in another process (`rrm server --workers N`, replicas) or before a restart
+# report that came before the engine looked at the operation (a restart, a new leader)
 POLL_SECONDS = {"wait_for_cluster": 10.0, "wait_for_deletion": 10.0, "wait_for_connection": 30.0}
 AGENT_WAITS = frozenset({"wait_for_connection"})  # stages the engine runs again when the agent reports
 CLUSTER_KUBECONFIG = "__cluster_kubeconfig"  # in the sealed blob, beside the secret parameters
