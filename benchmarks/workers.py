@@ -41,7 +41,7 @@ from rrm.agent.client import DirectorClient, DirectorError, DirectorUnavailable,
 from rrm.agent.config import AgentConfig
 from rrm.agent.identity import AgentIdentity
 from rrm.agent.loop import Agent
-from rrm.agent.plain_http import plain_http_transport
+from rrm.agent.plain_http import PlainHTTPTransport
 from rrm.agent.targets.base import ApplyOutcome, NativeChanges, NativeObject, Target
 from rrm.wire.protocol import DesiredState, ResourceResult, StatusReport, dumps
 
@@ -291,7 +291,7 @@ class ProvisionedAgents:
             self.secrets_read += 1
             url = secret["RRM_DIRECTOR_URL"]
             async with self.gate:
-                client = DirectorClient([url], transport=plain_http_transport(_TLS, httpx.Limits()))
+                client = DirectorClient([url], transport=PlainHTTPTransport())
                 try:
                     identity = await self._retrying(
                         lambda: AgentIdentity.pair(
@@ -437,8 +437,8 @@ class Worker:
     ) -> SimAgent:
         """A simulated agent with this identity, not yet running."""
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        # the transport DirectorClient makes itself for plain-HTTP directors, on the shared TLS context
-        transport = plain_http_transport(_TLS, _agent_limits())
+        # the transport DirectorClient makes itself for plain-HTTP directors
+        transport = PlainHTTPTransport(_keepalive_expiry())
         client = BenchClient(directors, self.failures, bearer=identity.bearer_token, transport=transport)
         target = BenchTarget()
         agent = BenchAgent(
@@ -607,11 +607,11 @@ class Worker:
         await self.done.wait()
 
 
-def _agent_limits() -> httpx.Limits:
-    """The limits `DirectorClient` sets on its own transport (a transport passed in replaces them);
-    `RRM_BENCH_AGENT_KEEPALIVE` (seconds) is an experiment knob for the keep-alive expiry."""
+def _keepalive_expiry() -> float:
+    """The keep-alive expiry `DirectorClient` sets on its own transport (a transport passed in replaces
+    it); `RRM_BENCH_AGENT_KEEPALIVE` (seconds) is an experiment knob for it."""
     expiry = os.environ.get("RRM_BENCH_AGENT_KEEPALIVE")
-    return httpx.Limits(keepalive_expiry=float(expiry) if expiry else rrm.agent.client.KEEPALIVE_SECONDS)
+    return float(expiry) if expiry else rrm.agent.client.KEEPALIVE_SECONDS
 
 
 async def _run_after(delay: float, agent: Agent) -> None:

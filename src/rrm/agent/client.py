@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from rrm.agent.plain_http import plain_http_transport
+from rrm.agent.plain_http import PlainHTTPTransport
 from rrm.agent.verify import state_is_authentic
 from rrm.wire import watch
 from rrm.wire.agent_auth import CLOCK_REFUSALS
@@ -153,7 +153,7 @@ class DirectorClient:
         verify = tls_verification(self._urls)
         limits = httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)
         if transport is None and isinstance(verify, ssl.SSLContext):  # plain HTTP only, no proxy
-            transport = plain_http_transport(verify, limits)
+            transport = PlainHTTPTransport(KEEPALIVE_SECONDS)
         self._http = httpx.AsyncClient(
             transport=transport,
             verify=verify,
