@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from rrm.core.operations import DEPROVISION, PROVISION
+from rrm.server.provisioning import stages as stages_module
 from rrm.server.provisioning.backends.base import (
     AgentInstall,
     ClusterProgress,
@@ -26,7 +27,7 @@ from rrm.server.provisioning.catalog import Catalog
 from rrm.server.provisioning.engine import Engine
 from rrm.server.provisioning.plans import Plan
 from rrm.server.provisioning.routes import new_operation
-from rrm.server.provisioning.stages import POLL_SECONDS
+from rrm.server.provisioning.stages import POLL_SECONDS, next_look
 from rrm.server.state import ServerState, utcnow
 from rrm.store import provisioning as store
 from rrm.store import repositories as repo
@@ -186,8 +187,9 @@ def test_provisioning_runs_every_stage_once_and_labels_the_runtime(
 
 
 def test_a_new_engine_resumes_at_the_current_stage_and_repeats_no_finished_one(
-    state: ServerState, backend: RecordingBackend
+    state: ServerState, backend: RecordingBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(stages_module, "FIRST_LOOK_SECONDS", 10.0)  # the next look stays ahead of a slow test
     backend.ready_after = 3
     op = request_environment(state, engine_for(state, backend), "env-b")
     drive(engine_for(state, backend), op, 1)  # validate, register, create, one look at the cluster
@@ -202,6 +204,36 @@ def test_a_new_engine_resumes_at_the_current_stage_and_repeats_no_finished_one(
     assert operation(state, op).state == "succeeded"
     assert backend.calls["create_cluster"] == 1 and backend.calls["install_agent"] == 1
     assert stage_states(state, op)["wait_for_cluster"] == ("succeeded", 4)
+
+
+def test_a_cluster_wait_looks_again_within_a_second_at_first_and_every_poll_once_it_waited_long(
+    state: ServerState, backend: RecordingBackend
+) -> None:
+    backend.ready_after = 10**6  # the cluster never comes
+    engine = engine_for(state, backend)
+    op = request_environment(state, engine, "env-p")
+    drive(engine, op, 1)  # every stage up to the first look at the cluster
+    assert stage_states(state, op)["wait_for_cluster"] == ("waiting", 1)
+    assert next_wait(state, op) == 1.0
+    with state.db.write() as session:  # five minutes of waiting pass
+        stage = session.query(OperationStageRow).filter_by(operation_id=op, name="wait_for_cluster").one()
+        assert stage.started_at is not None
+        stage.started_at -= timedelta(seconds=300)
+    drive(engine, op, 1)
+    assert next_wait(state, op) == POLL_SECONDS["wait_for_cluster"]
+
+
+def next_wait(state: ServerState, operation_id: str) -> float:
+    """Seconds from the operation's last attempt to its next run, as stored."""
+    row = operation(state, operation_id)
+    return float((row.next_run_at - row.updated_at).total_seconds())
+
+
+def test_a_cluster_wait_looks_again_after_half_the_time_waited_between_a_second_and_the_poll() -> None:
+    assert next_look("wait_for_cluster", 0.0) == 1.0
+    assert next_look("wait_for_cluster", 5.0) == 2.5
+    assert next_look("wait_for_deletion", 3.0) == 1.5
+    assert next_look("wait_for_cluster", 60.0) == POLL_SECONDS["wait_for_cluster"] == 10.0
 
 
 def test_a_transient_error_is_retried_later_and_recorded(

@@ -49,9 +49,11 @@ from rrm.store import provisioning as store
 from rrm.store import repositories as repo
 from rrm.store.tables import EnvironmentRow
 
-# wait_for_connection is woken by the agent's first report (AGENT_WAITS); its poll is the fallback for a
-# report that came before the engine looked at the operation (a restart, a new leader)
+# the longest wait between two looks; wait_for_connection is woken by the agent's first report
+# (AGENT_WAITS), its poll is the fallback for a report that came before the engine looked at the operation
+# (a restart, a new leader)
 POLL_SECONDS = {"wait_for_cluster": 10.0, "wait_for_deletion": 10.0, "wait_for_connection": 30.0}
+FIRST_LOOK_SECONDS = 1.0  # the cluster waits look again this soon after their first look
 AGENT_WAITS = frozenset({"wait_for_connection"})  # stages the engine runs again when the agent reports
 CLUSTER_KUBECONFIG = "__cluster_kubeconfig"  # in the sealed blob, beside the secret parameters
 LABEL_PREFIX = "rrm.io/"
@@ -257,9 +259,16 @@ def _follow(attempt: Attempt, look: Callable[[ClusterRequest], Any], what: str) 
     detail = progress.description + (f" {progress.percent}%" if progress.percent is not None else "")
     started = attempt.stage.started_at or attempt.now
     expected = attempt.plan.expected.get(attempt.stage.name)
-    return Wait(
-        progress_description(what, started, attempt.now, expected, detail), POLL_SECONDS[attempt.stage.name]
-    )
+    description = progress_description(what, started, attempt.now, expected, detail)
+    return Wait(description, next_look(attempt.stage.name, (attempt.now - started).total_seconds()))
+
+
+def next_look(stage: str, waited_seconds: float) -> float:
+    """Seconds until a cluster wait looks again: half the time waited so far, from FIRST_LOOK_SECONDS up to
+    the stage's poll. A cluster that is up (or gone) within seconds of its request is seen within a second
+    of it, not up to a whole poll later; one that takes Gardener's half hour is looked at every poll as
+    before, a handful of looks more in its first minute."""
+    return min(POLL_SECONDS[stage], max(FIRST_LOOK_SECONDS, waited_seconds / 2))
 
 
 def fetch_kubeconfig(attempt: Attempt) -> Outcome:
