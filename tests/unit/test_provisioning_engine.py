@@ -27,7 +27,7 @@ from rrm.server.provisioning.catalog import Catalog
 from rrm.server.provisioning.engine import Engine
 from rrm.server.provisioning.plans import Plan
 from rrm.server.provisioning.routes import new_operation
-from rrm.server.provisioning.stages import POLL_SECONDS, next_look
+from rrm.server.provisioning.stages import CLUSTER_KUBECONFIG, POLL_SECONDS, next_look, unseal
 from rrm.server.state import ServerState, utcnow
 from rrm.store import provisioning as store
 from rrm.store import repositories as repo
@@ -184,6 +184,30 @@ def test_provisioning_runs_every_stage_once_and_labels_the_runtime(
         }  # fmt: skip
         assert store.active_environment(session, "env-a").state == "succeeded"  # type: ignore[union-attr]
     assert backend.installed[0].pairing_token.startswith("rrmpt_")
+
+
+def test_what_a_stage_fetched_is_stored_in_the_commit_that_records_its_outcome(
+    state: ServerState, backend: RecordingBackend
+) -> None:
+    engine = engine_for(state, backend)
+    op = request_environment(state, engine, "env-k")
+    commits = Counter[str]()
+    write = engine.writes.write
+
+    def counted(work: Any) -> Any:
+        commits["writes"] += 1
+        return write(work)
+
+    engine.writes.write = counted  # type: ignore[method-assign]
+    drive(engine, op, 1)
+    assert stage_states(state, op)["wait_for_connection"] == ("waiting", 1)
+    # validate's start, each of the seven stages' outcomes (with the next one's start), the runtime
+    # registered and the pairing token issued (each before its outcome); the kubeconfig with its outcome
+    assert commits["writes"] == 10
+    with state.db.read() as session:
+        row = store.active_environment(session, "env-k")
+        assert row is not None
+        assert unseal(state, row)[CLUSTER_KUBECONFIG] == "apiVersion: v1\nkind: Config\n"
 
 
 def test_a_new_engine_resumes_at_the_current_stage_and_repeats_no_finished_one(

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -365,6 +366,7 @@ class Engine:
             stage=started,
             now=now,
             writes=self.writes,
+            with_outcome=[],
         )
         try:
             outcome = run_stage(attempt)
@@ -382,7 +384,7 @@ class Engine:
             and not (job.overtaken and job.operation.type != DEPROVISION)
         ):
             stages = _with(stages, following, start_attempt(stages[following], finished_at))
-        return self._record(job, stages, finished_at)
+        return self._record(job, stages, finished_at, stage_writes=attempt.with_outcome or [])
 
     def _past_global_deadline(self, job: Job, now: datetime) -> Stage | None:
         if now < job.operation.deadline_at:
@@ -407,14 +409,24 @@ class Engine:
             operation, environment, stages, position, overtaken is not None and overtaken.id != operation_id
         )
 
-    def _record(self, job: Job, stages: list[Stage], now: datetime, reason: str | None = None) -> Job:
-        """Store the stages as they are now, the operation's and environment's state with them, and one
-        event per stage that changed state; the job as stored (the environment as the stages left it, and
-        whether a delete has overtaken the operation meanwhile)."""
+    def _record(
+        self,
+        job: Job,
+        stages: list[Stage],
+        now: datetime,
+        reason: str | None = None,
+        stage_writes: Sequence[Callable[[Session], None]] = (),
+    ) -> Job:
+        """Store what the attempt's stage did (`stage_writes`), the stages as they are now, the operation's
+        and environment's state with them, and one event per stage that changed state, in one transaction;
+        the job as stored (the environment as the stages left it, and whether a delete has overtaken the
+        operation meanwhile)."""
         changed = [(i, s) for i, s in enumerate(stages) if s != job.stages[i]]
         operation = job.operation  # as stored: only the engine changes an unfinished operation
 
         def work(session: Session) -> tuple[EnvironmentRow, bool]:
+            for stage_write in stage_writes:
+                stage_write(session)
             store.save_stages(session, operation.id, changed)
             environment = store.environment(session, job.environment.id)
             assert environment is not None
