@@ -3,9 +3,11 @@
 `gardener-aws`: N environments for T tenants (environment i for global account `ga-{i mod T}`) through the
 admin API, against the Gardener API stand-in (tests/standins/gardener_apiserver.py, its own process) with a
 zero-time reconciler and T free SecretBindings in its project. The stage `wait_for_connection` is satisfied
-by simulated agents (benchmarks/workers.py, `ProvisionedAgents`): each plays the agent pod of its Shoot,
-reading the agent's Secret in the Shoot's Kubernetes stand-in through the Shoot's admin kubeconfig, pairing
-with the token the control plane put there and reporting status. Measured: the control plane's CPU time (its
+by simulated agents (benchmarks/workers.py, `ProvisionedAgents`), started before the first request as an
+agent pod starts when its cluster does, not when the platform has its answer: each plays the agent pod of
+its environment's Shoot (found by the annotation the control plane puts on it), reading the agent's Secret
+in the Shoot's Kubernetes stand-in through the Shoot's admin kubeconfig, pairing with the token the control
+plane put there and reporting status. Measured: the control plane's CPU time (its
 processes: `rrm server` and its worker processes; the stand-in and the agents run in other processes) over
 the run, per operation, and the time from the first request to the last operation's `finishedAt` (the
 control plane's clock); checked: every operation succeeded, one Shoot per environment (and as many created,
@@ -35,7 +37,6 @@ import httpx
 from benchmarks.common import REPO, ProcessSampler, ServerProcess, free_port, wait_until
 from benchmarks.fleets import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_WAIT_SECONDS, Bench
 from benchmarks.profile import profiled
-from rrm.server.provisioning.backends.gardener import shoot_name
 
 STANDIN = REPO / "tests" / "standins" / "gardener_apiserver.py"
 PROJECT = "bench"
@@ -183,12 +184,12 @@ def _measure_gardener(
         }
         for i, n in enumerate(names)
     ]
+    _start_agents(bench, garden, names)
     sampler = ProcessSampler(server.pid, children=True)  # rrm server --workers N: all of them
     with sampler, profiled(bench.pids(server), bench.profile_dir, f"provisioning-{size}"):
         started_wall, started = time.time(), time.monotonic()
-        answers = asyncio.run(_request_all(server, bodies))
+        asyncio.run(_request_all(server, bodies))
         requested = time.monotonic() - started
-        _start_agents(bench, garden, names, answers)
         counts, finished = _wait_finished(bench, server, size, started, gardener_deadline(size))
     environments = _environments(server)
     shoots, bindings = garden.items("shoots"), garden.items("secretbindings")
@@ -214,31 +215,26 @@ def _measure_gardener(
     return result
 
 
-async def _request_all(server: ServerProcess, bodies: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every request sent at once (REQUESTS_AT_ONCE in flight); the answers by environment name."""
+async def _request_all(server: ServerProcess, bodies: list[dict[str, Any]]) -> None:
+    """Every request sent at once (REQUESTS_AT_ONCE in flight); each must be accepted (202)."""
     assert server.admin is not None
     gate = asyncio.Semaphore(REQUESTS_AT_ONCE)
     headers = dict(server.admin.headers)
     limits = httpx.Limits(max_connections=REQUESTS_AT_ONCE)
     async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=300, limits=limits) as client:
 
-        async def one(body: dict[str, Any]) -> dict[str, Any]:
+        async def one(body: dict[str, Any]) -> None:
             async with gate:
                 answer = await client.post("/api/v1/environments", json=body)
             if answer.status_code != 202:
                 raise RuntimeError(f"requesting {body['name']}: {answer.status_code} {answer.text[:300]}")
-            return dict(answer.json())
 
-        answers = await asyncio.gather(*(one(b) for b in bodies))
-    return {a["name"]: a for a in answers}
+        await asyncio.gather(*(one(b) for b in bodies))
 
 
-def _start_agents(bench: Bench, garden: Garden, names: list[str], answers: dict[str, dict[str, Any]]) -> None:
+def _start_agents(bench: Bench, garden: Garden, names: list[str]) -> None:
     root = bench.agents_root / "provisioning"
-    specs = [
-        (n, shoot_name(answers[n]["id"], PROJECT), str(root / n / "state"), str(root / n / "cache"))
-        for n in names
-    ]
+    specs = [(n, str(root / n / "state"), str(root / n / "cache")) for n in names]
     where = {"url": garden.url, "token": TOKEN, "namespace": NAMESPACE}
     bench.pool.call(
         "provisioned",

@@ -220,24 +220,27 @@ SHOOTS_PATH = "/apis/core.gardener.cloud/v1beta1/namespaces/{namespace}/shoots"
 AGENT_SECRET_PATH = "/api/v1/namespaces/rrm-system/secrets/rrm-agent-{name}"
 PAIR_AT_ONCE = 16
 SECRET_POLL_SECONDS = (0.25, 2.0)  # first and longest wait between two looks for the agent's Secret
+ENVIRONMENT_ANNOTATION = "rrm.io/environment"  # on each Shoot (rrm.server.provisioning.backends.gardener)
 
 
 class ProvisionedAgents:
-    """The agent pods of Shoots the control plane provisions: for each Shoot of ours that a watch on the
-    Gardener stand-in shows up (an advertised address), the Shoot's admin kubeconfig, then the agent's
-    Secret there (polled until the control plane installed it), pairing with its token, and the agent."""
+    """The agent pods of Shoots the control plane provisions: for each Shoot of one of our environments
+    (named by the annotation the control plane puts on it, so no answer to the request needs to come first)
+    that a watch on the Gardener stand-in shows up (an advertised address), the Shoot's admin kubeconfig,
+    then the agent's Secret there (polled until the control plane installed it), pairing with its token,
+    and the agent."""
 
     def __init__(
         self,
         garden: dict[str, str],
-        shoots: dict[str, tuple[str, str, str]],
+        environments: dict[str, tuple[str, str]],
         worker: Worker,
         wait_seconds: float,
         heartbeat_interval: float,
     ) -> None:
-        self.garden, self.shoots, self.worker = garden, shoots, worker
+        self.garden, self.environments, self.worker = garden, environments, worker
         self.intervals = (wait_seconds, heartbeat_interval)
-        self.started: set[str] = set()
+        self.started: set[str] = set()  # environments whose Shoot is up
         self.secrets_read = self.paired = self.retries = 0
         self.errors: list[str] = []
         self.tasks: set[asyncio.Task[None]] = set()
@@ -276,15 +279,16 @@ class ProvisionedAgents:
         shoot = event.get("object") or {}
         if event.get("type") == "ERROR":
             return None
-        name = shoot["metadata"]["name"]
+        metadata = shoot["metadata"]
+        name = (metadata.get("annotations") or {}).get(ENVIRONMENT_ANNOTATION, "")
         up = (shoot.get("status") or {}).get("advertisedAddresses")
-        if up and name in self.shoots and name not in self.started:
+        if up and name in self.environments and name not in self.started:
             self.started.add(name)
-            self._spawn(self._pod(name))
-        return str(shoot["metadata"]["resourceVersion"])
+            self._spawn(self._pod(name, metadata["name"]))
+        return str(metadata["resourceVersion"])
 
-    async def _pod(self, shoot: str) -> None:
-        name, state_dir, cache_dir = self.shoots[shoot]
+    async def _pod(self, name: str, shoot: str) -> None:
+        state_dir, cache_dir = self.environments[name]
         try:
             server, token = await self._retrying(lambda: self._admin_kubeconfig(shoot))
             secret = await self._retrying(lambda: self._secret(server, token, name))
@@ -456,17 +460,17 @@ class Worker:
     async def cmd_provisioned(
         self,
         garden: dict[str, str],
-        specs: list[tuple[str, str, str, str]],
+        specs: list[tuple[str, str, str]],
         wait_seconds: float,
         heartbeat_interval: float,
     ) -> int:
-        """Play the agent pod of each (environment, Shoot name, state dir, cache dir): once the Shoot is up
-        (a watch on the Gardener stand-in's Shoots), read the agent's Secret in the Shoot with its admin
-        kubeconfig, pair with its token and run the agent it names."""
-        shoots = {shoot: (name, state_dir, cache_dir) for name, shoot, state_dir, cache_dir in specs}
-        self.provisioned = ProvisionedAgents(garden, shoots, self, wait_seconds, heartbeat_interval)
+        """Play the agent pod of each (environment, state dir, cache dir): once its Shoot is up (a watch on
+        the Gardener stand-in's Shoots), read the agent's Secret in the Shoot with its admin kubeconfig, pair
+        with its token and run the agent it names."""
+        environments = {name: (state_dir, cache_dir) for name, state_dir, cache_dir in specs}
+        self.provisioned = ProvisionedAgents(garden, environments, self, wait_seconds, heartbeat_interval)
         self.provisioned.start()
-        return len(shoots)
+        return len(environments)
 
     async def cmd_provisioned_progress(self) -> dict[str, int]:
         p = self.provisioned
