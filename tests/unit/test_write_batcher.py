@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.orm import Session
 
 from rrm.server.fleet import Fleet
@@ -24,9 +26,12 @@ class CountingBatcher(WriteBatcher):
         super().__init__(db, fleet, gather_seconds)
         self.transactions: list[int] = []
 
-    def _commit(self, works: list[Work]) -> list[Any]:
-        self.transactions.append(len(works))
-        return super()._commit(works)
+    def _commit(
+        self, first: list[tuple[Work, asyncio.Future[Any]]], wanted: int, taken: list[asyncio.Future[Any]]
+    ) -> list[Any]:
+        outcomes = super()._commit(first, wanted, taken)
+        self.transactions.append(len(taken))
+        return outcomes
 
 
 @pytest.fixture
@@ -75,6 +80,42 @@ class CommitFails(Database):
         with super().write(exclusive=exclusive) as session:
             yield session
             raise OSError("disk full")  # as the commit would: the transaction is rolled back
+
+
+def test_writes_that_all_succeed_share_their_transaction_without_savepoints(
+    db: Database, tmp_path: Path
+) -> None:
+    with db.write() as session:
+        engine = session.get_bind()
+    savepoints: list[str] = []
+    sqlalchemy_event.listen(engine, "savepoint", lambda _connection, name: savepoints.append(name))
+    batcher = CountingBatcher(db, Fleet(db, SecretBox(load_or_create_key(tmp_path))))
+
+    async def run() -> list[str]:
+        return await asyncio.gather(*(batcher.submit(event(name)) for name in "abc"))
+
+    assert asyncio.run(run()) == ["a", "b", "c"]
+    assert batcher.transactions == [3] and savepoints == []
+    with db.read() as session:
+        assert [e.subject for e in repo.events_after(session, 0, 100)] == ["a", "b", "c"]
+
+
+class BeginFails(Database):
+    @contextmanager
+    def write(self, *, exclusive: bool = True) -> Iterator[Session]:
+        raise OSError("disk I/O error")  # as BEGIN would
+        yield  # a generator, as the real one
+
+
+def test_when_the_transaction_cannot_begin_the_writes_waiting_for_it_fail(tmp_path: Path) -> None:
+    db = BeginFails(f"sqlite:///{tmp_path / 'rrm.db'}")
+    batcher = WriteBatcher(db, Fleet(db, SecretBox(load_or_create_key(tmp_path))))
+
+    async def run() -> list[object]:
+        writes = (batcher.submit(event("x")), batcher.submit(event("y")))
+        return await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), 30)
+
+    assert [type(r) for r in asyncio.run(run())] == [OSError, OSError]
 
 
 def test_when_the_commit_fails_every_write_of_the_batch_fails(tmp_path: Path) -> None:
@@ -152,3 +193,30 @@ def test_writers_slower_to_come_back_than_the_gather_time_still_share_a_transact
 
     asyncio.run(run())
     assert batcher.transactions == [3, 3]
+
+
+def test_a_write_runs_as_soon_as_its_transaction_takes_it_while_the_others_are_awaited(
+    db: Database, tmp_path: Path
+) -> None:
+    """Three writers shared the last transaction; the first of them to come back is run at once, in a
+    transaction that goes on taking the other two as they come (here only after the first has run)."""
+    batcher = CountingBatcher(db, Fleet(db, SecretBox(load_or_create_key(tmp_path))), gather_seconds=60)
+    ran = threading.Event()
+
+    def first(session: Session) -> str:
+        ran.set()
+        return event("a2")(session)
+
+    async def run() -> list[str]:
+        await asyncio.gather(*(batcher.submit(event(f"{name}1")) for name in "abc"))
+        answered = asyncio.ensure_future(batcher.submit(first))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not ran.is_set():
+            assert asyncio.get_running_loop().time() < deadline, "the first write waited for the others"
+            await asyncio.sleep(0.01)
+        return [*await asyncio.gather(answered, batcher.submit(event("b2")), batcher.submit(event("c2")))]
+
+    assert asyncio.run(asyncio.wait_for(run(), 30)) == ["a2", "b2", "c2"]
+    assert batcher.transactions == [3, 3]
+    with db.read() as session:
+        assert [e.subject for e in repo.events_after(session, 0, 100)] == ["a1", "b1", "c1", "a2", "b2", "c2"]
