@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from rrm.core import rollouts as core
@@ -33,7 +33,11 @@ ACTION_ABORT = "rollout-abort"
 _ROLLOUTS = cast(Table, Rollout.__table__)
 _ACTIVE_ID = (  # built once: every component write asks
     select(_ROLLOUTS.c.id)
-    .where(_ROLLOUTS.c.component == bindparam("component"), _ROLLOUTS.c.state.in_(core.ACTIVE_STATES))
+    .where(
+        _ROLLOUTS.c.component == bindparam("component"),
+        # not `in_`, whose list is an expanding parameter: its SQL is rendered again at every execution
+        or_(*(_ROLLOUTS.c.state == state for state in core.ACTIVE_STATES)),
+    )
     .limit(1)
 )
 
