@@ -32,10 +32,21 @@ def run_agent(config: AgentConfig) -> int:
     """Blocks until SIGTERM/SIGINT (exit 0); 2 when the configuration or the stored identity is unusable."""
     _configure_logging(config.log_level)
     try:
-        return asyncio.run(_main(config))
+        with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+            return runner.run(_main(config))
     except ConfigurationError as exc:
         log.error("event=configuration-error error=%s", exc)
         return EXIT_CONFIGURATION
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (with uvicorn[standard], on Linux and macOS): its callbacks, timers
+    and sockets cost an agent about a third less CPU than asyncio's own loop; asyncio's elsewhere."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _main(config: AgentConfig) -> int:
