@@ -187,3 +187,23 @@ def test_a_heartbeat_changes_nothing_but_a_changed_report_with_the_same_hash_is_
     leader.report(runtime, body)
     assert leader.run_pass()[runtime]["Ready"] == "False"
     assert condition_events(leader) == ["ReadyFalse"]
+
+
+def test_contacts_keep_one_heartbeat_deadline_per_runtime_which_still_disconnects_it(leader: Leader) -> None:
+    """A watch stream's contact every 15 s moves the deadline on; the leader keeps one deadline per runtime
+    (moved when it comes up), not one per contact, and silence still disconnects at the latest one."""
+    runtime = leader.store.runtime("rt", env="prod")
+    desired = leader.desired_hash(runtime)
+    leader.applied(runtime, desired)
+    leader.run_pass()
+    for _ in range(5):
+        leader.touch(runtime)
+        leader.run_pass()
+    assert len(leader.watch._due) == 1
+    last = leader.touch(runtime)
+    leader.run_pass()
+    limit = timedelta(seconds=3.0 * 10.0)
+    assert leader.run_pass(last + limit - timedelta(seconds=1))[runtime]["Connected"] == "True"
+    assert len(leader.watch._due) == 1
+    assert leader.run_pass(last + limit + timedelta(seconds=1))[runtime]["Connected"] == "False"
+    assert condition_events(leader) == ["ConnectedFalse"]

@@ -56,7 +56,10 @@ class ConditionWatch:
         self.evaluated: dict[str, _Evaluated] = {}
         self.counts: Counter[tuple[str, str]] = Counter()  # (type, status) → runtimes, for the metrics
         self._heard: set[str] = set()  # runtimes with a new report or contact since the last evaluation
-        self._due: list[tuple[datetime, str]] = []  # heap: when a runtime's heartbeat deadline passes
+        # heap: when a runtime's heartbeat deadline passes, one entry per runtime (`_due_at`), moved on only
+        # when it comes up; a contact every few seconds then costs no entry of its own
+        self._due: list[tuple[datetime, str]] = []
+        self._due_at: dict[str, datetime] = {}  # runtime id → its entry in `_due` that counts
         self._deliveries_seen = -1  # Fleet.deliveries_version at the last evaluation
         self._reported_at: dict[str, datetime | None] = {}  # the report in `observed` is the one of then
         self.reported_elsewhere: list[str] = []  # runtimes with a report read from the database, until taken
@@ -139,7 +142,15 @@ class ConditionWatch:
                 for key in [k for k in self.recorded if k[0] not in fleet.runtimes]:
                     del self.recorded[key]
         while self._due and self._due[0][0] <= now:
-            candidates.add(heapq.heappop(self._due)[1])
+            due, runtime_id = heapq.heappop(self._due)
+            if self._due_at.get(runtime_id) != due:
+                continue  # an entry an earlier deadline superseded
+            del self._due_at[runtime_id]
+            known = self.evaluated.get(runtime_id)
+            if known is not None and now < known.recheck_at:  # heard from since: not due yet
+                self._schedule(runtime_id, known.recheck_at)
+                continue
+            candidates.add(runtime_id)
         fresh = {}
         for runtime_id in candidates:
             if runtime_id not in fleet.runtimes:
@@ -156,8 +167,9 @@ class ConditionWatch:
                 continue
             conditions = _conditions(known, observed, delivery, now, state.settings.heartbeat_grace)
             recheck_at = _recheck_at(observed, conditions, state.settings.heartbeat_grace)
-            if recheck_at != NEVER:
-                heapq.heappush(self._due, (recheck_at, runtime_id))
+            scheduled = self._due_at.get(runtime_id)
+            if scheduled is None or recheck_at < scheduled:
+                self._schedule(runtime_id, recheck_at)
             if known is None or _statuses(known.conditions) != _statuses(conditions):
                 if known is not None:
                     self.counts.subtract((c.type, c.status) for c in known.conditions)
@@ -165,6 +177,12 @@ class ConditionWatch:
             self.evaluated[runtime_id] = _Evaluated(observed, delivery, recheck_at, conditions)
             fresh[runtime_id] = conditions
         return fresh
+
+    def _schedule(self, runtime_id: str, recheck_at: datetime) -> None:
+        """The runtime's one deadline in the heap; none while it is not connected (only news changes that)."""
+        if recheck_at != NEVER:
+            heapq.heappush(self._due, (recheck_at, runtime_id))
+            self._due_at[runtime_id] = recheck_at
 
 
 def _conditions(
