@@ -207,3 +207,17 @@ def test_contacts_keep_one_heartbeat_deadline_per_runtime_which_still_disconnect
     assert len(leader.watch._due) == 1
     assert leader.run_pass(last + limit + timedelta(seconds=1))[runtime]["Connected"] == "False"
     assert condition_events(leader) == ["ConnectedFalse"]
+
+
+def test_a_contact_of_a_connected_runtime_keeps_its_conditions_without_evaluating_them_again(
+    leader: Leader,
+) -> None:
+    runtime = leader.store.runtime("rt", env="prod")
+    leader.applied(runtime, leader.desired_hash(runtime))
+    leader.run_pass()
+    before = leader.watch.evaluated[runtime]
+    leader.touch(runtime)
+    assert leader.run_pass()[runtime]["Connected"] == "True"
+    after = leader.watch.evaluated[runtime]
+    assert after.observed is not before.observed and after.recheck_at > before.recheck_at
+    assert after.conditions is before.conditions

@@ -170,7 +170,9 @@ class ConditionWatch:
             scheduled = self._due_at.get(runtime_id)
             if scheduled is None or recheck_at < scheduled:
                 self._schedule(runtime_id, recheck_at)
-            if known is None or _statuses(known.conditions) != _statuses(conditions):
+            if known is None or (
+                conditions is not known.conditions and _statuses(known.conditions) != _statuses(conditions)
+            ):
                 if known is not None:
                     self.counts.subtract((c.type, c.status) for c in known.conditions)
                 self.counts.update((c.type, c.status) for c in conditions)
@@ -193,7 +195,9 @@ def _conditions(
     grace: float,
 ) -> list[Condition]:
     """`evaluate`, but Synced and Ready, which depend only on the report and the desired state, are kept
-    from the last evaluation when neither changed: a heartbeat repeats the report it sent before."""
+    from the last evaluation when neither changed: a heartbeat repeats the report it sent before. A runtime
+    connected before and heard from again within the limit keeps all three (only the age in Connected's
+    message would differ): what a watch stream's keep-alive every 15 s costs the leader."""
     if (
         known is not None
         and known.delivery is delivery
@@ -202,6 +206,12 @@ def _conditions(
         and known.observed.applied_hash == observed.applied_hash
         and known.observed.report == observed.report
     ):
+        if (
+            known.conditions[0].status == "True"
+            and observed.last_seen is not None
+            and (now - observed.last_seen).total_seconds() <= grace * observed.heartbeat_interval
+        ):
+            return known.conditions
         return [connected(observed, now, grace), *known.conditions[1:]]
     desired_hash = delivery.hash if delivery else ""
     names = [c[0] for c in delivery.components] if delivery else []
