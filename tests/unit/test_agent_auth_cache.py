@@ -59,3 +59,15 @@ def test_the_cache_keeps_no_more_than_its_size() -> None:
     for token in tokens:
         asyncio.run(agent_auth.runtime(token))
     assert [agent_auth.verified(t) is not None for t in tokens] == [False, True, True]
+
+
+def test_the_cache_keeps_a_digest_of_each_token_not_its_text() -> None:
+    """Two or three live tokens per agent, each about 310 characters: the text would be most of the cache."""
+    fleet = KeysOnly(["r1", "r2"])
+    agent_auth = AgentAuth(fleet)  # type: ignore[arg-type]
+    tokens = [fleet.token(r, 200) for r in ("r1", "r2")]
+    for token in tokens:
+        asyncio.run(agent_auth.runtime(token))
+    assert [len(key) for key in agent_auth._verified] == [16, 16]
+    assert all(agent_auth.verified(t) is not None for t in tokens)
+    assert agent_auth.verified(fleet.token("r1", 100)) is None  # never shown to the cache
