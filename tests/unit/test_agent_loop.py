@@ -188,7 +188,7 @@ class ScriptedSidecar(SelfHostedTarget):
         self.loaded_after = loaded_after
         self.asked = 0
 
-    def sidecar_report(self) -> SidecarReport:
+    async def sidecar_report(self) -> SidecarReport:
         self.asked += 1
         listed = self.loaded_after is not None and self.asked >= self.loaded_after
         loaded = [LoadedComponent(name="a", type="state.in-memory", version="v1")] if listed else []
@@ -278,7 +278,7 @@ class UnloadingSidecar(SelfHostedTarget):
         self.lag = lag
         self.answers_without_file = 0
 
-    def sidecar_report(self) -> SidecarReport:
+    async def sidecar_report(self) -> SidecarReport:
         if (self.resources_path / "rrm-b.yaml").exists():
             self.answers_without_file = 0
         else:
@@ -343,7 +343,7 @@ class LoadingSidecar(SelfHostedTarget):
         self.asked = 0
         self.first_seen: dict[str, int] = {}
 
-    def sidecar_report(self) -> SidecarReport:
+    async def sidecar_report(self) -> SidecarReport:
         self.asked += 1
         names = sorted(p.name[len("rrm-") : -len(".yaml")] for p in self.resources_path.glob("rrm-*.yaml"))
         listed = []

@@ -3,6 +3,7 @@ reload hook."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -29,7 +30,12 @@ METADATA = {
 class FakeDaprd(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keeps connections open, as daprd does
     seen_tokens: list[str | None] = []
+    connections: list[socket.socket] = []  # the server's side of each connection, in the order opened
     reply: tuple[int, bytes] | None = None  # a test's own answer, instead of METADATA
+
+    def setup(self) -> None:
+        super().setup()
+        FakeDaprd.connections.append(self.connection)
 
     def do_GET(self) -> None:
         FakeDaprd.seen_tokens.append(self.headers.get("dapr-api-token"))
@@ -62,8 +68,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ask(sidecar: SidecarClient, times: int = 1) -> list[SidecarReport]:
+    """`times` questions in a row on one event loop, as the agent asks them."""
+
+    async def questions() -> list[SidecarReport]:
+        return [await sidecar.query() for _ in range(times)]
+
+    return asyncio.run(questions())
+
+
 def test_sidecar_report_lists_loaded_components_and_sends_api_token(daprd_port: int) -> None:
-    report = SidecarClient(daprd_port, api_token="tok").query()
+    [report] = ask(SidecarClient(daprd_port, api_token="tok"))
 
     assert report == SidecarReport(
         reachable=True,
@@ -84,7 +99,7 @@ def test_an_id_or_version_that_is_not_a_string_is_reported_as_unknown() -> None:
 
 
 def test_unreachable_sidecar_is_reported_not_raised() -> None:
-    report = SidecarClient(free_port()).query()
+    [report] = ask(SidecarClient(free_port()))
 
     assert not report.reachable
     assert report.error
@@ -92,32 +107,39 @@ def test_unreachable_sidecar_is_reported_not_raised() -> None:
 
 def test_questions_share_one_connection_and_survive_daprd_closing_it(daprd_port: int) -> None:
     sidecar = SidecarClient(daprd_port)
-    assert sidecar.query().reachable
-    connection = sidecar._connection
-    assert connection is not None and connection.sock is not None
-    assert sidecar.query().reachable
-    assert sidecar._connection is connection
+    FakeDaprd.connections.clear()
 
-    connection.sock.shutdown(socket.SHUT_RDWR)  # as when daprd drops an idle connection
-    report = sidecar.query()
+    async def run() -> list[SidecarReport]:
+        answers = [await sidecar.query(), await sidecar.query()]
+        assert len(FakeDaprd.connections) == 1
+        FakeDaprd.connections[0].shutdown(socket.SHUT_RDWR)  # as when daprd drops an idle connection
+        answers.append(await sidecar.query())
+        return answers
 
-    assert report.reachable and report.app_id == "orders"
-    assert sidecar._connection is not connection
+    reports = asyncio.run(run())
+
+    assert all(report.reachable and report.app_id == "orders" for report in reports)
+    assert len(FakeDaprd.connections) == 2
 
 
 def test_an_error_status_or_a_body_that_is_not_json_is_reported_as_unreachable(daprd_port: int) -> None:
     sidecar = SidecarClient(daprd_port)
-    FakeDaprd.reply = (500, b"{}")
+
+    async def run() -> list[SidecarReport]:
+        answers = []
+        for reply in ((500, b"{}"), (200, b"<html>"), None):
+            FakeDaprd.reply = reply
+            answers.append(await sidecar.query())
+        return answers
+
     try:
-        failed = sidecar.query()
-        FakeDaprd.reply = (200, b"<html>")
-        garbled = sidecar.query()
+        failed, garbled, fine = asyncio.run(run())
     finally:
         FakeDaprd.reply = None
 
     assert (failed.reachable, failed.error) == (False, "GET /v1.0/metadata answered 500")
     assert not garbled.reachable and "JSONDecodeError" in (garbled.error or "")
-    assert sidecar.query().reachable
+    assert fine.reachable
 
 
 def listing(*components: tuple[str, str, str], app_id: str = "orders") -> SidecarReport:

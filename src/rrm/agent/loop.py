@@ -346,7 +346,7 @@ class Agent:
     async def _query_sidecar(self) -> SidecarAnswer:
         answer: SidecarAnswer
         try:
-            answer = await asyncio.to_thread(self.target.sidecar_report)
+            answer = await self.target.sidecar_report()
         except Exception as exc:
             answer = SidecarReport(reachable=False, error=f"{type(exc).__name__}: {exc}")
         return answer

@@ -104,6 +104,7 @@ async def _main(config: AgentConfig) -> int:
         if health is not None:
             await health.close()
         await client.close()
+        await target.close()
 
 
 async def _paired(

@@ -65,10 +65,14 @@ class Target(ABC):
     def apply(self, changes: NativeChanges, state: DesiredState, *, prune: bool) -> ApplyOutcome:
         """Make `changes` real in a safe order; with `prune=False` nothing is deleted."""
 
-    def sidecar_report(self) -> SidecarAnswer:
+    async def sidecar_report(self) -> SidecarAnswer:
         """What the Dapr sidecar reports as loaded, or the target's judgement over all its sidecars (a
-        `SidecarsView`); None when the target cannot tell."""
+        `SidecarsView`); None when the target cannot tell. Asked on the event loop, several times an update:
+        a target that must block to tell hands that to a thread itself."""
         return None
+
+    async def close(self) -> None:  # noqa: B027 - a hook: only some targets hold anything open
+        """Let go of what the target holds open (connections), when the agent stops."""
 
     def component_name(self, object_id: str) -> str | None:
         """The Dapr component a native object id holds; None for anything else (secrets, stores)."""

@@ -11,6 +11,7 @@ Deployments in scope until their rollouts completed and their sidecars report th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -148,9 +149,10 @@ class KubernetesTarget(Target):
             reload=reload,
         )
 
-    def sidecar_report(self) -> SidecarsView | None:
-        """The sidecars of the Dapr-enabled Deployments in scope, on the components of the last apply."""
-        return self.sidecars.view()
+    async def sidecar_report(self) -> SidecarsView | None:
+        """The sidecars of the Dapr-enabled Deployments in scope, on the components of the last apply (read
+        through the Kubernetes API and the sidecars' metrics, blocking: on a thread)."""
+        return await asyncio.to_thread(self.sidecars.view)
 
     def component_name(self, object_id: str) -> str | None:
         kind, _, name = split_id(object_id)

@@ -271,8 +271,12 @@ class SelfHostedTarget(Target):
     def component_name(self, object_id: str) -> str | None:
         return None if is_store_id(object_id) else component_name_of(object_id)
 
-    def sidecar_report(self) -> SidecarReport | None:
-        return self.sidecar.query() if self.sidecar is not None else None
+    async def sidecar_report(self) -> SidecarReport | None:
+        return await self.sidecar.query() if self.sidecar is not None else None
+
+    async def close(self) -> None:
+        if self.sidecar is not None:
+            await self.sidecar.aclose()
 
     def _plan(self, state: DesiredState) -> _Plan:
         """Planned once per state: a reconcile renders it, then applies it, and reconciles repeat it."""
