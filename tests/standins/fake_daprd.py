@@ -381,6 +381,11 @@ class Sidecar:
 
 def make_handler(sidecar: Sidecar, api_token: str | None, hot_reload: bool) -> type:
     class Handler(BaseHTTPRequestHandler):
+        # daprd's HTTP API is Go's net/http server, which speaks HTTP/1.1 and keeps connections alive by
+        # default (Go 1.3 release notes, Server.SetKeepAlivesEnabled); http.server's default is HTTP/1.0,
+        # a new connection per question
+        protocol_version = "HTTP/1.1"
+
         def do_GET(self) -> None:
             if self.path == "/v1.0/healthz":
                 self._send(204, None)

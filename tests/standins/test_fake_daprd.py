@@ -256,6 +256,19 @@ def test_serves_metadata_behind_the_api_token_and_dies_on_a_duplicate_name(tmp_p
         assert "duplicate definition of Component name one (bindings.http/v1)" in log.read_text()
 
 
+def test_keeps_a_connection_alive_for_the_next_question_as_go_net_http_does(tmp_path: Path) -> None:
+    """daprd's API server is Go's net/http, which keeps HTTP/1.1 connections alive by default (Go 1.3 release
+    notes: "the server does keep-alive (reuses connections for multiple requests) by default")."""
+    resources = tmp_path / "resources"
+    resources.mkdir()
+    with running(resources) as (_, url, _), httpx.Client(base_url=url) as client:
+        first = client.get("/v1.0/metadata")
+        second = client.get("/v1.0/metadata")
+    assert first.http_version == second.http_version == "HTTP/1.1"
+    assert "close" not in first.headers.get("connection", "")
+    assert first.extensions["network_stream"] is second.extensions["network_stream"]
+
+
 def test_rescans_on_its_timer_not_on_a_request(tmp_path: Path) -> None:
     """daprd notices a change through its directory watch (pkg/runtime/hotreload/loader/disk/disk.go), never
     because someone asked for /v1.0/metadata."""
