@@ -516,7 +516,7 @@ class Worker:
     async def cmd_stages(self, hash: str) -> list[tuple[float, float, float, float, float] | None]:
         """Per agent that reported `hash`: when it received it, took it, applied it, and when its first report
         of it began and was answered."""
-        stages = []
+        stages: list[tuple[float, float, float, float, float] | None] = []
         for a in self.agents:
             received = next((t for t, h in a.client.received if h == hash), None)
             taken = next((t for t, h in a.agent.taken if h == hash), None)
