@@ -64,7 +64,7 @@ class PlainHTTPTransport(httpx.AsyncBaseTransport):
             connection = await _connect(origin, timeouts.get("connect"))
         try:
             await _write(connection, head + body, timeouts.get("write"))
-            return await self._answer(request, connection, timeouts.get("read"))
+            return await self._answer(request, origin, connection, timeouts.get("read"))
         except BaseException:
             connection.close()
             raise
@@ -90,7 +90,11 @@ class PlainHTTPTransport(httpx.AsyncBaseTransport):
         self._idle.setdefault(origin, []).append(connection)
 
     async def _answer(
-        self, request: httpx.Request, connection: _Connection, read_timeout: float | None
+        self,
+        request: httpx.Request,
+        origin: tuple[str, int],
+        connection: _Connection,
+        read_timeout: float | None,
     ) -> httpx.Response:
         """The answer's head, with its body as a stream that hands the connection back when read to its end
         (and both sides allow keeping it), or closes it."""
@@ -117,7 +121,6 @@ class PlainHTTPTransport(httpx.AsyncBaseTransport):
             and b"close" not in fields.get(b"connection", b"").lower()
             and b"close" not in request.headers.get("connection", "").lower().encode()
         )
-        origin = (request.url.host, request.url.port or 80)
         release = (lambda: self._release(origin, connection)) if reusable else connection.close
         return httpx.Response(
             status,

@@ -21,7 +21,6 @@ class SidecarClient:
     """One daprd on 127.0.0.1:`port`."""
 
     def __init__(self, port: int, api_token: str | None = None) -> None:
-        self.port = port
         headers = {"Host": f"127.0.0.1:{port}", "Accept": "application/json"}
         if api_token:
             headers["dapr-api-token"] = api_token
