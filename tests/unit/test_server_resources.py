@@ -67,12 +67,15 @@ path = Path(sys.argv[1])
 db = Database(f"sqlite:///{path}")
 db.migrate()
 assert Leadership(db.url, path).try_acquire()
-print(" ".join(m for m in ("alembic", "psycopg") if m in sys.modules))
+print(" ".join(m for m in ("alembic", "psycopg", "kubernetes") if m in sys.modules))
 """
 
 
-def test_a_server_on_an_up_to_date_sqlite_database_loads_neither_alembic_nor_psycopg(tmp_path: Path) -> None:
-    """Each would stay in memory for the life of the process: about 10 MB apiece."""
+def test_a_server_on_an_up_to_date_sqlite_database_loads_no_alembic_psycopg_or_kubernetes(
+    tmp_path: Path,
+) -> None:
+    """Each would stay in memory for the life of the process: about 10 MB apiece (kubernetes: only binding
+    an environment's kubeconfig needs it, `rrm.server.environment_broker.kubeconfigs`)."""
     path = tmp_path / "rrm.db"
     first = subprocess.run(
         [sys.executable, "-c", SERVER_ON_SQLITE, str(path)], capture_output=True, text=True

@@ -5,20 +5,22 @@ every token issued for it (a bound token is valid only while the object it is bo
 ClusterRoleBinding goes with it.
 
 Calls go through the official `kubernetes` client with the cluster's kubeconfig the provisioning fetched.
+It is imported by the first call, not with the control plane: it adds about 10 MB to the resident memory
+of every process that imports it, and a control plane that never binds an environment never calls it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 
 from rrm.core.bounded import load_yaml
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 NAMESPACE = "kube-system"
 CLUSTER_ROLE = "cluster-admin"
@@ -37,6 +39,10 @@ def service_account_name(environment_id: str, binding_id: str) -> str:
 
 def mint(cluster_kubeconfig: str, name: str, seconds: int) -> tuple[str, datetime]:
     """A kubeconfig for the cluster whose user is ServiceAccount `name`'s token, and when it expires."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
     api = _api(cluster_kubeconfig)
     try:
         _create(lambda: client.CoreV1Api(api).create_namespaced_service_account(NAMESPACE, _account(name)))
@@ -58,6 +64,10 @@ def mint(cluster_kubeconfig: str, name: str, seconds: int) -> tuple[str, datetim
 
 def revoke(cluster_kubeconfig: str, name: str) -> None:
     """Delete the ServiceAccount (its tokens stop working) and its ClusterRoleBinding; gone is fine."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
     api = _api(cluster_kubeconfig)
     try:
         for delete in (
@@ -94,6 +104,8 @@ def kubeconfig_with_token(cluster_kubeconfig: str, user: str, token: str) -> str
 
 
 def _api(kubeconfig: str) -> client.ApiClient:
+    from kubernetes import config
+
     try:
         return config.new_client_from_config_dict(load_yaml(kubeconfig))
     except (yaml.YAMLError, config.ConfigException, KeyError, TypeError) as exc:
@@ -101,6 +113,8 @@ def _api(kubeconfig: str) -> client.ApiClient:
 
 
 def _create(call: Any) -> None:
+    from kubernetes.client.exceptions import ApiException
+
     try:
         call()
     except ApiException as exc:
@@ -109,12 +123,16 @@ def _create(call: Any) -> None:
 
 
 def _account(name: str) -> client.V1ServiceAccount:
+    from kubernetes import client
+
     return client.V1ServiceAccount(
         api_version="v1", kind="ServiceAccount", metadata=client.V1ObjectMeta(name=name, labels=MANAGED_BY)
     )
 
 
 def _binding(name: str) -> client.V1ClusterRoleBinding:
+    from kubernetes import client
+
     return client.V1ClusterRoleBinding(
         api_version="rbac.authorization.k8s.io/v1",
         kind="ClusterRoleBinding",
@@ -127,6 +145,8 @@ def _binding(name: str) -> client.V1ClusterRoleBinding:
 
 
 def _reason(exc: Exception) -> str:
+    from kubernetes.client.exceptions import ApiException
+
     if isinstance(exc, ApiException):
         return f"{exc.status} {exc.reason}"
     return f"{type(exc).__name__}: {exc}"
