@@ -38,6 +38,19 @@ _SAVE_OPERATION = (
     .values({name: bindparam(name) for name in OPERATION_FIELDS})
 )
 
+# not finished: one comparison per state, not `NOT IN` with an expanding parameter, whose SQL is rendered
+# again at every execution (the engine's reads run with every step and record)
+_UNFINISHED = and_(*(_operations.c.state != state for state in FINISHED_OPERATION_STATES))
+_DEPROVISIONING_PENDING = (
+    select(_operations.c.id)
+    .where(
+        _operations.c.environment_id == bindparam("environment_id"),
+        _operations.c.type == "deprovision",
+        _UNFINISHED,
+    )
+    .limit(1)
+)
+
 
 @dataclass(frozen=True)
 class EnvironmentFilter:
@@ -99,9 +112,7 @@ def operation(session: Session, operation_id: str) -> OperationRow | None:
 def unfinished_operations(session: Session) -> list[tuple[str, str, datetime | None]]:
     """(id, environment id, next run) of the operations the engine still has to drive, oldest first: plain
     rows, no objects, as the engine asks after every attempt."""
-    query = select(OperationRow.id, OperationRow.environment_id, OperationRow.next_run_at).where(
-        OperationRow.state.not_in(FINISHED_OPERATION_STATES)
-    )
+    query = select(OperationRow.id, OperationRow.environment_id, OperationRow.next_run_at).where(_UNFINISHED)
     rows = session.execute(query.order_by(OperationRow.created_at, OperationRow.id))
     return [(id_, environment_id, next_run_at) for id_, environment_id, next_run_at in rows]
 
@@ -131,7 +142,10 @@ def _grouped(
 
 
 def stages(session: Session, operation_id: str) -> list[Stage]:
-    return [stage_of(row) for row in stage_rows(session, [operation_id])[operation_id]]
+    """One operation's stages in order (`==`, not a one-element `IN`, whose SQL is rendered again at
+    every execution: the engine reads them before every step)."""
+    query = select(OperationStageRow).where(OperationStageRow.operation_id == operation_id)
+    return [stage_of(row) for row in session.scalars(query.order_by(OperationStageRow.position))]
 
 
 def stage_of(row: OperationStageRow) -> Stage:
@@ -174,21 +188,16 @@ def save_operation(session: Session, row: OperationRow) -> None:
 
 
 def deprovisioning_pending(session: Session, environment_id: str) -> bool:
-    """Whether a delete asked for the environment's deprovisioning and it has not finished."""
-    query = select(OperationRow.id).where(
-        OperationRow.environment_id == environment_id,
-        OperationRow.type == "deprovision",
-        OperationRow.state.not_in(FINISHED_OPERATION_STATES),
-    )
-    return session.execute(query.limit(1)).first() is not None
+    """Whether a delete asked for the environment's deprovisioning and it has not finished (a plain
+    statement: the engine asks with every record it makes)."""
+    found = session.connection().execute(_DEPROVISIONING_PENDING, {"environment_id": environment_id})
+    return found.first() is not None
 
 
 def pending_deprovisioning(session: Session, environment_id: str) -> OperationRow | None:
     """The environment's deprovisioning that has not finished, if a delete asked for one."""
     query = select(OperationRow).where(
-        OperationRow.environment_id == environment_id,
-        OperationRow.type == "deprovision",
-        OperationRow.state.not_in(FINISHED_OPERATION_STATES),
+        OperationRow.environment_id == environment_id, OperationRow.type == "deprovision", _UNFINISHED
     )
     return session.scalars(query).first()
 
