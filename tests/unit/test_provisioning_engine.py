@@ -201,9 +201,10 @@ def test_what_a_stage_fetched_is_stored_in_the_commit_that_records_its_outcome(
     engine.writes.write = counted  # type: ignore[method-assign]
     drive(engine, op, 1)
     assert stage_states(state, op)["wait_for_connection"] == ("waiting", 1)
-    # validate's start, each of the seven stages' outcomes (with the next one's start), the runtime
-    # registered and the pairing token issued (each before its outcome); the kubeconfig with its outcome
-    assert commits["writes"] == 10
+    # each of the seven stages' outcomes (with the next one's start; validate's own start with its
+    # outcome), the runtime registered and the pairing token issued (each before its outcome); the
+    # kubeconfig with its outcome
+    assert commits["writes"] == 9
     with state.db.read() as session:
         row = store.active_environment(session, "env-k")
         assert row is not None

@@ -65,7 +65,14 @@ from rrm.server.metrics import OPERATION_STAGE_SECONDS, OPERATIONS
 from rrm.server.provisioning.catalog import Catalog
 from rrm.server.provisioning.group_commit import GroupCommit
 from rrm.server.provisioning.plans import Plan
-from rrm.server.provisioning.stages import AGENT_WAITS, Attempt, left_by, run_stage, subject_of
+from rrm.server.provisioning.stages import (
+    AGENT_WAITS,
+    STARTED_WITH_OUTCOME,
+    Attempt,
+    left_by,
+    run_stage,
+    subject_of,
+)
 from rrm.server.state import ServerState, utcnow
 from rrm.store import provisioning as store
 from rrm.store import repositories as repo
@@ -326,7 +333,7 @@ class Engine:
             return self._record(job, _with(job.stages, job.position, unknown), now)
         started_here = False  # whether the current stage's start was stored by this step
         while True:
-            if job.stage.state == STAGE_PENDING:
+            if job.stage.state == STAGE_PENDING and job.stage.name not in STARTED_WITH_OUTCOME:
                 job, started_here = self._start(job, utcnow()), True
             else:
                 job, started_here = self._attempt_stage(job, plan, started_here), True
@@ -525,11 +532,19 @@ def _with(stages: list[Stage], position: int, stage: Stage) -> list[Stage]:
 
 
 def _transitions(job: Job, changed: list[tuple[int, Stage]]) -> list[tuple[Stage, Stage]]:
-    return [
-        (job.stages[i], s)
-        for i, s in changed
-        if s.state != job.stages[i].state or s.attempts != job.stages[i].attempts
-    ]
+    """(before, after) of each stage whose state or attempts changed; a stage started and ended in one
+    record (STARTED_WITH_OUTCOME) passes through its start, so its events read as any other stage's."""
+    found = []
+    for i, s in changed:
+        old = job.stages[i]
+        if s.state == old.state and s.attempts == old.attempts:
+            continue
+        if old.state == STAGE_PENDING and s.state != RUNNING and s.started_at is not None:
+            started = start_attempt(old, s.started_at)
+            found += [(old, started), (started, s)]
+        else:
+            found.append((old, s))
+    return found
 
 
 def _stage_event(job: Job, name: str, old: Stage, new: Stage) -> tuple[str, str, str] | None:

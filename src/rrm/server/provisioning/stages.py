@@ -57,6 +57,10 @@ from rrm.store.tables import EnvironmentRow
 POLL_SECONDS = {"wait_for_cluster": 10.0, "wait_for_deletion": 10.0, "wait_for_connection": 30.0}
 FIRST_LOOK_SECONDS = 1.0  # the cluster waits look again this soon after their first look
 AGENT_WAITS = frozenset({"wait_for_connection"})  # stages the engine runs again when the agent reports
+# stages that do nothing outside the engine's record (no backend call, no write): their first attempt's
+# start is stored with its outcome, not committed alone before it (a crash between the two leaves nothing
+# to find, and the attempt is over before any deadline could matter)
+STARTED_WITH_OUTCOME = frozenset({"validate"})
 CLUSTER_KUBECONFIG = "__cluster_kubeconfig"  # in the sealed blob, beside the secret parameters
 LABEL_PREFIX = "rrm.io/"
 BEST_EFFORT = {"remove_agent", "release_account", "delete_runtime"}
