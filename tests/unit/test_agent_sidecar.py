@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rrm.agent.loading import NOT_UNLOADED, Expected, LoadWatch, SidecarsView
+from rrm.agent.loading import NOT_UNLOADED, RELOAD_NOTICE_SECONDS, Expected, LoadWatch, SidecarsView
 from rrm.agent.reload import run_reload_command
 from rrm.agent.sidecar import SidecarClient, sidecar_report_of
 from rrm.wire.protocol import LoadedComponent, ResourceResult, SidecarReport
@@ -305,15 +305,39 @@ def test_a_load_is_seen_within_half_a_second_however_late_it_comes(loads_at: flo
     assert seen_at(loads_at) - loads_at <= 0.5 + 1e-9
 
 
-def test_after_progress_the_next_poll_comes_100_ms_later() -> None:
+def test_the_first_poll_comes_half_a_second_after_the_apply_and_after_progress_100_ms_later() -> None:
     watch = LoadWatch(deadline_seconds=60)
     watch.begin(EXPECTED, now=0)
-    gaps = [watch.next_poll(0) for _ in range(6)]
-    assert gaps == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5, 0.5])
+    gaps = [watch.next_poll(0) for _ in range(3)]
+    assert gaps == pytest.approx([0.5, 0.5, 0.5]), "daprd has noticed nothing sooner"
 
     assert watch.observe(listing(("cache", "state.redis", "v1")), now=2.2) == (True, False)
-    assert watch.next_poll(2.2) == pytest.approx(0.1)
+    gaps = [watch.next_poll(2.2) for _ in range(5)]
+    assert gaps == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5]), "the next one may be initialised right after"
     assert watch.next_poll(59.95) == pytest.approx(0.05), "never past the deadline"
+
+
+def test_a_rewrite_alone_is_first_asked_about_once_a_listing_can_tell() -> None:
+    watch = LoadWatch(deadline_seconds=60)
+    watch.begin({"cache": EXPECTED["cache"]}, now=0, rewritten=["cache"])
+    first = watch.next_poll(0)
+    assert first > RELOAD_NOTICE_SECONDS, "sooner, a listing may still be the old instance"
+
+    watch.observe(listing(("cache", "state.redis", "v1")), now=first)
+    assert not watch.following, "one question settled it"
+
+    # beside components loaded as they are, which the same answer confirms
+    both = {"cache": EXPECTED["cache"], "queue": EXPECTED["queue"]}
+    watch.begin(both, now=4)
+    watch.observe(listing(("cache", "state.redis", "v1"), ("queue", "pubsub.redis", "v1")), now=5)
+    watch.begin(both, now=6, rewritten=["cache"])
+    assert watch.next_poll(6) > RELOAD_NOTICE_SECONDS
+
+    # anything else awaited (a new component, a removed one) is asked about at the usual time
+    watch.begin(EXPECTED, now=10, rewritten=["cache"])
+    assert watch.next_poll(10) == pytest.approx(0.5)
+    watch.begin({"cache": EXPECTED["cache"]}, now=20, rewritten=["cache"], removed=["old"])
+    assert watch.next_poll(20) == pytest.approx(0.5)
 
 
 def test_a_removed_component_is_followed_until_the_sidecar_no_longer_lists_it() -> None:

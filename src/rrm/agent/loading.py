@@ -32,11 +32,19 @@ RELOADING = "rewritten; waiting for the sidecar to reload it"
 # as reloaded once the sidecar was seen without it (daprd closes the old one before it initialises the new
 # one), or once it is still listed this long after the write (daprd notices a change within about 200 ms).
 RELOAD_NOTICE_SECONDS = 1.0
-# The sidecar is asked this long after an apply, and again this long after anything newly loaded or
-# unloaded; while nothing changes the gap doubles, up to LAST_POLL_SECONDS. That cap keeps the promise "Ready
-# within 1 s of the sidecar loading it": a load is seen at most 0.5 s late, leaving the rest for the report.
-FIRST_POLL_SECONDS = 0.1
+# The sidecar is asked this long after an apply (daprd notices a change after about 200 ms and then
+# initialises it: a question sooner finds nothing new), and every LAST_POLL_SECONDS after that. After
+# anything newly loaded or unloaded it is asked again AFTER_PROGRESS_SECONDS later (daprd initialises one
+# component after the other), the gap doubling while nothing changes, up to LAST_POLL_SECONDS. That cap keeps
+# the promise "Ready within 1 s of the sidecar loading it": a load is seen at most 0.5 s late, leaving the
+# rest for the report. Each question costs the agent about as much CPU as the apply's own work.
+FIRST_POLL_SECONDS = 0.5
+AFTER_PROGRESS_SECONDS = 0.1
 LAST_POLL_SECONDS = 0.5
+# When only rewritten components are awaited (and those loaded already), no listing can tell before
+# RELOAD_NOTICE_SECONDS that they were reloaded (unless daprd is caught without them): the first question
+# waits until then, and this much more, so that timers that fire a little early do not make it ask too soon.
+RELOAD_MARGIN_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,7 @@ class LoadWatch:
         self.refused: dict[str, str] = {}  # name → the sidecar's words (a `SidecarsView` tells)
         self.unknown: dict[str, str] = {}  # name → why no sidecar in reach can tell
         self._since: dict[str, tuple[tuple[str, bool | None], datetime]] = {}
+        self._loaded_before: set[str] = set()  # loaded as now expected when the apply began
         self._poll_gap = FIRST_POLL_SECONDS
 
     def begin(
@@ -132,6 +141,11 @@ class LoadWatch:
         """A new apply: every expected component counts as missing until the sidecar lists it, one that was
         `rewritten` until the listing can no longer be its old instance, and one `removed` (or removed by an
         earlier apply and still listed) as lingering until the sidecar no longer lists it."""
+        self._loaded_before = {
+            name
+            for name, want in self.expected.items()
+            if name not in self.missing and expected.get(name) == want
+        }
         self.expected = dict(expected)
         self.missing = {name: NOT_LISTED for name in expected}
         self.reloading = set(rewritten) & set(expected)
@@ -157,9 +171,18 @@ class LoadWatch:
 
     def next_poll(self, now: float) -> float:
         """Seconds until the sidecar is to be asked again (never past the deadline); the gap after this one
-        doubles, up to LAST_POLL_SECONDS, unless an answer shows progress first."""
+        doubles, up to LAST_POLL_SECONDS, unless an answer shows progress first. While only rewritten
+        components are awaited (besides those loaded as they are when the apply began, which the same answer
+        confirms), not before their listing can tell (RELOAD_NOTICE_SECONDS after the apply): one question
+        then settles a rewrite that daprd reloaded in time."""
         gap = self._poll_gap
         self._poll_gap = min(gap * 2, LAST_POLL_SECONDS)
+        if (
+            self.reloading
+            and not self.lingering
+            and self.missing.keys() <= self.reloading | self._loaded_before
+        ):
+            gap = max(gap, self.started + RELOAD_NOTICE_SECONDS + RELOAD_MARGIN_SECONDS - now)
         return max(0.0, min(gap, self.remaining(now)))
 
     def observe(self, answer: SidecarAnswer, now: float) -> tuple[bool, bool]:
@@ -186,7 +209,7 @@ class LoadWatch:
         if dropped:
             self.rearm(now)
         elif progressed:
-            self._poll_gap = FIRST_POLL_SECONDS
+            self._poll_gap = AFTER_PROGRESS_SECONDS
         if (self.missing or self.lingering) and not self.overdue and self.remaining(now) <= 0:
             self.overdue = True
         return progressed, dropped

@@ -53,10 +53,11 @@ log = logging.getLogger(__name__)
 
 DRIFT_RECORDS_KEPT = 20
 MIN_RECONCILE_SPACING = 1.0  # a controller fighting over an object cannot make the agent spin
-# How long the report of an apply waits for the sidecar to load it (daprd notices a change in about 200 ms
-# and the agent sees the load by its third question, 0.7 s after the apply): each report costs the agent a
-# request to the director and a question to the sidecar, most of its CPU per update.
-REPORT_HOLD_SECONDS = 1.0
+# How long the report of an apply waits for the sidecar to load it (daprd notices a change in about 200 ms;
+# the agent first asks 0.5 s after the apply, and 1.05 s after it when only rewritten components are awaited,
+# `rrm.agent.loading`): each report costs the agent a request to the director and a question to the sidecar,
+# most of its CPU per update, so the hold outlasts that first question and its answer.
+REPORT_HOLD_SECONDS = 1.5
 # The ceiling of the backoff while no director listens (refused connections, a restart): retrying costs them
 # nothing, and the default ceiling (30 s) left a restarted director's fleet reconnecting for half a minute.
 NOTHING_LISTENING_CAP_SECONDS = 10.0
