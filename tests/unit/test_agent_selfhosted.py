@@ -482,3 +482,25 @@ def test_failed_secrets_write_keeps_dependents_and_old_store_untouched(
     after = {p.name: p.read_bytes() for p in target.resources_path.iterdir()}
     assert after == {**before, "rrm-plain.yaml": after["rrm-plain.yaml"]}
     assert sorted(p.name for p in target.secrets_dir.iterdir()) == [f"secrets-{secrets_tag([old])}.json"]
+
+
+def test_each_state_renders_as_a_fresh_target_renders_it_though_unchanged_components_are_not_rendered_again(
+    target: SelfHostedTarget,
+) -> None:
+    old, new = ROTATION
+    states = [
+        make_state([component("a"), with_secret_ref("cache")], [old]),
+        make_state([component("a", metadata=[{"name": "x", "value": "1"}]), with_secret_ref("cache")], [old]),
+        make_state([component("a", metadata=[{"name": "x", "value": "1"}]), with_secret_ref("cache")], [new]),
+        make_state([component("a"), with_secret_ref("cache"), component("-bad")], [new]),
+        make_state([with_secret_ref("cache")], []),
+    ]
+    rendered = []
+    for state in states:
+        rendered.append(target.render(state))
+        fresh = SelfHostedTarget(target.resources_path, target.secrets_dir.parent)
+        assert rendered[-1] == fresh.render(state)
+        assert target._plan(state).rejected == fresh._plan(state).rejected
+
+    assert rendered[1]["rrm-cache.yaml"] is rendered[0]["rrm-cache.yaml"], "unchanged: not rendered again"
+    assert rendered[2]["rrm-cache.yaml"]["auth"] != rendered[1]["rrm-cache.yaml"]["auth"], "a new store"

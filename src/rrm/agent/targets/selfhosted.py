@@ -91,6 +91,9 @@ def is_store_id(object_id: str) -> bool:
     return store_name_of(object_id) is not None
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def _copied(value: Any) -> Any:
     """A deep copy of JSON data (a manifest is), made in C: `copy.deepcopy` cost most of a render."""
     return msgspec.json.decode(msgspec.json.encode(value))
@@ -132,6 +135,26 @@ def store_document(name: str, secrets_file: Path) -> NativeObject:
     }
 
 
+@dataclass(frozen=True)
+class _Component:
+    """One manifest as rendered: its name, what makes it unwritable whatever is delivered with it, the
+    secrets it references, and its file's document (shared between plans: nothing changes it)."""
+
+    name: str
+    problem: str | None
+    refs: dict[str, set[str]]
+    document: NativeObject
+
+
+def _component(manifest: Mapping[str, Any], store: str | None) -> _Component:
+    name = str((manifest.get("metadata") or {}).get("name", ""))
+    problem = dns1123_label_error(name)
+    if problem is None and name.startswith(STORE_PREFIX):
+        problem = f"the prefix {STORE_PREFIX} is reserved for rrm's secret stores"
+    refs = secret_refs(manifest)
+    return _Component(name, problem, refs, component_document(manifest, store if refs else None))
+
+
 @dataclass
 class _Plan:
     """What `state` becomes on disk, plus the components that cannot be written and why."""
@@ -158,6 +181,9 @@ class SelfHostedTarget(Target):
         self.sidecar = SidecarClient(dapr_http_port, dapr_api_token) if dapr_http_port is not None else None
         self._documents = DocumentMemo()
         self._planned: tuple[DesiredState, _Plan] | None = None
+        # the last plan's components by (compact encoding of the manifest, secret store): an update changes
+        # one or two, so the others are not rendered again (equal encodings are equal content)
+        self._components: dict[tuple[bytes, str | None], _Component] = {}
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> SelfHostedTarget:
@@ -295,24 +321,25 @@ class SelfHostedTarget(Target):
             plan.objects[store_file_id(plan.store)] = store_document(
                 plan.store, self.secrets_dir / secrets_file
             )
+        known, rendered = self._components, dict[tuple[bytes, str | None], _Component]()
         for manifest in state.components:
-            name = str((manifest.get("metadata") or {}).get("name", ""))
-            problem = dns1123_label_error(name)
-            if problem is None and name.startswith(STORE_PREFIX):
-                problem = f"the prefix {STORE_PREFIX} is reserved for rrm's secret stores"
-            refs = secret_refs(manifest)
+            key = (_encode(manifest), plan.store)
+            component = known.get(key) or rendered.get(key) or _component(manifest, plan.store)
+            rendered[key] = component
+            problem = component.problem
             missing = [
                 f"{s}/{k}"
-                for s, keys in sorted(refs.items())
+                for s, keys in sorted(component.refs.items())
                 for k in sorted(keys)
                 if k not in delivered.get(s, {})
             ]
             if problem is None and missing:
                 problem = "references secret keys that were not delivered: " + ", ".join(missing)
             if problem is not None:
-                plan.rejected[name] = problem
+                plan.rejected[component.name] = problem
                 continue
-            plan.objects[component_file_id(name)] = component_document(manifest, plan.store if refs else None)
+            plan.objects[component_file_id(component.name)] = component.document
+        self._components = rendered
         return plan
 
     def _conflicts(self, plan: _Plan) -> dict[str, str]:
