@@ -38,7 +38,7 @@ from .harness import (
 )
 
 pytestmark = pytest.mark.integration
-KEEP_ALIVE_SECONDS = 15.0  # rrm.server.api.watch.KEEP_ALIVE_SECONDS
+KEEP_ALIVE_SECONDS = 30.0  # rrm server --watch-keep-alive, at its default
 DELIVERY_WINDOW = 1.0  # rrm server --delivery-window, at its default
 TAKE = re.compile(r"^(\S+ \S+) INFO rrm\.agent\.loop event=fetched hash=(\w+)", re.M)
 

@@ -71,10 +71,11 @@ class ServerSettings:
         help="seconds; a runtime gets at most one new state per window, the newest",
     )
     watch_keep_alive_seconds: float = setting(
-        15.0,
+        30.0,
         flag="--watch-keep-alive",
         minimum=1.0,
-        help="seconds between keep-alive frames on a quiet watch stream (under proxies' idle timeouts)",
+        help="seconds between keep-alive frames on a quiet watch stream (at most 1/16 more apart); keep it "
+        "under the idle timeout of any proxy in between (README, Proxies and the watch stream)",
     )
     pairing_ttl_seconds: int = 3600
     max_apply_bytes: int = setting(
