@@ -391,3 +391,36 @@ def test_a_cut_stream_s_last_state_is_taken_before_the_cut_is_raised(tmp_path: P
     agent = asyncio.run(scenario())
     assert [s for _, s in agent.takes] == [b]
     assert agent.applied_hash == b.hash and agent.cache.load() == b
+
+
+def test_a_stream_ended_by_the_director_leaves_its_connection_to_the_next_stream() -> None:
+    """The end frame and the end of the response come together; the agent reads both, so it opens the next
+    stream on the same connection instead of a new one per token lifetime."""
+    ending = watch.end_frame("token-expired")
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    answer += b"".join(b"%x\r\n%s\r\n" % (len(frame), frame) for frame in (OPEN, ending)) + b"0\r\n\r\n"
+    requests_per_connection: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests_per_connection.append(0)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                requests_per_connection[-1] += 1
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def two_streams() -> list[list[StreamOpened | DesiredState]]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = DirectorClient([f"http://127.0.0.1:{port}"], bearer=lambda renew=False, now=None: "jwt")
+        try:
+            async with asyncio.timeout(10):
+                return [[s async for s in client.watch_desired(None, 5.0)] for _ in range(2)]
+        finally:
+            await client.close()
+            server.close()
+
+    assert asyncio.run(two_streams()) == [[StreamOpened(1.0)]] * 2
+    assert requests_per_connection == [2]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, MutableMapping
 from typing import Any, TypeVar
 
 import pytest
@@ -219,3 +219,34 @@ def test_a_stream_s_window_counts_from_when_the_previous_frame_s_write_completed
 
     held = run(scenario())
     assert held >= window * 0.9, f"the second state went out {held:.2f} s after the first one was written"
+
+
+def test_the_end_frame_ends_the_response_in_the_same_message() -> None:
+    """So the agent finds the response complete with its end frame and keeps the connection."""
+    from types import SimpleNamespace
+
+    from rrm.server.api.watch import WatchResponse
+
+    async def frames(*_: Any) -> AsyncGenerator[bytes]:
+        yield KEEP_ALIVE_FRAME
+        yield watch.end_frame("token-expired")
+
+    fleet = SimpleNamespace(watch=frames, key=lambda _: "key")
+    state: Any = SimpleNamespace(
+        fleet=fleet,
+        status_writer=SimpleNamespace(touch=lambda _: None),
+        settings=SimpleNamespace(watch_keep_alive_seconds=30.0, delivery_window_seconds=1.0),
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the agent stays
+        return {}
+
+    run(WatchResponse(state, "r1", "k1", None, 60.0)({}, receive, send))
+    bodies = [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
+    assert [b[:11] for b, _ in bodies] == [b"event: open", KEEP_ALIVE_FRAME[:11], b"event: end\n"]
+    assert [more for _, more in bodies] == [True, True, False]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -44,6 +45,7 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 # close` instead (`report_status`).
 KEEPALIVE_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 30.0
+STREAM_END_SECONDS = 1.0  # how long the end of a watch stream's response may come after its end frame
 # A `Date` header has whole seconds: an offset smaller than this is no evidence that the clocks differ.
 CLOCK_SKEW_TOLERANCE_SECONDS = 2.0
 JSON_BODY = {"Content-Type": "application/json"}
@@ -403,11 +405,23 @@ async def _watched_states(
                 yield StreamOpened(window)
             elif frame.event == "end":
                 log.info("event=watch-ended reason=%s", _end_reason(frame))
+                await _read_to_the_end(chunks)
                 return
             else:
                 delivered = True
                 if frame.event == "state":
                     yield _verified(frame)
+
+
+async def _read_to_the_end(chunks: AsyncIterator[bytes]) -> None:
+    """The response ends right after its end frame: read that end, so its connection is kept and the next
+    stream opens on it (a new connection every stream, one per agent every token lifetime, cost the control
+    plane an accept and a close each). Anything else comes after it, or nothing within
+    `STREAM_END_SECONDS`: the connection is closed, as before."""
+    with contextlib.suppress(StopAsyncIteration, TimeoutError, httpx.TransportError):
+        async with asyncio.timeout(STREAM_END_SECONDS):
+            while not await anext(chunks):
+                pass
 
 
 def _opening(frame: watch.Frame) -> tuple[float, float]:

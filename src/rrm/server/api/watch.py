@@ -61,8 +61,8 @@ class WatchResponse(Response):
         assert writing is not None
         gone = asyncio.create_task(_cancel_when_gone(receive, writing))
         try:
-            await self._write(send)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not await self._write(send):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone.done():  # cancelled from outside (the server stops): not ours to swallow
                 raise
@@ -71,7 +71,9 @@ class WatchResponse(Response):
             WATCH_STREAMS.dec()
             gone.cancel()
 
-    async def _write(self, send: Send) -> None:
+    async def _write(self, send: Send) -> bool:
+        """True when it ended the response: the end frame ends it in the same write, so the agent finds the
+        response complete with it and opens its next stream on the same connection."""
         opening = open_frame(self._keep_alive, self._expires_in, self._window)
         await send({"type": "http.response.body", "body": opening, "more_body": True})
         until = time.monotonic() + self._expires_in
@@ -82,14 +84,16 @@ class WatchResponse(Response):
                 if fleet.key(self._key_id) is None:  # revoked (or rotated away) meanwhile
                     frame = end_frame("runtime-gone")
                 touch(self._runtime_id)  # contact, as each long-poll counts
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                ending = frame.startswith(b"event: end")
+                await send({"type": "http.response.body", "body": frame, "more_body": not ending})
                 if frame is KEEP_ALIVE_FRAME:
                     _KEEP_ALIVES_WRITTEN.inc()
-                elif frame.startswith(b"event: end"):
+                elif ending:
                     _ENDS_WRITTEN.inc()
-                    return
+                    return True
                 else:
                     _STATES_WRITTEN.inc()
+        return False
 
 
 async def _cancel_when_gone(receive: Receive, writing: asyncio.Task[None]) -> None:
