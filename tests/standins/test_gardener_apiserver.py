@@ -688,6 +688,78 @@ def test_admin_kubeconfig_reaches_a_shoot_cluster_started_on_demand(
     wait_until(lambda: unreachable(shoot_api), DEADLINE, "the deleted shoot's API server still answers")
 
 
+def test_shoot_clusters_share_one_accepting_thread(
+    garden: gardener.GardenerApiServer, api: client.ApiClient, custom: client.CustomObjectsApi
+) -> None:
+    """Each Shoot's API server answers on its own port, but one thread accepts for all of them: a
+    thousand Shoots are not a thousand threads polling for connections."""
+    custom.create_namespaced_custom_object(*SECRET_BINDINGS, secret_binding("aws-1"))
+    names = [f"c-{i}" for i in range(5)]
+    for name in names:
+        custom.create_namespaced_custom_object(*SHOOTS, shoot(name))
+    for name in names:
+        wait_for_state(custom, "Create", "Succeeded", name=name)
+    before = threading.active_count()
+    kubeconfigs = [
+        yaml.safe_load(
+            base64.b64decode(admin_kubeconfig(api, n, kubeconfig_request())[1]["status"]["kubeconfig"])
+        )
+        for n in names
+    ]
+    assert threading.active_count() <= before + 1  # the acceptor; each request's own thread has ended
+    for kubeconfig in kubeconfigs:
+        shoot_api = config.new_client_from_config_dict(kubeconfig)
+        with shoot_api:
+            assert client.CoreV1Api(shoot_api).list_namespaced_secret("default").items == []
+    assert len({c["server"] for c in garden.clusters.listed()}) == len(names)
+
+
+@pytest.mark.parametrize("garden", [{"create_seconds": 0.6, "delete_seconds": 0.0}], indirect=True)
+def test_the_gardenlet_looks_at_written_and_due_shoots_only(
+    garden: gardener.GardenerApiServer, custom: client.CustomObjectsApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settled Shoot is not looked at again until it is written (or the outcomes change); a Processing
+    one steps on at its own times without any write, as the gardenlet's requeue does."""
+    looked: list[str] = []
+    busy = garden.gardenlet.busy
+
+    def counted(body: dict[str, Any]) -> bool:
+        looked.append(body["metadata"]["name"])
+        return busy(body)
+
+    passes = [0]
+    reconcile_due = garden.gardenlet.reconcile_due
+
+    def counted_passes() -> bool:
+        passes[0] += 1
+        return reconcile_due()
+
+    monkeypatch.setattr(garden.gardenlet, "busy", counted)
+    monkeypatch.setattr(garden.gardenlet, "reconcile_due", counted_passes)
+    settled = created(custom, shoot("c-settled"))
+    wait_for_state(custom, "Create", "Succeeded", name="c-settled")
+    custom.create_namespaced_custom_object(*SHOOTS, shoot("c-busy"))
+
+    def busy_done(event: dict[str, Any]) -> bool:
+        current = (event["object"].get("status") or {}).get("lastOperation") or {}
+        return event["object"]["metadata"]["name"] == "c-busy" and current.get("state") == "Succeeded"
+
+    progress = [
+        e["object"]["status"]["lastOperation"]["progress"]
+        for e in watched(custom, settled["metadata"]["resourceVersion"], busy_done)
+        if e["object"]["metadata"]["name"] == "c-busy" and e["object"].get("status")
+    ]
+    assert len(progress) > 3 and progress == sorted(progress)  # stepped on by its timers alone
+    looked.clear()
+    seen = passes[0]
+    wait_until(lambda: passes[0] >= seen + 10, DEADLINE, "the gardenlet stopped passing")
+    assert looked == []  # ten passes over a settled fleet looked at no Shoot
+    set_outcome(garden, outcome="fail", name="nothing")
+    wait_until(
+        lambda: {"c-settled", "c-busy"} <= set(looked), DEADLINE, "a changed outcome was not looked at"
+    )
+
+
 def unreachable(api: client.ApiClient) -> bool:
     try:
         client.CoreV1Api(api).read_namespaced_secret("pairing", "rrm-system", _request_timeout=2)
