@@ -24,6 +24,7 @@ from test_provisioning_engine import (
 )
 
 from rrm.core.operations import Outcome
+from rrm.server.provisioning.catalog import Catalog
 from rrm.server.provisioning.engine import Engine
 from rrm.server.provisioning.stages import POLL_SECONDS, STAGES, Attempt
 from rrm.server.state import ServerState, utcnow
@@ -149,3 +150,23 @@ def test_a_report_committed_while_the_engine_looks_is_not_missed(
 
 async def _tell(engine: Engine, runtime_id: str) -> None:
     engine.agents_reported([runtime_id])
+
+
+def test_pick_takes_what_came_due_in_order_and_skips_what_moved_or_ended(state: ServerState) -> None:
+    """`_pick` looks at what is due, not at every environment: an operation whose run was moved later
+    is not picked at its old time, one that ended is not picked, and the due ones come in the order they
+    came due, at most `limit` of them."""
+    engine = Engine(state, Catalog())
+    now = utcnow()
+    engine._keep("env-later", "op-later", now + timedelta(seconds=30))
+    engine._keep("env-a", "op-a", None)
+    engine._keep("env-moved", "op-moved", now - timedelta(seconds=1))
+    engine._keep("env-moved", "op-moved", now + timedelta(seconds=60))  # recorded again: runs later now
+    engine._keep("env-b", "op-b", now - timedelta(seconds=2))
+    engine._keep("env-ended", "op-ended", None)
+    del engine._first["env-ended"]  # as `_note` forgets an operation that ended
+    assert engine._pick(1, now) == [("op-a", "env-a")]
+    assert engine._pick(16, now) == [("op-b", "env-b")]
+    assert engine._pick(16, now) == []
+    assert engine._pick(16, now + timedelta(seconds=31)) == [("op-later", "env-later")]
+    assert engine._pick(16, now + timedelta(seconds=61)) == [("op-moved", "env-moved")]

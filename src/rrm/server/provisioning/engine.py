@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 import threading
@@ -134,6 +135,11 @@ class Engine:
         self._running: set[str] = set()
         # environment id → (its oldest unfinished operation, when that runs next), as last read or recorded
         self._first: dict[str, tuple[str, datetime | None]] = {}
+        # what `_pick` looks at instead of every environment (a pass runs after every attempt): the
+        # environments found due, in the order they were (a dict as an ordered set), and a heap of the
+        # others' next runs; both may hold entries `_first` has since changed, checked against it when met
+        self._due: dict[str, None] = {}
+        self._timers: list[tuple[datetime, str]] = []
         self._waiting: set[str] = set()  # environments with more than one unfinished operation
         self._noted: set[str] = set()  # environments whose operation `wake` was told of during a read
         # runtime id → environment id: operations in a stage that ends when the runtime's agent reports
@@ -159,7 +165,7 @@ class Engine:
         if operation_id is None or environment_id is None or environment_id in self._first:
             self._rescan = True
         else:
-            self._first[environment_id] = (operation_id, None)
+            self._keep(environment_id, operation_id, None)
             self._noted.add(environment_id)
         self._wake.set()
 
@@ -230,7 +236,7 @@ class Engine:
             for environment_id in self._noted:  # stored after the read began
                 if environment_id not in first and environment_id in self._first:
                     first[environment_id] = self._first[environment_id]
-            self._first = first
+            self._keep_all(first)
             self._woken.intersection_update(first)  # those whose operation ended meanwhile
         for operation_id, environment_id in self._pick(self.concurrency - len(self._running), utcnow()):
             self._running.add(operation_id)
@@ -266,7 +272,7 @@ class Engine:
         """Keep what the step recorded: when the operation runs next, or that it ended (then the
         environment's next operation, if it has one, is read at once)."""
         if after is not None and after.state not in FINISHED_OPERATION_STATES:
-            self._first[environment_id] = (operation_id, after.next_run_at)
+            self._keep(environment_id, operation_id, after.next_run_at)
             return
         if self._first.get(environment_id, (None,))[0] == operation_id:
             del self._first[environment_id]
@@ -276,8 +282,24 @@ class Engine:
     def due_operations(self, limit: int) -> list[str]:
         """The oldest unfinished operation of each environment, when due (or overtaken by a delete), read
         from the database."""
-        self._first, self._waiting = self._read_unfinished()
+        first, self._waiting = self._read_unfinished()
+        self._keep_all(first)
         return [operation_id for operation_id, _ in self._pick(limit, utcnow())]
+
+    def _keep(self, environment_id: str, operation_id: str, next_run_at: datetime | None) -> None:
+        """The environment's first unfinished operation and when it runs next (None: now)."""
+        self._first[environment_id] = (operation_id, next_run_at)
+        if next_run_at is None:
+            self._due[environment_id] = None
+        else:
+            heapq.heappush(self._timers, (next_run_at, environment_id))
+
+    def _keep_all(self, first: dict[str, tuple[str, datetime | None]]) -> None:
+        """What a read found, instead of everything kept so far."""
+        self._first = first
+        self._due = {e: None for e, (_, next_run_at) in first.items() if next_run_at is None}
+        self._timers = [(n, e) for e, (_, n) in first.items() if n is not None]
+        heapq.heapify(self._timers)
 
     def _read_unfinished(self) -> tuple[dict[str, tuple[str, datetime | None]], set[str]]:
         """The oldest unfinished operation of each environment and when it runs next; the environments
@@ -294,19 +316,27 @@ class Engine:
         return first, waiting
 
     def _pick(self, limit: int, now: datetime) -> list[tuple[str, str]]:
-        """(operation, environment) of the operations due now and not running, at most `limit`."""
-        due = [
-            (operation_id, environment_id)
-            for environment_id, (operation_id, next_run_at) in self._first.items()
-            if operation_id not in self._running
-            and (
-                next_run_at is None
-                or next_run_at <= now
-                or environment_id in self._waiting
-                or environment_id in self._woken
-            )
-        ]
-        return due[: max(0, limit)]
+        """(operation, environment) of the operations due now and not running, at most `limit`: those of
+        environments a delete or an agent's report made due, then the others in the order they came due.
+        O(what is due), not O(every environment): a pass runs after every attempt."""
+        while self._timers and self._timers[0][0] <= now:
+            at, environment_id = heapq.heappop(self._timers)
+            if self._first.get(environment_id, ("", None))[1] == at:
+                self._due[environment_id] = None
+        picked: list[tuple[str, str]] = []
+        for environment_id in [*self._waiting, *self._woken, *self._due]:
+            if len(picked) >= limit:
+                break
+            kept = self._first.get(environment_id)
+            urgent = environment_id in self._waiting or environment_id in self._woken
+            if kept is None or not (urgent or kept[1] is None or kept[1] <= now):
+                self._due.pop(environment_id, None)  # ended, or runs later now: its timer says when
+                continue
+            if kept[0] in self._running or (kept[0], environment_id) in picked:
+                continue
+            picked.append((kept[0], environment_id))
+            self._due.pop(environment_id, None)
+        return picked
 
     def step(self, operation_id: str) -> OperationRow | None:
         """Attempts of the operation's current stage and of each following stage due at once, until one
