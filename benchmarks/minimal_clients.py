@@ -3,8 +3,10 @@
 Each client is one runtime with its real identity (the JWT `AgentIdentity` signs, the ETag it holds). It
 keeps the desired-state watch stream open (or long-polls), notes when each new state arrives, and, when told
 to, sends the status report an agent sends after applying it; nothing else. Beside them, the same number of
-etcd watchers on the same client stack. All clients of a worker process share one aiohttp session on one
-event loop. Times are `time.monotonic()`, one clock for every process of the machine.
+etcd watchers on the same client stack: HTTP/1.1 on asyncio protocols and httptools' parser
+(`benchmarks.raw_http`), each stream and long-poll on a connection of its own, the status reports of a worker
+process's clients on a pool of `REPORT_CONNECTIONS` kept connections, all on one event loop per process.
+Times are `time.monotonic()`, one clock for every process of the machine.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from benchmarks import raw_http
 from benchmarks.etcd import watch_events
 from benchmarks.fleets import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_WAIT_SECONDS
 from benchmarks.workers import Worker
@@ -33,9 +34,11 @@ LONGPOLL_PATH = "/agent/v1/desired-state"
 STATUS_PATH = "/agent/v1/status"
 RETRY_SECONDS = (0.5, 1.5)  # a failed stream, long-poll or report is tried again after a uniform draw
 CONNECT_TIMEOUT_SECONDS = 60.0  # the loop of thousands of clients may be busy when a connect is due
-# Idle connections (those the status reports went on) are kept from one round to the next, seconds apart, and
-# closed before the control plane's 75 s: a round then measures the status path, not n connects at once.
-KEEPALIVE_SECONDS = 60.0
+# A worker process's clients send their reports over this many kept connections (aiohttp's default limit per
+# session, which the clients used before): a round measures the status path, not thousands of connects.
+REPORT_CONNECTIONS = 100
+_FAILURES = (OSError, TimeoutError)  # raw_http.ConnectionFailed is an OSError
+_JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -44,6 +47,7 @@ class RrmClient:
     etag: str | None = None
     arrived: dict[str, float] = field(default_factory=dict)  # state hash → when it first arrived
     task: asyncio.Task[None] | None = None
+    connection: raw_http.Connection | None = None  # its long-polls', kept from one to the next
 
 
 @dataclass
@@ -71,13 +75,20 @@ def status_body(state: dict[str, Any], heartbeat_interval: float = DEFAULT_HEART
     return dumps(report)
 
 
+def _address(url: str) -> tuple[str, int]:
+    """`http://host:port` → (host, port)."""
+    host, _, port = url.split("//", 1)[-1].rstrip("/").rpartition(":")
+    return host, int(port)
+
+
 class MinimalWorker(Worker):
     """A load-generator process of minimal clients (`minimal_*` commands) beside the real-agent commands."""
 
     def __init__(self, index: int) -> None:
         super().__init__(index)
-        self.session: aiohttp.ClientSession | None = None
-        self.url = ""
+        self.host, self.port = "", 0
+        self.reporting: raw_http.Pool | None = None
+        self.etcd_host, self.etcd_port = "", 0
         self.report = False
         self.clients: list[RrmClient] = []
         self.etcd: list[EtcdWatcher] = []
@@ -89,12 +100,8 @@ class MinimalWorker(Worker):
         self._bodies: dict[str, bytes] = {}  # hash → its status report, the same for every client
         self._reporting: set[asyncio.Task[None]] = set()
 
-    def _session(self) -> aiohttp.ClientSession:
-        if self.session is None:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS)
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS)
-            self.session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-        return self.session
+    async def _connect(self) -> raw_http.Connection:
+        return await raw_http.Connection.open(self.host, self.port, CONNECT_TIMEOUT_SECONDS)
 
     # the control plane's clients
 
@@ -104,7 +111,9 @@ class MinimalWorker(Worker):
         """A client for each agent state dir (paired identities), opened spread over `ramp_seconds`."""
         if transport not in TRANSPORTS:
             raise ValueError(f"transport {transport!r}: one of {TRANSPORTS}")
-        self.url, self.report = url.rstrip("/"), report
+        self.host, self.port = _address(url)
+        self.report = report
+        self.reporting = raw_http.Pool(self.host, self.port, REPORT_CONNECTIONS, CONNECT_TIMEOUT_SECONDS)
         run = self._watch if transport == "watch" else self._longpoll
         for position, state_dir in enumerate(state_dirs):
             identity = AgentIdentity.load(Path(state_dir))
@@ -120,7 +129,7 @@ class MinimalWorker(Worker):
         while True:
             try:
                 await run(client)
-            except (aiohttp.ClientError, TimeoutError, watch.FrameError) as exc:
+            except (*_FAILURES, watch.FrameError) as exc:
                 self.errors[type(exc).__name__] += 1
                 await asyncio.sleep(random.uniform(*RETRY_SECONDS))
 
@@ -132,35 +141,41 @@ class MinimalWorker(Worker):
 
     async def _watch(self, client: RrmClient) -> None:
         """One stream, opened with a fresh token (the stream lives as long as it), until its end frame."""
-        session = self._session()
-        async with session.get(self.url + watch.PATH, headers=self._headers(client, renew=True)) as response:
-            if response.status != 200:
-                await self._refused(response)
-                return
-            frames = watch.FrameReader()
-            async for chunk in response.content.iter_any():
-                for frame in frames.feed(chunk):
-                    if frame.event == "state":
-                        self._arrived(client, frame.id, frame.data)
-                    elif frame.event == "end":
-                        return
-        self.errors["stream-cut"] += 1
+        frames = watch.FrameReader()
+        ended = False
+
+        def arrived(chunk: bytes) -> None:
+            nonlocal ended
+            for frame in frames.feed(chunk):
+                if frame.event == "state":
+                    self._arrived(client, frame.id, frame.data)
+                elif frame.event == "end":
+                    ended = True
+
+        connection = await self._connect()
+        try:
+            answer = await connection.request(
+                "GET", watch.PATH, self._headers(client, renew=True), on_body=arrived
+            )
+        finally:
+            connection.close()
+        if answer.status != 200:
+            await self._refused(answer.status)
+        elif not ended:
+            self.errors["stream-cut"] += 1
 
     async def _longpoll(self, client: RrmClient) -> None:
-        session = self._session()
-        params = {"wait": f"{DEFAULT_WAIT_SECONDS:g}"}
-        async with session.get(
-            self.url + LONGPOLL_PATH, params=params, headers=self._headers(client)
-        ) as answer:
-            body = await answer.read()
-            if answer.status == 200:
-                self._arrived(client, answer.headers["ETag"].strip('"'), body)
-            elif answer.status != 304:
-                await self._refused(answer)
+        if client.connection is None or client.connection.closed:
+            client.connection = await self._connect()
+        path = f"{LONGPOLL_PATH}?wait={DEFAULT_WAIT_SECONDS:g}"
+        answer = await client.connection.request("GET", path, self._headers(client))
+        if answer.status == 200:
+            self._arrived(client, answer.headers[b"etag"].decode().strip('"'), answer.body)
+        elif answer.status != 304:
+            await self._refused(answer.status)
 
-    async def _refused(self, response: aiohttp.ClientResponse) -> None:
-        await response.read()
-        self.errors[f"http-{response.status}"] += 1
+    async def _refused(self, status: int) -> None:
+        self.errors[f"http-{status}"] += 1
         await asyncio.sleep(random.uniform(*RETRY_SECONDS))
 
     def _arrived(self, client: RrmClient, state_hash: str, body: bytes) -> None:
@@ -181,15 +196,15 @@ class MinimalWorker(Worker):
     async def _send_report(self, client: RrmClient, state_hash: str, body: bytes) -> None:
         headers = {"Authorization": f"Bearer {client.identity.bearer_token()}"}
         headers["Content-Type"] = "application/json"
+        assert self.reporting is not None
         while True:
             try:
-                async with self._session().put(self.url + STATUS_PATH, data=body, headers=headers) as answer:
-                    await answer.read()
-                    if answer.status in (200, 204):
-                        self.reports[state_hash] += 1
-                        return
-                    self.errors[f"status-http-{answer.status}"] += 1
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                answer = await self.reporting.request("PUT", STATUS_PATH, headers, body)
+                if answer.status in (200, 204):
+                    self.reports[state_hash] += 1
+                    return
+                self.errors[f"status-http-{answer.status}"] += 1
+            except _FAILURES as exc:
                 self.errors[f"status-{type(exc).__name__}"] += 1
             await asyncio.sleep(random.uniform(*RETRY_SECONDS))
 
@@ -215,6 +230,12 @@ class MinimalWorker(Worker):
             if task is not None:
                 task.cancel()
         await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+        for client in self.clients:
+            if client.connection is not None:
+                client.connection.close()
+        if self.reporting is not None:
+            self.reporting.close()
+            self.reporting = None
         stopped = len(self.clients) + len(self.etcd)
         self.clients, self.etcd = [], []
         self.arrivals.clear()
@@ -222,40 +243,45 @@ class MinimalWorker(Worker):
         self.etcd_arrivals.clear()
         self.errors.clear()
         self._bodies.clear()
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
         return stopped
 
     # etcd's watchers
 
     async def cmd_minimal_etcd_watch(self, url: str, key_b64: str, count: int, ramp_seconds: float) -> int:
+        self.etcd_host, self.etcd_port = _address(url)
         for position in range(count):
             watcher = EtcdWatcher()
             delay = ramp_seconds * position / max(1, count)
-            watcher.task = asyncio.create_task(self._etcd_after(delay, url.rstrip("/"), key_b64, watcher))
+            watcher.task = asyncio.create_task(self._etcd_after(delay, key_b64, watcher))
             self.etcd.append(watcher)
         return len(self.etcd)
 
-    async def _etcd_after(self, delay: float, url: str, key_b64: str, watcher: EtcdWatcher) -> None:
+    async def _etcd_after(self, delay: float, key_b64: str, watcher: EtcdWatcher) -> None:
         await asyncio.sleep(delay)
         while True:
             try:
-                await self._etcd_watch(url, key_b64, watcher)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                await self._etcd_watch(key_b64, watcher)
+            except (*_FAILURES, ValueError) as exc:
                 self.errors[f"etcd-{type(exc).__name__}"] += 1
             await asyncio.sleep(random.uniform(*RETRY_SECONDS))
 
-    async def _etcd_watch(self, url: str, key_b64: str, watcher: EtcdWatcher) -> None:
+    async def _etcd_watch(self, key_b64: str, watcher: EtcdWatcher) -> None:
         """One watch on etcd's HTTP gateway: a JSON object a line; each event's value is decoded, as the
-        control plane's clients decode their state."""
-        body = {"create_request": {"key": key_b64}}
-        async with self._session().post(url + "/v3/watch", json=body) as response:
-            if response.status != 200:
-                await self._refused(response)
-                return
-            async for line in response.content:
-                created, events = watch_events(line)
+        control plane's clients decode their state. An `error` line ends the watch with ValueError."""
+        pending = b""
+        failure: ValueError | None = None
+        connection = await raw_http.Connection.open(self.etcd_host, self.etcd_port, CONNECT_TIMEOUT_SECONDS)
+
+        def arrived(chunk: bytes) -> None:
+            nonlocal pending, failure
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                try:
+                    created, events = watch_events(line)
+                except ValueError as exc:
+                    failure = exc
+                    connection.close()
+                    return
                 watcher.created = watcher.created or created
                 for revision, value in events:
                     now = time.monotonic()
@@ -263,7 +289,20 @@ class MinimalWorker(Worker):
                     if revision not in watcher.received:
                         watcher.received[revision] = now
                         self.etcd_arrivals[revision] += 1
-        self.errors["etcd-stream-cut"] += 1
+
+        body = json.dumps({"create_request": {"key": key_b64}}).encode()
+        try:
+            answer = await connection.request("POST", "/v3/watch", _JSON, body, on_body=arrived)
+        except raw_http.ConnectionFailed:
+            if failure is not None:
+                raise failure from None
+            raise
+        finally:
+            connection.close()
+        if answer.status != 200:
+            await self._refused(answer.status)
+        else:
+            self.errors["etcd-stream-cut"] += 1
 
     async def cmd_minimal_etcd_progress(self, revision: int) -> dict[str, int]:
         return {
