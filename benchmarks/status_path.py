@@ -13,7 +13,10 @@ those reports is counted. Phases, in order:
 - `idle`: nothing is sent, to know what the server costs meanwhile (`cpu_us_per_report_net` subtracts it);
 - `heartbeat`: reports with an unchanged applied hash, round-robin over the runtimes, for `seconds`;
 - `changed`: a component write gives every runtime a new desired state, then every runtime reports it
-  once: each report a newly applied hash (a DesiredStateApplied event, Synced and Ready transitions).
+  once: each report a newly applied hash (a DesiredStateApplied event, Synced and Ready transitions);
+- `bare`: once the control plane has stopped, as many requests as `heartbeat` to uvicorn with the control
+  plane's settings serving an app that only answers 204 (`benchmarks.bare_asgi`): the stack's own cost per
+  request, below which no endpoint can go.
 
     .venv/bin/python -m benchmarks.status_path --sizes 1000 [--rate 300] [--seconds 20] [--postgres]
 """
@@ -24,6 +27,8 @@ import argparse
 import asyncio
 import json
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +39,15 @@ from typing import Any
 import httpx
 
 from benchmarks import postgres
-from benchmarks.common import ProcessSampler, ServerProcess, component, percentiles, raise_open_files
+from benchmarks.common import (
+    ProcessSampler,
+    ServerProcess,
+    component,
+    free_port,
+    percentiles,
+    raise_open_files,
+    wait_until,
+)
 from benchmarks.fleets import Bench, FleetTemplate, desired_hash
 from benchmarks.profile import profiled
 from benchmarks.workers import WorkerPool
@@ -91,6 +104,11 @@ def run(
         phase["cpu_us_per_report_net"] = _per_report(
             phase["cpu_seconds"] - idle_cores * phase["seconds"], phase["reports"]
         )
+    bench.log(f"status path {n}: {count} requests to bare uvicorn (the stack's floor)")
+    with _BareServer(bench.workdir / "bare-asgi.log") as bare:
+        sender.url = bare.url
+        phases["bare"] = measure("bare", _body(new_hash), (i % n for i in range(count)), pid=bare.pid)
+    phases["bare"]["cpu_us_per_report_net"] = None  # no idle of its own measured; it idles at ~0
     return {
         "runtimes": n,
         "database": "postgresql" if database_url else "sqlite",
@@ -140,12 +158,16 @@ class _Phases:
     def __init__(self, server: ServerProcess, sender: _Sender, profile_dir: Path | None, label: str) -> None:
         self.server, self.sender, self.profile_dir, self.label = server, sender, profile_dir, label
 
-    def __call__(self, name: str, body: bytes, runtimes: Any, expected: int = 204) -> dict[str, Any]:
-        """Send `body` for each runtime index in `runtimes`; CPU until one housekeeping pass after the
-        last. `reports` counts the answers with status `expected`; any other answer is a failure."""
+    def __call__(
+        self, name: str, body: bytes, runtimes: Any, expected: int = 204, pid: int | None = None
+    ) -> dict[str, Any]:
+        """Send `body` for each runtime index in `runtimes`; CPU (of `pid`, else the control plane's)
+        until one housekeeping pass after the last. `reports` counts the answers with status `expected`;
+        any other answer is a failure."""
+        pid = self.server.pid if pid is None else pid
         with (
-            profiled({"server": self.server.pid}, self.profile_dir, f"{self.label}-{name}"),
-            ProcessSampler(self.server.pid, children=True) as sampler,
+            profiled({"server": pid}, self.profile_dir, f"{self.label}-{name}"),
+            ProcessSampler(pid, children=True) as sampler,
         ):
             sent = asyncio.run(self.sender.send(body, list(runtimes), expected))
             time.sleep(HOUSEKEEPING_INTERVAL * 1.5)
@@ -170,6 +192,36 @@ def _settle(server: ServerProcess, quiet_cores: float = 0.2, deadline: float = 1
             time.sleep(HOUSEKEEPING_INTERVAL * 1.5)
         if sample.cpu_seconds / sample.elapsed < quiet_cores:
             return
+
+
+class _BareServer:
+    """`benchmarks.bare_asgi` in a process of its own, for the `bare` phase."""
+
+    def __init__(self, log: Path) -> None:
+        self.port, self.log = free_port(), log
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def __enter__(self) -> _BareServer:
+        with self.log.open("ab") as log:
+            command = [sys.executable, "-m", "benchmarks.bare_asgi", "--port", str(self.port)]
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._listening, 30, "bare uvicorn listening")
+        return self
+
+    def _listening(self) -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(30)
 
 
 class _Sender:

@@ -18,6 +18,15 @@ def test_ready_is_measured_for_every_real_agent(results: dict[str, Any]) -> None
     assert run["not_ready"] == 0 and run["standin"]["init_delay_seconds"] > 0
 
 
+def test_status_path_measures_every_phase_and_the_bare_stack_beside_it(results: dict[str, Any]) -> None:
+    (run,) = results["status_path"]
+    for phase in ("first", "floor", "heartbeat", "changed", "bare"):
+        measured = run[phase]
+        assert measured["reports"] > 0 and not measured["failures"], phase
+        assert measured["cpu_us_per_report"] > 0, phase
+    assert run["changed"]["reports"] == run["synced_after"] == run["runtimes"]
+
+
 def test_provisioning_succeeds_with_one_shoot_each_and_one_account_per_tenant(
     results: dict[str, Any],
 ) -> None:

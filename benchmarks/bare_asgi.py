@@ -1,0 +1,44 @@
+"""The HTTP floor of the control plane's stack: uvicorn with the settings `rrm server` gives it
+(`rrm.server.app._uvicorn_config`: uvloop and httptools where installed, proxy headers, keep-alive 75 s,
+no access log) serving an ASGI app that reads each request's body and answers 204, nothing else. What a
+request costs here no endpoint of the control plane can go below.
+
+    .venv/bin/python -m benchmarks.bare_asgi --port 8080
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+
+async def answer_204(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body", False):
+        pass
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="benchmarks.bare_asgi", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    config = uvicorn.Config(
+        answer_204,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        timeout_keep_alive=75,
+        backlog=16384,
+        access_log=False,
+        lifespan="off",
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()
