@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from rrm.core.conditions import Condition, Observed, connected, evaluate
 from rrm.server.fleet import Delivery
+from rrm.server.memory import release_free_memory
 from rrm.server.metrics import LEADER, RUNTIMES
 from rrm.server.rollouts.controller import run_rollouts
 from rrm.server.state import ServerState, utcnow
@@ -318,7 +319,7 @@ def _tell_reported_elsewhere(state: ServerState, watch: ConditionWatch) -> None:
 
 async def run_housekeeping(state: ServerState, leadership: Leadership, interval: float = 1.0) -> None:
     """Every process runs it (the leader's share only while it leads); each also makes its status writer
-    forget deleted runtimes once a `FORGET_INTERVAL`."""
+    forget deleted runtimes, and hands the heap's free memory back, once a `FORGET_INTERVAL`."""
     watch = ConditionWatch(state.status_writer.sightings)
     forgotten = time.monotonic()
     try:
@@ -331,6 +332,7 @@ async def run_housekeeping(state: ServerState, leadership: Leadership, interval:
                 log.exception("housekeeping pass failed")
             if time.monotonic() - forgotten >= FORGET_INTERVAL.total_seconds():
                 state.status_writer.forget_all_but(state.fleet.runtimes)
+                await asyncio.to_thread(release_free_memory)
                 forgotten = time.monotonic()
             await asyncio.sleep(interval)
     finally:
