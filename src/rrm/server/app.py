@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import resource
 import socket
@@ -288,6 +289,14 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
         super().__init__(config)
         self._state = state
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Once started, what start-up built (the modules, the app, the fleet view) is moved out of the
+        garbage collector's sight (`gc.freeze`): it lives as long as the process, and each full collection
+        walked all of it again (about 126,000 objects after the imports alone; a full collection of them
+        took 150-220 ms on a loaded 2-core machine, ~0 once frozen)."""
+        await super().startup(sockets)
+        gc.freeze()
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         self._state.fleet.close()
