@@ -629,6 +629,7 @@ class ShootApiServer(kube.ApiServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         connection, address = super().get_request()
+        connection.setblocking(True)  # the listening socket is not (ShootClusters)
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as Handler.setup explains
         with self.connections_lock:
             self.connections.add(connection)
@@ -677,6 +678,9 @@ class ShootClusters:
             if cluster is None:
                 token = secrets.token_urlsafe(24)
                 cluster = ShootCluster(ShootApiServer(token), token)
+                # never blocks the acceptor (holding the lock): a connection gone before its accept, or a
+                # server closed since its select, makes accept fail, and the failure is dropped
+                cluster.server.socket.setblocking(False)
                 self.selector.register(cluster.server.socket, selectors.EVENT_READ, cluster.server)
                 self.running[(namespace, name)] = cluster
                 if self.acceptor is None:
@@ -690,7 +694,7 @@ class ShootClusters:
                 with self.lock:
                     server: ShootApiServer = key.data
                     if server.socket.fileno() >= 0:  # not stopped meanwhile
-                        server.handle_request()  # ready: its select returns at once
+                        server._handle_request_noblock()  # type: ignore[attr-defined]
 
     def stop(self, namespace: str, name: str) -> None:
         with self.lock:
