@@ -130,8 +130,8 @@ def run_rrm(
     template = bench.fleet(n)
     label = f"minimal-{'status' if report else 'watch'}-{n}"
     server = bench.server(template, label)
-    if server_workers > 1:
-        server.options += ["--workers", str(server_workers)]
+    # its own process count, not the fleet benchmarks' (`--server-workers`), which `bench.server` applies
+    server.options = ["--workers", str(server_workers)] if server_workers > 1 else []
     server.start()
     try:
         server.apply(component(COMPONENT, 0))
