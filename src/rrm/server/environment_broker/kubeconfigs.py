@@ -4,27 +4,19 @@
 every token issued for it (a bound token is valid only while the object it is bound to exists), and the
 ClusterRoleBinding goes with it.
 
-Calls go through the official `kubernetes` client with the cluster's kubeconfig the provisioning fetched.
-It is imported by the first call, not with the control plane: it adds about 10 MB to the resident memory
-of every process that imports it, and a control plane that never binds an environment never calls it.
+The calls to the cluster live in `cluster_accounts`, on the official `kubernetes` client. It is imported
+by the first call, not with the control plane: it adds about 10 MB to the resident memory of every process
+that imports it, and a control plane that never binds an environment never calls it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
 
 import yaml
 
 from rrm.core.bounded import load_yaml
-
-if TYPE_CHECKING:
-    from kubernetes import client
-
-NAMESPACE = "kube-system"
-CLUSTER_ROLE = "cluster-admin"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "rrm", "rrm.io/binding": "true"}
 
 
 class KubeconfigError(Exception):
@@ -39,50 +31,16 @@ def service_account_name(environment_id: str, binding_id: str) -> str:
 
 def mint(cluster_kubeconfig: str, name: str, seconds: int) -> tuple[str, datetime]:
     """A kubeconfig for the cluster whose user is ServiceAccount `name`'s token, and when it expires."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
+    from rrm.server.environment_broker import cluster_accounts
 
-    api = _api(cluster_kubeconfig)
-    try:
-        _create(lambda: client.CoreV1Api(api).create_namespaced_service_account(NAMESPACE, _account(name)))
-        _create(lambda: client.RbacAuthorizationV1Api(api).create_cluster_role_binding(_binding(name)))
-        request = client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
-        )
-        answer = client.CoreV1Api(api).create_namespaced_service_account_token(name, NAMESPACE, request)
-    except (ApiException, HTTPError) as exc:
-        raise KubeconfigError(f"the cluster did not issue a token: {_reason(exc)}") from exc
-    finally:
-        api.close()
-    status = answer.status
-    if status is None or not status.token:
-        raise KubeconfigError("the cluster's TokenRequest answer has no token")
-    expires = status.expiration_timestamp or datetime.now(UTC) + timedelta(seconds=seconds)
-    return kubeconfig_with_token(cluster_kubeconfig, name, str(status.token)), expires
+    return cluster_accounts.mint(cluster_kubeconfig, name, seconds)
 
 
 def revoke(cluster_kubeconfig: str, name: str) -> None:
     """Delete the ServiceAccount (its tokens stop working) and its ClusterRoleBinding; gone is fine."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
+    from rrm.server.environment_broker import cluster_accounts
 
-    api = _api(cluster_kubeconfig)
-    try:
-        for delete in (
-            lambda: client.CoreV1Api(api).delete_namespaced_service_account(name, NAMESPACE),
-            lambda: client.RbacAuthorizationV1Api(api).delete_cluster_role_binding(name),
-        ):
-            try:
-                delete()
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-    except (ApiException, HTTPError) as exc:
-        raise KubeconfigError(f"the cluster did not revoke the binding: {_reason(exc)}") from exc
-    finally:
-        api.close()
+    cluster_accounts.revoke(cluster_kubeconfig, name)
 
 
 def kubeconfig_with_token(cluster_kubeconfig: str, user: str, token: str) -> str:
@@ -101,52 +59,3 @@ def kubeconfig_with_token(cluster_kubeconfig: str, user: str, token: str) -> str
             "current-context": user,
         }
     )
-
-
-def _api(kubeconfig: str) -> client.ApiClient:
-    from kubernetes import config
-
-    try:
-        return config.new_client_from_config_dict(load_yaml(kubeconfig))
-    except (yaml.YAMLError, config.ConfigException, KeyError, TypeError) as exc:
-        raise KubeconfigError(f"the cluster's kubeconfig is not usable: {exc}") from exc
-
-
-def _create(call: Any) -> None:
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        call()
-    except ApiException as exc:
-        if exc.status != 409:  # AlreadyExists: an earlier attempt made it
-            raise
-
-
-def _account(name: str) -> client.V1ServiceAccount:
-    from kubernetes import client
-
-    return client.V1ServiceAccount(
-        api_version="v1", kind="ServiceAccount", metadata=client.V1ObjectMeta(name=name, labels=MANAGED_BY)
-    )
-
-
-def _binding(name: str) -> client.V1ClusterRoleBinding:
-    from kubernetes import client
-
-    return client.V1ClusterRoleBinding(
-        api_version="rbac.authorization.k8s.io/v1",
-        kind="ClusterRoleBinding",
-        metadata=client.V1ObjectMeta(name=name, labels=MANAGED_BY),
-        role_ref=client.V1RoleRef(
-            api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=CLUSTER_ROLE
-        ),
-        subjects=[client.RbacV1Subject(kind="ServiceAccount", name=name, namespace=NAMESPACE)],
-    )
-
-
-def _reason(exc: Exception) -> str:
-    from kubernetes.client.exceptions import ApiException
-
-    if isinstance(exc, ApiException):
-        return f"{exc.status} {exc.reason}"
-    return f"{type(exc).__name__}: {exc}"
