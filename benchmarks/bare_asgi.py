@@ -1,5 +1,5 @@
 """The HTTP floor of the control plane's stack: uvicorn with the settings `rrm server` gives it
-(`rrm.server.app._uvicorn_config`: uvloop and httptools where installed, proxy headers, keep-alive 75 s,
+(`rrm.server.app.uvicorn_options`: uvloop and httptools where installed, proxy headers, keep-alive 75 s,
 no access log) serving an ASGI app that reads each request's body and answers 204, nothing else. What a
 request costs here no endpoint of the control plane can go below.
 
@@ -12,6 +12,9 @@ import argparse
 
 import uvicorn
 from starlette.types import Receive, Scope, Send
+
+from rrm.server.app import uvicorn_options
+from rrm.server.settings import ServerSettings
 
 
 async def answer_204(scope: Scope, receive: Receive, send: Send) -> None:
@@ -27,16 +30,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.bare_asgi", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    config = uvicorn.Config(
-        answer_204,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        timeout_keep_alive=75,
-        backlog=16384,
-        access_log=False,
-        lifespan="off",
-    )
+    options = uvicorn_options(ServerSettings(port=args.port, log_level="warning"))
+    config = uvicorn.Config(answer_204, **options, lifespan="off")
     uvicorn.Server(config).run()
 
 

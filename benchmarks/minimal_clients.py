@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from benchmarks import raw_http
 from benchmarks.etcd import watch_events
@@ -77,8 +78,10 @@ def status_body(state: dict[str, Any], heartbeat_interval: float = DEFAULT_HEART
 
 def _address(url: str) -> tuple[str, int]:
     """`http://host:port` → (host, port)."""
-    host, _, port = url.split("//", 1)[-1].rstrip("/").rpartition(":")
-    return host, int(port)
+    parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"{url!r}: expected http://host:port")
+    return parts.hostname, parts.port
 
 
 class MinimalWorker(Worker):

@@ -244,16 +244,21 @@ def _uvicorn_config(
     limits = control_plane_limits(
         settings.max_apply_bytes, compass.BROKER_PATH, environment_broker.BROKER_PATH
     )
-    return uvicorn.Config(
-        BodyLimitGuard(agent.AgentFastPath(create_app(state, wakeups)), limits),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=5,
-        timeout_keep_alive=75,  # longer than the agents keep idle connections (10 s): they close first
-        backlog=16384,  # a fleet reconnecting after a restart at once (the kernel caps it at somaxconn)
-        access_log=settings.access_log,
-    )
+    app = BodyLimitGuard(agent.AgentFastPath(create_app(state, wakeups)), limits)
+    return uvicorn.Config(app, **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
+    """How `rrm server` runs uvicorn, apart from the app (the status path benchmark's HTTP floor uses it)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": 5,
+        "timeout_keep_alive": 75,  # longer than the agents keep idle connections (10 s): they close first
+        "backlog": 16384,  # a fleet reconnecting after a restart at once (the kernel caps it at somaxconn)
+        "access_log": settings.access_log,
+    }
 
 
 def _run_worker(settings: ServerSettings, slot: int, listening: socket.socket) -> None:
