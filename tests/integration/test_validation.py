@@ -175,3 +175,41 @@ def test_unknown_names_answer_404(admin: httpx.Client) -> None:
         ("DELETE", "/api/v1/secrets/val-nothing"),
     ):
         assert admin.request(method, path).status_code == 404, f"{method} {path}"
+
+
+def test_applies_the_fast_path_leaves_to_the_app_are_refused_as_before(server: ServerProcess) -> None:
+    """`POST /api/v1/apply` is served before FastAPI when its token and body are usual; every other request
+    is answered by the app, with the same refusals as any admin route, and stores nothing."""
+    admin = server.admin
+    document = redis("val-fast-path")
+    before = component_names(admin)
+    viewer = expect_status(admin.post("/api/v1/tokens", json={"role": "viewer"}), 201).json()["token"]
+    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+        body = {"documents": [document]}
+        for attempt in ("grant read from the database", "grant cached"):
+            refused = anonymous.post(
+                "/api/v1/apply", json=body, headers={"Authorization": f"Bearer {viewer}"}
+            )
+            assert refused.status_code == 403, attempt
+            assert refused.json() == {"detail": "this token may only read"}, attempt
+        missing = anonymous.post("/api/v1/apply", json=body)
+        assert missing.status_code == 401
+        assert missing.json() == {"detail": "missing bearer token"}
+    shapes: dict[str, Any] = {
+        "documents not a list": ({"documents": "redis"}, ["body", "documents"]),
+        "no documents": ({"dry_run": True}, ["body", "documents"]),
+        "dry_run not a boolean": ({"documents": [document], "dry_run": "perhaps"}, ["body", "dry_run"]),
+    }
+    for what, (shape, location) in shapes.items():
+        refused = admin.post("/api/v1/apply", json=shape)
+        assert refused.status_code == 422, what
+        assert [problem["loc"] for problem in refused.json()["detail"]] == [location], what
+    as_text = admin.post(
+        "/api/v1/apply", content=b'{"documents": []}', headers={"Content-Type": "text/plain"}
+    )
+    assert as_text.status_code == 422
+    dry = expect_status(admin.post("/api/v1/apply", json={"documents": [document], "dry_run": True}), 200)
+    assert [r["action"] for r in dry.json()["results"]] == ["created"]
+    assert component_names(admin) == before
+    expect_status(admin.post("/api/v1/apply", json={"documents": [document]}), 200)
+    assert component_names(admin) == sorted([*before, "val-fast-path"])

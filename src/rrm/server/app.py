@@ -244,7 +244,7 @@ def _uvicorn_config(
     limits = control_plane_limits(
         settings.max_apply_bytes, compass.BROKER_PATH, environment_broker.BROKER_PATH
     )
-    app = BodyLimitGuard(agent.AgentFastPath(create_app(state, wakeups)), limits)
+    app = BodyLimitGuard(admin.ApplyFastPath(agent.AgentFastPath(create_app(state, wakeups)), state), limits)
     return uvicorn.Config(app, **uvicorn_options(settings))
 
 

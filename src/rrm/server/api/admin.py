@@ -3,13 +3,19 @@ read already shows the write (and the long-polls of the runtimes concerned are w
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rrm.core.bounded import DecodeError, decode_json
 from rrm.core.labels import validate_labels
 from rrm.core.names import dns1123_label_error
 from rrm.core.resources import secret_refs
@@ -18,7 +24,7 @@ from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server import queries
 from rrm.server.api.common import BoundedRoute, found_or_404, read_found, reader, write, writer
 from rrm.server.apply import Conflict, InvalidInput, Problem, revalidate_for_rollback
-from rrm.server.auth import PAIRING_TOKEN_PREFIX, new_token, token_hash
+from rrm.server.auth import PAIRING_TOKEN_PREFIX, ROLE_ADMIN, bearer_token, new_token, token_hash
 from rrm.server.compass import views as compass_views
 from rrm.server.compass.apply import apply_all
 from rrm.server.compass.labels import check_runtime_labels, check_runtime_scenarios
@@ -26,6 +32,7 @@ from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.queries import read
 from rrm.server.registration import add_runtime
 from rrm.server.state import ServerState, server_state, utcnow
+from rrm.server.store_errors import store_failure_response
 from rrm.server.writes import Discard
 from rrm.store import compass as compass_store
 from rrm.store import repositories as repo
@@ -33,6 +40,7 @@ from rrm.store.tables import Runtime
 from rrm.wire.protocol import RUNTIME_KINDS, dumps
 
 T = TypeVar("T")
+log = logging.getLogger("rrm.server.api.admin")
 MAX_TOKEN_TTL = 30 * 24 * 3600
 
 
@@ -226,6 +234,88 @@ async def apply(body: ApplyRequest, state: ServerState = Depends(server_state)) 
     }
     # encoded here: plain JSON data needs none of FastAPI's conversion, which costs more than the encoding
     return Response(dumps(answer), media_type="application/json")
+
+
+APPLY_PATH = "/api/v1/apply"
+
+
+class ApplyFastPath:
+    """Serves `POST /api/v1/apply` before the request enters FastAPI when nothing about it is unusual: an
+    admin token whose grant is cached, a JSON body that decodes and is a valid `ApplyRequest`. Anything else
+    (no or unknown token, a read-only one, a body FastAPI would refuse) goes through the app with the body
+    replayed, so every refusal is answered there, as before. The app's middleware, route matching and
+    dependency solving were about a quarter of the control plane's CPU per one-component apply.
+
+    The write itself is the route's own (`apply`); its refusals are answered as the app answers them: an
+    `HTTPException` as `{"detail": ...}` with its status, a failing store as 503, anything else logged and
+    answered 500."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != APPLY_PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        body, complete = await _read_body(receive)
+        if not complete:
+            return  # the client went away before sending its body: nobody to answer
+        request = self._usual_request(Headers(scope=scope), body)
+        if request is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        try:
+            response = await apply(request, self._state)
+        except HTTPException as exc:
+            response = JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        except OperationalError as exc:
+            response = store_failure_response(exc, self._state.db)
+        except Exception as exc:
+            log.error("POST %s failed", APPLY_PATH, exc_info=exc)
+            response = PlainTextResponse("Internal Server Error", status_code=500)
+        await response(scope, receive, send)
+
+    def _usual_request(self, headers: Headers, body: bytes) -> ApplyRequest | None:
+        """The request, when the app would take it as it is; None when the app must answer it."""
+        if headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
+            return None
+        try:
+            known, role = self._state.admin_auth.fresh_role(bearer_token(headers.get("authorization", "")))
+        except HTTPException:  # no bearer token, or an expired one
+            return None
+        if not known or role != ROLE_ADMIN:
+            return None
+        try:
+            return ApplyRequest.model_validate(decode_json(body))
+        except (DecodeError, ValidationError):
+            return None
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The whole request body (the `BodyLimitGuard` in front bounds it); False when the client went away."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"", False
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive`, with the body already read given again first."""
+    delivered = False
+
+    async def replayed() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
 @router.get("/components")
