@@ -2,25 +2,59 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from .databases import database_for
 from .harness import (
     Fleet,
+    ServerProcess,
     apply,
     component,
     condition,
     condition_true,
     expect_status,
+    holds_for,
     http_binding,
+    runtime,
     synced,
 )
 
 pytestmark = pytest.mark.integration
 
 CONDITIONS = ("Connected", "Synced", "Ready")
+KEEP_ALIVE = 1.0  # `own_server`'s --watch-keep-alive: a watch stream's frames come more often than heartbeats
+IDLE_HEARTBEAT = 3.0  # the idle agent's --heartbeat-interval: Connected's limit is 3 of them, 9 s
+
+
+@pytest.fixture
+def own_server(tmp_path: Path, backend: str) -> Iterator[ServerProcess]:
+    """In this module, the server of one test writes a keep-alive on each quiet watch stream every second."""
+    directory = tmp_path / "own-server"
+    with database_for(backend) as database_url:
+        process = ServerProcess(
+            directory / "data",
+            directory / "server.log",
+            database_url=database_url,
+            options=["--watch-keep-alive", f"{KEEP_ALIVE:g}"],
+        )
+        process.start()
+        try:
+            yield process
+        finally:
+            process.stop()
+
+
+def counted(admin: httpx.Client, name: str) -> float:
+    """The value of the unlabelled metric `name` in /metrics."""
+    found = re.search(rf"^{re.escape(name)} (\S+)$", expect_status(admin.get("/metrics"), 200).text, re.M)
+    assert found is not None, f"/metrics has no {name}"
+    return float(found.group(1))
 
 
 def sidecar_names(detail: dict[str, Any]) -> set[str]:
@@ -112,3 +146,39 @@ def test_ready_waits_until_the_sidecar_loads_what_was_written(fleet: Fleet, admi
         "reload"
     ]
     assert reload["exit_code"] == 0 and reload["command"] == agent.reload_command
+
+
+def test_an_idle_agent_on_its_watch_stream_stays_connected_without_repeating_its_report(
+    own_server: ServerProcess, fleet: Fleet
+) -> None:
+    """The control plane counts each frame of the watch stream as contact: an idle agent's heartbeat looks
+    at the sidecar and sends nothing while its report is unchanged, and sends what the sidecar changed."""
+    admin = own_server.admin
+    daprd = fleet.daprd("cond-idle")
+    fleet.agent("cond-idle", {"t-cond": "idle"}, daprd=daprd, heartbeat_interval=IDLE_HEARTBEAT)
+    apply(admin, [http_binding("cond-idle-web", "t-cond=idle", "http://idle.invalid/")])
+    fleet.wait_runtime(
+        "cond-idle", lambda d: all_true(d) and "cond-idle-web" in sidecar_names(d), "all conditions True"
+    )
+    fleet.wait_until(lambda: counted(admin, "rrm_watch_streams") >= 1, "the agent's watch stream to open")
+    reports = counted(admin, "rrm_status_reports_total")
+
+    def connected_without_a_report() -> bool:
+        detail = runtime(admin, "cond-idle")
+        return condition_true(detail, "Connected") and counted(admin, "rrm_status_reports_total") == reports
+
+    holds_for(
+        connected_without_a_report,
+        2 * IDLE_HEARTBEAT + 1,
+        lambda: fleet.explain("the idle agent sent a report, or went Connected=False without one"),
+    )
+
+    daprd.stop()
+    detail = fleet.wait_runtime(
+        "cond-idle",
+        lambda d: (d.get("sidecar") or {}).get("reachable") is False,
+        "a heartbeat reports the sidecar unreachable",
+        timeout=2 * IDLE_HEARTBEAT + 5,
+    )
+    assert counted(admin, "rrm_status_reports_total") > reports
+    assert (condition(detail, "Ready") or {}).get("status") == "False"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from rrm.agent import AgentConfig, run_agent
 from rrm.agent.cache import DesiredStateCache
+from rrm.agent.client import DirectorClock
 from rrm.agent.drift import changed_paths, drift_records
 from rrm.agent.health import HealthServer
 from rrm.agent.loop import Agent
@@ -361,6 +363,8 @@ class MemoryTarget(Target):
 class OneStateDirector:
     def __init__(self, desired: DesiredState) -> None:
         self.answers: list[DesiredState] = [desired]
+        self.clock = DirectorClock()
+        self.heard_at = -math.inf
 
     async def fetch_desired(self, etag: str | None, wait: float) -> DesiredState | None:
         if not self.answers:

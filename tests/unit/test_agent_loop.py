@@ -14,7 +14,7 @@ import yaml
 import rrm
 from rrm.agent import AgentConfig, loop, run_agent
 from rrm.agent.cache import DesiredStateCache
-from rrm.agent.client import DirectorClient, Unauthorized
+from rrm.agent.client import DirectorClient, DirectorClock, Unauthorized
 from rrm.agent.loading import NOT_UNLOADED, WAITING
 from rrm.agent.loop import Agent
 from rrm.agent.targets.selfhosted import SelfHostedTarget
@@ -44,6 +44,8 @@ class FakeDirector:
         self.etags: list[str | None] = []
         self.waits: list[float] = []
         self.reports: list[StatusReport] = []
+        self.clock = DirectorClock()
+        self.heard_at = -math.inf  # never heard from: every heartbeat reports
 
     async def fetch_desired(self, etag: str | None, wait: float) -> DesiredState | None:
         self.etags.append(etag)

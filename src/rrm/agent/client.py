@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
@@ -31,7 +32,6 @@ from rrm.wire.protocol import (
     WireError,
     decode,
     dumps,
-    replace,
 )
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,9 @@ class DirectorClient:
         self._parsed_urls: dict[tuple[int, str], httpx.URL] = {}
         self.bearer = bearer
         self.clock = DirectorClock()
+        # when (time.monotonic) a director last answered a long-poll or wrote a frame after a watch stream's
+        # opening: each of these is contact the control plane counts (`last_seen`), a status report or not
+        self.heard_at = -math.inf
         verify = tls_verification(self._urls)
         limits = httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)
         if transport is None and isinstance(verify, ssl.SSLContext):  # plain HTTP only, no proxy
@@ -182,6 +185,8 @@ class DirectorClient:
             headers=headers,
             timeout=httpx.Timeout(wait + TIMEOUT_MARGIN_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
         )
+        if response.status_code in (200, 304):
+            self.heard_at = time.monotonic()
         if response.status_code == 304:
             return None
         _expect(response, 200)
@@ -221,17 +226,16 @@ class DirectorClient:
         try:
             self.clock.observe(response.headers.get("date"), sent_at, time.time())
             await _expect_stream(response)
-            async for item in _watched_states(response, first_frame_timeout):
+            async for item in _watched_states(response, first_frame_timeout, self._heard):
                 yield item
         finally:
             await response.aclose()
 
+    def _heard(self) -> None:
+        self.heard_at = time.monotonic()
+
     async def report_status(self, report: StatusReport) -> None:
-        """Send `report` on a connection closed after the answer; while this host's clock is off, its message
-        says so (an operator should fix it)."""
-        note = self.clock.describe()
-        if note:
-            report = replace(report, message="; ".join(filter(None, (report.message, note))))
+        """Send `report` on a connection closed after the answer."""
         response = await self._send("PUT", "/agent/v1/status", headers=REPORT_HEADERS, content=dumps(report))
         _expect(response, 200, 204)
 
@@ -380,10 +384,11 @@ async def _expect_stream(response: httpx.Response) -> None:
 
 
 async def _watched_states(
-    response: httpx.Response, first_frame_timeout: float
+    response: httpx.Response, first_frame_timeout: float, heard: Callable[[], None]
 ) -> AsyncIterator[StreamOpened | DesiredState]:
     """The opening and the states of an open stream, verified; returns at its end frame, `StreamCut`
-    without one."""
+    without one. `heard` is called for every frame after the opening (the control plane counts each of
+    those, not the opening, as the agent's contact)."""
     reader, chunks = watch.FrameReader(), response.aiter_bytes()
     opened = delivered = False
     silence = first_frame_timeout
@@ -403,7 +408,9 @@ async def _watched_states(
                 keep_alive, window = _opening(frame)
                 opened, silence = True, 2 * keep_alive + TIMEOUT_MARGIN_SECONDS
                 yield StreamOpened(window)
-            elif frame.event == "end":
+                continue
+            heard()
+            if frame.event == "end":
                 log.info("event=watch-ended reason=%s", _end_reason(frame))
                 await _read_to_the_end(chunks)
                 return

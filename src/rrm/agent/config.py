@@ -48,7 +48,10 @@ class AgentConfig:
         help="auto (the watch stream; the long-poll where a proxy cuts or buffers it), watch or longpoll",
     )
     heartbeat_interval: float = setting(
-        60.0, flag="--heartbeat-interval", help="seconds between status reports when nothing changed"
+        60.0,
+        flag="--heartbeat-interval",
+        help="seconds between heartbeats: a look at the sidecar, and a status report if it differs from "
+        "the last one or the control plane has not heard from the agent otherwise",
     )
     reconcile_interval: float = setting(
         60.0, flag="--reconcile-interval", help="seconds between full reconciles that put back hand edits"

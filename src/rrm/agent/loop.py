@@ -44,7 +44,7 @@ from rrm.agent.loading import (
     wire_report,
 )
 from rrm.agent.pacing import NewestState
-from rrm.agent.status import build_status_report
+from rrm.agent.status import HeartbeatReports, build_status_report
 from rrm.agent.targets.base import ApplyOutcome, NativeObject, Target
 from rrm.core.diff import diff
 from rrm.wire.protocol import DesiredState, DriftRecord, ReloadResult, SidecarReport, StatusReport
@@ -113,6 +113,7 @@ class Agent:
         self.loads = LoadWatch(load_deadline, clock)
         self._following: asyncio.Task[None] | None = None
         self._report_now = asyncio.Event()
+        self.heartbeats = HeartbeatReports(heartbeat_interval)
         self._report_held: asyncio.TimerHandle | None = None
         self._followed: tuple[SidecarAnswer] | None = None  # a follow's last answer, for the next report
         self._wake = asyncio.Event()
@@ -353,18 +354,26 @@ class Agent:
         return answer
 
     async def heartbeat_forever(self) -> None:
-        """The only sender of status: on every interval, and at once after an apply that changed something."""
+        """The only sender of status: at once after an apply that changed something, and on every interval
+        a look at the sidecar whose report goes out only when `HeartbeatReports` finds it due (it says
+        something new, or the director has not heard from the agent otherwise)."""
         self._report_now.set()
         while True:
             with contextlib.suppress(TimeoutError):  # not wait_for, which on 3.11 can swallow a cancel
                 async with asyncio.timeout(self.heartbeat_interval):
                     await self._report_now.wait()
+            asked_for = self._report_now.is_set()  # after a change: sent whatever it says
             self._report_now.clear()
             report = await self.status_report()
+            if not asked_for and not self.heartbeats.due(report, self.client.heard_at):
+                continue
             try:
                 await self.client.report_status(report)
             except DirectorError as exc:
+                self.heartbeats.failed()
                 log.warning("event=status-failed error=%s", exc)
+            else:
+                self.heartbeats.acknowledged(report)
 
     async def status_report(self) -> StatusReport:
         """Also a look at the sidecar between applies: a component it dropped is followed again. Right after
@@ -384,19 +393,26 @@ class Agent:
             reload=self.last_reload,
             drift=self.drift,
             target=self.target.name,
-            # the server also counts each long-poll as contact, so contact comes at least this often (a
-            # wait of 0, polling without holding, promises no more than the heartbeat)
+            # the server also counts each long-poll and watch frame as contact, so contact comes at least this
+            # often (a wait of 0, polling without holding, promises no more than the heartbeat, whose report
+            # goes out when neither came within the interval: `HeartbeatReports`)
             heartbeat_interval=min(self.heartbeat_interval, self.wait_seconds or self.heartbeat_interval),
             message=self._message(),
         )
 
     def _message(self) -> str:
+        """What the report says beside its fields; while this host's clock is off, that too (an operator
+        should fix it)."""
         if self.leftovers:
-            return (
+            message = (
                 f"{self.leftovers} object(s) of an earlier state are still in place; the current state "
                 "counts as applied once they are removed"
             )
-        return "" if self.confirmed or self.state is None else "serving the cached state; no director yet"
+        else:
+            message = (
+                "" if self.confirmed or self.state is None else "serving the cached state; no director yet"
+            )
+        return "; ".join(filter(None, (message, self.client.clock.describe())))
 
     async def rotate_forever(self, identity: AgentIdentity) -> None:
         """Rotate when the key on disk is `rotate_interval` old; failures are retried with backoff."""
