@@ -72,11 +72,10 @@ class BodyLimitGuard:
             await self.app(scope, receive, send)
             return
         limit = self.limits.of(scope["path"])
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
+        declared, chunked = _body_headers(scope["headers"])
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._too_large(scope, send, limit)
-        elif declared is not None or b"transfer-encoding" not in headers:
+        elif declared is not None or not chunked:
             await self.app(scope, receive, send)  # uvicorn delivers no more than Content-Length
         else:
             await self._chunked(scope, receive, send, limit)
@@ -102,6 +101,19 @@ class BodyLimitGuard:
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+
+def _body_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bool]:
+    """Content-Length (None without one), and whether a Transfer-Encoding is given: read here rather than
+    from a dict of the headers in `BodyLimitGuard.__call__`, whose frame lives as long as the request (a
+    watch stream's, for hours) and would keep that dict."""
+    declared, chunked = None, False
+    for name, value in headers:
+        if name == b"content-length":
+            declared = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    return declared, chunked
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
