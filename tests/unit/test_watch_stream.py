@@ -250,3 +250,42 @@ def test_the_end_frame_ends_the_response_in_the_same_message() -> None:
     bodies = [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
     assert [b[:11] for b, _ in bodies] == [b"event: open", KEEP_ALIVE_FRAME[:11], b"event: end\n"]
     assert [more for _, more in bodies] == [True, True, False]
+
+
+def test_a_stream_that_ends_early_closes_its_frames_at_once() -> None:
+    """A revoked key ends the stream while its frames could go on: their generator (and the hub's wait in
+    it) is closed before the response returns, not whenever the garbage collector finds it."""
+    from types import SimpleNamespace
+
+    from rrm.server.api.watch import WatchResponse
+
+    closed: list[bool] = []
+
+    async def frames(*_: Any) -> AsyncGenerator[bytes]:
+        try:
+            while True:
+                yield KEEP_ALIVE_FRAME
+        finally:
+            closed.append(True)
+
+    fleet = SimpleNamespace(watch=frames, key=lambda _: None)  # the key is gone
+    state: Any = SimpleNamespace(
+        fleet=fleet,
+        status_writer=SimpleNamespace(touch=lambda _: None),
+        settings=SimpleNamespace(watch_keep_alive_seconds=30.0, delivery_window_seconds=1.0),
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the agent stays
+        return {}
+
+    async def scenario() -> list[bool]:
+        await WatchResponse(state, "r1", "k1", None, 60.0)({}, receive, send)
+        return list(closed)
+
+    assert run(scenario()) == [True]
+    assert sent[-1]["body"] == watch.end_frame("runtime-gone") and sent[-1]["more_body"] is False

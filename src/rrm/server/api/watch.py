@@ -6,7 +6,6 @@ runs per frame, and a waiting stream holds no database connection and no thread,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from fastapi import HTTPException, Request, Response
@@ -55,13 +54,35 @@ class WatchResponse(Response):
         self._window = state.settings.delivery_window_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The frames are written here rather than in a coroutine of its own, and their generator closed
+        without an async context manager: each object an idle stream keeps is a few hundred bytes, times
+        every agent. The end frame ends the response in the same write, so the agent finds the response
+        complete with it and opens its next stream on the same connection."""
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         WATCH_STREAMS.inc()
         writing = asyncio.current_task()
         assert writing is not None
         gone = asyncio.create_task(_cancel_when_gone(receive, writing))
+        fleet, touch, runtime_id = self._state.fleet, self._state.status_writer.touch, self._runtime_id
+        until = time.monotonic() + self._expires_in
+        frames = fleet.watch(runtime_id, self._etag, until, self._keep_alive)
         try:
-            if not await self._write(send):
+            opening = open_frame(self._keep_alive, self._expires_in, self._window)
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
+            async for frame in frames:
+                if fleet.key(self._key_id) is None:  # revoked (or rotated away) meanwhile
+                    frame = end_frame("runtime-gone")
+                touch(runtime_id)  # contact, as each long-poll counts
+                ending = frame.startswith(b"event: end")
+                await send({"type": "http.response.body", "body": frame, "more_body": not ending})
+                if frame is KEEP_ALIVE_FRAME:
+                    _KEEP_ALIVES_WRITTEN.inc()
+                elif ending:
+                    _ENDS_WRITTEN.inc()
+                    break
+                else:
+                    _STATES_WRITTEN.inc()
+            else:  # the frames ran out without an end frame
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone.done():  # cancelled from outside (the server stops): not ours to swallow
@@ -70,30 +91,7 @@ class WatchResponse(Response):
         finally:
             WATCH_STREAMS.dec()
             gone.cancel()
-
-    async def _write(self, send: Send) -> bool:
-        """True when it ended the response: the end frame ends it in the same write, so the agent finds the
-        response complete with it and opens its next stream on the same connection."""
-        opening = open_frame(self._keep_alive, self._expires_in, self._window)
-        await send({"type": "http.response.body", "body": opening, "more_body": True})
-        until = time.monotonic() + self._expires_in
-        fleet, touch = self._state.fleet, self._state.status_writer.touch
-        frames = fleet.watch(self._runtime_id, self._etag, until, self._keep_alive)
-        async with contextlib.aclosing(frames):
-            async for frame in frames:
-                if fleet.key(self._key_id) is None:  # revoked (or rotated away) meanwhile
-                    frame = end_frame("runtime-gone")
-                touch(self._runtime_id)  # contact, as each long-poll counts
-                ending = frame.startswith(b"event: end")
-                await send({"type": "http.response.body", "body": frame, "more_body": not ending})
-                if frame is KEEP_ALIVE_FRAME:
-                    _KEEP_ALIVES_WRITTEN.inc()
-                elif ending:
-                    _ENDS_WRITTEN.inc()
-                    return True
-                else:
-                    _STATES_WRITTEN.inc()
-        return False
+            await frames.aclose()  # at once, not when the garbage collector finds it (an early end)
 
 
 async def _cancel_when_gone(receive: Receive, writing: asyncio.Task[None]) -> None:
