@@ -129,20 +129,26 @@ class LongPollHub:
                 return None
             if current.etag != etag and not caught_up and etag != self._superseded.get(runtime_id):
                 caught_up = True
-                await self._wait_for_signal(runtime_id, min(remaining, CATCH_UP_SECONDS), None)
-                continue
-            if current.etag != etag:
-                last_sent = self._sent_at.get(runtime_id, -math.inf)
-                held = 0.0 if etag is None else last_sent + self._delivery_window - now
-                if held <= 0:
-                    self._sent_at[runtime_id] = now
-                    self._unconfirmed[runtime_id] = current.etag
-                    return current
-                remaining = min(remaining, held)
-            if remaining <= 0:
-                return None
-            if await self._wait_for_signal(runtime_id, remaining, clock) is _TICKED:
-                return None
+                seconds, ticking = min(remaining, CATCH_UP_SECONDS), None
+            else:
+                if current.etag != etag:
+                    last_sent = self._sent_at.get(runtime_id, -math.inf)
+                    held = 0.0 if etag is None else last_sent + self._delivery_window - now
+                    if held <= 0:
+                        self._sent_at[runtime_id] = now
+                        self._unconfirmed[runtime_id] = current.etag
+                        return current
+                    remaining = min(remaining, held)
+                if remaining <= 0:
+                    return None
+                seconds, ticking = remaining, clock
+            # awaited here, not in a coroutine of its own: a waiting stream or long-poll keeps one less
+            waiter, waiters, timer = self._arm(runtime_id, seconds, ticking)
+            try:
+                if await waiter is _TICKED:
+                    return None
+            finally:
+                self._disarm(runtime_id, waiter, waiters, timer)
 
     async def watch(
         self, runtime_id: str, etag: str | None, until: float, keep_alive: float
@@ -174,8 +180,11 @@ class LongPollHub:
             elif time.monotonic() < until:
                 yield KEEP_ALIVE_FRAME
 
-    async def _wait_for_signal(self, runtime_id: str, seconds: float, clock: KeepAliveClock | None) -> bool:
-        """Until the runtime changes, `seconds` pass or `clock` releases it (then True)."""
+    def _arm(
+        self, runtime_id: str, seconds: float, clock: KeepAliveClock | None
+    ) -> tuple[asyncio.Future[bool], list[asyncio.Future[bool]], asyncio.TimerHandle | None]:
+        """A wait, resolved when the runtime changes, `seconds` pass or `clock` releases it (then with
+        `_TICKED`); the list of the runtime's waits it joined, and its own timer if it has one."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
         waiters = self._waiters.get(runtime_id)
@@ -188,16 +197,23 @@ class LongPollHub:
         if clock is not None:
             clock.add(waiter)  # it releases the wait first: no timer of its own to arm and cancel
         LONGPOLLS_WAITING.inc()
-        try:
-            return await waiter
-        finally:
-            LONGPOLLS_WAITING.dec()
-            if timer is not None:
-                timer.cancel()
-            if self._waiters.get(runtime_id) is waiters:  # not woken: this wait is still listed
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[runtime_id]
+        return waiter, waiters, timer
+
+    def _disarm(
+        self,
+        runtime_id: str,
+        waiter: asyncio.Future[bool],
+        waiters: list[asyncio.Future[bool]],
+        timer: asyncio.TimerHandle | None,
+    ) -> None:
+        """The wait `_arm` began has ended, however it ended (a cancelled long-poll too)."""
+        LONGPOLLS_WAITING.dec()
+        if timer is not None:
+            timer.cancel()
+        if self._waiters.get(runtime_id) is waiters:  # not woken: this wait is still listed
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[runtime_id]
 
     def _wake(self, runtime_id: str) -> None:
         for waiter in self._waiters.pop(runtime_id, ()):
