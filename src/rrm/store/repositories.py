@@ -186,9 +186,34 @@ def status_of(session: Session, runtime_id: str) -> RuntimeStatus | None:
     return session.get(RuntimeStatus, runtime_id)
 
 
+# The status path's statements (every status writer's flush, every leader's pass), built once per database:
+# building a statement and its cache key costs more than running it. The runtimes they name are one bound
+# parameter `ids` (`_ids_of`).
+@functools.cache
+def _ids_among(dialect: str, column: Any) -> ColumnElement[bool]:
+    """`column IN :ids`, `ids` an array on PostgreSQL, a JSON array on SQLite (`_among`)."""
+    if dialect == "postgresql":
+        return cast(ColumnElement[bool], column == any_(bindparam("ids", type_=postgresql.ARRAY(String))))
+    listed = func.json_each(bindparam("ids", type_=String)).table_valued("value")
+    return cast(ColumnElement[bool], column.in_(select(listed.c.value)))
+
+
+def _ids_of(session: Session, runtime_ids: Sequence[str]) -> list[str] | str:
+    """The value of `_ids_among`'s `ids` for this database."""
+    if session.get_bind().dialect.name == "postgresql":
+        return list(runtime_ids)
+    return msgspec.json.encode(runtime_ids).decode()
+
+
+@functools.cache
+def _touch_statuses_for(dialect: str) -> Any:
+    among = _ids_among(dialect, _STATUSES.c.runtime_id)
+    return update(_STATUSES).where(among).values(last_seen=bindparam("now", type_=UTCDateTime()))
+
+
 def touch_statuses(session: Session, runtime_ids: Sequence[str], now: datetime) -> None:
-    among = _among(session, _STATUSES.c.runtime_id, runtime_ids)
-    session.connection().execute(update(_STATUSES).where(among).values(last_seen=now))
+    statement = _touch_statuses_for(session.get_bind().dialect.name)
+    session.connection().execute(statement, {"ids": _ids_of(session, runtime_ids), "now": now})
 
 
 @dataclass(frozen=True)
@@ -207,24 +232,37 @@ def contacts_since(
 ) -> list[Contact]:
     """Every status row, or only those whose `last_seen` is at or after `since`, without the report;
     with `not_reported_by`, only rows whose last report another writer (or none) wrote."""
+    query = _contacts_query(since is not None, not_reported_by is not None)
+    parameters = {"since": since, "writer": not_reported_by}
+    return [Contact(*row) for row in session.connection().execute(query, parameters)]
+
+
+@functools.cache
+def _contacts_query(since: bool, not_reported_by: bool) -> Any:
     query = select(
-        RuntimeStatus.runtime_id,
-        RuntimeStatus.last_seen,
-        RuntimeStatus.reported_at,
-        RuntimeStatus.heartbeat_interval,
-        RuntimeStatus.applied_hash,
+        _STATUSES.c.runtime_id,
+        _STATUSES.c.last_seen,
+        _STATUSES.c.reported_at,
+        _STATUSES.c.heartbeat_interval,
+        _STATUSES.c.applied_hash,
     )
-    if since is not None:
-        query = query.where(RuntimeStatus.last_seen >= since)
-    if not_reported_by is not None:
-        reporter = RuntimeStatus.reported_by
-        query = query.where(reporter.is_(None) | (reporter != not_reported_by))
-    return [Contact(*row) for row in session.connection().execute(query)]
+    if since:
+        query = query.where(_STATUSES.c.last_seen >= bindparam("since", type_=UTCDateTime()))
+    if not_reported_by:
+        reporter = _STATUSES.c.reported_by
+        query = query.where(reporter.is_(None) | (reporter != bindparam("writer", type_=String())))
+    return query
+
+
+@functools.cache
+def _reports_query(dialect: str) -> Any:
+    query = select(_STATUSES.c.runtime_id, _STATUSES.c.report)
+    return query.where(_ids_among(dialect, _STATUSES.c.runtime_id))
 
 
 def reports_of(session: Session, runtime_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    query = select(RuntimeStatus.runtime_id, RuntimeStatus.report)
-    rows = session.connection().execute(query.where(_among(session, RuntimeStatus.runtime_id, runtime_ids)))
+    query = _reports_query(session.get_bind().dialect.name)
+    rows = session.connection().execute(query, {"ids": _ids_of(session, runtime_ids)})
     return {runtime_id: report for runtime_id, report in rows}
 
 
@@ -239,12 +277,17 @@ def newly_applied(session: Session, applied: Sequence[tuple[str, str]]) -> set[s
     have no status yet): one query, which returns only those, not a row per runtime."""
     if not applied:
         return set()
-    dialect = session.get_bind().dialect.name
+    statement = _newly_applied_for(session.get_bind().dialect.name)
+    rows = session.connection().execute(statement, {"rows": msgspec.json.encode(applied).decode()})
+    return {runtime_id for (runtime_id,) in rows}
+
+
+@functools.cache
+def _newly_applied_for(dialect: str) -> Any:
     fields = [_FIELD[dialect].format(i) for i in range(2)]
     distinct = "IS DISTINCT FROM" if dialect == "postgresql" else "IS NOT"
     sql = _NEWLY_APPLIED.format(*fields, rows=_ROWS[dialect], distinct=distinct)
-    rows = session.connection().execute(text(sql), {"rows": msgspec.json.encode(applied).decode()})
-    return {runtime_id for (runtime_id,) in rows}
+    return text(sql).bindparams(bindparam("rows", type_=String()))
 
 
 def statuses_for(session: Session, runtime_ids: Sequence[str]) -> dict[str, RuntimeStatus]:
@@ -282,11 +325,16 @@ def save_statuses(
     are one JSON parameter: nothing is converted in Python row by row."""
     if not statuses:
         return
-    statement = text(_SAVE_STATUSES[session.get_bind().dialect.name]).bindparams(
-        bindparam("now", type_=UTCDateTime()), bindparam("rows", type_=String()), bindparam("reported_by")
-    )
+    statement = _save_statuses_for(session.get_bind().dialect.name)
     parameters = {"rows": msgspec.json.encode(statuses).decode(), "now": now, "reported_by": reported_by}
     session.connection().execute(statement, parameters)
+
+
+@functools.cache
+def _save_statuses_for(dialect: str) -> Any:
+    return text(_SAVE_STATUSES[dialect]).bindparams(
+        bindparam("now", type_=UTCDateTime()), bindparam("rows", type_=String()), bindparam("reported_by")
+    )
 
 
 def condition_transitions(
