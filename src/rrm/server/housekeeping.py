@@ -174,9 +174,12 @@ class ConditionWatch:
             if known is None or (
                 conditions is not known.conditions and _statuses(known.conditions) != _statuses(conditions)
             ):
+                counts = self.counts  # key by key: Counter.update and subtract loop in Python per call
                 if known is not None:
-                    self.counts.subtract((c.type, c.status) for c in known.conditions)
-                self.counts.update((c.type, c.status) for c in conditions)
+                    for condition in known.conditions:
+                        counts[condition.type, condition.status] -= 1
+                for condition in conditions:
+                    counts[condition.type, condition.status] += 1
             self.evaluated[runtime_id] = _Evaluated(observed, delivery, recheck_at, conditions)
             fresh[runtime_id] = conditions
         return fresh
