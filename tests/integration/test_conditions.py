@@ -182,3 +182,20 @@ def test_an_idle_agent_on_its_watch_stream_stays_connected_without_repeating_its
     )
     assert counted(admin, "rrm_status_reports_total") > reports
     assert (condition(detail, "Ready") or {}).get("status") == "False"
+
+
+def test_an_agent_with_a_short_long_poll_wait_stays_connected_between_keep_alives_of_its_stream(
+    own_server: ServerProcess, fleet: Fleet
+) -> None:
+    """Each frame of the watch stream is contact, so the stream's keep-alive, not the long-poll's wait, is
+    how often the control plane hears from a watching agent: with the wait's 0.2 s reported, the runtime
+    went Connected=False between keep-alives a second apart."""
+    admin = own_server.admin
+    fleet.agent("cond-short-wait", {"t-cond": "short-wait"}, wait=0.2)
+    fleet.wait_until(lambda: counted(admin, "rrm_watch_streams") >= 1, "the agent's watch stream to open")
+    fleet.wait_runtime("cond-short-wait", lambda d: condition_true(d, "Connected"), "Connected")
+    holds_for(
+        lambda: condition_true(runtime(admin, "cond-short-wait"), "Connected"),
+        5 * KEEP_ALIVE,
+        lambda: fleet.explain("the watching agent went Connected=False between keep-alives"),
+    )

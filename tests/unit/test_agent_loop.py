@@ -14,7 +14,7 @@ import yaml
 import rrm
 from rrm.agent import AgentConfig, loop, run_agent
 from rrm.agent.cache import DesiredStateCache
-from rrm.agent.client import DirectorClient, DirectorClock, Unauthorized
+from rrm.agent.client import DirectorClient, DirectorClock, StreamOpened, Unauthorized
 from rrm.agent.loading import NOT_UNLOADED, WAITING
 from rrm.agent.loop import Agent
 from rrm.agent.targets.selfhosted import SelfHostedTarget
@@ -266,9 +266,38 @@ def test_configuration_errors_exit_with_2(tmp_path: Path, change: dict[str, Any]
 def test_the_reported_heartbeat_interval_is_how_often_contact_comes(
     tmp_path: Path, wait: float, reported: float
 ) -> None:
+    """On the long-poll, each poll is contact: its wait bounds the interval, a wait of 0 promises nothing."""
     agent = make_agent(tmp_path, FakeDirector(make_state("a")), heartbeat=20.0)
     agent.wait_seconds = wait
+    asyncio.run(agent.sync_once())
     assert asyncio.run(agent.status_report()).heartbeat_interval == reported
+
+
+def test_on_the_watch_stream_the_keep_alive_bounds_the_reported_interval_and_a_longer_one_is_reported_at_once(
+    tmp_path: Path,
+) -> None:
+    """An agent whose long-poll wait is short still reports the stream's keep-alive while it watches: with
+    the wait's 5 s the control plane would take it for disconnected between keep-alives 30 s apart."""
+    agent = make_agent(tmp_path, FakeDirector(make_state("a")), heartbeat=60.0)
+    agent.wait_seconds = 5.0
+    asyncio.run(agent.sync_once())
+    agent._report_now.clear()
+
+    async def watch_opened(keep_alive: float) -> None:
+        agent.client.watch_desired = lambda etag, timeout: _opened(keep_alive)  # type: ignore[method-assign]
+        await agent._read_stream(None)
+
+    asyncio.run(watch_opened(30.0))
+    assert asyncio.run(agent.status_report()).heartbeat_interval == 30.0
+    assert agent._report_now.is_set()  # longer than the 5 s reported before: the control plane learns it now
+    agent._report_now.clear()
+    asyncio.run(watch_opened(10.0))
+    assert asyncio.run(agent.status_report()).heartbeat_interval == 10.0
+    assert not agent._report_now.is_set()  # shorter: contact comes sooner than promised, nothing to hurry
+
+
+async def _opened(keep_alive: float) -> AsyncIterator[StreamOpened]:
+    yield StreamOpened(0.0, keep_alive)
 
 
 class UnloadingSidecar(SelfHostedTarget):

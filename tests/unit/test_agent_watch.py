@@ -71,14 +71,14 @@ def states(
 def test_each_state_is_yielded_verified_until_the_end_frame() -> None:
     frame = watch.state_frame(STATE.hash, dumps(STATE))
     got = states(OPEN, frame[:10], frame[10:] + watch.KEEP_ALIVE_FRAME, watch.end_frame("token-expired"))
-    assert got == [StreamOpened(1.0), STATE]
+    assert got == [StreamOpened(1.0, 15.0), STATE]
 
 
 def test_an_open_frame_without_a_window_is_a_window_of_zero() -> None:
     """A control plane from before the window was announced: the agent takes each state as it comes."""
     older = watch.open_frame(15.0, 300.0)
     assert b"delivery_window" not in older
-    assert states(older, watch.end_frame("shutdown")) == [StreamOpened(0.0)]
+    assert states(older, watch.end_frame("shutdown")) == [StreamOpened(0.0, 15.0)]
     with pytest.raises(UnexpectedResponse, match="malformed open frame"):
         states(b'event: open\ndata: {"keep_alive": 15, "delivery_window": "soon"}\n\n')
 
@@ -322,7 +322,7 @@ def test_the_agent_takes_the_newest_state_at_most_once_per_window(
     caplog.set_level(logging.INFO, logger="rrm.agent.pacing")
     more, rest = asyncio.Event(), asyncio.Event()
     a, b, c, d = (state_of(name) for name in "abcd")
-    stream = ScriptedStream(StreamOpened(1.0), a, more, b, c, rest, d)
+    stream = ScriptedStream(StreamOpened(1.0, 15.0), a, more, b, c, rest, d)
 
     async def scenario() -> RecordingAgent:
         time = ManualTime()
@@ -379,7 +379,8 @@ def test_frames_are_read_while_a_state_is_applied_and_those_superseded_are_dropp
 
 def test_a_cut_stream_s_last_state_is_taken_before_the_cut_is_raised(tmp_path: Path) -> None:
     a, b = state_of("a"), state_of("b")
-    stream = ScriptedStream(StreamOpened(0.0), a, b, StreamCut("broke off", opened=True, delivered=True))
+    cut = StreamCut("broke off", opened=True, delivered=True)
+    stream = ScriptedStream(StreamOpened(0.0, 15.0), a, b, cut)
 
     async def scenario() -> RecordingAgent:
         agent = RecordingAgent(tmp_path, stream, Clock())
@@ -422,5 +423,5 @@ def test_a_stream_ended_by_the_director_leaves_its_connection_to_the_next_stream
             await client.close()
             server.close()
 
-    assert asyncio.run(two_streams()) == [[StreamOpened(1.0)]] * 2
+    assert asyncio.run(two_streams()) == [[StreamOpened(1.0, 15.0)]] * 2
     assert requests_per_connection == [2]

@@ -90,9 +90,11 @@ class StreamCut(DirectorError):
 @dataclass(frozen=True)
 class StreamOpened:
     """A watch stream's open frame: the control plane's delivery window, which the agent keeps to when it
-    takes states; 0 from a control plane that does not announce it (the agent takes each as it comes)."""
+    takes states (0 from a control plane that does not announce it: the agent takes each as it comes), and
+    its keep-alive interval, how often at the least the control plane counts the agent's contact."""
 
     delivery_window: float
+    keep_alive: float
 
 
 class Bearer(Protocol):
@@ -407,7 +409,7 @@ async def _watched_states(
             if frame.event == "open":
                 keep_alive, window = _opening(frame)
                 opened, silence = True, 2 * keep_alive + TIMEOUT_MARGIN_SECONDS
-                yield StreamOpened(window)
+                yield StreamOpened(window, keep_alive)
                 continue
             heard()
             if frame.event == "end":

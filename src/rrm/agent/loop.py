@@ -114,6 +114,7 @@ class Agent:
         self._following: asyncio.Task[None] | None = None
         self._report_now = asyncio.Event()
         self.heartbeats = HeartbeatReports(heartbeat_interval)
+        self._channel_interval: float | None = wait_seconds or None  # see `_contact_by`
         self._report_held: asyncio.TimerHandle | None = None
         self._followed: tuple[SidecarAnswer] | None = None  # a follow's last answer, for the next report
         self._wake = asyncio.Event()
@@ -198,6 +199,7 @@ class Agent:
             async for item in self.client.watch_desired(etag, FIRST_FRAME_SECONDS):
                 if isinstance(item, StreamOpened):
                     self.watched.window = item.delivery_window
+                    self._contact_by(item.keep_alive)
                 else:
                     self.watched.offer(item)
         finally:
@@ -207,6 +209,7 @@ class Agent:
         """One long-poll; a new verified state is cached and applied, a 304 triggers a drift check. Until a
         director has confirmed a state the request does not wait, so a restarted agent prunes at once."""
         etag = self.state.hash if self.state is not None else None
+        self._contact_by(self.wait_seconds or None)
         fetched = await self.client.fetch_desired(etag, self.wait_seconds if self.confirmed else 0.0)
         if fetched is not None:
             await self._take(fetched)
@@ -393,12 +396,25 @@ class Agent:
             reload=self.last_reload,
             drift=self.drift,
             target=self.target.name,
-            # the server also counts each long-poll and watch frame as contact, so contact comes at least this
-            # often (a wait of 0, polling without holding, promises no more than the heartbeat, whose report
-            # goes out when neither came within the interval: `HeartbeatReports`)
-            heartbeat_interval=min(self.heartbeat_interval, self.wait_seconds or self.heartbeat_interval),
+            heartbeat_interval=self._contact_interval(),
             message=self._message(),
         )
+
+    def _contact_interval(self) -> float:
+        """How often the control plane hears from this agent at the least, which its report tells it: each
+        long-poll and each watch frame counts as contact, so the channel in use bounds it (a long-poll's
+        wait, the stream's keep-alive); without one (a wait of 0, polling without holding) the heartbeat,
+        whose report goes out when neither came within the interval (`HeartbeatReports`)."""
+        return min(self.heartbeat_interval, self._channel_interval or self.heartbeat_interval)
+
+    def _contact_by(self, interval: float | None) -> None:
+        """The channel in use now comes at least every `interval` s (None: no promise). A longer interval
+        than the one last reported is reported at once, or the control plane would expect contact sooner
+        than it comes and take the runtime for disconnected in between."""
+        before = self._contact_interval()
+        self._channel_interval = interval
+        if self._contact_interval() > before:
+            self._report_now.set()
 
     def _message(self) -> str:
         """What the report says beside its fields; while this host's clock is off, that too (an operator
