@@ -62,6 +62,37 @@ def test_a_repeat_is_due_when_the_director_has_not_heard_from_the_agent_within_t
     assert reports.due(REPORT, heard_at=-math.inf), "never heard from"
 
 
+def test_the_contact_interval_the_report_promises_bounds_the_silence_not_the_heartbeat() -> None:
+    """On a watch stream with 30 s keep-alives the report promises contact every 30 s, and the control
+    plane counts the runtime disconnected after three of them: 31 s without a frame is already news."""
+    clock = ManualClock()
+    reports = acknowledged_at(clock)
+    promised = StatusReport(applied_hash="h1", heartbeat_interval=INTERVAL / 2)
+    reports.acknowledged(promised)
+    clock.now += INTERVAL / 2 + 1
+    assert reports.due(promised, heard_at=clock.now - INTERVAL / 2 - 1)
+    assert not reports.due(promised, heard_at=clock.now - 1)
+
+
+@pytest.mark.parametrize("phase", [0.01, 0.25, 0.5, 0.75, 0.99, 1.0])
+def test_checked_once_per_contact_interval_a_silent_channel_is_reported_before_the_third(
+    phase: float,
+) -> None:
+    """The heartbeat looks once per contact interval C, whatever its phase against the last contact: the
+    first report of a silent channel goes out by 2 C, before the control plane's limit of 3 C."""
+    contact = 30.0
+    clock = ManualClock()
+    reports = HeartbeatReports(INTERVAL, clock)
+    report = StatusReport(applied_hash="h1", heartbeat_interval=contact)
+    reports.acknowledged(report)
+    last_contact = clock.now
+    tick = last_contact + phase * contact
+    while not reports.due(report, heard_at=last_contact):
+        tick += contact
+        clock.now = tick
+    assert clock.now - last_contact <= 2 * contact
+
+
 def test_a_report_that_differs_from_the_acknowledged_one_is_due() -> None:
     clock = ManualClock()
     reports = acknowledged_at(clock)
@@ -215,6 +246,31 @@ def test_a_report_whose_send_failed_goes_out_on_the_next_heartbeat(tmp_path: Pat
     assert director.sends == 3 and director.reports[0] == director.reports[1]
 
 
+def test_the_heartbeat_looks_once_per_contact_interval_when_the_channel_promises_it_sooner(
+    tmp_path: Path,
+) -> None:
+    """A heartbeat of 60 s on a channel that brings contact every 0.1 s (a long-poll's wait): the report
+    promises contact every 0.1 s, so the heartbeat looks (and would report a silence) that often."""
+    target = Sidecar(tmp_path)
+    target.prepare()
+    client: DirectorClient = Director()  # type: ignore[assignment]
+    agent = Agent(
+        client, target, DesiredStateCache(tmp_path / "state"), heartbeat_interval=60.0, wait_seconds=0.1
+    )
+
+    async def scenario() -> None:
+        await agent.sync_once()
+        beating = asyncio.ensure_future(agent.heartbeat_forever())
+        try:
+            await until(lambda: target.asked >= 5, timeout=5.0)
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert client.reports and client.reports[-1].heartbeat_interval == 0.1  # type: ignore[attr-defined]
+
+
 def test_the_status_message_says_that_this_host_s_clock_is_off(tmp_path: Path) -> None:
     director = Director()
     director.clock.offset = 120.0
@@ -272,6 +328,18 @@ def test_an_answered_long_poll_is_contact(status: int) -> None:
     body = dumps(STATE) if status == 200 else b""
     before = time.monotonic()
     assert heard_after(lambda _: httpx.Response(status, content=body), long_poll) >= before
+
+
+def test_a_long_poll_is_contact_as_of_its_request_as_the_control_plane_counts_it() -> None:
+    """The control plane touches the runtime when the long-poll arrives, not when it answers (up to its
+    wait later): the agent's note is no newer than the request, or it would undercount the silence."""
+    arrived: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        arrived.append(time.monotonic())
+        return httpx.Response(304)
+
+    assert heard_after(answer, long_poll) <= arrived[0]
 
 
 @pytest.mark.parametrize("status", [401, 503])

@@ -155,8 +155,9 @@ class DirectorClient:
         self._parsed_urls: dict[tuple[int, str], httpx.URL] = {}
         self.bearer = bearer
         self.clock = DirectorClock()
-        # when (time.monotonic) a director last answered a long-poll or wrote a frame after a watch stream's
-        # opening: each of these is contact the control plane counts (`last_seen`), a status report or not
+        # when (time.monotonic) a director last counted contact (`last_seen`) without a status report: a
+        # long-poll it answered (as of the request, which is when it counts it), a frame after a watch
+        # stream's opening
         self.heard_at = -math.inf
         verify = tls_verification(self._urls)
         limits = httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS)
@@ -180,6 +181,7 @@ class DirectorClient:
         """The desired state, or None when it is still `etag` (304) after at most `wait` seconds."""
         wait = max(0.0, min(wait, MAX_WAIT_SECONDS))
         headers = {"If-None-Match": f'"{etag}"'} if etag else {}
+        asked_at = time.monotonic()  # the control plane counts the contact when the request arrives
         response = await self._send(
             "GET",
             "/agent/v1/desired-state",
@@ -188,7 +190,7 @@ class DirectorClient:
             timeout=httpx.Timeout(wait + TIMEOUT_MARGIN_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
         )
         if response.status_code in (200, 304):
-            self.heard_at = time.monotonic()
+            self.heard_at = asked_at
         if response.status_code == 304:
             return None
         _expect(response, 200)

@@ -50,8 +50,9 @@ class AgentConfig:
     heartbeat_interval: float = setting(
         60.0,
         flag="--heartbeat-interval",
-        help="seconds between heartbeats: a look at the sidecar, and a status report if it differs from "
-        "the last one or the control plane has not heard from the agent otherwise",
+        help="most seconds between heartbeats (fewer where the channel brings contact sooner): a look at "
+        "the sidecar, and a status report if it differs from the last one or the control plane has not "
+        "heard from the agent otherwise",
     )
     reconcile_interval: float = setting(
         60.0, flag="--reconcile-interval", help="seconds between full reconciles that put back hand edits"

@@ -357,13 +357,14 @@ class Agent:
         return answer
 
     async def heartbeat_forever(self) -> None:
-        """The only sender of status: at once after an apply that changed something, and on every interval
-        a look at the sidecar whose report goes out only when `HeartbeatReports` finds it due (it says
-        something new, or the director has not heard from the agent otherwise)."""
+        """The only sender of status: at once after an apply that changed something, and once per contact
+        interval (the heartbeat, or sooner where the channel promises contact sooner) a look at the sidecar
+        whose report goes out only when `HeartbeatReports` finds it due (it says something new, or the
+        director has not heard from the agent otherwise)."""
         self._report_now.set()
         while True:
             with contextlib.suppress(TimeoutError):  # not wait_for, which on 3.11 can swallow a cancel
-                async with asyncio.timeout(self.heartbeat_interval):
+                async with asyncio.timeout(self._contact_interval()):
                     await self._report_now.wait()
             asked_for = self._report_now.is_set()  # after a change: sent whatever it says
             self._report_now.clear()
