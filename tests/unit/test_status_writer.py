@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from fleet_fixtures import Store
 
@@ -119,3 +120,40 @@ def test_a_deleted_runtime_is_forgotten_and_its_next_report_counts_as_new(tmp_pa
             runner.cancel()
 
     asyncio.run(scenario())
+
+
+def test_contacts_of_a_flush_that_failed_are_written_by_the_next_one(tmp_path: Path) -> None:
+    """A runtime heard from only on its watch stream sends no report while it is heard from: a contact
+    lost with a failed flush would make it look disconnected."""
+    store = Store(tmp_path)
+    runtime = store.runtime("rt")
+    writer = StatusWriter(store.db, interval=0, quiet_interval=0)
+    asyncio.run(_reported(writer, {runtime: StatusReport(applied_hash="a" * 64)}))
+    with store.db.read() as session:
+        reported = repo.status_of(session, runtime)
+    assert reported is not None
+    flush, failures = writer._flush, [OSError("disk I/O error")]
+
+    def failing_once(batch: Any, touched: set[str]) -> None:
+        if failures:
+            raise failures.pop()
+        flush(batch, touched)
+
+    writer._flush = failing_once  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        runner = asyncio.create_task(writer.run())
+        try:
+            writer.touch(runtime)
+            async with asyncio.timeout(30):
+                while True:
+                    with store.db.read() as session:
+                        status = repo.status_of(session, runtime)
+                    if status is not None and status.last_seen > reported.last_seen:
+                        return
+                    await asyncio.sleep(0.05)
+        finally:
+            runner.cancel()
+
+    asyncio.run(scenario())
+    assert not failures, "the first flush did not fail"

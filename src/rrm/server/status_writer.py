@@ -150,6 +150,11 @@ class StatusWriter:
                 await asyncio.to_thread(self._flush, batch, touched)
             except Exception as exc:
                 log.exception("writing %d status report(s) failed", len(batch))
+                self._db.note_failure(exc)
+                # contacts were acknowledged to nobody: kept for the next flush, or a runtime that only
+                # streams (its agent sends no report while it is heard from) would look disconnected
+                self._touched |= touched
+                self._arrived.set()
                 for pending in batch.values():
                     for waiter in pending.waiters:
                         if not waiter.done():
