@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -267,7 +268,7 @@ class ApplyFastPath:
             return
         try:
             response = await apply(request, self._state)
-        except HTTPException as exc:
+        except StarletteHTTPException as exc:  # FastAPI's and Starlette's, as the app's handler takes both
             response = JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
         except OperationalError as exc:
             response = store_failure_response(exc, self._state.db)
