@@ -70,6 +70,8 @@ def test_escaped_quotes_in_keys_are_named_correctly() -> None:
         (b"\xff\xfe{}", "not UTF-8"),
         (b'{"a": NaN}', "NaN is not a JSON number"),
         (b'{"a": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"a": [1e400]}', "1e400 is beyond a 64-bit floating-point number"),
+        (b'{"a": -1.5e999}', "-1.5e999 is beyond a 64-bit floating-point number"),
         (b"{", "not valid JSON"),
         (b"1" * 5000, "not valid JSON"),  # beyond Python's digit limit: a ValueError, not a JSONDecodeError
     ],

@@ -9,6 +9,7 @@ refused here, with the path of the field or the line at fault, before anything d
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, cast
 
@@ -53,7 +54,7 @@ def decode_json(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     if _deeper_than(text, max_depth):
         _check_depth(text, max_depth)
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except DecodeError:
         raise
     except RecursionError:  # brackets left open (a body cut short) form no pairs for `_deeper_than`
@@ -65,6 +66,14 @@ def decode_json(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
 
 def _refuse_constant(name: str) -> Any:
     raise DecodeError((), f"not valid JSON: {name} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    """A number beyond a double's range would become infinity, which no JSON encoder writes back."""
+    value = float(literal)
+    if math.isinf(value):
+        raise DecodeError((), f"not valid JSON: {literal[:40]} is beyond a 64-bit floating-point number")
+    return value
 
 
 def _deeper_than(text: str, limit: int) -> bool:
