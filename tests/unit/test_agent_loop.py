@@ -435,3 +435,21 @@ def test_the_report_of_an_apply_the_sidecar_has_not_loaded_goes_out_after_the_ho
         ("a", True, ""),
         ("b", False, WAITING),
     ]
+
+
+def test_long_polls_answered_at_once_with_nothing_new_are_spaced_not_back_to_back(tmp_path: Path) -> None:
+    """A wait of 0 (polling without holding) got its 304 at once and polled again at once, without end."""
+    director = FakeDirector(make_state("a"), *([None] * 1000))
+    agent = make_agent(tmp_path, director)
+    agent.wait_seconds, agent.delivery = 0.0, "longpoll"
+
+    async def scenario() -> None:
+        syncing = asyncio.ensure_future(agent.sync_forever())
+        try:
+            await asyncio.sleep(2.5 * loop.MIN_POLL_SPACING)  # the property: how many polls in this time
+        finally:
+            syncing.cancel()
+            await asyncio.gather(syncing, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert 2 <= len(director.etags) <= 5, director.etags

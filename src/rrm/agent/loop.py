@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 DRIFT_RECORDS_KEPT = 20
 MIN_RECONCILE_SPACING = 1.0  # a controller fighting over an object cannot make the agent spin
+# Long-polls answered 304 at once (a wait of 0, polling without holding, or a director or proxy that cuts
+# holds short) follow each other at most once per this many seconds, instead of back to back
+MIN_POLL_SPACING = 1.0
 # How long the report of an apply waits for the sidecar to load it (daprd notices a change in about 200 ms;
 # the agent first asks 0.5 s after the apply, and 1.05 s after it when only rewritten components are awaited,
 # `rrm.agent.loading`): each report costs the agent a request to the director and a question to the sidecar,
@@ -153,8 +156,12 @@ class Agent:
         while True:
             watching = self.confirmed and choice.watching()
             delay = backoff.next_delay
+            polled_at, news = time.monotonic(), False
             try:
-                await (self.watch_once() if watching else self.sync_once())
+                if watching:
+                    await self.watch_once()
+                else:
+                    news = await self.sync_once()
             except StreamCut as exc:
                 log.warning("event=watch-cut error=%s action=keeping-applied-resources", exc)
                 choice.cut(exc)
@@ -172,6 +179,8 @@ class Agent:
                 if watching:
                     choice.ended()
                     await asyncio.sleep(reconnect_jitter())
+                elif not news:
+                    await asyncio.sleep(max(0.0, polled_at + MIN_POLL_SPACING - time.monotonic()))
                 continue
             await asyncio.sleep(delay())
 
@@ -205,17 +214,20 @@ class Agent:
         finally:
             self.watched.end()
 
-    async def sync_once(self) -> None:
-        """One long-poll; a new verified state is cached and applied, a 304 triggers a drift check. Until a
-        director has confirmed a state the request does not wait, so a restarted agent prunes at once."""
+    async def sync_once(self) -> bool:
+        """One long-poll; a new verified state is cached and applied (True), a 304 triggers a drift check.
+        Until a director has confirmed a state the request does not wait, so a restarted agent prunes at
+        once."""
         etag = self.state.hash if self.state is not None else None
         self._contact_by(self.wait_seconds or None)
         fetched = await self.client.fetch_desired(etag, self.wait_seconds if self.confirmed else 0.0)
         if fetched is not None:
             await self._take(fetched)
-        elif self.state is not None:
+            return True
+        if self.state is not None:
             self.confirmed = True
             await self.reconcile(prune=True, check_drift=True)
+        return False
 
     async def _take(self, fetched: DesiredState) -> None:
         """A verified state from a director: cached, then applied with pruning (one job on a thread)."""
