@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Awaitable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 import pytest
@@ -223,30 +223,13 @@ def test_a_stream_s_window_counts_from_when_the_previous_frame_s_write_completed
 
 def test_the_end_frame_ends_the_response_in_the_same_message() -> None:
     """So the agent finds the response complete with its end frame and keeps the connection."""
-    from types import SimpleNamespace
-
-    from rrm.server.api.watch import WatchResponse
 
     async def frames(*_: Any) -> AsyncGenerator[bytes]:
         yield KEEP_ALIVE_FRAME
         yield watch.end_frame("token-expired")
 
-    fleet = SimpleNamespace(watch=frames, key=lambda _: "key")
-    state: Any = SimpleNamespace(
-        fleet=fleet,
-        status_writer=SimpleNamespace(touch=lambda _: None),
-        settings=SimpleNamespace(watch_keep_alive_seconds=30.0, delivery_window_seconds=1.0),
-    )
     sent: list[dict[str, Any]] = []
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(dict(message))
-
-    async def receive() -> dict[str, Any]:
-        await asyncio.Event().wait()  # the agent stays
-        return {}
-
-    run(WatchResponse(state, "r1", "k1", None, 60.0)({}, receive, send))
+    run(_stream(frames, "key", sent))
     bodies = [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
     assert [b[:11] for b, _ in bodies] == [b"event: open", KEEP_ALIVE_FRAME[:11], b"event: end\n"]
     assert [more for _, more in bodies] == [True, True, False]
@@ -255,11 +238,8 @@ def test_the_end_frame_ends_the_response_in_the_same_message() -> None:
 def test_a_stream_that_ends_early_closes_its_frames_at_once() -> None:
     """A revoked key ends the stream while its frames could go on: their generator (and the hub's wait in
     it) is closed before the response returns, not whenever the garbage collector finds it."""
-    from types import SimpleNamespace
-
-    from rrm.server.api.watch import WatchResponse
-
     closed: list[bool] = []
+    sent: list[dict[str, Any]] = []
 
     async def frames(*_: Any) -> AsyncGenerator[bytes]:
         try:
@@ -268,13 +248,28 @@ def test_a_stream_that_ends_early_closes_its_frames_at_once() -> None:
         finally:
             closed.append(True)
 
-    fleet = SimpleNamespace(watch=frames, key=lambda _: None)  # the key is gone
+    async def scenario() -> list[bool]:
+        await _stream(frames, None, sent)  # the key is gone
+        return list(closed)
+
+    assert run(scenario()) == [True]
+    assert sent[-1]["body"] == watch.end_frame("runtime-gone") and sent[-1]["more_body"] is False
+
+
+async def _stream(
+    frames: Callable[..., AsyncGenerator[bytes]], key: str | None, sent: list[dict[str, Any]]
+) -> None:
+    """One `WatchResponse` over `frames`, its runtime's key `key`, to an agent that stays; what it sends
+    goes to `sent`."""
+    from types import SimpleNamespace
+
+    from rrm.server.api.watch import WatchResponse
+
     state: Any = SimpleNamespace(
-        fleet=fleet,
+        fleet=SimpleNamespace(watch=frames, key=lambda _: key),
         status_writer=SimpleNamespace(touch=lambda _: None),
         settings=SimpleNamespace(watch_keep_alive_seconds=30.0, delivery_window_seconds=1.0),
     )
-    sent: list[dict[str, Any]] = []
 
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(dict(message))
@@ -283,9 +278,4 @@ def test_a_stream_that_ends_early_closes_its_frames_at_once() -> None:
         await asyncio.Event().wait()  # the agent stays
         return {}
 
-    async def scenario() -> list[bool]:
-        await WatchResponse(state, "r1", "k1", None, 60.0)({}, receive, send)
-        return list(closed)
-
-    assert run(scenario()) == [True]
-    assert sent[-1]["body"] == watch.end_frame("runtime-gone") and sent[-1]["more_body"] is False
+    await WatchResponse(state, "r1", "k1", None, 60.0)({}, receive, send)
