@@ -58,20 +58,21 @@ def test_a_repeat_is_due_when_the_director_has_not_heard_from_the_agent_within_t
     clock = ManualClock()
     reports = acknowledged_at(clock)
     clock.now += INTERVAL
-    assert reports.due(REPORT, heard_at=clock.now - INTERVAL - 0.01)
+    assert reports.due(REPORT, heard_at=clock.now - 1.5 * INTERVAL - 0.01)
     assert reports.due(REPORT, heard_at=-math.inf), "never heard from"
 
 
 def test_the_contact_interval_the_report_promises_bounds_the_silence_not_the_heartbeat() -> None:
     """On a watch stream with 30 s keep-alives the report promises contact every 30 s, and the control
-    plane counts the runtime disconnected after three of them: 31 s without a frame is already news."""
+    plane counts the runtime disconnected after three of them: 46 s without a frame is already news, a
+    keep-alive a little late (31 s) is not."""
     clock = ManualClock()
     reports = acknowledged_at(clock)
     promised = StatusReport(applied_hash="h1", heartbeat_interval=INTERVAL / 2)
     reports.acknowledged(promised)
-    clock.now += INTERVAL / 2 + 1
-    assert reports.due(promised, heard_at=clock.now - INTERVAL / 2 - 1)
-    assert not reports.due(promised, heard_at=clock.now - 1)
+    clock.now += INTERVAL
+    assert reports.due(promised, heard_at=clock.now - 46)
+    assert not reports.due(promised, heard_at=clock.now - 31)
 
 
 @pytest.mark.parametrize("phase", [0.01, 0.25, 0.5, 0.75, 0.99, 1.0])
@@ -79,7 +80,7 @@ def test_checked_once_per_contact_interval_a_silent_channel_is_reported_before_t
     phase: float,
 ) -> None:
     """The heartbeat looks once per contact interval C, whatever its phase against the last contact: the
-    first report of a silent channel goes out by 2 C, before the control plane's limit of 3 C."""
+    first report of a silent channel goes out by 2.5 C, before the control plane's limit of 3 C."""
     contact = 30.0
     clock = ManualClock()
     reports = HeartbeatReports(INTERVAL, clock)
@@ -90,7 +91,7 @@ def test_checked_once_per_contact_interval_a_silent_channel_is_reported_before_t
     while not reports.due(report, heard_at=last_contact):
         tick += contact
         clock.now = tick
-    assert clock.now - last_contact <= 2 * contact
+    assert clock.now - last_contact <= 2.5 * contact
 
 
 def test_a_report_that_differs_from_the_acknowledged_one_is_due() -> None:

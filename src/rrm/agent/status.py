@@ -15,6 +15,8 @@ from rrm.wire.protocol import DriftRecord, ReloadResult, ResourceResult, Sidecar
 # updates only a status row that exists: where its copy of the report is gone or older than the agent's (a
 # database restored from a backup, a new one), this bounds how long it shows that copy, or no status at all.
 REFRESH_HEARTBEATS = 10
+# Contact intervals without a long-poll answer or a watch frame after which a heartbeat reports anyway
+SILENCE_INTERVALS = 1.5
 
 
 def build_status_report(
@@ -47,10 +49,11 @@ class HeartbeatReports:
     control plane already hears from the agent on every long-poll and watch frame, so repeating it told
     nothing: about 470 µs of control-plane CPU each, 167 a second at 10,000 idle agents. A heartbeat's report
     goes out when it differs from the last one the control plane acknowledged, when the director has not
-    been heard from (a long-poll answered, a watch frame) within the contact interval the report promises
-    (its `heartbeat_interval`), or when `refresh` seconds passed since the last acknowledged one. Checked
-    once per contact interval, a silent channel is reported within two of them, before the control plane
-    takes the runtime for disconnected after three. Times are `clock` (monotonic) seconds."""
+    been heard from (a long-poll answered, a watch frame) within one and a half of the contact intervals
+    the report promises (its `heartbeat_interval`; the half absorbs a keep-alive that comes a little late),
+    or when `refresh` seconds passed since the last acknowledged one. Checked once per contact interval, a
+    silent channel is reported within two and a half of them, before the control plane takes the runtime
+    for disconnected after three. Times are `clock` (monotonic) seconds."""
 
     def __init__(
         self, interval: float, clock: Callable[[], float] = time.monotonic, refresh: float | None = None
@@ -66,7 +69,7 @@ class HeartbeatReports:
         now = self.clock()
         return (
             report != self._acknowledged
-            or now - heard_at > report.heartbeat_interval
+            or now - heard_at > SILENCE_INTERVALS * report.heartbeat_interval
             or now - self._acknowledged_at >= self.refresh
         )
 
