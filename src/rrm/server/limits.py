@@ -100,7 +100,7 @@ class BodyLimitGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        await self.app(scope, replay_body(b"".join(chunks), receive), send)
 
 
 def _body_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bool]:
@@ -116,7 +116,20 @@ def _body_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, boo
     return declared, chunked
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body (a `BodyLimitGuard` in front bounds it); None when the client went away."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """`receive`, with the body already read given again first."""
     delivered = False
 
     async def replayed() -> Message:

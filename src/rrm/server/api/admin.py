@@ -3,18 +3,14 @@ read already shows the write (and the long-polls of the runtimes concerned are w
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rrm.core.bounded import DecodeError, decode_json
 from rrm.core.labels import validate_labels
@@ -23,17 +19,25 @@ from rrm.core.resources import secret_refs
 from rrm.core.scenarios import DEFAULT_SCENARIO
 from rrm.core.selectors import SelectorError, parse_selector
 from rrm.server import queries
-from rrm.server.api.common import BoundedRoute, found_or_404, read_found, reader, write, writer
+from rrm.server.api.common import (
+    BoundedRoute,
+    failure_response,
+    found_or_404,
+    read_found,
+    reader,
+    write,
+    writer,
+)
 from rrm.server.apply import Conflict, InvalidInput, Problem, revalidate_for_rollback
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, ROLE_ADMIN, bearer_token, new_token, token_hash
 from rrm.server.compass import views as compass_views
 from rrm.server.compass.apply import apply_all
 from rrm.server.compass.labels import check_runtime_labels, check_runtime_scenarios
+from rrm.server.limits import read_body, replay_body
 from rrm.server.metrics import ADMIN_WRITES
 from rrm.server.queries import read
 from rrm.server.registration import add_runtime
 from rrm.server.state import ServerState, server_state, utcnow
-from rrm.server.store_errors import store_failure_response
 from rrm.server.writes import Discard
 from rrm.store import compass as compass_store
 from rrm.store import repositories as repo
@@ -41,7 +45,6 @@ from rrm.store.tables import Runtime
 from rrm.wire.protocol import RUNTIME_KINDS, dumps
 
 T = TypeVar("T")
-log = logging.getLogger("rrm.server.api.admin")
 MAX_TOKEN_TTL = 30 * 24 * 3600
 
 
@@ -259,22 +262,17 @@ class ApplyFastPath:
         if scope["type"] != "http" or scope["path"] != APPLY_PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body, complete = await _read_body(receive)
-        if not complete:
+        body = await read_body(receive)
+        if body is None:
             return  # the client went away before sending its body: nobody to answer
         request = self._usual_request(Headers(scope=scope), body)
         if request is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         try:
             response = await apply(request, self._state)
-        except StarletteHTTPException as exc:  # FastAPI's and Starlette's, as the app's handler takes both
-            response = JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
-        except OperationalError as exc:
-            response = store_failure_response(exc, self._state.db)
         except Exception as exc:
-            log.error("POST %s failed", APPLY_PATH, exc_info=exc)
-            response = PlainTextResponse("Internal Server Error", status_code=500)
+            response = failure_response(exc, scope, self._state.db)
         await response(scope, receive, send)
 
     def _usual_request(self, headers: Headers, body: bytes) -> ApplyRequest | None:
@@ -291,32 +289,6 @@ class ApplyFastPath:
             return ApplyRequest.model_validate(decode_json(body))
         except (DecodeError, ValidationError):
             return None
-
-
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    """The whole request body (the `BodyLimitGuard` in front bounds it); False when the client went away."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"", False
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """`receive`, with the body already read given again first."""
-    delivered = False
-
-    async def replayed() -> Message:
-        nonlocal delivered
-        if delivered:
-            return await receive()
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replayed
 
 
 @router.get("/components")

@@ -9,16 +9,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
-from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rrm.server.api.common import BoundedRoute
+from rrm.server.api.common import BoundedRoute, failure_response
 from rrm.server.api.watch import watch_desired_state
 from rrm.server.auth import PAIRING_TOKEN_PREFIX, bearer, bearer_token, token_hash
 from rrm.server.fleet import RuntimeEntry
+from rrm.server.limits import read_body
 from rrm.server.metrics import DESIRED_STATE_RESPONSES, STATUS_REPORTS
 from rrm.server.rotation import (
     CHALLENGE_SECONDS,
@@ -28,7 +27,6 @@ from rrm.server.rotation import (
     issue_challenge,
 )
 from rrm.server.state import ServerState, server_state, state_of, utcnow
-from rrm.server.store_errors import store_failure_response
 from rrm.store import repositories as repo
 from rrm.store.tables import RuntimeKey
 from rrm.wire import protocol
@@ -178,15 +176,9 @@ class StatusReports:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state: ServerState = scope["app"].state.rrm
         runtime = await state.agent_auth.runtime(_bearer_of(scope))
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the agent is gone: nothing stored, nobody to answer
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:
+            return  # the agent is gone: nothing stored, nobody to answer
         try:
             report = protocol.decode(protocol.StatusReport, body)
         except protocol.WireError as exc:
@@ -290,7 +282,7 @@ class AgentFastPath:
             try:
                 await report_status(scope, receive, send)
             except Exception as exc:
-                await _failure(exc, scope)(scope, receive, send)
+                await failure_response(exc, scope, scope["app"].state.rrm.db)(scope, receive, send)
             return
         endpoint = self._endpoints.get((scope["path"], scope["method"]))
         if endpoint is None:
@@ -300,18 +292,8 @@ class AgentFastPath:
         try:
             response = await endpoint(Request(scope, receive, send))
         except Exception as exc:
-            response = _failure(exc, scope)
+            response = failure_response(exc, scope, scope["app"].state.rrm.db)
         await response(scope, receive, send)
-
-
-def _failure(exc: Exception, scope: Scope) -> Response:
-    """The answer to an endpoint's exception, as the app's exception handlers give it."""
-    if isinstance(exc, HTTPException):
-        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
-    if isinstance(exc, OperationalError):
-        return store_failure_response(exc, scope["app"].state.rrm.db)
-    log.error("%s %s failed", scope["method"], scope["path"], exc_info=exc)
-    return PlainTextResponse("Internal Server Error", status_code=500)
 
 
 @router.post("/rotate/challenge", **_documented(None, protocol.RotateChallenge))

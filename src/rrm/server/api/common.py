@@ -5,18 +5,25 @@ the write)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.types import Scope
 
 from rrm.core.bounded import DecodeError, decode_json
 from rrm.server.apply import Conflict, InvalidInput
 from rrm.server.auth import ROLE_ADMIN, bearer
 from rrm.server.queries import read
 from rrm.server.state import ServerState, server_state
+from rrm.server.store_errors import store_failure_response
+from rrm.store import Database
 
 T = TypeVar("T")
 
@@ -106,3 +113,15 @@ def found_or_404(value: T | None, missing: str) -> T:
 async def read_found(state: ServerState, work: Callable[[Session], T | None], missing: str) -> T:
     """A read whose None answer is a 404 saying what is missing."""
     return found_or_404(await read(state, work), missing)
+
+
+def failure_response(exc: Exception, scope: Scope, db: Database) -> Response:
+    """The answer to an exception of an endpoint served before the app (`AgentFastPath`, `ApplyFastPath`),
+    as the app's exception handlers give it: an `HTTPException` (FastAPI's or Starlette's) as
+    `{"detail": ...}` with its status and headers, a failing store as 503, anything else logged and 500."""
+    if isinstance(exc, StarletteHTTPException):
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+    if isinstance(exc, OperationalError):
+        return store_failure_response(exc, db)
+    logging.getLogger("rrm.server.api").error("%s %s failed", scope["method"], scope["path"], exc_info=exc)
+    return PlainTextResponse("Internal Server Error", status_code=500)
